@@ -1,0 +1,2 @@
+//! The `ccsd` binary.
+fn main() {}

@@ -4,11 +4,31 @@
 //! with a header naming its connection (the *flow*), to an external business process (MCP)
 //! through shared-memory lanes. MCP answers through another lane; ccsd routes each answer back.
 //!
-//! Where things live:
-//! - [`settings`]: the settings file, environment overrides and their validation.
+//! Where things live (`docs/architecture.md` tells the whole story):
+//! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop.
+//! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker.
+//! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up.
+//! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
+//! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`demo`] is the
+//!   echo MCP built on it.
+//! - [`stats`], [`logging`], [`clock`]: counters, log setup, timestamps.
 
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+#[path = "../actors/mod.rs"]
+pub mod actors;
+pub mod clock;
+pub mod demo;
+pub mod flow;
 pub mod framing;
 pub mod lane;
+pub mod logging;
+pub mod mailbox;
+pub mod mcp;
+pub mod message;
+pub mod record;
+pub mod runtime;
 pub mod settings;
+pub mod stats;

@@ -1,2 +1,126 @@
-//! The `ccsd` binary.
-fn main() {}
+//! The `ccsd` binary: parses the command line, loads settings, starts the broker.
+//!
+//! Exit codes: 0 after `--check-config` on valid settings; 2 for invalid settings or anything
+//! that prevents starting (queue files, ports); 1 if the running broker fails.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use ccsd::demo::serve_echo;
+use ccsd::mcp::McpEndpoint;
+use ccsd::runtime::Broker;
+use ccsd::settings::Settings;
+use log::{error, info};
+
+const USAGE: &str = "\
+usage: ccsd [--config FILE] [--check-config] [--demo]
+
+  --config FILE    settings file (TOML); without it the built-in defaults are used
+  --check-config   validate the settings, print every problem, exit 0 (valid) or 2
+  --demo           also run the echo MCP inside this process, for a first try
+  --help           this text
+  --version        the version
+
+Environment variables CCSD_<SECTION>__<KEY> override settings, e.g. CCSD_BROKER__WORKERS=4.";
+
+struct Args {
+    config: Option<PathBuf>,
+    check_only: bool,
+    demo: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        config: None,
+        check_only: false,
+        demo: false,
+    };
+    let mut it = std::env::args_os().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.to_str() {
+            Some("--config") => {
+                let file = it.next().ok_or("--config needs a FILE")?;
+                args.config = Some(PathBuf::from(file));
+            }
+            Some("--check-config") => args.check_only = true,
+            Some("--demo") => args.demo = true,
+            Some("--help" | "-h") => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            Some("--version" | "-V") => {
+                println!("ccsd {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            _ => return Err(format!("unknown argument {arg:?}\n\n{USAGE}")),
+        }
+    }
+    Ok(Some(args))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ccsd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = match Settings::load(args.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ccsd: invalid settings:");
+            for problem in &e.problems {
+                eprintln!("  {problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_only {
+        println!("settings OK");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = ccsd::logging::init(settings.log.level, settings.log.file.as_deref()) {
+        eprintln!("ccsd: {e}");
+        return ExitCode::from(2);
+    }
+    let broker = match Broker::start(&settings) {
+        Ok(b) => b,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("ccsd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.demo {
+        if let Err(e) = start_demo_mcp(&settings) {
+            eprintln!("ccsd: demo MCP: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match broker.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("stopping: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Attaches the echo MCP to this process's own lanes and serves it on a thread.
+fn start_demo_mcp(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let mut mcp = McpEndpoint::attach_wait(settings, Duration::from_secs(5))?;
+    std::thread::Builder::new()
+        .name("ccsd-demo-echo".into())
+        .spawn(move || {
+            static NEVER: AtomicBool = AtomicBool::new(false);
+            if let Err(e) = serve_echo(&mut mcp, &NEVER) {
+                error!("demo echo MCP stopped: {e}");
+            }
+        })?;
+    info!("demo: echo MCP running inside ccsd; try: printf '\\0\\0\\0\\5hello' | nc 127.0.0.1 7300 | od -c");
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Acceptor: accepts TCP connections on the main thread and gives each to a worker.
+//!
+//! Listeners sit in the main poller in level-triggered mode. On readiness the acceptor accepts
+//! until the kernel says "would block" (or a per-turn bound, for fairness with the MCP bridge),
+//! picks a worker by the configured policy and sends it a `Connect`. The worker registers and owns
+//! the socket from then on; the acceptor never touches it again.
+
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam_channel::TrySendError;
+use log::warn;
+use polling::{Event, PollMode, Poller};
+
+use crate::logging::LogLimiter;
+use crate::mailbox::Mailbox;
+use crate::message::{Connect, WorkerMsg};
+use crate::settings::Dispatch;
+use crate::stats::AcceptorCounters;
+
+/// Connections accepted per listener per readiness, before the main loop looks elsewhere.
+const ACCEPTS_PER_TURN: usize = 256;
+
+/// The acceptor's view of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerLink {
+    /// The worker's mailbox.
+    pub mailbox: Mailbox<WorkerMsg>,
+    /// The worker's open connections (raised here on hand-over, lowered by the worker on close).
+    pub open: Arc<AtomicUsize>,
+}
+
+/// Accepts connections and spreads them over the workers.
+#[derive(Debug)]
+pub struct Acceptor {
+    listeners: Vec<TcpListener>,
+    workers: Vec<WorkerLink>,
+    dispatch: Dispatch,
+    next_worker: usize,
+    counters: AcceptorCounters,
+    error_log: LogLimiter,
+    refused_log: LogLimiter,
+}
+
+impl Acceptor {
+    /// An acceptor for `listeners` (non-blocking, indexed like `Settings::listen`).
+    pub fn new(listeners: Vec<TcpListener>, workers: Vec<WorkerLink>, dispatch: Dispatch) -> Acceptor {
+        Acceptor {
+            listeners,
+            workers,
+            dispatch,
+            next_worker: 0,
+            counters: AcceptorCounters::default(),
+            error_log: LogLimiter::default(),
+            refused_log: LogLimiter::default(),
+        }
+    }
+
+    /// Registers listener `i` under poller key `first_key + i`.
+    ///
+    /// # Errors
+    /// The poller refused a listener.
+    pub fn register(&self, poller: &Poller, first_key: usize) -> io::Result<()> {
+        for (i, l) in self.listeners.iter().enumerate() {
+            // SAFETY: the listeners live in `self` for as long as the main poller is used;
+            // the process exits (closing both) rather than dropping an acceptor under a live poller.
+            unsafe { poller.add_with_mode(l, Event::readable(first_key + i), PollMode::Level)? };
+        }
+        Ok(())
+    }
+
+    /// Number of listeners (poller keys used by [`register`](Acceptor::register)).
+    pub fn listener_count(&self) -> usize {
+        self.listeners.len()
+    }
+
+    /// What the acceptor counted so far.
+    pub fn counters(&self) -> AcceptorCounters {
+        self.counters
+    }
+
+    /// Accepts what is pending on listener `i` and hands each connection to a worker.
+    pub fn on_readable(&mut self, i: usize) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            let (stream, peer) = match self.listeners[i].accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.counters.accept_errors += 1;
+                    if let Some(n) = self.error_log.allow() {
+                        warn!("accept failed on listener {i}: {e} ({n} similar suppressed)");
+                    }
+                    return;
+                }
+            };
+            self.counters.accepted += 1;
+            if stream.set_nonblocking(true).is_err() {
+                self.counters.accept_errors += 1;
+                continue;
+            }
+            let w = self.pick_worker(stream.as_raw_fd());
+            let link = &self.workers[w];
+            link.open.fetch_add(1, Ordering::Relaxed);
+            let msg = WorkerMsg::Connect(Connect {
+                stream,
+                peer,
+                listener: i,
+            });
+            if let Err(e) = link.mailbox.try_send(msg) {
+                // Dropping the message closes the socket: the client sees a reset, not a hang.
+                link.open.fetch_sub(1, Ordering::Relaxed);
+                self.counters.refused_mailbox_full += 1;
+                if let Some(n) = self.refused_log.allow() {
+                    let why = match e {
+                        TrySendError::Full(_) => "mailbox full",
+                        TrySendError::Disconnected(_) => "worker stopped",
+                    };
+                    warn!("refusing a connection: worker {w} {why} ({n} similar suppressed)");
+                }
+            }
+        }
+    }
+
+    fn pick_worker(&mut self, fd: i32) -> usize {
+        let n = self.workers.len();
+        match self.dispatch {
+            Dispatch::FdModulo => fd.unsigned_abs() as usize % n,
+            Dispatch::RoundRobin => {
+                self.next_worker = (self.next_worker + 1) % n;
+                self.next_worker
+            }
+            Dispatch::LeastConnections => (0..n)
+                .min_by_key(|&w| self.workers[w].open.load(Ordering::Relaxed))
+                .unwrap_or(0),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! MCP bridge: reads MCP's replies from the response lane and routes each to its worker.
+//!
+//! The bridge runs on the main thread. It validates every record (MCP is not ours: garbage is
+//! counted and dropped, never trusted), checks the flow's epoch, and appends the record to a
+//! per-worker batch; each batch goes to its worker as one `DataTrans`, so a burst of replies costs
+//! one message and one wake-up per worker. Workers send emptied batch buffers back for reuse.
+//!
+//! When a worker's mailbox is full the batch's replies are dropped and counted, and the bridge
+//! asks that worker to close their flows (`Disconnect`, reason overload); those requests are kept
+//! (sorted and deduplicated, so bounded by the worker's connections) and retried every turn until
+//! delivered; until then later replies for those flows are dropped too, so no client ever receives
+//! a stream with a hole in it.
+//! The main thread never blocks on a worker.
+
+use std::os::fd::BorrowedFd;
+use std::{io, mem};
+
+use crossbeam_channel::Receiver;
+use log::warn;
+
+use crate::flow::FlowId;
+use crate::lane::Consumer;
+use crate::logging::LogLimiter;
+use crate::mailbox::Mailbox;
+use crate::message::{DataTrans, Disconnect, WorkerMsg};
+use crate::record::{Kind, Reason, RecordHeader};
+use crate::stats::BridgeCounters;
+
+/// A batch is sent as soon as it holds this many bytes.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Records read per turn before the main loop looks at its other actors.
+const RECORDS_PER_TURN: usize = 8192;
+
+/// The bridge's view of one worker.
+#[derive(Debug)]
+pub struct BridgeLink {
+    /// The worker's mailbox.
+    pub mailbox: Mailbox<WorkerMsg>,
+    /// Emptied batch buffers coming back from the worker.
+    pub recycle: Receiver<Vec<u8>>,
+}
+
+/// Routes MCP's records to workers.
+#[derive(Debug)]
+pub struct McpBridge {
+    lane: Consumer,
+    epoch: u16,
+    links: Vec<BridgeLink>,
+    batches: Vec<Vec<u8>>,
+    pending_closes: Vec<Vec<FlowId>>,
+    record: Vec<u8>,
+    counters: BridgeCounters,
+    garbage_log: LogLimiter,
+    overload_log: LogLimiter,
+}
+
+impl McpBridge {
+    /// A bridge reading `lane` for ccsd start `epoch`, routing to `links` by worker index.
+    pub fn new(lane: Consumer, epoch: u16, links: Vec<BridgeLink>) -> McpBridge {
+        let n = links.len();
+        McpBridge {
+            lane,
+            epoch,
+            links,
+            batches: vec![Vec::new(); n],
+            pending_closes: vec![Vec::new(); n],
+            record: Vec::new(),
+            counters: BridgeCounters::default(),
+            garbage_log: LogLimiter::default(),
+            overload_log: LogLimiter::default(),
+        }
+    }
+
+    /// The response lane's wake-up FIFO, to register in the main poller.
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.lane.wake_fd()
+    }
+
+    /// What the bridge counted so far.
+    pub fn counters(&self) -> BridgeCounters {
+        self.counters
+    }
+
+    /// Bytes MCP has written that the bridge has not read yet.
+    pub fn lane_used_bytes(&self) -> u64 {
+        self.lane.lane().used_bytes()
+    }
+
+    /// Tells MCP the bridge is about to sleep; false when records arrived meanwhile (do not sleep).
+    pub fn prepare_sleep(&mut self) -> bool {
+        self.lane.prepare_sleep()
+    }
+
+    /// The wake-up FIFO became readable: clear it.
+    ///
+    /// # Errors
+    /// Reading the FIFO failed.
+    pub fn on_wake(&mut self) -> io::Result<()> {
+        self.lane.after_wake()
+    }
+
+    /// Routes up to [`RECORDS_PER_TURN`] records; true when more may be waiting.
+    pub fn drain(&mut self) -> bool {
+        self.retry_pending_closes();
+        let mut taken = 0;
+        while taken < RECORDS_PER_TURN {
+            self.record.clear();
+            match self.lane.pop_into(&mut self.record) {
+                Ok(Some(_)) => {
+                    taken += 1;
+                    self.route();
+                }
+                Ok(None) => break,
+                Err(corrupt) => {
+                    let skipped = self.lane.discard_all();
+                    self.counters.lane_corruptions += 1;
+                    self.counters.lane_corrupt_bytes += skipped;
+                    if let Some(n) = self.garbage_log.allow() {
+                        warn!("response lane: {corrupt}; discarded {skipped} bytes ({n} similar suppressed)");
+                    }
+                }
+            }
+        }
+        for w in 0..self.links.len() {
+            self.send_batch(w);
+        }
+        taken == RECORDS_PER_TURN
+    }
+
+    fn route(&mut self) {
+        self.counters.records_in += 1;
+        let header = match RecordHeader::decode(&self.record) {
+            Ok(h) => h,
+            Err(e) => {
+                self.counters.dropped_malformed += 1;
+                if let Some(n) = self.garbage_log.allow() {
+                    warn!("response lane: dropping a malformed record: {e} ({n} similar suppressed)");
+                }
+                return;
+            }
+        };
+        match header.kind {
+            Kind::Data | Kind::Close => {}
+            Kind::Custom => {
+                self.counters.custom_records += 1;
+                return;
+            }
+            Kind::Connect | Kind::Disconnect => {
+                self.counters.dropped_unexpected_kind += 1;
+                return;
+            }
+        }
+        if header.flow.epoch() != self.epoch {
+            self.counters.dropped_stale_epoch += 1;
+            return;
+        }
+        let w = header.flow.worker();
+        let Some(batch) = self.batches.get_mut(w) else {
+            self.counters.dropped_bad_worker += 1;
+            return;
+        };
+        // A flow that lost replies must not get later ones before its close: the client would
+        // see a stream with a hole in it.
+        if self.pending_closes[w].binary_search(&header.flow).is_ok() {
+            self.counters.dropped_mailbox_full += 1;
+            return;
+        }
+        batch.extend_from_slice(&self.record);
+        self.counters.records_routed += 1;
+        if batch.len() >= BATCH_BYTES {
+            self.send_batch(w);
+        }
+    }
+
+    fn send_batch(&mut self, w: usize) {
+        if self.batches[w].is_empty() {
+            return;
+        }
+        let link = &self.links[w];
+        let fresh = link.recycle.try_recv().unwrap_or_default();
+        let batch = mem::replace(&mut self.batches[w], fresh);
+        let Err(err) = link.mailbox.try_send(WorkerMsg::DataTrans(DataTrans { batch })) else {
+            return;
+        };
+        let WorkerMsg::DataTrans(undelivered) = err.into_inner() else {
+            unreachable!("a DataTrans was sent")
+        };
+        let pending = &mut self.pending_closes[w];
+        for (header, _) in undelivered.records() {
+            self.counters.dropped_mailbox_full += 1;
+            pending.push(header.flow);
+        }
+        pending.sort_unstable();
+        pending.dedup();
+        if let Some(n) = self.overload_log.allow() {
+            warn!(
+                "worker {w} mailbox full: dropped replies, closing {} connections ({n} similar suppressed)",
+                pending.len()
+            );
+        }
+    }
+
+    fn retry_pending_closes(&mut self) {
+        for (w, pending) in self.pending_closes.iter_mut().enumerate() {
+            if pending.is_empty() {
+                continue;
+            }
+            let msg = WorkerMsg::Disconnect(Disconnect {
+                flows: mem::take(pending),
+                reason: Reason::Overload,
+            });
+            if let Err(e) = self.links[w].mailbox.try_send(msg) {
+                let WorkerMsg::Disconnect(d) = e.into_inner() else {
+                    unreachable!("a Disconnect was sent")
+                };
+                *pending = d.flows;
+            }
+        }
+    }
+}

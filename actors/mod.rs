@@ -1,0 +1,10 @@
+//! The actors, one per file.
+//!
+//! Main thread: [`acceptor::Acceptor`], [`mcp_bridge::McpBridge`] and
+//! [`stats_reporter::StatsReporter`], all on one poller. Each worker thread runs one
+//! [`worker::Worker`] on its own poller.
+
+pub mod acceptor;
+pub mod mcp_bridge;
+pub mod stats_reporter;
+pub mod worker;

@@ -1,0 +1,157 @@
+//! Stats reporter: gathers `NotifyStat` from workers with the main thread's own counters and
+//! writes them, at every stats interval, to the JSON status file (replaced atomically).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+
+use crate::logging::LogLimiter;
+use crate::message::NotifyStat;
+use crate::stats::{AcceptorCounters, BridgeCounters, WorkerCounters};
+
+/// The main thread's counters at report time.
+#[derive(Debug, Clone, Copy)]
+pub struct MainCounters {
+    /// The acceptor's counters.
+    pub acceptor: AcceptorCounters,
+    /// The MCP bridge's counters.
+    pub bridge: BridgeCounters,
+    /// Bytes in the response lane not read yet.
+    pub response_lane_used_bytes: u64,
+}
+
+/// Collects counters and writes the status file.
+#[derive(Debug)]
+pub struct StatsReporter {
+    file: Option<PathBuf>,
+    interval: Duration,
+    next_report: Instant,
+    started: Instant,
+    epoch: u16,
+    workers: Vec<Option<NotifyStat>>,
+    write_log: LogLimiter,
+}
+
+impl StatsReporter {
+    /// A reporter for `workers` workers, writing `file` (if any) every `interval`.
+    pub fn new(file: Option<PathBuf>, interval: Duration, epoch: u16, workers: usize) -> StatsReporter {
+        let now = Instant::now();
+        StatsReporter {
+            file,
+            interval,
+            next_report: now + interval,
+            started: now,
+            epoch,
+            workers: vec![None; workers],
+            write_log: LogLimiter::default(),
+        }
+    }
+
+    /// Keeps a worker's latest counters.
+    pub fn on_notify_stat(&mut self, stat: NotifyStat) {
+        if let Some(slot) = self.workers.get_mut(stat.worker) {
+            *slot = Some(stat);
+        }
+    }
+
+    /// Time left until the next report is due.
+    pub fn time_to_next(&self) -> Duration {
+        self.next_report.saturating_duration_since(Instant::now())
+    }
+
+    /// Writes a report if one is due.
+    pub fn tick(&mut self, main: &MainCounters) {
+        let now = Instant::now();
+        if now < self.next_report {
+            return;
+        }
+        self.next_report = now + self.interval;
+        let json = self.render(main, now);
+        let mut totals = WorkerCounters::default();
+        for w in self.workers.iter().flatten() {
+            totals.add(&w.counters);
+        }
+        debug!(
+            "stats: {} open, {} packets in, {} replies out, {} stale, {} queue-full drops",
+            totals.connections_open,
+            totals.packets_in,
+            totals.replies_out,
+            totals.dropped_stale_flow + main.bridge.dropped_stale_epoch,
+            totals.dropped_queue_full
+        );
+        if let Some(path) = &self.file {
+            if let Err(e) = write_atomically(path, &json) {
+                if let Some(n) = self.write_log.allow() {
+                    warn!("cannot write stats file {}: {e} ({n} similar suppressed)", path.display());
+                }
+            }
+        }
+    }
+
+    /// The status document: totals, then the acceptor, the bridge and each worker.
+    fn render(&self, main: &MainCounters, now: Instant) -> String {
+        let mut totals = WorkerCounters::default();
+        for w in self.workers.iter().flatten() {
+            totals.add(&w.counters);
+        }
+        let mut out = String::with_capacity(4096);
+        let _ = write!(
+            out,
+            "{{\"uptime_ms\":{},\"epoch\":{},\"response_lane_used_bytes\":{},\"totals\":",
+            now.duration_since(self.started).as_millis(),
+            self.epoch,
+            main.response_lane_used_bytes
+        );
+        json_object(&mut out, |f| totals.for_each(f));
+        out.push_str(",\"acceptor\":");
+        json_object(&mut out, |f| main.acceptor.for_each(f));
+        out.push_str(",\"bridge\":");
+        json_object(&mut out, |f| main.bridge.for_each(f));
+        out.push_str(",\"workers\":[");
+        for (i, w) in self.workers.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let stat = w.unwrap_or(NotifyStat {
+                worker: i,
+                counters: WorkerCounters::default(),
+                mailbox_depth: 0,
+                lane_used_bytes: 0,
+            });
+            json_object(&mut out, |f| {
+                f("worker", i as u64);
+                f("mailbox_depth", stat.mailbox_depth as u64);
+                f("lane_used_bytes", stat.lane_used_bytes);
+                stat.counters.for_each(f);
+            });
+        }
+        out.push_str("]}\n");
+        out
+    }
+}
+
+/// Appends `{"name":value,...}` with the pairs `fill` produces.
+fn json_object(out: &mut String, fill: impl FnOnce(&mut dyn FnMut(&'static str, u64))) {
+    out.push('{');
+    let mut first = true;
+    fill(&mut |name, value| {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let _ = write!(out, "\"{name}\":{value}");
+    });
+    out.push('}');
+}
+
+/// Replaces `path` with `contents` so that readers see the old file or the new one, never a mix.
+fn write_atomically(path: &std::path::Path, contents: &str) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    fs::write(&tmp, contents)?;
+    fs::rename(&tmp, path)
+}

@@ -1,0 +1,567 @@
+//! Worker: owns a share of the client connections on its own poller.
+//!
+//! Only the owning worker registers, reads, writes and closes its sockets; nothing here is shared
+//! with another thread but the mailbox, the recycle channel for reply buffers and one gauge.
+//!
+//! One turn of the loop: wait on the poller; read every readable connection into one scratch
+//! buffer, frame it and push each complete packet into the worker's request lane; drain the
+//! mailbox (new connections, replies, closes); write every connection that got replies, arming
+//! write interest only while bytes remain; publish the lane once, waking MCP only if it sleeps.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use log::{debug, error, warn};
+use polling::{Event, Events, PollMode, Poller};
+
+use crate::clock::monotonic_ns;
+use crate::flow::{FlowId, FlowTable};
+use crate::framing::{FrameCheck, FrameError, Framer};
+use crate::lane::{Producer, PushError};
+use crate::logging::LogLimiter;
+use crate::mailbox::Mailbox;
+use crate::message::{Connect, DataTrans, Disconnect, MainMsg, NotifyStat, WorkerMsg};
+use crate::record::{CloseMode, Kind, Reason, RecordHeader, Transport};
+use crate::settings::OnFull;
+use crate::stats::WorkerCounters;
+
+/// Bytes read from a socket in one call; also the most a connection buffers beyond a packet.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per readable connection per turn, so one busy client cannot starve the others.
+const READS_PER_TURN: usize = 4;
+/// Mailbox messages handled per turn before the worker looks at its sockets again.
+const MESSAGES_PER_TURN: usize = 256;
+/// Buffers that grew past this are released once empty, so idle connections stay small.
+const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;
+
+/// What a worker needs to know about each listener.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    /// Finds packet boundaries for this listener's connections.
+    pub framer: Arc<dyn Framer>,
+    /// The listener's local port, copied into every record header.
+    pub port: u16,
+}
+
+/// Everything a worker thread is started with.
+pub struct WorkerSetup {
+    /// The worker's index (also the request lane's index and the flow id's worker field).
+    pub id: usize,
+    /// This ccsd start's epoch, carried in every flow id.
+    pub epoch: u16,
+    /// The worker's own poller; its mailbox senders notify it.
+    pub poller: Arc<Poller>,
+    /// The receiving end of the worker's mailbox.
+    pub inbox: Receiver<WorkerMsg>,
+    /// Where emptied reply batches go back to the MCP bridge.
+    pub recycle: Sender<Vec<u8>>,
+    /// The main thread's mailbox, for `NotifyStat`.
+    pub main: Mailbox<MainMsg>,
+    /// The worker's request lane to MCP.
+    pub lane: Producer,
+    /// Listener details, by listener index.
+    pub listeners: Vec<ListenerInfo>,
+    /// What to do with a packet when the request lane is full.
+    pub on_full: OnFull,
+    /// Open connections of this worker, read by the acceptor's least-connections policy.
+    pub open_gauge: Arc<AtomicUsize>,
+    /// How often to send `NotifyStat`.
+    pub stats_interval: Duration,
+}
+
+/// Why the worker closes a connection: what MCP is told and which counter grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseCause {
+    Peer,
+    SocketError,
+    Malformed,
+    Oversize,
+    ByMcp,
+    QueueFull,
+    Overload,
+}
+
+impl CloseCause {
+    fn reason(self) -> Reason {
+        match self {
+            CloseCause::Peer => Reason::PeerClosed,
+            CloseCause::SocketError => Reason::Error,
+            CloseCause::Malformed | CloseCause::Oversize => Reason::Protocol,
+            CloseCause::ByMcp => Reason::Local,
+            CloseCause::QueueFull | CloseCause::Overload => Reason::Overload,
+        }
+    }
+
+    fn count(self, c: &mut WorkerCounters) {
+        *match self {
+            CloseCause::Peer => &mut c.closed_peer,
+            CloseCause::SocketError => &mut c.closed_error,
+            CloseCause::Malformed => &mut c.closed_protocol,
+            CloseCause::Oversize => &mut c.closed_oversize,
+            CloseCause::ByMcp => &mut c.closed_by_mcp,
+            CloseCause::QueueFull => &mut c.closed_queue_full,
+            CloseCause::Overload => &mut c.closed_overload,
+        } += 1;
+    }
+}
+
+/// One client connection.
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    /// Bytes of an incomplete packet, kept between reads.
+    rbuf: Vec<u8>,
+    /// When the first byte in `rbuf` was read.
+    rbuf_since_ns: u64,
+    /// Reply bytes not yet written; `wbuf[wpos..]` is pending.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    write_armed: bool,
+    /// Listed in the worker's dirty list for this turn.
+    dirty: bool,
+    /// MCP asked to close once `wbuf` is written.
+    close_after_flush: bool,
+}
+
+/// Lane and counters a framing pass writes into (split from the worker to satisfy the borrow
+/// checker while a connection is borrowed from the table).
+struct LaneSink<'a> {
+    lane: &'a mut Producer,
+    counters: &'a mut WorkerCounters,
+    on_full: OnFull,
+    full_log: &'a mut LogLimiter,
+    worker: usize,
+}
+
+/// A worker thread's state.
+pub struct Worker {
+    id: usize,
+    poller: Arc<Poller>,
+    inbox: Receiver<WorkerMsg>,
+    recycle: Sender<Vec<u8>>,
+    main: Mailbox<MainMsg>,
+    lane: Producer,
+    listeners: Vec<ListenerInfo>,
+    on_full: OnFull,
+    open_gauge: Arc<AtomicUsize>,
+    stats_interval: Duration,
+    next_stats: Instant,
+    conns: FlowTable<Conn>,
+    scratch: Vec<u8>,
+    dirty: Vec<FlowId>,
+    counters: WorkerCounters,
+    full_log: LogLimiter,
+    error_log: LogLimiter,
+}
+
+impl Worker {
+    /// A worker ready to [`run`](Worker::run) on its own thread.
+    pub fn new(setup: WorkerSetup) -> Worker {
+        Worker {
+            id: setup.id,
+            conns: FlowTable::new(setup.epoch, setup.id as u8),
+            poller: setup.poller,
+            inbox: setup.inbox,
+            recycle: setup.recycle,
+            main: setup.main,
+            lane: setup.lane,
+            listeners: setup.listeners,
+            on_full: setup.on_full,
+            open_gauge: setup.open_gauge,
+            stats_interval: setup.stats_interval,
+            next_stats: Instant::now() + setup.stats_interval,
+            scratch: vec![0; READ_CHUNK],
+            dirty: Vec::new(),
+            counters: WorkerCounters::default(),
+            full_log: LogLimiter::default(),
+            error_log: LogLimiter::default(),
+        }
+    }
+
+    /// Runs the event loop until every mailbox sender is gone or the poller fails.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(NonZeroUsize::new(1024).expect("nonzero"));
+        loop {
+            events.clear();
+            let timeout = self.next_stats.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poller.wait(&mut events, Some(timeout)) {
+                error!("worker {}: poller failed, stopping: {e}", self.id);
+                return;
+            }
+            for ev in events.iter() {
+                if ev.readable {
+                    self.on_readable(ev.key);
+                }
+                if ev.writable {
+                    self.on_writable(ev.key);
+                }
+            }
+            if !self.drain_inbox() {
+                debug!("worker {}: mailbox closed, stopping", self.id);
+                return;
+            }
+            self.flush_dirty();
+            self.publish_lane();
+            if Instant::now() >= self.next_stats {
+                self.send_stats();
+            }
+        }
+    }
+
+    /// Handles up to [`MESSAGES_PER_TURN`] messages; false when the mailbox is closed.
+    fn drain_inbox(&mut self) -> bool {
+        for _ in 0..MESSAGES_PER_TURN {
+            match self.inbox.try_recv() {
+                Ok(WorkerMsg::Connect(c)) => self.on_connect(c),
+                Ok(WorkerMsg::DataTrans(d)) => self.on_data_trans(d),
+                Ok(WorkerMsg::Disconnect(d)) => self.on_disconnect(d),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+        // More messages wait: make sure the next wait returns at once.
+        let _ = self.poller.notify();
+        true
+    }
+
+    fn on_connect(&mut self, c: Connect) {
+        let Connect {
+            stream,
+            peer,
+            listener,
+        } = c;
+        // Replies are written whole by ccsd; Nagle would only delay them.
+        let _ = stream.set_nodelay(true);
+        let conn = Conn {
+            stream,
+            peer,
+            listener,
+            rbuf: Vec::new(),
+            rbuf_since_ns: 0,
+            wbuf: Vec::new(),
+            wpos: 0,
+            write_armed: false,
+            dirty: false,
+            close_after_flush: false,
+        };
+        let Some(flow) = self.conns.insert(conn) else {
+            self.counters.closed_table_full += 1;
+            self.open_gauge.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        let conn = self.conns.get_mut(flow).expect("just inserted");
+        // SAFETY: the socket stays registered only while it lives in the table; `close()` deletes
+        // it from the poller before the TcpStream is dropped, so the poller never holds a closed fd.
+        let added = unsafe {
+            self.poller
+                .add_with_mode(&conn.stream, Event::readable(flow.slot()), PollMode::Level)
+        };
+        if let Err(e) = added {
+            if let Some(n) = self.error_log.allow() {
+                warn!("worker {}: cannot register a connection: {e} ({n} similar suppressed)", self.id);
+            }
+            self.conns.remove(flow);
+            self.counters.closed_error += 1;
+            self.open_gauge.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.counters.connections_opened += 1;
+        self.counters.connections_open += 1;
+    }
+
+    fn on_readable(&mut self, slot: usize) {
+        for _ in 0..READS_PER_TURN {
+            let Some((flow, conn)) = self.conns.by_slot_mut(slot) else {
+                return;
+            };
+            let n = match (&conn.stream).read(&mut self.scratch) {
+                Ok(0) => return self.close(flow, CloseCause::Peer),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.close(flow, CloseCause::SocketError),
+            };
+            let now = monotonic_ns();
+            let mut sink = LaneSink {
+                lane: &mut self.lane,
+                counters: &mut self.counters,
+                on_full: self.on_full,
+                full_log: &mut self.full_log,
+                worker: self.id,
+            };
+            let info = &self.listeners[conn.listener];
+            let mut header = RecordHeader::new(Kind::Data, flow);
+            header.peer = conn.peer;
+            header.listen_port = info.port;
+            header.transport = Transport::Tcp;
+            header.timestamp_ns = now;
+            let outcome = if conn.rbuf.is_empty() {
+                let outcome = frame_packets(&*info.framer, &self.scratch[..n], now, now, &mut header, &mut sink);
+                if let Ok(consumed) = outcome {
+                    conn.rbuf.extend_from_slice(&self.scratch[consumed..n]);
+                    conn.rbuf_since_ns = now;
+                }
+                outcome
+            } else {
+                conn.rbuf.extend_from_slice(&self.scratch[..n]);
+                let outcome = frame_packets(&*info.framer, &conn.rbuf, conn.rbuf_since_ns, now, &mut header, &mut sink);
+                if let Ok(consumed) = outcome {
+                    conn.rbuf.drain(..consumed);
+                    if consumed > 0 {
+                        conn.rbuf_since_ns = now;
+                    }
+                    if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_BUFFER_CAPACITY {
+                        conn.rbuf = Vec::new();
+                    }
+                }
+                outcome
+            };
+            if let Err(cause) = outcome {
+                return self.close(flow, cause);
+            }
+            if n < self.scratch.len() {
+                return;
+            }
+        }
+    }
+
+    fn on_writable(&mut self, slot: usize) {
+        if let Some((flow, _)) = self.conns.by_slot_mut(slot) {
+            self.flush(flow);
+        }
+    }
+
+    fn on_data_trans(&mut self, d: DataTrans) {
+        for (header, payload) in d.records() {
+            match header.kind {
+                Kind::Data => self.queue_reply(header.flow, payload),
+                Kind::Close if header.code == CloseMode::Force as u8 => {
+                    if self.conns.check(header.flow).is_ok() {
+                        self.close(header.flow, CloseCause::ByMcp);
+                    } else {
+                        self.counters.dropped_stale_flow += 1;
+                    }
+                }
+                Kind::Close => match self.conns.get_mut(header.flow) {
+                    Ok(conn) => {
+                        conn.close_after_flush = true;
+                        if !conn.dirty {
+                            conn.dirty = true;
+                            self.dirty.push(header.flow);
+                        }
+                    }
+                    Err(_) => self.counters.dropped_stale_flow += 1,
+                },
+                _ => self.counters.dropped_unexpected_kind += 1,
+            }
+        }
+        let mut batch = d.batch;
+        batch.clear();
+        // The bridge allocates a new buffer when none comes back; a full channel just frees this one.
+        let _ = self.recycle.try_send(batch);
+    }
+
+    fn queue_reply(&mut self, flow: FlowId, payload: &[u8]) {
+        match self.conns.get_mut(flow) {
+            Ok(conn) if !conn.close_after_flush => {
+                conn.wbuf.extend_from_slice(payload);
+                self.counters.replies_out += 1;
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(flow);
+                }
+            }
+            _ => self.counters.dropped_stale_flow += 1,
+        }
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) {
+        for flow in d.flows {
+            if self.conns.check(flow).is_ok() {
+                let cause = match d.reason {
+                    Reason::Local => CloseCause::ByMcp,
+                    _ => CloseCause::Overload,
+                };
+                self.close(flow, cause);
+            }
+        }
+    }
+
+    /// Writes every connection that got replies or a close request this turn.
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for flow in dirty.drain(..) {
+            self.flush(flow);
+        }
+        self.dirty = dirty;
+    }
+
+    /// Writes what `flow` has pending, then closes it or sets its write interest accordingly.
+    fn flush(&mut self, flow: FlowId) {
+        let Ok(conn) = self.conns.get_mut(flow) else {
+            return;
+        };
+        conn.dirty = false;
+        let result = write_pending(conn, &mut self.counters.bytes_out);
+        let want_write = match result {
+            Ok(true) if conn.close_after_flush => return self.close(flow, CloseCause::ByMcp),
+            Ok(true) => false,
+            Ok(false) => true,
+            Err(_) => return self.close(flow, CloseCause::SocketError),
+        };
+        if want_write != conn.write_armed {
+            let interest = if want_write {
+                Event::all(flow.slot())
+            } else {
+                Event::readable(flow.slot())
+            };
+            if self
+                .poller
+                .modify_with_mode(&conn.stream, interest, PollMode::Level)
+                .is_err()
+            {
+                return self.close(flow, CloseCause::SocketError);
+            }
+            conn.write_armed = want_write;
+        }
+    }
+
+    /// Closes `flow` (if still open) and tells MCP why.
+    fn close(&mut self, flow: FlowId, cause: CloseCause) {
+        let Some(conn) = self.conns.remove(flow) else {
+            return;
+        };
+        // The fd must leave the poller before it is closed (dropped).
+        let _ = self.poller.delete(&conn.stream);
+        cause.count(&mut self.counters);
+        self.counters.connections_open -= 1;
+        self.open_gauge.fetch_sub(1, Ordering::Relaxed);
+        let mut notice = RecordHeader::new(Kind::Disconnect, flow);
+        notice.code = cause.reason() as u8;
+        notice.peer = conn.peer;
+        notice.listen_port = self.listeners[conn.listener].port;
+        notice.transport = Transport::Tcp;
+        notice.timestamp_ns = monotonic_ns();
+        drop(conn);
+        if self.lane.try_push(&[&notice.encode()]).is_err() {
+            self.counters.dropped_disconnect_notices += 1;
+        }
+    }
+
+    fn publish_lane(&mut self) {
+        if !self.lane.has_unpublished() {
+            return;
+        }
+        match self.lane.publish() {
+            Ok(woke) => {
+                self.counters.lane_publishes += 1;
+                self.counters.lane_wakeups += u64::from(woke);
+            }
+            Err(e) => {
+                if let Some(n) = self.error_log.allow() {
+                    warn!("worker {}: cannot wake MCP: {e} ({n} similar suppressed)", self.id);
+                }
+            }
+        }
+    }
+
+    fn send_stats(&mut self) {
+        self.next_stats = Instant::now() + self.stats_interval;
+        let stat = NotifyStat {
+            worker: self.id,
+            counters: self.counters,
+            mailbox_depth: self.inbox.len(),
+            lane_used_bytes: self.lane.lane().used_bytes(),
+        };
+        // A full main mailbox loses one snapshot; the next one carries the same totals.
+        let _ = self.main.try_send(MainMsg::NotifyStat(stat));
+    }
+}
+
+/// Frames the packets at the start of `buf` and pushes each into the lane. Returns how many bytes
+/// were consumed (the rest is an incomplete packet), or why the connection must close.
+///
+/// The first packet began at `first_ns` (it may have started in an earlier read); later ones at
+/// `now_ns`. Both travel to MCP in `echo[0]` and come back with the reply.
+fn frame_packets(
+    framer: &dyn Framer,
+    buf: &[u8],
+    first_ns: u64,
+    now_ns: u64,
+    header: &mut RecordHeader,
+    sink: &mut LaneSink<'_>,
+) -> Result<usize, CloseCause> {
+    let mut off = 0;
+    loop {
+        let rest = &buf[off..];
+        match framer.check(rest) {
+            FrameCheck::Complete(n) => {
+                let packet = &rest[..n];
+                header.payload_len = n as u32;
+                header.echo[0] = if off == 0 { first_ns } else { now_ns };
+                match sink.lane.try_push(&[&header.encode(), packet]) {
+                    Ok(()) => {
+                        sink.counters.packets_in += 1;
+                        sink.counters.bytes_in += n as u64;
+                    }
+                    Err(PushError::Full) if sink.on_full == OnFull::Drop => {
+                        sink.counters.dropped_queue_full += 1;
+                        if let Some(held) = sink.full_log.allow() {
+                            warn!(
+                                "worker {}: request lane full, dropping packets ({held} similar suppressed)",
+                                sink.worker
+                            );
+                        }
+                    }
+                    Err(PushError::Full) => {
+                        if let Some(held) = sink.full_log.allow() {
+                            warn!(
+                                "worker {}: request lane full, closing connections ({held} similar suppressed)",
+                                sink.worker
+                            );
+                        }
+                        return Err(CloseCause::QueueFull);
+                    }
+                    // Settings validation makes every lane hold the largest packet.
+                    Err(PushError::TooLarge { .. }) => return Err(CloseCause::Oversize),
+                }
+                off += n;
+            }
+            FrameCheck::Incomplete if rest.len() > framer.max_packet() => {
+                return Err(CloseCause::Oversize);
+            }
+            FrameCheck::Incomplete => return Ok(off),
+            FrameCheck::Invalid(FrameError::Oversize { .. }) => return Err(CloseCause::Oversize),
+            FrameCheck::Invalid(FrameError::Malformed(_)) => return Err(CloseCause::Malformed),
+        }
+    }
+}
+
+/// Writes `conn.wbuf[conn.wpos..]`; `Ok(true)` when all of it went out, `Ok(false)` when the
+/// socket would block first.
+fn write_pending(conn: &mut Conn, bytes_out: &mut u64) -> io::Result<bool> {
+    while conn.wpos < conn.wbuf.len() {
+        match (&conn.stream).write(&conn.wbuf[conn.wpos..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                conn.wpos += n;
+                *bytes_out += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    conn.wbuf.clear();
+    conn.wpos = 0;
+    if conn.wbuf.capacity() > KEEP_BUFFER_CAPACITY {
+        conn.wbuf = Vec::new();
+    }
+    Ok(true)
+}

@@ -1,0 +1,66 @@
+//! Mailboxes: how actors on different threads talk.
+//!
+//! A mailbox is a bounded crossbeam channel plus the receiving thread's [`Poller`]. Sending never
+//! blocks: [`Mailbox::try_send`] hands the message back when the mailbox is full, and the caller
+//! decides what that costs (a counted drop, a close). A successful send wakes the receiver's poller
+//! with `notify()`, which is coalesced, so a burst of sends costs one wake-up. The receiver drains
+//! its channel with `try_iter()` after every `wait`, whatever events it saw.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use polling::Poller;
+
+/// The sending half of an actor's mailbox.
+pub struct Mailbox<M> {
+    tx: Sender<M>,
+    poller: Arc<Poller>,
+}
+
+impl<M> Clone for Mailbox<M> {
+    fn clone(&self) -> Self {
+        Mailbox {
+            tx: self.tx.clone(),
+            poller: Arc::clone(&self.poller),
+        }
+    }
+}
+
+impl<M> fmt::Debug for Mailbox<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("len", &self.tx.len())
+            .field("capacity", &self.tx.capacity())
+            .finish()
+    }
+}
+
+/// A mailbox of `capacity` messages for the thread that waits on `poller`.
+pub fn mailbox<M>(capacity: usize, poller: Arc<Poller>) -> (Mailbox<M>, Receiver<M>) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    (Mailbox { tx, poller }, rx)
+}
+
+impl<M> Mailbox<M> {
+    /// Queues `msg` and wakes the receiver.
+    ///
+    /// # Errors
+    /// The message comes back when the mailbox is full or its receiver is gone.
+    pub fn try_send(&self, msg: M) -> Result<(), TrySendError<M>> {
+        self.tx.try_send(msg)?;
+        // A failed notify means the receiver's poller is broken; its thread reports that itself.
+        let _ = self.poller.notify();
+        Ok(())
+    }
+
+    /// Messages waiting in the mailbox.
+    pub fn len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.tx.is_empty()
+    }
+}

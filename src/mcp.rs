@@ -1,0 +1,334 @@
+//! The MCP side of the lanes: what a business process written in Rust links against.
+//!
+//! [`McpEndpoint`] attaches to the lanes a running (or later) ccsd created, reads requests from
+//! every request lane in turn, and writes replies and close requests to the response lane.
+//!
+//! ```no_run
+//! use ccsd::mcp::{McpEndpoint, Message};
+//! use ccsd::record::Kind;
+//! use ccsd::settings::Settings;
+//! use std::time::Duration;
+//!
+//! let settings = Settings::load(None)?;
+//! let mut mcp = McpEndpoint::attach_wait(&settings, Duration::from_secs(10))?;
+//! let mut msg = Message::new();
+//! loop {
+//!     mcp.recv(&mut msg, None)?;            // blocks until a record arrives
+//!     if msg.header().kind == Kind::Data {
+//!         mcp.reply(msg.header(), msg.payload())?;
+//!     }
+//!     if !mcp.has_pending_requests() {
+//!         mcp.flush()?;                    // publish replies, wake ccsd if it sleeps
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Replies are not visible to ccsd until [`McpEndpoint::flush`]; flushing once per batch of
+//! requests (when no more are pending) saves a fence and a possible syscall per reply.
+
+use std::fmt;
+use std::io;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+
+use crate::flow::FlowId;
+use crate::lane::{Consumer, Lane, LaneError, Producer, PushError};
+use crate::record::{CloseMode, Kind, RECORD_HEADER_SIZE, RecordHeader};
+use crate::settings::Settings;
+
+/// Why an MCP operation failed.
+#[derive(Debug)]
+pub enum McpError {
+    /// A lane could not be attached.
+    Lane(LaneError),
+    /// The lanes exist but ccsd has not finished setting them up.
+    NotReady(PathBuf),
+    /// The response lane is full: ccsd is not reading. Flush, wait and retry.
+    Full,
+    /// A reply longer than a lane can carry.
+    TooLarge(usize),
+    /// Waiting on the wake-up FIFOs failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for McpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            McpError::Lane(e) => write!(f, "{e}"),
+            McpError::NotReady(p) => write!(f, "{}: ccsd has not finished creating the lanes", p.display()),
+            McpError::Full => write!(f, "response lane full"),
+            McpError::TooLarge(n) => write!(f, "a reply of {n} bytes does not fit in a lane"),
+            McpError::Io(e) => write!(f, "waiting for requests: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for McpError {}
+
+impl McpError {
+    /// True when the lanes are missing or not set up yet: ccsd may still be starting.
+    pub fn is_not_ready(&self) -> bool {
+        match self {
+            McpError::Lane(e) => e.is_not_ready(),
+            McpError::NotReady(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<io::Error> for McpError {
+    fn from(e: io::Error) -> Self {
+        McpError::Io(e)
+    }
+}
+
+impl From<PushError> for McpError {
+    fn from(e: PushError) -> Self {
+        match e {
+            PushError::Full => McpError::Full,
+            PushError::TooLarge { len, .. } => McpError::TooLarge(len),
+        }
+    }
+}
+
+/// A received record: its header and payload, copied out of shared memory into a reusable buffer.
+#[derive(Debug)]
+pub struct Message {
+    header: RecordHeader,
+    bytes: Vec<u8>,
+}
+
+impl Message {
+    /// An empty message buffer to receive into.
+    pub fn new() -> Message {
+        Message {
+            header: RecordHeader::new(Kind::Data, FlowId(0)),
+            bytes: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    /// The record's header.
+    pub fn header(&self) -> &RecordHeader {
+        &self.header
+    }
+
+    /// The record's payload (for data records, the whole client packet).
+    pub fn payload(&self) -> &[u8] {
+        self.bytes.get(RECORD_HEADER_SIZE..).unwrap_or_default()
+    }
+}
+
+impl Default for Message {
+    fn default() -> Self {
+        Message::new()
+    }
+}
+
+/// Records an endpoint skipped because they were not valid.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointCounters {
+    /// Records with a malformed header.
+    pub malformed_records: u64,
+    /// Times a request lane held a corrupt frame and was emptied.
+    pub lane_corruptions: u64,
+}
+
+/// MCP's end of ccsd's lanes.
+#[derive(Debug)]
+pub struct McpEndpoint {
+    requests: Vec<Consumer>,
+    responses: Producer,
+    next_lane: usize,
+    counters: EndpointCounters,
+}
+
+impl McpEndpoint {
+    /// Attaches to the lanes named by `settings` (`queues.dir`, `queues.name`, `queues.capacity`).
+    /// The number of request lanes is read from the response lane, where ccsd wrote it.
+    ///
+    /// # Errors
+    /// A lane is missing, not ready, or of another version or capacity.
+    pub fn attach(settings: &Settings) -> Result<McpEndpoint, McpError> {
+        let capacity = Some(settings.queues.capacity.bytes());
+        let response = Lane::attach(&settings.response_lane_path(), capacity).map_err(McpError::Lane)?;
+        let lanes = response.request_lanes() as usize;
+        if lanes == 0 {
+            return Err(McpError::NotReady(response.path().to_path_buf()));
+        }
+        let mut requests = Vec::with_capacity(lanes);
+        for w in 0..lanes {
+            let lane = Lane::attach(&settings.request_lane_path(w), capacity).map_err(McpError::Lane)?;
+            requests.push(lane.into_consumer());
+        }
+        Ok(McpEndpoint {
+            requests,
+            responses: response.into_producer(),
+            next_lane: 0,
+            counters: EndpointCounters::default(),
+        })
+    }
+
+    /// Like [`attach`](McpEndpoint::attach), retrying for up to `timeout` while ccsd has not
+    /// created the lanes yet.
+    ///
+    /// # Errors
+    /// The lanes did not appear in time, or exist but are unusable.
+    pub fn attach_wait(settings: &Settings, timeout: Duration) -> Result<McpEndpoint, McpError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match McpEndpoint::attach(settings) {
+                Err(e) if e.is_not_ready() && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Number of request lanes (ccsd workers).
+    pub fn request_lanes(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// The ccsd start that created the flows now arriving (the low 16 bits go into flow ids).
+    pub fn epoch(&self) -> u64 {
+        self.responses.lane().epoch()
+    }
+
+    /// Records skipped as invalid so far.
+    pub fn counters(&self) -> EndpointCounters {
+        self.counters
+    }
+
+    /// Whether any request lane has records waiting.
+    pub fn has_pending_requests(&self) -> bool {
+        self.requests.iter().any(Consumer::has_records)
+    }
+
+    /// Takes the next valid record from the request lanes (visiting them in turn), if any.
+    ///
+    /// Invalid records are skipped and counted in [`counters`](McpEndpoint::counters).
+    pub fn try_recv(&mut self, msg: &mut Message) -> bool {
+        let lanes = self.requests.len();
+        for i in 0..lanes {
+            let idx = (self.next_lane + i) % lanes;
+            loop {
+                msg.bytes.clear();
+                match self.requests[idx].pop_into(&mut msg.bytes) {
+                    Ok(Some(_)) => match RecordHeader::decode(&msg.bytes) {
+                        Ok(h) => {
+                            msg.header = h;
+                            self.next_lane = (idx + 1) % lanes;
+                            return true;
+                        }
+                        Err(_) => {
+                            self.counters.malformed_records += 1;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.requests[idx].discard_all();
+                        self.counters.lane_corruptions += 1;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Takes the next record, sleeping on the wake-up FIFOs up to `timeout` (`None`: forever)
+    /// while every lane is empty. Returns false on timeout.
+    ///
+    /// # Errors
+    /// Waiting on a FIFO failed.
+    pub fn recv(&mut self, msg: &mut Message, timeout: Option<Duration>) -> Result<bool, McpError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.try_recv(msg) {
+                return Ok(true);
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(false),
+                },
+                None => None,
+            };
+            self.sleep(left)?;
+        }
+    }
+
+    /// Sleeps until a request lane is signalled or `timeout` passes, unless records are there.
+    fn sleep(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        // Announce the sleep on every lane first; any lane that got records meanwhile cancels it.
+        let mut all_empty = true;
+        for lane in &mut self.requests {
+            all_empty &= lane.prepare_sleep();
+        }
+        if all_empty {
+            let mut fds: Vec<PollFd<'_>> = self
+                .requests
+                .iter()
+                .map(|l| PollFd::new(l.wake_fd().as_fd(), PollFlags::IN))
+                .collect();
+            let ts = timeout.map(|t| Timespec {
+                tv_sec: t.as_secs() as i64,
+                tv_nsec: i64::from(t.subsec_nanos()),
+            });
+            match poll(&mut fds, ts.as_ref()) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for lane in &mut self.requests {
+            lane.after_wake()?;
+        }
+        Ok(())
+    }
+
+    /// Queues a data reply to the connection `request` came from (same flow, echo values, peer).
+    ///
+    /// # Errors
+    /// [`McpError::Full`] when the response lane has no room (flush and retry later).
+    pub fn reply(&mut self, request: &RecordHeader, payload: &[u8]) -> Result<(), McpError> {
+        let len = u32::try_from(payload.len()).map_err(|_| McpError::TooLarge(payload.len()))?;
+        let header = RecordHeader::reply_to(request, Kind::Data, len);
+        self.send(&header, payload)
+    }
+
+    /// Queues a request to close `flow`.
+    ///
+    /// # Errors
+    /// [`McpError::Full`] when the response lane has no room.
+    pub fn close(&mut self, flow: FlowId, mode: CloseMode) -> Result<(), McpError> {
+        let mut header = RecordHeader::new(Kind::Close, flow);
+        header.code = mode as u8;
+        self.send(&header, &[])
+    }
+
+    /// Queues any record: `header` (its `payload_len` must match) then `payload`.
+    ///
+    /// # Errors
+    /// [`McpError::Full`] or [`McpError::TooLarge`].
+    pub fn send(&mut self, header: &RecordHeader, payload: &[u8]) -> Result<(), McpError> {
+        let mut header = *header;
+        header.timestamp_ns = crate::clock::monotonic_ns();
+        self.responses.try_push(&[&header.encode(), payload])?;
+        Ok(())
+    }
+
+    /// Makes queued replies visible to ccsd and wakes it if it sleeps.
+    ///
+    /// # Errors
+    /// Writing the wake-up FIFO failed.
+    pub fn flush(&mut self) -> Result<(), McpError> {
+        if self.responses.has_unpublished() {
+            self.responses.publish()?;
+        }
+        Ok(())
+    }
+}

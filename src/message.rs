@@ -1,0 +1,100 @@
+//! The typed messages actors exchange over their mailboxes.
+//!
+//! - [`Connect`]: acceptor → worker, a freshly accepted connection to own.
+//! - [`DataTrans`]: MCP bridge → worker, a batch of records from MCP (replies and close requests)
+//!   for that worker's flows, in lane order.
+//! - [`Disconnect`]: MCP bridge → worker, close these flows (the bridge could not deliver their
+//!   replies).
+//! - [`NotifyStat`]: worker → main thread, the worker's counters.
+
+use std::net::{SocketAddr, TcpStream};
+
+use crate::flow::FlowId;
+use crate::record::{RECORD_HEADER_SIZE, Reason, RecordHeader};
+use crate::stats::WorkerCounters;
+
+/// A new client connection for a worker to own.
+#[derive(Debug)]
+pub struct Connect {
+    /// The accepted socket, already non-blocking.
+    pub stream: TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Index of the listener (in `Settings::listen`) that accepted it.
+    pub listener: usize,
+}
+
+/// Records from MCP for one worker: each is a 64-byte header then its payload, back to back,
+/// every header already validated by the bridge.
+#[derive(Debug)]
+pub struct DataTrans {
+    /// The records. The worker hands the emptied buffer back to the bridge for reuse.
+    pub batch: Vec<u8>,
+}
+
+impl DataTrans {
+    /// Iterates over the batch's records as `(header, payload)`.
+    pub fn records(&self) -> BatchRecords<'_> {
+        BatchRecords { rest: &self.batch }
+    }
+}
+
+/// Iterator over the records of a [`DataTrans`].
+#[derive(Debug)]
+pub struct BatchRecords<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for BatchRecords<'a> {
+    type Item = (RecordHeader, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let header_bytes = self.rest.get(..RECORD_HEADER_SIZE)?;
+        let payload_len = u32::from_le_bytes(header_bytes[4..8].try_into().ok()?) as usize;
+        let end = RECORD_HEADER_SIZE + payload_len;
+        let record = self.rest.get(..end)?;
+        self.rest = &self.rest[end..];
+        let header = RecordHeader::decode(record).ok()?;
+        Some((header, &record[RECORD_HEADER_SIZE..]))
+    }
+}
+
+/// Close these flows of the receiving worker.
+#[derive(Debug)]
+pub struct Disconnect {
+    /// The flows to close.
+    pub flows: Vec<FlowId>,
+    /// Why, as reported to MCP in the disconnect notice.
+    pub reason: Reason,
+}
+
+/// A worker's counters, sent to the main thread at every stats interval.
+#[derive(Debug, Clone, Copy)]
+pub struct NotifyStat {
+    /// The worker's index.
+    pub worker: usize,
+    /// Its counters since it started.
+    pub counters: WorkerCounters,
+    /// Messages waiting in its mailbox when it sent this.
+    pub mailbox_depth: usize,
+    /// Bytes waiting in its request lane for MCP.
+    pub lane_used_bytes: u64,
+}
+
+/// What a worker's mailbox carries.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// Own a new connection.
+    Connect(Connect),
+    /// Replies and close requests from MCP.
+    DataTrans(DataTrans),
+    /// Close these flows.
+    Disconnect(Disconnect),
+}
+
+/// What the main thread's mailbox carries.
+#[derive(Debug)]
+pub enum MainMsg {
+    /// A worker's counters.
+    NotifyStat(NotifyStat),
+}

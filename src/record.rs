@@ -1,0 +1,392 @@
+//! The record header: the fixed 64-byte prefix of every record ccsd and MCP exchange.
+//!
+//! Every lane frame carries one record: this header, then `payload_len` bytes. The layout is
+//! explicit little-endian and independent of any C ABI (no `time_t`, no padding rules, one
+//! address format for IPv4 and IPv6); `docs/protocol.md` describes it byte by byte.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use crate::flow::FlowId;
+
+/// First two bytes of every record (`5D CC` on the wire).
+pub const RECORD_MAGIC: u16 = 0xCC5D;
+/// The header version this build writes and accepts.
+pub const RECORD_VERSION: u8 = 1;
+/// Bytes in a record header; the payload follows at this offset.
+pub const RECORD_HEADER_SIZE: usize = 64;
+
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A packet (ccsd → MCP) or a reply to write to the client (MCP → ccsd).
+    Data = 1,
+    /// ccsd → MCP: a connection opened (optional event).
+    Connect = 2,
+    /// ccsd → MCP: a connection closed; `code` holds the [`Reason`].
+    Disconnect = 3,
+    /// MCP → ccsd: close the connection; `code` holds the [`CloseMode`].
+    Close = 4,
+    /// Either way: a control message for main-thread actors; the payload is application defined.
+    Custom = 5,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Data,
+            2 => Kind::Connect,
+            3 => Kind::Disconnect,
+            4 => Kind::Close,
+            5 => Kind::Custom,
+            _ => return None,
+        })
+    }
+}
+
+/// Transport of the connection a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Transport {
+    /// Not about a connection (custom records).
+    None = 0,
+    /// A TCP connection.
+    Tcp = 1,
+    /// A UDP peer.
+    Udp = 2,
+}
+
+impl Transport {
+    fn from_u8(v: u8) -> Option<Transport> {
+        Some(match v {
+            0 => Transport::None,
+            1 => Transport::Tcp,
+            2 => Transport::Udp,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a connection closed (the `code` of a [`Kind::Disconnect`] record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Reason {
+    /// The client closed its side.
+    PeerClosed = 1,
+    /// A socket error (reset, broken pipe, ...).
+    Error = 2,
+    /// Idle for too long.
+    Timeout = 3,
+    /// ccsd could not keep up (full queue or mailbox, connection limit).
+    Overload = 4,
+    /// MCP asked for the close.
+    Local = 5,
+    /// The client broke the framing protocol (malformed or oversized packet).
+    Protocol = 6,
+    /// ccsd is stopping.
+    Shutdown = 7,
+}
+
+impl Reason {
+    /// Every reason, in code order.
+    pub const ALL: [Reason; 7] = [
+        Reason::PeerClosed,
+        Reason::Error,
+        Reason::Timeout,
+        Reason::Overload,
+        Reason::Local,
+        Reason::Protocol,
+        Reason::Shutdown,
+    ];
+
+    /// Decodes a `code` byte.
+    pub fn from_u8(v: u8) -> Option<Reason> {
+        Reason::ALL.get(usize::from(v).checked_sub(1)?).copied()
+    }
+
+    /// A short snake_case name, used in counters and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::PeerClosed => "peer_closed",
+            Reason::Error => "error",
+            Reason::Timeout => "timeout",
+            Reason::Overload => "overload",
+            Reason::Local => "local",
+            Reason::Protocol => "protocol",
+            Reason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// How MCP wants a connection closed (the `code` of a [`Kind::Close`] record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseMode {
+    /// Close once every reply already queued for the connection has been written.
+    AfterFlush = 0,
+    /// Close now, discarding unwritten replies.
+    Force = 1,
+}
+
+/// A record header that failed validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordError {
+    /// Fewer bytes than a header.
+    TooShort(usize),
+    /// The first two bytes are not [`RECORD_MAGIC`].
+    BadMagic(u16),
+    /// A header version this build does not speak.
+    BadVersion(u8),
+    /// An unknown `kind` byte.
+    UnknownKind(u8),
+    /// An unknown `transport` byte.
+    UnknownTransport(u8),
+    /// `payload_len` disagrees with the size of the record that carried the header.
+    LengthMismatch {
+        /// The header's `payload_len`.
+        payload_len: u32,
+        /// Bytes in the record, header included.
+        record_len: usize,
+    },
+}
+
+impl RecordError {
+    /// A short snake_case name, used in counters and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RecordError::TooShort(_) => "too_short",
+            RecordError::BadMagic(_) => "bad_magic",
+            RecordError::BadVersion(_) => "bad_version",
+            RecordError::UnknownKind(_) => "unknown_kind",
+            RecordError::UnknownTransport(_) => "unknown_transport",
+            RecordError::LengthMismatch { .. } => "length_mismatch",
+        }
+    }
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordError::TooShort(n) => write!(f, "record of {n} bytes is shorter than a header"),
+            RecordError::BadMagic(m) => write!(f, "bad record magic {m:#06x}"),
+            RecordError::BadVersion(v) => write!(f, "record version {v}, expected {RECORD_VERSION}"),
+            RecordError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
+            RecordError::UnknownTransport(t) => write!(f, "unknown transport {t}"),
+            RecordError::LengthMismatch {
+                payload_len,
+                record_len,
+            } => write!(
+                f,
+                "payload_len {payload_len} does not match a record of {record_len} bytes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// The decoded form of a record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// What the record is about.
+    pub kind: Kind,
+    /// Disconnect reason or close mode, depending on `kind`; 0 otherwise.
+    pub code: u8,
+    /// Bytes after the header.
+    pub payload_len: u32,
+    /// The connection the record is about.
+    pub flow: FlowId,
+    /// `CLOCK_MONOTONIC` nanoseconds when the record was written.
+    pub timestamp_ns: u64,
+    /// Opaque values ccsd sets in a request; MCP copies them unchanged into its replies.
+    pub echo: [u64; 2],
+    /// The client's address (IPv4 peers as IPv4-mapped IPv6 on the wire).
+    pub peer: SocketAddr,
+    /// Local port of the listener that accepted the connection.
+    pub listen_port: u16,
+    /// TCP, UDP or none.
+    pub transport: Transport,
+}
+
+impl RecordHeader {
+    /// A header of `kind` about `flow` with every other field zero.
+    pub fn new(kind: Kind, flow: FlowId) -> RecordHeader {
+        RecordHeader {
+            kind,
+            code: 0,
+            payload_len: 0,
+            flow,
+            timestamp_ns: 0,
+            echo: [0; 2],
+            peer: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+            listen_port: 0,
+            transport: Transport::None,
+        }
+    }
+
+    /// The reply header for a request: same flow, echo, peer, ports and transport.
+    pub fn reply_to(request: &RecordHeader, kind: Kind, payload_len: u32) -> RecordHeader {
+        RecordHeader {
+            kind,
+            code: 0,
+            payload_len,
+            ..*request
+        }
+    }
+
+    /// The 64 wire bytes of this header.
+    pub fn encode(&self) -> [u8; RECORD_HEADER_SIZE] {
+        let mut b = [0u8; RECORD_HEADER_SIZE];
+        b[0..2].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+        b[2] = RECORD_VERSION;
+        b[3] = self.kind as u8;
+        b[4..8].copy_from_slice(&self.payload_len.to_le_bytes());
+        b[8..16].copy_from_slice(&self.flow.0.to_le_bytes());
+        b[16..24].copy_from_slice(&self.timestamp_ns.to_le_bytes());
+        b[24..32].copy_from_slice(&self.echo[0].to_le_bytes());
+        b[32..40].copy_from_slice(&self.echo[1].to_le_bytes());
+        let ip = match self.peer.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        b[40..56].copy_from_slice(&ip.octets());
+        b[56..58].copy_from_slice(&self.peer.port().to_le_bytes());
+        b[58..60].copy_from_slice(&self.listen_port.to_le_bytes());
+        b[60] = self.transport as u8;
+        b[61] = self.code;
+        b
+    }
+
+    /// Decodes and validates the header at the start of `record`, a whole record (header and
+    /// payload), so that `payload_len` is checked against the record's real size.
+    ///
+    /// # Errors
+    /// A [`RecordError`] naming the first field that is wrong.
+    pub fn decode(record: &[u8]) -> Result<RecordHeader, RecordError> {
+        let Some(b) = record.first_chunk::<RECORD_HEADER_SIZE>() else {
+            return Err(RecordError::TooShort(record.len()));
+        };
+        let magic = u16::from_le_bytes([b[0], b[1]]);
+        if magic != RECORD_MAGIC {
+            return Err(RecordError::BadMagic(magic));
+        }
+        if b[2] != RECORD_VERSION {
+            return Err(RecordError::BadVersion(b[2]));
+        }
+        let kind = Kind::from_u8(b[3]).ok_or(RecordError::UnknownKind(b[3]))?;
+        let transport = Transport::from_u8(b[60]).ok_or(RecordError::UnknownTransport(b[60]))?;
+        let payload_len = u32::from_le_bytes(field(b, 4));
+        if RECORD_HEADER_SIZE as u64 + u64::from(payload_len) != record.len() as u64 {
+            return Err(RecordError::LengthMismatch {
+                payload_len,
+                record_len: record.len(),
+            });
+        }
+        let ip = Ipv6Addr::from(field::<16>(b, 40));
+        let ip = match ip.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(ip),
+        };
+        Ok(RecordHeader {
+            kind,
+            code: b[61],
+            payload_len,
+            flow: FlowId(u64::from_le_bytes(field(b, 8))),
+            timestamp_ns: u64::from_le_bytes(field(b, 16)),
+            echo: [
+                u64::from_le_bytes(field(b, 24)),
+                u64::from_le_bytes(field(b, 32)),
+            ],
+            peer: SocketAddr::new(ip, u16::from_le_bytes(field(b, 56))),
+            listen_port: u16::from_le_bytes(field(b, 58)),
+            transport,
+        })
+    }
+}
+
+/// `N` bytes of `b` starting at `at`.
+fn field<const N: usize>(b: &[u8; RECORD_HEADER_SIZE], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&b[at..at + N]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RecordHeader {
+        RecordHeader {
+            kind: Kind::Data,
+            code: 0,
+            payload_len: 3,
+            flow: FlowId::new(9, 1, 2, 3),
+            timestamp_ns: 123_456_789,
+            echo: [11, 22],
+            peer: "10.1.2.3:4567".parse().unwrap(),
+            listen_port: 7300,
+            transport: Transport::Tcp,
+        }
+    }
+
+    fn record(h: &RecordHeader, payload: &[u8]) -> Vec<u8> {
+        let mut r = h.encode().to_vec();
+        r.extend_from_slice(payload);
+        r
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_headers_round_trip() {
+        let h = sample();
+        assert_eq!(RecordHeader::decode(&record(&h, b"abc")), Ok(h));
+        let h6 = RecordHeader {
+            peer: "[2001:db8::7]:65535".parse().unwrap(),
+            ..h
+        };
+        assert_eq!(RecordHeader::decode(&record(&h6, b"abc")), Ok(h6));
+    }
+
+    #[test]
+    fn wire_bytes_are_little_endian_at_documented_offsets() {
+        let b = sample().encode();
+        assert_eq!(&b[0..4], &[0x5D, 0xCC, 1, 1]);
+        assert_eq!(&b[4..8], &3u32.to_le_bytes());
+        assert_eq!(&b[40..50], &[0; 10]);
+        assert_eq!(&b[50..52], &[0xFF, 0xFF], "IPv4 is mapped as ::ffff:a.b.c.d");
+        assert_eq!(&b[52..56], &[10, 1, 2, 3]);
+        assert_eq!(&b[56..58], &4567u16.to_le_bytes());
+        assert_eq!(&b[58..60], &7300u16.to_le_bytes());
+        assert_eq!(b[60], Transport::Tcp as u8);
+    }
+
+    #[test]
+    fn garbage_headers_are_rejected_by_field() {
+        let good = record(&sample(), b"abc");
+        assert_eq!(RecordHeader::decode(&good[..10]), Err(RecordError::TooShort(10)));
+        let mut r = good.clone();
+        r[0] = 0;
+        assert!(matches!(RecordHeader::decode(&r), Err(RecordError::BadMagic(_))));
+        let mut r = good.clone();
+        r[2] = 2;
+        assert_eq!(RecordHeader::decode(&r), Err(RecordError::BadVersion(2)));
+        let mut r = good.clone();
+        r[3] = 99;
+        assert_eq!(RecordHeader::decode(&r), Err(RecordError::UnknownKind(99)));
+        let mut r = good.clone();
+        r[60] = 9;
+        assert_eq!(RecordHeader::decode(&r), Err(RecordError::UnknownTransport(9)));
+        let mut r = good;
+        r.push(0);
+        assert!(matches!(RecordHeader::decode(&r), Err(RecordError::LengthMismatch { .. })));
+    }
+
+    #[test]
+    fn reason_codes_decode_to_their_names() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_u8(r as u8), Some(r));
+        }
+        assert_eq!(Reason::from_u8(0), None);
+        assert_eq!(Reason::from_u8(8), None);
+    }
+}

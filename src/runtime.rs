@@ -1,0 +1,285 @@
+//! The runtime: builds the lanes, listeners and actors from the settings, starts the worker
+//! threads, and runs the main thread's event loop.
+//!
+//! [`Broker::start`] does everything that can fail because of the environment (queue files,
+//! ports, threads) and reports it as a [`StartError`]; [`Broker::run`] then serves forever.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use log::{error, info};
+use polling::{Event, Events, PollMode, Poller};
+
+use crate::actors::acceptor::{Acceptor, WorkerLink};
+use crate::actors::mcp_bridge::{BridgeLink, McpBridge};
+use crate::actors::stats_reporter::{MainCounters, StatsReporter};
+use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
+use crate::framing;
+use crate::lane::{Lane, LaneError};
+use crate::mailbox::{Mailbox, mailbox};
+use crate::message::MainMsg;
+use crate::settings::{Proto, Settings};
+
+/// Capacity of the main thread's mailbox (`NotifyStat` from workers).
+const MAIN_MAILBOX: usize = 1024;
+/// Emptied reply buffers a worker may hold for the bridge to reuse.
+const RECYCLED_BUFFERS: usize = 64;
+
+/// Why ccsd could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// A lane could not be created or attached.
+    Queue(LaneError),
+    /// A listener could not be bound.
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// A listener's framing could not be built.
+    Framing {
+        /// Index in `listen`.
+        listener: usize,
+        /// Why.
+        source: io::Error,
+    },
+    /// A poller or a thread could not be created.
+    Runtime(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Queue(e) => write!(f, "queue: {e}"),
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Framing { listener, source } => {
+                write!(f, "listen[{listener}].framing: {source}")
+            }
+            StartError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A started ccsd: lanes attached, listeners bound, workers running.
+pub struct Broker {
+    poller: Arc<Poller>,
+    acceptor: Acceptor,
+    bridge: McpBridge,
+    stats: StatsReporter,
+    inbox: Receiver<MainMsg>,
+    local_addrs: Vec<SocketAddr>,
+    epoch: u16,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broker")
+            .field("epoch", &self.epoch)
+            .field("local_addrs", &self.local_addrs)
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Creates or attaches the lanes, binds the listeners and starts the workers.
+    ///
+    /// The epoch stored in the response lane is advanced, so that replies addressed to flows of
+    /// an earlier start (still in the lane) are recognised as stale.
+    ///
+    /// # Errors
+    /// Any [`StartError`]; nothing is left running when it fails.
+    pub fn start(settings: &Settings) -> Result<Broker, StartError> {
+        let worker_count = settings.broker.worker_count();
+        let capacity = settings.queues.capacity.bytes();
+        let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
+            .map_err(StartError::Queue)?;
+        let epoch_count = response.epoch().wrapping_add(1);
+        let epoch = epoch_count as u16;
+        let mut requests = Vec::with_capacity(worker_count);
+        for w in 0..worker_count {
+            let lane = Lane::create_or_attach(&settings.request_lane_path(w), capacity)
+                .map_err(StartError::Queue)?;
+            lane.set_epoch(epoch_count);
+            requests.push(lane.into_producer());
+        }
+
+        let mut listeners = Vec::with_capacity(settings.listen.len());
+        let mut infos = Vec::with_capacity(settings.listen.len());
+        let mut local_addrs = Vec::with_capacity(settings.listen.len());
+        for (i, l) in settings.listen.iter().enumerate() {
+            debug_assert_eq!(l.proto, Proto::Tcp, "validated by Settings");
+            let framer = framing::build(l).map_err(|source| StartError::Framing { listener: i, source })?;
+            let bind_err = |source| StartError::Bind { addr: l.addr, source };
+            let listener = TcpListener::bind(l.addr).map_err(bind_err)?;
+            listener.set_nonblocking(true).map_err(bind_err)?;
+            let local = listener.local_addr().map_err(bind_err)?;
+            info!("listening on tcp://{local} (listener {i}, framing {})", framer.name());
+            infos.push(ListenerInfo {
+                framer,
+                port: local.port(),
+            });
+            listeners.push(listener);
+            local_addrs.push(local);
+        }
+
+        let poller = Arc::new(Poller::new().map_err(StartError::Runtime)?);
+        let (main_mailbox, inbox) = mailbox(MAIN_MAILBOX, Arc::clone(&poller));
+        let mut worker_links = Vec::with_capacity(worker_count);
+        let mut bridge_links = Vec::with_capacity(worker_count);
+        let mut workers = Vec::with_capacity(worker_count);
+        for (id, lane) in requests.into_iter().enumerate() {
+            let (link, bridge_link, handle) = spawn_worker(id, epoch, lane, &infos, &main_mailbox, settings)
+                .map_err(StartError::Runtime)?;
+            worker_links.push(link);
+            bridge_links.push(bridge_link);
+            workers.push(handle);
+        }
+
+        // Publish the epoch and lane count only now, when the workers that own the request lanes
+        // exist: an MCP that attaches sees a complete set.
+        response.set_epoch(epoch_count);
+        response.set_request_lanes(worker_count as u32);
+        let bridge = McpBridge::new(response.into_consumer(), epoch, bridge_links);
+        let acceptor = Acceptor::new(listeners, worker_links, settings.broker.dispatch);
+        acceptor.register(&poller, 0).map_err(StartError::Runtime)?;
+        // SAFETY: the FIFO belongs to the bridge's lane, which lives in `Broker` next to the
+        // poller for the rest of the process.
+        unsafe {
+            poller
+                .add_with_mode(bridge.wake_fd(), Event::readable(acceptor.listener_count()), PollMode::Level)
+                .map_err(StartError::Runtime)?;
+        }
+        let stats = StatsReporter::new(
+            settings.stats.file.clone(),
+            settings.stats.interval,
+            epoch,
+            worker_count,
+        );
+        info!(
+            "ccsd ready: epoch {epoch}, {worker_count} workers, queues {}",
+            queue_glob(settings).display()
+        );
+        Ok(Broker {
+            poller,
+            acceptor,
+            bridge,
+            stats,
+            inbox,
+            local_addrs,
+            epoch,
+            workers,
+        })
+    }
+
+    /// The bound address of each listener, in `Settings::listen` order (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// This start's epoch, carried in every flow id.
+    pub fn epoch(&self) -> u16 {
+        self.epoch
+    }
+
+    /// Runs the main thread's loop: accept, route MCP's replies, collect stats.
+    ///
+    /// # Errors
+    /// The main poller failed; the process should exit.
+    pub fn run(mut self) -> io::Result<()> {
+        let bridge_key = self.acceptor.listener_count();
+        let mut events = Events::with_capacity(NonZeroUsize::new(256).expect("nonzero"));
+        let mut more_replies = false;
+        loop {
+            events.clear();
+            let timeout = if more_replies || !self.bridge.prepare_sleep() {
+                Duration::ZERO
+            } else {
+                self.stats.time_to_next()
+            };
+            self.poller.wait(&mut events, Some(timeout))?;
+            for ev in events.iter() {
+                if ev.key == bridge_key {
+                    if let Err(e) = self.bridge.on_wake() {
+                        error!("response lane wake-up FIFO failed: {e}");
+                    }
+                } else {
+                    self.acceptor.on_readable(ev.key);
+                }
+            }
+            more_replies = self.bridge.drain();
+            for msg in self.inbox.try_iter() {
+                match msg {
+                    MainMsg::NotifyStat(stat) => self.stats.on_notify_stat(stat),
+                }
+            }
+            self.stats.tick(&MainCounters {
+                acceptor: self.acceptor.counters(),
+                bridge: self.bridge.counters(),
+                response_lane_used_bytes: self.bridge.lane_used_bytes(),
+            });
+            if let Some(dead) = self.workers.iter().position(|w| w.is_finished()) {
+                return Err(io::Error::other(format!("worker {dead} stopped")));
+            }
+        }
+    }
+}
+
+/// Starts worker `id` on its own thread; returns the acceptor's and the bridge's links to it.
+fn spawn_worker(
+    id: usize,
+    epoch: u16,
+    lane: crate::lane::Producer,
+    listeners: &[ListenerInfo],
+    main: &Mailbox<MainMsg>,
+    settings: &Settings,
+) -> io::Result<(WorkerLink, BridgeLink, JoinHandle<()>)> {
+    let poller = Arc::new(Poller::new()?);
+    let (mailbox, inbox) = mailbox(settings.broker.mailbox_capacity, Arc::clone(&poller));
+    let (recycle_tx, recycle_rx) = crossbeam_channel::bounded(RECYCLED_BUFFERS);
+    let open = Arc::new(AtomicUsize::new(0));
+    let worker = Worker::new(WorkerSetup {
+        id,
+        epoch,
+        poller,
+        inbox,
+        recycle: recycle_tx,
+        main: main.clone(),
+        lane,
+        listeners: listeners.to_vec(),
+        on_full: settings.queues.on_full,
+        open_gauge: Arc::clone(&open),
+        stats_interval: settings.stats.interval,
+    });
+    let handle = thread::Builder::new()
+        .name(format!("ccsd-worker-{id}"))
+        .spawn(move || worker.run())?;
+    Ok((
+        WorkerLink {
+            mailbox: mailbox.clone(),
+            open,
+        },
+        BridgeLink {
+            mailbox,
+            recycle: recycle_rx,
+        },
+        handle,
+    ))
+}
+
+/// `{dir}/{name}.*`, for log lines.
+fn queue_glob(settings: &Settings) -> PathBuf {
+    settings.queues.dir.join(format!("{}.*", settings.queues.name))
+}

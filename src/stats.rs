@@ -1,0 +1,132 @@
+//! Counters: plain per-thread numbers, collected by message, never shared under a lock.
+//!
+//! Each thread owns its counter struct and bumps fields directly. Workers send a copy to the
+//! main thread in a `NotifyStat` message at every stats interval; the stats reporter adds them up.
+
+/// Declares a counter struct of `u64` fields with a visitor over `(name, value)` pairs.
+macro_rules! counters {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: u64,)*
+        }
+
+        impl $name {
+            /// Calls `f` with every counter's name and value, in declaration order.
+            pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
+                $(f(stringify!($field), self.$field);)*
+            }
+
+            /// Adds every counter of `other` to this one.
+            pub fn add(&mut self, other: &$name) {
+                $(self.$field += other.$field;)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// What one worker did since it started.
+    WorkerCounters {
+        /// Connections handed to this worker by the acceptor.
+        connections_opened,
+        /// Connections open now (a gauge).
+        connections_open,
+        /// Closed because the client closed its side.
+        closed_peer,
+        /// Closed on a socket error.
+        closed_error,
+        /// Closed because the client broke the framing protocol (malformed packet).
+        closed_protocol,
+        /// Closed because a packet was longer than the listener's `max_packet`.
+        closed_oversize,
+        /// Closed at MCP's request.
+        closed_by_mcp,
+        /// Closed because the request lane was full and `queues.on_full = "close"`.
+        closed_queue_full,
+        /// Closed because a reply could not reach the worker (MCP bridge overload).
+        closed_overload,
+        /// Closed because the worker's connection table was full.
+        closed_table_full,
+        /// Complete packets written to the request lane.
+        packets_in,
+        /// Bytes of those packets.
+        bytes_in,
+        /// Packets dropped because the request lane was full.
+        dropped_queue_full,
+        /// Disconnect notices that could not be written because the request lane was full.
+        dropped_disconnect_notices,
+        /// Replies written in full to their client.
+        replies_out,
+        /// Bytes written to clients.
+        bytes_out,
+        /// Replies or close requests for a flow that is closed or belongs to another start.
+        dropped_stale_flow,
+        /// Records of a kind a worker does not act on.
+        dropped_unexpected_kind,
+        /// Times the request lane was published (one per loop turn with new records).
+        lane_publishes,
+        /// Times publishing woke a sleeping MCP through the FIFO.
+        lane_wakeups,
+    }
+}
+
+counters! {
+    /// What the acceptor did since start.
+    AcceptorCounters {
+        /// Connections accepted.
+        accepted,
+        /// Accepted connections closed at once because the chosen worker's mailbox was full.
+        refused_mailbox_full,
+        /// `accept` failures other than "would block" (e.g. out of file descriptors).
+        accept_errors,
+    }
+}
+
+counters! {
+    /// What the MCP bridge did since start.
+    BridgeCounters {
+        /// Records read from the response lane.
+        records_in,
+        /// Records forwarded to workers.
+        records_routed,
+        /// Records whose flow belongs to an earlier ccsd start.
+        dropped_stale_epoch,
+        /// Records naming a worker that does not exist.
+        dropped_bad_worker,
+        /// Records with a malformed header (bad magic, version, kind or length).
+        dropped_malformed,
+        /// Records of a kind ccsd does not take from MCP.
+        dropped_unexpected_kind,
+        /// Replies dropped because the owning worker's mailbox was full.
+        dropped_mailbox_full,
+        /// Times the response lane held a corrupt frame and its published contents were discarded.
+        lane_corruptions,
+        /// Bytes discarded with those corrupt frames.
+        lane_corrupt_bytes,
+        /// Custom records from MCP (no main-thread actor consumes them yet).
+        custom_records,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_sums_every_field_and_for_each_names_them() {
+        let mut a = AcceptorCounters {
+            accepted: 1,
+            refused_mailbox_full: 2,
+            accept_errors: 3,
+        };
+        a.add(&a.clone());
+        let mut seen = Vec::new();
+        a.for_each(|k, v| seen.push((k, v)));
+        assert_eq!(
+            seen,
+            [("accepted", 2), ("refused_mailbox_full", 4), ("accept_errors", 6)]
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! Shared harness for the integration tests: starts the real `ccsd` binary and the real example
+//! MCPs on unique queue names and port 0, finds their addresses from their logs, reads the stats
+//! file, and removes every shared-memory file on drop.
+#![allow(dead_code)] // each test binary uses a different subset of the harness
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ccsd::settings::Settings;
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// One test's private world: a unique queue name, a config file and a stats file.
+pub struct TestEnv {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub stats_file: PathBuf,
+}
+
+impl TestEnv {
+    /// A config with the test's queues, a fast stats interval, one TCP listener on port 0 with
+    /// `listen_extra` lines added to it, and `extra` appended (other sections).
+    pub fn new(workers: usize, listen_extra: &str, extra: &str) -> TestEnv {
+        let name = format!(
+            "ccsd-t{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join("ccsd.toml");
+        let stats_file = dir.join("stats.json");
+        let toml = format!(
+            "[broker]\nworkers = {workers}\n\n[queues]\ndir = \"/dev/shm\"\nname = \"{name}\"\n\n\
+             [log]\nlevel = \"info\"\n\n[stats]\ninterval = \"20ms\"\nfile = \"{}\"\n\n\
+             [[listen]]\naddr = \"127.0.0.1:0\"\n{listen_extra}\n\n{extra}\n",
+            stats_file.display()
+        );
+        std::fs::write(&config, toml).expect("write config");
+        TestEnv {
+            name,
+            dir,
+            config,
+            stats_file,
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::load_with_env(Some(&self.config), std::iter::empty()).expect("test settings")
+    }
+
+    pub fn start_ccsd(&self) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccsd"));
+        cmd.arg("--config").arg(&self.config);
+        let mut p = Proc::spawn(cmd, "ccsd");
+        p.wait_for_line("ccsd ready");
+        p.addrs = p
+            .lines
+            .iter()
+            .filter_map(|l| l.split("listening on tcp://").nth(1))
+            .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
+            .collect();
+        p
+    }
+
+    pub fn start_echo_mcp(&self) -> Proc {
+        let mut cmd = Command::new(example_bin("echo_mcp"));
+        cmd.arg("--config").arg(&self.config);
+        let mut p = Proc::spawn(cmd, "echo_mcp");
+        p.wait_for_line("echo_mcp attached");
+        p
+    }
+
+    /// The latest stats document.
+    pub fn stats(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(&self.stats_file).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits until the stats counter at `path` (e.g. `"totals.closed_oversize"`) satisfies `ok`.
+    pub fn wait_stat(&self, path: &str, ok: impl Fn(u64) -> bool) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = stat(&self.stats(), path);
+            if let Some(v) = v.filter(|v| ok(*v)) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "stat {path} stayed at {v:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        remove_queue_files(&self.name);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes `/dev/shm/{name}.*`.
+pub fn remove_queue_files(name: &str) {
+    let prefix = format!("{name}.");
+    if let Ok(entries) = std::fs::read_dir("/dev/shm") {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// A counter from a stats document, by dotted path.
+pub fn stat(doc: &serde_json::Value, path: &str) -> Option<u64> {
+    path.split('.')
+        .try_fold(doc, |v, key| v.get(key))
+        .and_then(serde_json::Value::as_u64)
+}
+
+/// The path of an example binary built by `cargo test` next to the test binaries.
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = profile_dir.join("examples").join(name);
+    assert!(path.exists(), "{} is missing: run the tests with `cargo test`, which builds the examples", path.display());
+    path
+}
+
+/// A child process whose stderr lines are collected.
+pub struct Proc {
+    pub child: Child,
+    pub addrs: Vec<SocketAddr>,
+    pub lines: Vec<String>,
+    rx: mpsc::Receiver<String>,
+    what: &'static str,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, what: &'static str) -> Proc {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            addrs: Vec::new(),
+            lines: Vec::new(),
+            rx,
+            what,
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; panics with the log if the process exits.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.lines.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "{} never logged {needle:?}; its log:\n{}",
+                    self.what,
+                    self.lines.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A length-framed packet: 4-byte big-endian body length, then the body.
+pub fn packet(body: &[u8]) -> Vec<u8> {
+    let mut p = (body.len() as u32).to_be_bytes().to_vec();
+    p.extend_from_slice(body);
+    p
+}
+
+/// Connects with a read timeout so a missing reply fails the test instead of hanging it.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).expect("read reply");
+    buf
+}
+
+/// Sends `body` as one packet and returns the echoed packet.
+pub fn round_trip(s: &mut TcpStream, body: &[u8]) -> Vec<u8> {
+    let p = packet(body);
+    s.write_all(&p).unwrap();
+    read_n(s, p.len())
+}
+
+/// Asserts the peer closes: the next read returns EOF (or a reset).
+pub fn assert_closed(s: &mut TcpStream) {
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        Ok(_) => panic!("expected EOF, got data"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("expected EOF, got {e}"),
+    }
+}
+
+/// A small deterministic PRNG (xorshift64*), so failures reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

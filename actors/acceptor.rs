@@ -47,7 +47,11 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// An acceptor for `listeners` (non-blocking, indexed like `Settings::listen`).
-    pub fn new(listeners: Vec<TcpListener>, workers: Vec<WorkerLink>, dispatch: Dispatch) -> Acceptor {
+    pub fn new(
+        listeners: Vec<TcpListener>,
+        workers: Vec<WorkerLink>,
+        dispatch: Dispatch,
+    ) -> Acceptor {
         Acceptor {
             listeners,
             workers,

@@ -116,7 +116,9 @@ impl McpBridge {
                     self.counters.lane_corruptions += 1;
                     self.counters.lane_corrupt_bytes += skipped;
                     if let Some(n) = self.garbage_log.allow() {
-                        warn!("response lane: {corrupt}; discarded {skipped} bytes ({n} similar suppressed)");
+                        warn!(
+                            "response lane: {corrupt}; discarded {skipped} bytes ({n} similar suppressed)"
+                        );
                     }
                 }
             }
@@ -134,7 +136,9 @@ impl McpBridge {
             Err(e) => {
                 self.counters.dropped_malformed += 1;
                 if let Some(n) = self.garbage_log.allow() {
-                    warn!("response lane: dropping a malformed record: {e} ({n} similar suppressed)");
+                    warn!(
+                        "response lane: dropping a malformed record: {e} ({n} similar suppressed)"
+                    );
                 }
                 return;
             }
@@ -179,7 +183,10 @@ impl McpBridge {
         let link = &self.links[w];
         let fresh = link.recycle.try_recv().unwrap_or_default();
         let batch = mem::replace(&mut self.batches[w], fresh);
-        let Err(err) = link.mailbox.try_send(WorkerMsg::DataTrans(DataTrans { batch })) else {
+        let Err(err) = link
+            .mailbox
+            .try_send(WorkerMsg::DataTrans(DataTrans { batch }))
+        else {
             return;
         };
         let WorkerMsg::DataTrans(undelivered) = err.into_inner() else {

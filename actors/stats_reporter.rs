@@ -38,7 +38,12 @@ pub struct StatsReporter {
 
 impl StatsReporter {
     /// A reporter for `workers` workers, writing `file` (if any) every `interval`.
-    pub fn new(file: Option<PathBuf>, interval: Duration, epoch: u16, workers: usize) -> StatsReporter {
+    pub fn new(
+        file: Option<PathBuf>,
+        interval: Duration,
+        epoch: u16,
+        workers: usize,
+    ) -> StatsReporter {
         let now = Instant::now();
         StatsReporter {
             file,
@@ -86,7 +91,10 @@ impl StatsReporter {
         if let Some(path) = &self.file {
             if let Err(e) = write_atomically(path, &json) {
                 if let Some(n) = self.write_log.allow() {
-                    warn!("cannot write stats file {}: {e} ({n} similar suppressed)", path.display());
+                    warn!(
+                        "cannot write stats file {}: {e} ({n} similar suppressed)",
+                        path.display()
+                    );
                 }
             }
         }

@@ -38,6 +38,8 @@ const READS_PER_TURN: usize = 4;
 const MESSAGES_PER_TURN: usize = 256;
 /// Buffers that grew past this are released once empty, so idle connections stay small.
 const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;
+/// How soon a worker with paused connections looks for room in its request lane again.
+const BACKPRESSURE_RETRY: Duration = Duration::from_millis(1);
 
 /// What a worker needs to know about each listener.
 #[derive(Debug, Clone)]
@@ -123,6 +125,8 @@ struct Conn {
     wbuf: Vec<u8>,
     wpos: usize,
     write_armed: bool,
+    /// Not read from until the request lane has room again (`queues.on_full = "backpressure"`).
+    paused: bool,
     /// Listed in the worker's dirty list for this turn.
     dirty: bool,
     /// MCP asked to close once `wbuf` is written.
@@ -137,6 +141,15 @@ struct LaneSink<'a> {
     on_full: OnFull,
     full_log: &'a mut LogLimiter,
     worker: usize,
+}
+
+impl std::fmt::Debug for WorkerSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSetup")
+            .field("id", &self.id)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A worker thread's state.
@@ -155,9 +168,20 @@ pub struct Worker {
     conns: FlowTable<Conn>,
     scratch: Vec<u8>,
     dirty: Vec<FlowId>,
+    paused: Vec<FlowId>,
     counters: WorkerCounters,
     full_log: LogLimiter,
     error_log: LogLimiter,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .field("connections", &self.conns.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Worker {
@@ -178,6 +202,7 @@ impl Worker {
             next_stats: Instant::now() + setup.stats_interval,
             scratch: vec![0; READ_CHUNK],
             dirty: Vec::new(),
+            paused: Vec::new(),
             counters: WorkerCounters::default(),
             full_log: LogLimiter::default(),
             error_log: LogLimiter::default(),
@@ -189,7 +214,11 @@ impl Worker {
         let mut events = Events::with_capacity(NonZeroUsize::new(1024).expect("nonzero"));
         loop {
             events.clear();
-            let timeout = self.next_stats.saturating_duration_since(Instant::now());
+            let mut timeout = self.next_stats.saturating_duration_since(Instant::now());
+            if !self.paused.is_empty() {
+                // MCP does not signal free space: look again soon.
+                timeout = timeout.min(BACKPRESSURE_RETRY);
+            }
             if let Err(e) = self.poller.wait(&mut events, Some(timeout)) {
                 error!("worker {}: poller failed, stopping: {e}", self.id);
                 return;
@@ -208,6 +237,7 @@ impl Worker {
             }
             self.flush_dirty();
             self.publish_lane();
+            self.resume_paused();
             if Instant::now() >= self.next_stats {
                 self.send_stats();
             }
@@ -247,6 +277,7 @@ impl Worker {
             wbuf: Vec::new(),
             wpos: 0,
             write_armed: false,
+            paused: false,
             dirty: false,
             close_after_flush: false,
         };
@@ -264,7 +295,10 @@ impl Worker {
         };
         if let Err(e) = added {
             if let Some(n) = self.error_log.allow() {
-                warn!("worker {}: cannot register a connection: {e} ({n} similar suppressed)", self.id);
+                warn!(
+                    "worker {}: cannot register a connection: {e} ({n} similar suppressed)",
+                    self.id
+                );
             }
             self.conns.remove(flow);
             self.counters.closed_error += 1;
@@ -280,6 +314,9 @@ impl Worker {
             let Some((flow, conn)) = self.conns.by_slot_mut(slot) else {
                 return;
             };
+            if conn.paused {
+                return;
+            }
             let n = match (&conn.stream).read(&mut self.scratch) {
                 Ok(0) => return self.close(flow, CloseCause::Peer),
                 Ok(n) => n,
@@ -287,7 +324,6 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.close(flow, CloseCause::SocketError),
             };
-            let now = monotonic_ns();
             let mut sink = LaneSink {
                 lane: &mut self.lane,
                 counters: &mut self.counters,
@@ -296,39 +332,73 @@ impl Worker {
                 worker: self.id,
             };
             let info = &self.listeners[conn.listener];
-            let mut header = RecordHeader::new(Kind::Data, flow);
-            header.peer = conn.peer;
-            header.listen_port = info.port;
-            header.transport = Transport::Tcp;
-            header.timestamp_ns = now;
-            let outcome = if conn.rbuf.is_empty() {
-                let outcome = frame_packets(&*info.framer, &self.scratch[..n], now, now, &mut header, &mut sink);
-                if let Ok(consumed) = outcome {
-                    conn.rbuf.extend_from_slice(&self.scratch[consumed..n]);
-                    conn.rbuf_since_ns = now;
-                }
-                outcome
-            } else {
-                conn.rbuf.extend_from_slice(&self.scratch[..n]);
-                let outcome = frame_packets(&*info.framer, &conn.rbuf, conn.rbuf_since_ns, now, &mut header, &mut sink);
-                if let Ok(consumed) = outcome {
-                    conn.rbuf.drain(..consumed);
-                    if consumed > 0 {
-                        conn.rbuf_since_ns = now;
-                    }
-                    if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_BUFFER_CAPACITY {
-                        conn.rbuf = Vec::new();
-                    }
-                }
-                outcome
-            };
-            if let Err(cause) = outcome {
-                return self.close(flow, cause);
-            }
-            if n < self.scratch.len() {
-                return;
+            match ingest(conn, flow, info, &self.scratch[..n], &mut sink) {
+                Err(cause) => return self.close(flow, cause),
+                Ok(Ingested::Blocked) => return self.pause(flow),
+                Ok(Ingested::Done) if n < self.scratch.len() => return,
+                Ok(Ingested::Done) => {}
             }
         }
+    }
+
+    /// Stops reading `flow` until its buffered packets fit in the request lane.
+    fn pause(&mut self, flow: FlowId) {
+        let Ok(conn) = self.conns.get_mut(flow) else {
+            return;
+        };
+        conn.paused = true;
+        self.paused.push(flow);
+        if self.update_interest(flow).is_err() {
+            self.close(flow, CloseCause::SocketError);
+        }
+    }
+
+    /// Retries the buffered packets of paused connections, in the order they were paused, and
+    /// reads from each again once all its complete packets are in the lane.
+    fn resume_paused(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let mut paused = std::mem::take(&mut self.paused);
+        let mut still = Vec::new();
+        for flow in paused.drain(..) {
+            let Ok(conn) = self.conns.get_mut(flow) else {
+                continue;
+            };
+            let mut sink = LaneSink {
+                lane: &mut self.lane,
+                counters: &mut self.counters,
+                on_full: self.on_full,
+                full_log: &mut self.full_log,
+                worker: self.id,
+            };
+            let info = &self.listeners[conn.listener];
+            match ingest(conn, flow, info, &[], &mut sink) {
+                Err(cause) => self.close(flow, cause),
+                Ok(Ingested::Blocked) => still.push(flow),
+                Ok(Ingested::Done) => {
+                    conn.paused = false;
+                    if self.update_interest(flow).is_err() {
+                        self.close(flow, CloseCause::SocketError);
+                    }
+                }
+            }
+        }
+        self.paused = still;
+        self.publish_lane();
+    }
+
+    /// Sets `flow`'s poller interest: readable unless paused, writable while replies are pending.
+    fn update_interest(&mut self, flow: FlowId) -> io::Result<()> {
+        let conn = self.conns.get_mut(flow).map_err(|_| io::ErrorKind::NotFound)?;
+        let slot = flow.slot();
+        let interest = match (conn.paused, conn.write_armed) {
+            (false, false) => Event::readable(slot),
+            (false, true) => Event::all(slot),
+            (true, false) => Event::none(slot),
+            (true, true) => Event::writable(slot),
+        };
+        self.poller.modify_with_mode(&conn.stream, interest, PollMode::Level)
     }
 
     fn on_writable(&mut self, slot: usize) {
@@ -416,19 +486,10 @@ impl Worker {
             Err(_) => return self.close(flow, CloseCause::SocketError),
         };
         if want_write != conn.write_armed {
-            let interest = if want_write {
-                Event::all(flow.slot())
-            } else {
-                Event::readable(flow.slot())
-            };
-            if self
-                .poller
-                .modify_with_mode(&conn.stream, interest, PollMode::Level)
-                .is_err()
-            {
-                return self.close(flow, CloseCause::SocketError);
-            }
             conn.write_armed = want_write;
+            if self.update_interest(flow).is_err() {
+                self.close(flow, CloseCause::SocketError);
+            }
         }
     }
 
@@ -465,7 +526,10 @@ impl Worker {
             }
             Err(e) => {
                 if let Some(n) = self.error_log.allow() {
-                    warn!("worker {}: cannot wake MCP: {e} ({n} similar suppressed)", self.id);
+                    warn!(
+                        "worker {}: cannot wake MCP: {e} ({n} similar suppressed)",
+                        self.id
+                    );
                 }
             }
         }
@@ -484,8 +548,68 @@ impl Worker {
     }
 }
 
+/// What became of a connection's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ingested {
+    /// Every complete packet is in the lane; the rest (an incomplete packet) is buffered.
+    Done,
+    /// The lane filled up: complete packets are still buffered and the connection must pause.
+    Blocked,
+}
+
+/// Frames `conn`'s buffered bytes followed by `fresh` ones (just read, `&[]` on a retry) and
+/// pushes every complete packet into the lane, keeping the rest in `conn.rbuf`. Bytes are copied
+/// into the connection only when a packet is incomplete, so a connection whose reads hold whole
+/// packets never grows a buffer of its own.
+fn ingest(
+    conn: &mut Conn,
+    flow: FlowId,
+    info: &ListenerInfo,
+    fresh: &[u8],
+    sink: &mut LaneSink<'_>,
+) -> Result<Ingested, CloseCause> {
+    let now = monotonic_ns();
+    let mut header = RecordHeader::new(Kind::Data, flow);
+    header.peer = conn.peer;
+    header.listen_port = info.port;
+    header.transport = Transport::Tcp;
+    header.timestamp_ns = now;
+    let framer = &*info.framer;
+    let framed = if conn.rbuf.is_empty() {
+        let framed = frame_packets(framer, fresh, now, now, &mut header, sink)?;
+        conn.rbuf.extend_from_slice(&fresh[framed.consumed..]);
+        conn.rbuf_since_ns = now;
+        framed
+    } else {
+        conn.rbuf.extend_from_slice(fresh);
+        let framed = frame_packets(framer, &conn.rbuf, conn.rbuf_since_ns, now, &mut header, sink)?;
+        conn.rbuf.drain(..framed.consumed);
+        if framed.consumed > 0 {
+            conn.rbuf_since_ns = now;
+        }
+        framed
+    };
+    if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_BUFFER_CAPACITY {
+        conn.rbuf = Vec::new();
+    }
+    Ok(if framed.blocked {
+        Ingested::Blocked
+    } else {
+        Ingested::Done
+    })
+}
+
+/// How far a framing pass got.
+struct Framed {
+    /// Bytes of complete packets taken into the lane (or dropped, with `on_full = "drop"`).
+    consumed: usize,
+    /// Stopped at a packet the full lane could not take (`on_full = "backpressure"`).
+    blocked: bool,
+}
+
 /// Frames the packets at the start of `buf` and pushes each into the lane. Returns how many bytes
-/// were consumed (the rest is an incomplete packet), or why the connection must close.
+/// were consumed (the rest is an incomplete packet, or packets the full lane could not take), or
+/// why the connection must close.
 ///
 /// The first packet began at `first_ns` (it may have started in an earlier read); later ones at
 /// `now_ns`. Both travel to MCP in `echo[0]` and come back with the reply.
@@ -496,7 +620,7 @@ fn frame_packets(
     now_ns: u64,
     header: &mut RecordHeader,
     sink: &mut LaneSink<'_>,
-) -> Result<usize, CloseCause> {
+) -> Result<Framed, CloseCause> {
     let mut off = 0;
     loop {
         let rest = &buf[off..];
@@ -509,6 +633,13 @@ fn frame_packets(
                     Ok(()) => {
                         sink.counters.packets_in += 1;
                         sink.counters.bytes_in += n as u64;
+                    }
+                    Err(PushError::Full) if sink.on_full == OnFull::Backpressure => {
+                        sink.counters.backpressure_pauses += 1;
+                        return Ok(Framed {
+                            consumed: off,
+                            blocked: true,
+                        });
                     }
                     Err(PushError::Full) if sink.on_full == OnFull::Drop => {
                         sink.counters.dropped_queue_full += 1;
@@ -536,7 +667,12 @@ fn frame_packets(
             FrameCheck::Incomplete if rest.len() > framer.max_packet() => {
                 return Err(CloseCause::Oversize);
             }
-            FrameCheck::Incomplete => return Ok(off),
+            FrameCheck::Incomplete => {
+                return Ok(Framed {
+                    consumed: off,
+                    blocked: false,
+                });
+            }
             FrameCheck::Invalid(FrameError::Oversize { .. }) => return Err(CloseCause::Oversize),
             FrameCheck::Invalid(FrameError::Malformed(_)) => return Err(CloseCause::Malformed),
         }

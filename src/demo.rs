@@ -55,7 +55,11 @@ pub fn serve_echo(mcp: &mut McpEndpoint, stop: &AtomicBool) -> Result<EchoCounte
     Ok(counters)
 }
 
-fn reply_when_room(mcp: &mut McpEndpoint, msg: &Message, stop: &AtomicBool) -> Result<(), McpError> {
+fn reply_when_room(
+    mcp: &mut McpEndpoint,
+    msg: &Message,
+    stop: &AtomicBool,
+) -> Result<(), McpError> {
     let mut pause = Duration::from_micros(50);
     loop {
         match mcp.reply(msg.header(), msg.payload()) {

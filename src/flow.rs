@@ -115,6 +115,17 @@ pub struct FlowTable<T> {
     len: usize,
 }
 
+impl<T> fmt::Debug for FlowTable<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("epoch", &self.epoch)
+            .field("worker", &self.worker)
+            .field("len", &self.len)
+            .field("slots", &self.slots.len())
+            .finish()
+    }
+}
+
 impl<T> FlowTable<T> {
     /// An empty table for `worker` in ccsd start `epoch`.
     pub fn new(epoch: u16, worker: u8) -> FlowTable<T> {

@@ -28,9 +28,8 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> io::Result<()> {
         })
         .chain(io::stderr());
     if let Some(path) = file {
-        let f = fern::log_file(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("log file {}: {e}", path.display()))
-        })?;
+        let f = fern::log_file(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("log file {}: {e}", path.display())))?;
         dispatch = dispatch.chain(f);
     }
     dispatch

@@ -121,6 +121,8 @@ fn start_demo_mcp(settings: &Settings) -> Result<(), Box<dyn std::error::Error>>
                 error!("demo echo MCP stopped: {e}");
             }
         })?;
-    info!("demo: echo MCP running inside ccsd; try: printf '\\0\\0\\0\\5hello' | nc 127.0.0.1 7300 | od -c");
+    info!(
+        "demo: echo MCP running inside ccsd; try: printf '\\0\\0\\0\\5hello' | nc 127.0.0.1 7300 | od -c"
+    );
     Ok(())
 }

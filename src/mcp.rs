@@ -29,7 +29,6 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -59,7 +58,11 @@ impl fmt::Display for McpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             McpError::Lane(e) => write!(f, "{e}"),
-            McpError::NotReady(p) => write!(f, "{}: ccsd has not finished creating the lanes", p.display()),
+            McpError::NotReady(p) => write!(
+                f,
+                "{}: ccsd has not finished creating the lanes",
+                p.display()
+            ),
             McpError::Full => write!(f, "response lane full"),
             McpError::TooLarge(n) => write!(f, "a reply of {n} bytes does not fit in a lane"),
             McpError::Io(e) => write!(f, "waiting for requests: {e}"),
@@ -154,14 +157,16 @@ impl McpEndpoint {
     /// A lane is missing, not ready, or of another version or capacity.
     pub fn attach(settings: &Settings) -> Result<McpEndpoint, McpError> {
         let capacity = Some(settings.queues.capacity.bytes());
-        let response = Lane::attach(&settings.response_lane_path(), capacity).map_err(McpError::Lane)?;
+        let response =
+            Lane::attach(&settings.response_lane_path(), capacity).map_err(McpError::Lane)?;
         let lanes = response.request_lanes() as usize;
         if lanes == 0 {
             return Err(McpError::NotReady(response.path().to_path_buf()));
         }
         let mut requests = Vec::with_capacity(lanes);
         for w in 0..lanes {
-            let lane = Lane::attach(&settings.request_lane_path(w), capacity).map_err(McpError::Lane)?;
+            let lane =
+                Lane::attach(&settings.request_lane_path(w), capacity).map_err(McpError::Lane)?;
             requests.push(lane.into_consumer());
         }
         Ok(McpEndpoint {
@@ -273,7 +278,7 @@ impl McpEndpoint {
             let mut fds: Vec<PollFd<'_>> = self
                 .requests
                 .iter()
-                .map(|l| PollFd::new(l.wake_fd().as_fd(), PollFlags::IN))
+                .map(|l| PollFd::from_borrowed_fd(l.wake_fd(), PollFlags::IN))
                 .collect();
             let ts = timeout.map(|t| Timespec {
                 tv_sec: t.as_secs() as i64,

@@ -170,7 +170,9 @@ impl fmt::Display for RecordError {
         match self {
             RecordError::TooShort(n) => write!(f, "record of {n} bytes is shorter than a header"),
             RecordError::BadMagic(m) => write!(f, "bad record magic {m:#06x}"),
-            RecordError::BadVersion(v) => write!(f, "record version {v}, expected {RECORD_VERSION}"),
+            RecordError::BadVersion(v) => {
+                write!(f, "record version {v}, expected {RECORD_VERSION}")
+            }
             RecordError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
             RecordError::UnknownTransport(t) => write!(f, "unknown transport {t}"),
             RecordError::LengthMismatch {
@@ -353,7 +355,11 @@ mod tests {
         assert_eq!(&b[0..4], &[0x5D, 0xCC, 1, 1]);
         assert_eq!(&b[4..8], &3u32.to_le_bytes());
         assert_eq!(&b[40..50], &[0; 10]);
-        assert_eq!(&b[50..52], &[0xFF, 0xFF], "IPv4 is mapped as ::ffff:a.b.c.d");
+        assert_eq!(
+            &b[50..52],
+            &[0xFF, 0xFF],
+            "IPv4 is mapped as ::ffff:a.b.c.d"
+        );
         assert_eq!(&b[52..56], &[10, 1, 2, 3]);
         assert_eq!(&b[56..58], &4567u16.to_le_bytes());
         assert_eq!(&b[58..60], &7300u16.to_le_bytes());
@@ -363,10 +369,16 @@ mod tests {
     #[test]
     fn garbage_headers_are_rejected_by_field() {
         let good = record(&sample(), b"abc");
-        assert_eq!(RecordHeader::decode(&good[..10]), Err(RecordError::TooShort(10)));
+        assert_eq!(
+            RecordHeader::decode(&good[..10]),
+            Err(RecordError::TooShort(10))
+        );
         let mut r = good.clone();
         r[0] = 0;
-        assert!(matches!(RecordHeader::decode(&r), Err(RecordError::BadMagic(_))));
+        assert!(matches!(
+            RecordHeader::decode(&r),
+            Err(RecordError::BadMagic(_))
+        ));
         let mut r = good.clone();
         r[2] = 2;
         assert_eq!(RecordHeader::decode(&r), Err(RecordError::BadVersion(2)));
@@ -375,10 +387,16 @@ mod tests {
         assert_eq!(RecordHeader::decode(&r), Err(RecordError::UnknownKind(99)));
         let mut r = good.clone();
         r[60] = 9;
-        assert_eq!(RecordHeader::decode(&r), Err(RecordError::UnknownTransport(9)));
+        assert_eq!(
+            RecordHeader::decode(&r),
+            Err(RecordError::UnknownTransport(9))
+        );
         let mut r = good;
         r.push(0);
-        assert!(matches!(RecordHeader::decode(&r), Err(RecordError::LengthMismatch { .. })));
+        assert!(matches!(
+            RecordHeader::decode(&r),
+            Err(RecordError::LengthMismatch { .. })
+        ));
     }
 
     #[test]

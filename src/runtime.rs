@@ -8,6 +8,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroUsize;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -121,12 +122,21 @@ impl Broker {
         let mut local_addrs = Vec::with_capacity(settings.listen.len());
         for (i, l) in settings.listen.iter().enumerate() {
             debug_assert_eq!(l.proto, Proto::Tcp, "validated by Settings");
-            let framer = framing::build(l).map_err(|source| StartError::Framing { listener: i, source })?;
-            let bind_err = |source| StartError::Bind { addr: l.addr, source };
+            let framer = framing::build(l).map_err(|source| StartError::Framing {
+                listener: i,
+                source,
+            })?;
+            let bind_err = |source| StartError::Bind {
+                addr: l.addr,
+                source,
+            };
             let listener = TcpListener::bind(l.addr).map_err(bind_err)?;
             listener.set_nonblocking(true).map_err(bind_err)?;
             let local = listener.local_addr().map_err(bind_err)?;
-            info!("listening on tcp://{local} (listener {i}, framing {})", framer.name());
+            info!(
+                "listening on tcp://{local} (listener {i}, framing {})",
+                framer.name()
+            );
             infos.push(ListenerInfo {
                 framer,
                 port: local.port(),
@@ -141,8 +151,9 @@ impl Broker {
         let mut bridge_links = Vec::with_capacity(worker_count);
         let mut workers = Vec::with_capacity(worker_count);
         for (id, lane) in requests.into_iter().enumerate() {
-            let (link, bridge_link, handle) = spawn_worker(id, epoch, lane, &infos, &main_mailbox, settings)
-                .map_err(StartError::Runtime)?;
+            let (link, bridge_link, handle) =
+                spawn_worker(id, epoch, lane, &infos, &main_mailbox, settings)
+                    .map_err(StartError::Runtime)?;
             worker_links.push(link);
             bridge_links.push(bridge_link);
             workers.push(handle);
@@ -159,7 +170,11 @@ impl Broker {
         // poller for the rest of the process.
         unsafe {
             poller
-                .add_with_mode(bridge.wake_fd(), Event::readable(acceptor.listener_count()), PollMode::Level)
+                .add_with_mode(
+                    bridge.wake_fd().as_raw_fd(),
+                    Event::readable(acceptor.listener_count()),
+                    PollMode::Level,
+                )
                 .map_err(StartError::Runtime)?;
         }
         let stats = StatsReporter::new(
@@ -281,5 +296,8 @@ fn spawn_worker(
 
 /// `{dir}/{name}.*`, for log lines.
 fn queue_glob(settings: &Settings) -> PathBuf {
-    settings.queues.dir.join(format!("{}.*", settings.queues.name))
+    settings
+        .queues
+        .dir
+        .join(format!("{}.*", settings.queues.name))
 }

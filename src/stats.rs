@@ -53,8 +53,11 @@ counters! {
         packets_in,
         /// Bytes of those packets.
         bytes_in,
-        /// Packets dropped because the request lane was full.
+        /// Packets dropped because the request lane was full (`queues.on_full = "drop"`).
         dropped_queue_full,
+        /// Times a connection stopped being read because the request lane was full
+        /// (`queues.on_full = "backpressure"`).
+        backpressure_pauses,
         /// Disconnect notices that could not be written because the request lane was full.
         dropped_disconnect_notices,
         /// Replies written in full to their client.
@@ -126,7 +129,11 @@ mod tests {
         a.for_each(|k, v| seen.push((k, v)));
         assert_eq!(
             seen,
-            [("accepted", 2), ("refused_mailbox_full", 4), ("accept_errors", 6)]
+            [
+                ("accepted", 2),
+                ("refused_mailbox_full", 4),
+                ("accept_errors", 6)
+            ]
         );
     }
 }

@@ -26,14 +26,20 @@ fn check(toml: &str, env: &[(&str, &str)]) -> (i32, String) {
     std::fs::write(&file, toml).unwrap();
     let out = ccsd(&["--check-config", "--config", file.to_str().unwrap()], env);
     let _ = std::fs::remove_file(&file);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
 #[test]
 fn built_in_defaults_pass_check_config() {
     let out = ccsd(&["--check-config"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -86,7 +92,10 @@ fn port_in_use_exits_2_with_one_clear_line() {
     let out = ccsd(&["--config", env.config.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 

@@ -55,10 +55,14 @@ fn thirty_two_clients_get_every_reply_byte_exact_and_in_order() {
                 for seq in 0..PACKETS {
                     let len = body_len(&mut Rng((c * PACKETS + seq) as u64 + 1));
                     let mut got = vec![0; 4 + len];
-                    reader.read_exact(&mut got).unwrap_or_else(|e| {
-                        panic!("client {c} reply {seq}: {e}")
-                    });
-                    assert_eq!(got, packet(&body(c, seq, len)), "client {c} reply {seq} differs");
+                    reader
+                        .read_exact(&mut got)
+                        .unwrap_or_else(|e| panic!("client {c} reply {seq}: {e}"));
+                    assert_eq!(
+                        got,
+                        packet(&body(c, seq, len)),
+                        "client {c} reply {seq} differs"
+                    );
                 }
                 writer.join().unwrap();
             })
@@ -69,6 +73,7 @@ fn thirty_two_clients_get_every_reply_byte_exact_and_in_order() {
     }
 
     let total = (CLIENTS * PACKETS) as u64;
+    eprintln!("stats: {}", env.stats());
     env.wait_stat("totals.packets_in", |v| v == total);
     env.wait_stat("totals.replies_out", |v| v == total);
     let stats = env.stats();

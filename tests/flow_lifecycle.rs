@@ -17,8 +17,16 @@ fn attach(env: &TestEnv) -> McpEndpoint {
 
 /// The next record from ccsd, which must be of `kind`.
 fn expect(mcp: &mut McpEndpoint, msg: &mut Message, kind: Kind) -> RecordHeader {
-    assert!(mcp.recv(msg, Some(WAIT)).unwrap(), "no {kind:?} record from ccsd");
-    assert_eq!(msg.header().kind, kind, "unexpected record {:?}", msg.header());
+    assert!(
+        mcp.recv(msg, Some(WAIT)).unwrap(),
+        "no {kind:?} record from ccsd"
+    );
+    assert_eq!(
+        msg.header().kind,
+        kind,
+        "unexpected record {:?}",
+        msg.header()
+    );
     *msg.header()
 }
 
@@ -65,7 +73,10 @@ fn close_after_flush_delivers_earlier_replies_then_eof() {
     assert_eq!(read_n(&mut client, 5), b"three");
     assert_closed(&mut client);
     let notice = expect(&mut mcp, &mut msg, Kind::Disconnect);
-    assert_eq!((notice.flow, Reason::from_u8(notice.code)), (req.flow, Some(Reason::Local)));
+    assert_eq!(
+        (notice.flow, Reason::from_u8(notice.code)),
+        (req.flow, Some(Reason::Local))
+    );
 }
 
 #[test]
@@ -100,19 +111,35 @@ fn stale_flow_reply_is_dropped_and_never_reaches_the_slot_reuser() {
     let mut b = connect(ccsd.addr());
     b.write_all(&packet(b"from b")).unwrap();
     let req_b = expect(&mut mcp, &mut msg, Kind::Data);
-    assert_eq!(req_b.flow.slot(), req_a.flow.slot(), "the freed slot is reused");
+    assert_eq!(
+        req_b.flow.slot(),
+        req_a.flow.slot(),
+        "the freed slot is reused"
+    );
     assert_ne!(req_b.flow, req_a.flow);
 
     // A reply to the closed flow (whose slot B now holds), one to a slot never used, then B's own.
     mcp.reply(&req_a, b"STALE FOR A").unwrap();
     let never = FlowId::new(req_a.flow.epoch(), 0, 0, 999);
-    mcp.reply(&RecordHeader { flow: never, ..req_a }, b"NOBODY").unwrap();
+    mcp.reply(
+        &RecordHeader {
+            flow: never,
+            ..req_a
+        },
+        b"NOBODY",
+    )
+    .unwrap();
     mcp.reply(&req_b, b"for b").unwrap();
     mcp.flush().unwrap();
 
-    assert_eq!(read_n(&mut b, 5), b"for b", "B must get its own reply and nothing before it");
+    assert_eq!(
+        read_n(&mut b, 5),
+        b"for b",
+        "B must get its own reply and nothing before it"
+    );
     env.wait_stat("totals.dropped_stale_flow", |v| v == 2);
-    b.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    b.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut extra = [0u8; 1];
     assert!(
         std::io::Read::read(&mut b, &mut extra).is_err(),
@@ -131,10 +158,29 @@ fn replies_from_an_earlier_epoch_or_unknown_worker_are_dropped_and_counted() {
     client.write_all(&packet(b"q")).unwrap();
     let req = expect(&mut mcp, &mut msg, Kind::Data);
     let f = req.flow;
-    let old_epoch = FlowId::new(f.epoch().wrapping_sub(1), 0, f.generation(), f.slot() as u32);
+    let old_epoch = FlowId::new(
+        f.epoch().wrapping_sub(1),
+        0,
+        f.generation(),
+        f.slot() as u32,
+    );
     let no_worker = FlowId::new(f.epoch(), 7, f.generation(), f.slot() as u32);
-    mcp.reply(&RecordHeader { flow: old_epoch, ..req }, b"OLD").unwrap();
-    mcp.reply(&RecordHeader { flow: no_worker, ..req }, b"BAD").unwrap();
+    mcp.reply(
+        &RecordHeader {
+            flow: old_epoch,
+            ..req
+        },
+        b"OLD",
+    )
+    .unwrap();
+    mcp.reply(
+        &RecordHeader {
+            flow: no_worker,
+            ..req
+        },
+        b"BAD",
+    )
+    .unwrap();
     mcp.reply(&req, b"ok").unwrap();
     mcp.flush().unwrap();
     assert_eq!(read_n(&mut client, 2), b"ok");

@@ -28,7 +28,10 @@ fn packet_of_exactly_max_packet_passes_and_one_byte_more_closes_only_that_connec
     assert_eq!(round_trip(&mut bystander, b"after"), packet(b"after"));
     assert_eq!(round_trip(&mut exact, b"still open"), packet(b"still open"));
     env.wait_stat("totals.closed_oversize", |v| v == 1);
-    assert_eq!(common::stat(&env.stats(), "totals.closed_protocol"), Some(0));
+    assert_eq!(
+        common::stat(&env.stats(), "totals.closed_protocol"),
+        Some(0)
+    );
 }
 
 #[test]

@@ -18,7 +18,9 @@ fn requests_queued_while_mcp_is_down_are_answered_when_it_returns() {
     assert_eq!(round_trip(&mut client, b"first"), packet(b"first"));
 
     mcp.kill();
-    let bodies: Vec<Vec<u8>> = (0..10).map(|i| format!("queued {i}").into_bytes()).collect();
+    let bodies: Vec<Vec<u8>> = (0..10)
+        .map(|i| format!("queued {i}").into_bytes())
+        .collect();
     for b in &bodies {
         client.write_all(&packet(b)).unwrap();
     }
@@ -59,9 +61,17 @@ fn replies_left_in_the_response_lane_across_a_ccsd_restart_are_not_misdelivered(
         }
     };
     assert_eq!(msg.payload(), packet(b"new"));
-    assert_eq!(new_req.flow.slot(), old_req.flow.slot(), "same worker, same slot");
+    assert_eq!(
+        new_req.flow.slot(),
+        old_req.flow.slot(),
+        "same worker, same slot"
+    );
     assert_eq!(new_req.flow.generation(), old_req.flow.generation());
-    assert_ne!(new_req.flow.epoch(), old_req.flow.epoch(), "only the epoch tells them apart");
+    assert_ne!(
+        new_req.flow.epoch(),
+        old_req.flow.epoch(),
+        "only the epoch tells them apart"
+    );
 
     mcp.reply(&new_req, b"fresh").unwrap();
     mcp.flush().unwrap();

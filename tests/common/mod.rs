@@ -129,9 +129,16 @@ pub fn stat(doc: &serde_json::Value, path: &str) -> Option<u64> {
 /// The path of an example binary built by `cargo test` next to the test binaries.
 pub fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let path = profile_dir.join("examples").join(name);
-    assert!(path.exists(), "{} is missing: run the tests with `cargo test`, which builds the examples", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test`, which builds the examples",
+        path.display()
+    );
     path
 }
 
@@ -146,7 +153,9 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(mut cmd: Command, what: &'static str) -> Proc {
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();

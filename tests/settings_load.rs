@@ -368,3 +368,68 @@ fn unset_workers_means_one_per_core() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(255));
     assert_eq!(Settings::default().broker.worker_count(), cores);
 }
+
+#[test]
+fn built_in_settings_file_spells_out_every_key() {
+    let root: config::Map<String, config::Value> = config::Config::builder()
+        .add_source(config::File::from_str(
+            DEFAULT_SETTINGS_TOML,
+            config::FileFormat::Toml,
+        ))
+        .build()
+        .and_then(config::Config::try_deserialize)
+        .expect("built-in settings parse");
+    let keys = |value: &config::Value| -> Vec<String> {
+        let mut keys: Vec<String> = value
+            .clone()
+            .into_table()
+            .expect("a table")
+            .into_keys()
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        keys(&root["broker"]),
+        ["dispatch", "mailbox_capacity", "unlocked_mode"]
+    );
+    assert_eq!(
+        keys(&root["queues"]),
+        ["capacity", "dir", "name", "on_full"]
+    );
+    let listen = root["listen"].clone().into_array().expect("[[listen]]");
+    assert_eq!(listen.len(), 1);
+    assert_eq!(
+        keys(&listen[0]),
+        [
+            "addr",
+            "framing",
+            "length_adjust",
+            "length_endian",
+            "length_includes",
+            "length_offset",
+            "length_size",
+            "max_packet",
+            "proto"
+        ]
+    );
+    assert_eq!(keys(&root["log"]), ["level"]);
+    assert_eq!(keys(&root["stats"]), ["interval"]);
+    // Keys without a fixed default are shown commented out.
+    assert!(DEFAULT_SETTINGS_TOML.contains("\n# workers = 4  # default: number of cores\n"));
+    assert_eq!(DEFAULT_SETTINGS_TOML.matches("\n# file = ").count(), 2);
+}
+
+#[test]
+fn toml_examples_in_the_configuration_guide_are_valid() {
+    let guide = include_str!("../docs/configuration.md");
+    let mut examples = 0;
+    for block in guide.split("```toml\n").skip(1) {
+        let example = block.split("```").next().unwrap_or_default();
+        if let Err(err) = Settings::from_toml_str(example) {
+            panic!("example is invalid:\n{example}\n{err}");
+        }
+        examples += 1;
+    }
+    assert!(examples >= 2, "found {examples} examples");
+}

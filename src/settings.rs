@@ -973,17 +973,7 @@ impl Loader {
         let mut unknown: Vec<String> = root.into_keys().collect();
         unknown.sort();
         for key in unknown {
-            let from = self
-                .env_keys
-                .iter()
-                .find(|(env_key, _)| {
-                    env_key == &key
-                        || env_key
-                            .strip_prefix(&key)
-                            .is_some_and(|rest| rest.starts_with('.'))
-                })
-                .map(|(_, name)| format!(" (from {name})"))
-                .unwrap_or_default();
+            let from = self.env_origin(&key);
             self.problems.push(format!(
                 "unknown key `{key}`{from}, expected one of `{}`",
                 SECTIONS.join("`, `")
@@ -1025,11 +1015,15 @@ impl Loader {
         self.problems.push(problem);
     }
 
-    /// `" (from CCSD_…)"` if an environment variable set `key`, else nothing.
+    /// `" (from CCSD_…)"` if an environment variable set `key` or a key below it, else nothing.
     fn env_origin(&self, key: &str) -> String {
         self.env_keys
             .iter()
-            .find(|(env_key, _)| env_key == key)
+            .find(|(env_key, _)| {
+                env_key
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+            })
             .map(|(_, name)| format!(" (from {name})"))
             .unwrap_or_default()
     }

@@ -533,6 +533,10 @@ impl Settings {
     /// Loads the settings file at `path` (the built-in [`DEFAULT_SETTINGS_TOML`] when `None`),
     /// applies the `CCSD_<SECTION>__<KEY>` environment variables of this process and validates.
     ///
+    /// Variable names are case-insensitive; each value is read as text and converted to its key's
+    /// type, exactly as if written as a string in the file (`CCSD_QUEUES__NAME=007` stays `"007"`).
+    /// Every `CCSD_` variable is taken as an override, so an unknown one is an error.
+    ///
     /// # Errors
     ///
     /// Every problem found: an unreadable or malformed file, unknown keys, values of the wrong
@@ -580,8 +584,15 @@ impl Settings {
     ///
     /// Every rule broken, each problem starting with the key concerned.
     pub fn validate(&self) -> Result<(), SettingsError> {
+        let listeners: Vec<_> = self.listen.iter().map(Some).collect();
         let mut problems = Vec::new();
-        self.check(&[], &mut problems);
+        Validation {
+            broker: Some(&self.broker),
+            queues: Some(&self.queues),
+            listen: Some(&listeners),
+            stats: Some(&self.stats),
+        }
+        .check(&mut problems);
         SettingsError::check(problems)
     }
 
@@ -596,37 +607,49 @@ impl Settings {
     pub fn response_lane_path(&self) -> PathBuf {
         self.queues.dir.join(format!("{}.rsp", self.queues.name))
     }
+}
 
-    /// Runs the validation rules of every section not in `skipped`, and the rules spanning two
-    /// sections only when neither is skipped.
-    fn check(&self, skipped: &[&str], problems: &mut Vec<String>) {
-        let checked = |section: &str| !skipped.contains(&section);
-        if checked("broker") {
-            self.broker.check(problems);
+/// The sections to validate. `None` stands for a section (or `[[listen]]` table) that failed to
+/// deserialize: its problem is already reported, so the rules involving it are skipped.
+struct Validation<'a> {
+    broker: Option<&'a BrokerSettings>,
+    queues: Option<&'a QueueSettings>,
+    listen: Option<&'a [Option<&'a ListenSettings>]>,
+    stats: Option<&'a StatsSettings>,
+}
+
+impl Validation<'_> {
+    fn check(&self, problems: &mut Vec<String>) {
+        if let Some(broker) = self.broker {
+            broker.check(problems);
         }
-        if checked("queues") {
-            self.queues.check(problems);
+        if let Some(queues) = self.queues {
+            queues.check(problems);
         }
-        if checked("listen") {
-            check_listeners(&self.listen, problems);
+        if let Some(listeners) = self.listen {
+            check_listeners(listeners, problems);
+            if let Some(queues) = self.queues {
+                check_lane_holds_packets(queues.capacity, listeners, problems);
+            }
         }
-        if checked("queues") && checked("listen") {
-            self.check_lane_holds_packets(problems);
-        }
-        if checked("stats") {
-            self.stats.check(problems);
+        if let Some(stats) = self.stats {
+            stats.check(problems);
         }
     }
+}
 
-    fn check_lane_holds_packets(&self, problems: &mut Vec<String>) {
-        let capacity = self.queues.capacity;
-        for (i, listen) in self.listen.iter().enumerate() {
-            if listen.max_packet.bytes().saturating_add(LANE_OVERHEAD) > capacity.bytes() {
-                problems.push(format!(
-                    "queues.capacity: {capacity} cannot hold listen[{i}].max_packet ({}) plus {LANE_OVERHEAD} bytes of headers",
-                    listen.max_packet
-                ));
-            }
+fn check_lane_holds_packets(
+    capacity: ByteSize,
+    listeners: &[Option<&ListenSettings>],
+    problems: &mut Vec<String>,
+) {
+    for (i, listen) in listeners.iter().enumerate() {
+        let Some(listen) = listen else { continue };
+        if listen.max_packet.bytes().saturating_add(LANE_OVERHEAD) > capacity.bytes() {
+            problems.push(format!(
+                "queues.capacity: {capacity} cannot hold listen[{i}].max_packet ({}) plus {LANE_OVERHEAD} bytes of headers",
+                listen.max_packet
+            ));
         }
     }
 }
@@ -695,16 +718,17 @@ impl QueueSettings {
     }
 }
 
-fn check_listeners(listeners: &[ListenSettings], problems: &mut Vec<String>) {
+fn check_listeners(listeners: &[Option<&ListenSettings>], problems: &mut Vec<String>) {
     if listeners.is_empty() {
         problems.push("listen: at least one [[listen]] table is required".to_owned());
     }
     for (i, listen) in listeners.iter().enumerate() {
+        let Some(listen) = listen else { continue };
         listen.check(i, problems);
         let port = listen.addr.port();
         if let Some(j) = listeners[..i]
             .iter()
-            .position(|other| port != 0 && other.addr == listen.addr)
+            .position(|other| port != 0 && other.is_some_and(|other| other.addr == listen.addr))
         {
             problems.push(format!(
                 "listen[{i}].addr: {} is already used by listen[{j}]",
@@ -805,7 +829,6 @@ fn parse(
     let mut loader = Loader {
         env_keys: Vec::new(),
         problems,
-        failed: Vec::new(),
     };
     let mut env_vars = Map::new();
     for (name, value) in env {
@@ -822,7 +845,9 @@ fn parse(
     let environment = Environment::with_prefix("CCSD")
         .prefix_separator("_")
         .separator("__")
-        .try_parsing(true)
+        // Values stay strings and are converted by each key's type: with `try_parsing(true)`,
+        // config would turn `CCSD_QUEUES__NAME=007` into the integer 7 and back into "7".
+        .try_parsing(false)
         .source(Some(env_vars));
     let root = Config::builder()
         .add_source(File::from_str(toml, FileFormat::Toml))
@@ -832,23 +857,68 @@ fn parse(
     let mut root = match root {
         Ok(root) => root,
         Err(err) => {
-            loader.problems.push(format!("{origin}: {err}"));
+            loader
+                .problems
+                .push(format!("{origin}: {}", one_line(&err)));
             return Err(SettingsError {
                 problems: loader.problems,
             });
         }
     };
 
-    let settings = Settings {
-        broker: loader.section(&mut root, "broker"),
-        queues: loader.section(&mut root, "queues"),
-        listen: loader.listeners(&mut root),
-        log: loader.section(&mut root, "log"),
-        stats: loader.section(&mut root, "stats"),
-    };
+    let broker = loader.section(&mut root, "broker");
+    let queues = loader.section(&mut root, "queues");
+    let listen = loader.listeners(&mut root);
+    let log = loader.section(&mut root, "log");
+    let stats = loader.section(&mut root, "stats");
     loader.unknown_sections(root);
-    settings.check(&loader.failed, &mut loader.problems);
-    SettingsError::check(loader.problems).map(|()| settings)
+
+    let listen_refs: Option<Vec<_>> = listen
+        .as_ref()
+        .map(|listeners| listeners.iter().map(Option::as_ref).collect());
+    Validation {
+        broker: broker.as_ref(),
+        queues: queues.as_ref(),
+        listen: listen_refs.as_deref(),
+        stats: stats.as_ref(),
+    }
+    .check(&mut loader.problems);
+
+    let listen = listen.and_then(|listeners| listeners.into_iter().collect());
+    match (broker, queues, listen, log, stats) {
+        (Some(broker), Some(queues), Some(listen), Some(log), Some(stats))
+            if loader.problems.is_empty() =>
+        {
+            Ok(Settings {
+                broker,
+                queues,
+                listen,
+                log,
+                stats,
+            })
+        }
+        _ => Err(SettingsError {
+            problems: loader.problems,
+        }),
+    }
+}
+
+/// A TOML parse error on one line: its position and message, without the source excerpt.
+fn one_line(err: &ConfigError) -> String {
+    let text = err.to_string();
+    let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
+    let mut summary = lines.next().unwrap_or_default().to_owned();
+    for line in lines {
+        let excerpt = line.starts_with('|')
+            || line
+                .split_once(" |")
+                .is_some_and(|(number, _)| number.bytes().all(|b| b.is_ascii_digit()));
+        if !excerpt {
+            summary.push_str(": ");
+            summary.push_str(line);
+        }
+    }
+    summary
 }
 
 /// Collects the problems of one load.
@@ -856,62 +926,54 @@ struct Loader {
     /// `(key, variable)` for every environment override, e.g. `("broker.workers", "CCSD_BROKER__WORKERS")`.
     env_keys: Vec<(String, String)>,
     problems: Vec<String>,
-    /// Sections that failed to deserialize: their defaults stand in and are not validated.
-    failed: Vec<&'static str>,
 }
 
 impl Loader {
-    /// Deserializes section `name` of `root`, or its default if absent or broken.
+    /// Deserializes section `name` of `root`: its default if absent, `None` (and a problem) if
+    /// broken.
     fn section<T: DeserializeOwned + Default>(
         &mut self,
         root: &mut Map<String, Value>,
-        name: &'static str,
-    ) -> T {
+        name: &str,
+    ) -> Option<T> {
         let Some(value) = root.remove(name) else {
-            return T::default();
+            return Some(T::default());
         };
-        value.try_deserialize().unwrap_or_else(|err| {
-            self.deserialize_failed(name, name, err);
-            T::default()
-        })
+        value
+            .try_deserialize()
+            .map_err(|err| self.deserialize_failed(name, err))
+            .ok()
     }
 
-    /// Deserializes every `[[listen]]` table, or the default listener if there is none.
-    fn listeners(&mut self, root: &mut Map<String, Value>) -> Vec<ListenSettings> {
+    /// Deserializes every `[[listen]]` table (the default listener if there is none); `None` for
+    /// each broken table, or for the whole section if it is not an array of tables.
+    fn listeners(&mut self, root: &mut Map<String, Value>) -> Option<Vec<Option<ListenSettings>>> {
         let Some(value) = root.remove("listen") else {
-            return vec![ListenSettings::default()];
+            return Some(vec![Some(ListenSettings::default())]);
         };
         let ValueKind::Array(tables) = value.kind else {
             self.problems
                 .push("listen: must be an array of tables, written [[listen]]".to_owned());
-            self.failed.push("listen");
-            return vec![ListenSettings::default()];
+            return None;
         };
-        let mut listeners = Vec::with_capacity(tables.len());
-        for (i, table) in tables.into_iter().enumerate() {
-            match table.try_deserialize() {
-                Ok(listen) => listeners.push(listen),
-                Err(err) => self.deserialize_failed("listen", &format!("listen[{i}]"), err),
-            }
-        }
-        listeners
+        let listeners = tables
+            .into_iter()
+            .enumerate()
+            .map(|(i, table)| {
+                table
+                    .try_deserialize()
+                    .map_err(|err| self.deserialize_failed(&format!("listen[{i}]"), err))
+                    .ok()
+            })
+            .collect();
+        Some(listeners)
     }
 
     fn unknown_sections(&mut self, root: Map<String, Value>) {
         let mut unknown: Vec<String> = root.into_keys().collect();
         unknown.sort();
         for key in unknown {
-            let from = self
-                .env_keys
-                .iter()
-                .find(|(env_key, _)| {
-                    env_key == &key
-                        || env_key
-                            .strip_prefix(&key)
-                            .is_some_and(|rest| rest.starts_with('.'))
-                })
-                .map(|(_, name)| format!(" (from {name})"))
-                .unwrap_or_default();
+            let from = self.env_origin(&key);
             self.problems.push(format!(
                 "unknown key `{key}`{from}, expected one of `{}`",
                 SECTIONS.join("`, `")
@@ -919,11 +981,8 @@ impl Loader {
         }
     }
 
-    /// Records why `section` (at `path`, e.g. `listen[1]`) failed to deserialize.
-    fn deserialize_failed(&mut self, section: &'static str, path: &str, err: ConfigError) {
-        if !self.failed.contains(&section) {
-            self.failed.push(section);
-        }
+    /// Records why the table at `path` (`broker`, `listen[1]`, ...) failed to deserialize.
+    fn deserialize_failed(&mut self, path: &str, err: ConfigError) {
         let (key, message) = match err {
             ConfigError::Type {
                 unexpected,
@@ -956,11 +1015,15 @@ impl Loader {
         self.problems.push(problem);
     }
 
-    /// `" (from CCSD_…)"` if an environment variable set `key`, else nothing.
+    /// `" (from CCSD_…)"` if an environment variable set `key` or a key below it, else nothing.
     fn env_origin(&self, key: &str) -> String {
         self.env_keys
             .iter()
-            .find(|(env_key, _)| env_key == key)
+            .find(|(env_key, _)| {
+                env_key
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+            })
             .map(|(_, name)| format!(" (from {name})"))
             .unwrap_or_default()
     }

@@ -1,0 +1,306 @@
+//! The validation rules: ranges and rules spanning several keys, each problem naming its key.
+
+use std::path::Path;
+
+use ccsd::settings::{ByteSize, Proto, Settings, SettingsError};
+
+/// The problems `validate` finds after `change` is applied to the defaults.
+fn problems_after(change: impl FnOnce(&mut Settings)) -> Vec<String> {
+    let mut settings = Settings::default();
+    change(&mut settings);
+    settings
+        .validate()
+        .err()
+        .map_or_else(Vec::new, |SettingsError { problems }| problems)
+}
+
+#[test]
+fn the_defaults_are_valid() {
+    assert_eq!(Settings::default().validate(), Ok(()));
+}
+
+#[test]
+fn workers_must_be_between_1_and_255() {
+    assert_eq!(
+        problems_after(|s| s.broker.workers = Some(0)),
+        ["broker.workers: must be at least 1"]
+    );
+    assert_eq!(
+        problems_after(|s| s.broker.workers = Some(1)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems_after(|s| s.broker.workers = Some(255)),
+        Vec::<String>::new()
+    );
+    let problems = problems_after(|s| s.broker.workers = Some(256));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("broker.workers: must be at most 255"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn locked_mode_is_refused() {
+    assert_eq!(
+        problems_after(|s| s.broker.unlocked_mode = false),
+        ["broker.unlocked_mode: locked mode is not available yet; set it to true"]
+    );
+}
+
+#[test]
+fn mailbox_capacity_must_be_at_least_16() {
+    assert_eq!(
+        problems_after(|s| s.broker.mailbox_capacity = 16),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems_after(|s| s.broker.mailbox_capacity = 15),
+        ["broker.mailbox_capacity: must be at least 16, got 15"]
+    );
+}
+
+#[test]
+fn queue_name_must_be_short_nonempty_and_plain() {
+    assert_eq!(
+        problems_after(|s| s.queues.name = String::new()),
+        ["queues.name: must not be empty"]
+    );
+    assert_eq!(
+        problems_after(|s| s.queues.name = "a".repeat(128)),
+        Vec::<String>::new()
+    );
+    let problems = problems_after(|s| s.queues.name = "a".repeat(129));
+    assert_eq!(
+        problems,
+        ["queues.name: must be at most 128 characters, got 129"]
+    );
+    for bad in ["a/b", "a b", "é", "../x", "a:b"] {
+        let problems = problems_after(|s| s.queues.name = bad.to_owned());
+        assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+        assert!(
+            problems[0].starts_with("queues.name: "),
+            "{bad}: {problems:?}"
+        );
+    }
+    assert_eq!(
+        problems_after(|s| s.queues.name = "Az09._-".to_owned()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn queue_dir_must_be_an_existing_directory() {
+    let missing = Path::new(env!("CARGO_TARGET_TMPDIR")).join("settings_validate-missing-dir");
+    let problems = problems_after(|s| s.queues.dir = missing.clone());
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("queues.dir: "), "{problems:?}");
+
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("settings_validate-a-file");
+    std::fs::write(&file, "").expect("write");
+    let problems = problems_after(|s| s.queues.dir = file.clone());
+    assert_eq!(
+        problems,
+        [format!("queues.dir: {} is not a directory", file.display())]
+    );
+}
+
+#[test]
+fn queue_capacity_must_be_a_power_of_two_from_64kib_to_4gib() {
+    let shrink_packets = |s: &mut Settings| s.listen[0].max_packet = ByteSize(1024);
+    for good in [64 << 10, 1 << 20, 4 << 30] {
+        assert_eq!(
+            problems_after(|s| {
+                shrink_packets(s);
+                s.queues.capacity = ByteSize(good);
+            }),
+            Vec::<String>::new(),
+            "{good}"
+        );
+    }
+    assert_eq!(
+        problems_after(|s| {
+            shrink_packets(s);
+            s.queues.capacity = ByteSize(100_000);
+        }),
+        ["queues.capacity: must be a power of two, got 100000B"]
+    );
+    assert_eq!(
+        problems_after(|s| {
+            shrink_packets(s);
+            s.queues.capacity = ByteSize(32 << 10);
+        }),
+        ["queues.capacity: must be between 64KiB and 4GiB, got 32KiB"]
+    );
+    assert_eq!(
+        problems_after(|s| s.queues.capacity = ByteSize(8 << 30)),
+        ["queues.capacity: must be between 64KiB and 4GiB, got 8GiB"]
+    );
+}
+
+#[test]
+fn queue_capacity_must_hold_the_largest_packet_plus_headers() {
+    let problems = problems_after(|s| {
+        let mut second = s.listen[0].clone();
+        second.addr.set_port(7301);
+        second.max_packet = ByteSize(64 << 20);
+        s.listen.push(second);
+    });
+    assert_eq!(
+        problems,
+        [
+            "queues.capacity: 32MiB cannot hold listen[1].max_packet (64MiB) plus 72 bytes of headers"
+        ]
+    );
+    // Exactly enough room passes; one byte less does not.
+    assert_eq!(
+        problems_after(|s| {
+            s.queues.capacity = ByteSize(64 << 10);
+            s.listen[0].max_packet = ByteSize((64 << 10) - 72);
+        }),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems_after(|s| {
+            s.queues.capacity = ByteSize(64 << 10);
+            s.listen[0].max_packet = ByteSize((64 << 10) - 71);
+        })
+        .len(),
+        1
+    );
+}
+
+#[test]
+fn at_least_one_listener_is_required() {
+    assert_eq!(
+        problems_after(|s| s.listen.clear()),
+        ["listen: at least one [[listen]] table is required"]
+    );
+}
+
+#[test]
+fn udp_listeners_are_refused() {
+    assert_eq!(
+        problems_after(|s| s.listen[0].proto = Proto::Udp),
+        ["listen[0].proto: udp is not available yet"]
+    );
+}
+
+#[test]
+fn an_unknown_framing_lists_the_known_ones() {
+    assert_eq!(
+        problems_after(|s| s.listen[0].framing = "http".to_owned()),
+        ["listen[0].framing: unknown framing \"http\", known framings: length"]
+    );
+}
+
+#[test]
+fn max_packet_must_be_between_1_byte_and_1gib() {
+    let problems = problems_after(|s| s.listen[0].max_packet = ByteSize(0));
+    assert_eq!(
+        problems,
+        ["listen[0].max_packet: must be between 1B and 1GiB, got 0B"]
+    );
+    let problems = problems_after(|s| {
+        s.queues.capacity = ByteSize(4 << 30);
+        s.listen[0].max_packet = ByteSize((1 << 30) + 1);
+    });
+    assert_eq!(
+        problems,
+        ["listen[0].max_packet: must be between 1B and 1GiB, got 1073741825B"]
+    );
+    assert_eq!(
+        problems_after(|s| {
+            s.queues.capacity = ByteSize(4 << 30);
+            s.listen[0].max_packet = ByteSize(1 << 30);
+        }),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn max_packet_must_hold_the_length_header() {
+    let problems = problems_after(|s| {
+        s.listen[0].length_offset = 4;
+        s.listen[0].max_packet = ByteSize(7);
+    });
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("listen[0].max_packet: "),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn length_size_must_be_1_2_4_or_8() {
+    for good in [1, 2, 4, 8] {
+        assert_eq!(
+            problems_after(|s| s.listen[0].length_size = good),
+            Vec::<String>::new()
+        );
+    }
+    for bad in [0, 3, 5, 16] {
+        assert_eq!(
+            problems_after(|s| s.listen[0].length_size = bad),
+            [format!(
+                "listen[0].length_size: must be 1, 2, 4 or 8, got {bad}"
+            )]
+        );
+    }
+}
+
+#[test]
+fn length_offset_must_be_at_most_1024() {
+    assert_eq!(
+        problems_after(|s| s.listen[0].length_offset = 1024),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems_after(|s| s.listen[0].length_offset = 1025),
+        ["listen[0].length_offset: must be at most 1024, got 1025"]
+    );
+}
+
+#[test]
+fn duplicate_listen_addresses_are_refused_unless_port_zero() {
+    let problems = problems_after(|s| {
+        let copy = s.listen[0].clone();
+        s.listen.push(copy);
+    });
+    assert_eq!(
+        problems,
+        ["listen[1].addr: 127.0.0.1:7300 is already used by listen[0]"]
+    );
+    let problems = problems_after(|s| {
+        s.listen[0].addr.set_port(0);
+        let copy = s.listen[0].clone();
+        s.listen.push(copy);
+    });
+    assert_eq!(problems, Vec::<String>::new());
+}
+
+#[test]
+fn stats_interval_must_be_at_least_10ms() {
+    use std::time::Duration;
+    assert_eq!(
+        problems_after(|s| s.stats.interval = Duration::from_millis(10)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems_after(|s| s.stats.interval = Duration::from_millis(9)),
+        ["stats.interval: must be at least 10ms, got 9ms"]
+    );
+}
+
+#[test]
+fn validate_reports_every_broken_rule() {
+    let problems = problems_after(|s| {
+        s.broker.workers = Some(0);
+        s.broker.mailbox_capacity = 1;
+        s.queues.name = String::new();
+        s.listen[0].proto = Proto::Udp;
+        s.listen[0].length_size = 3;
+    });
+    assert_eq!(problems.len(), 5, "{problems:?}");
+}

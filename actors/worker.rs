@@ -390,7 +390,10 @@ impl Worker {
 
     /// Sets `flow`'s poller interest: readable unless paused, writable while replies are pending.
     fn update_interest(&mut self, flow: FlowId) -> io::Result<()> {
-        let conn = self.conns.get_mut(flow).map_err(|_| io::ErrorKind::NotFound)?;
+        let conn = self
+            .conns
+            .get_mut(flow)
+            .map_err(|_| io::ErrorKind::NotFound)?;
         let slot = flow.slot();
         let interest = match (conn.paused, conn.write_armed) {
             (false, false) => Event::readable(slot),
@@ -398,7 +401,8 @@ impl Worker {
             (true, false) => Event::none(slot),
             (true, true) => Event::writable(slot),
         };
-        self.poller.modify_with_mode(&conn.stream, interest, PollMode::Level)
+        self.poller
+            .modify_with_mode(&conn.stream, interest, PollMode::Level)
     }
 
     fn on_writable(&mut self, slot: usize) {
@@ -582,7 +586,14 @@ fn ingest(
         framed
     } else {
         conn.rbuf.extend_from_slice(fresh);
-        let framed = frame_packets(framer, &conn.rbuf, conn.rbuf_since_ns, now, &mut header, sink)?;
+        let framed = frame_packets(
+            framer,
+            &conn.rbuf,
+            conn.rbuf_since_ns,
+            now,
+            &mut header,
+            sink,
+        )?;
         conn.rbuf.drain(..framed.consumed);
         if framed.consumed > 0 {
             conn.rbuf_since_ns = now;

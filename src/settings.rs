@@ -156,8 +156,11 @@ impl Default for QueueSettings {
 /// What a worker does with a packet when its request lane is full (`queues.on_full`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnFull {
-    /// `"drop"`: drop the packet (and count it).
+    /// `"backpressure"`: stop reading that client until the lane has room; nothing is lost and
+    /// TCP flow control slows the client down.
     #[default]
+    Backpressure,
+    /// `"drop"`: drop the packet (and count it).
     Drop,
     /// `"close"`: close the connection the packet came from.
     Close,
@@ -167,7 +170,11 @@ impl<'de> Deserialize<'de> for OnFull {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         keyword(
             deserializer,
-            &[("drop", OnFull::Drop), ("close", OnFull::Close)],
+            &[
+                ("backpressure", OnFull::Backpressure),
+                ("drop", OnFull::Drop),
+                ("close", OnFull::Close),
+            ],
         )
     }
 }

@@ -42,7 +42,7 @@ fn built_in_defaults_are_the_documented_values() {
     assert_eq!(settings.queues.dir, Path::new("/dev/shm"));
     assert_eq!(settings.queues.name, "ccsd");
     assert_eq!(settings.queues.capacity, ByteSize(32 << 20));
-    assert_eq!(settings.queues.on_full, OnFull::Drop);
+    assert_eq!(settings.queues.on_full, OnFull::Backpressure);
     assert_eq!(settings.listen, vec![ListenSettings::default()]);
     let listen = &settings.listen[0];
     assert_eq!(listen.addr, "127.0.0.1:7300".parse::<SocketAddr>().unwrap());
@@ -201,7 +201,7 @@ fn an_unknown_keyword_lists_the_accepted_ones() {
     let problems = problems(Settings::from_toml_str("[queues]\non_full = \"block\"\n"));
     assert_eq!(
         problems,
-        ["queues.on_full: unknown value \"block\", expected one of \"drop\", \"close\""]
+        ["queues.on_full: unknown value \"block\", expected one of \"backpressure\", \"drop\", \"close\""]
     );
 }
 

@@ -209,7 +209,9 @@ impl McpEndpoint {
         self.counters
     }
 
-    /// Whether any request lane has records waiting.
+    /// Whether any request lane has published frames not read yet. This may be true for a lane
+    /// that holds only a PAD frame, so use it to batch flushes, not to decide whether to sleep
+    /// ([`recv`](McpEndpoint::recv) flushes before sleeping anyway).
     pub fn has_pending_requests(&self) -> bool {
         self.requests.iter().any(Consumer::has_records)
     }
@@ -246,7 +248,8 @@ impl McpEndpoint {
     }
 
     /// Takes the next record, sleeping on the wake-up FIFOs up to `timeout` (`None`: forever)
-    /// while every lane is empty. Returns false on timeout.
+    /// while every lane is empty. Returns false on timeout. Before it sleeps it publishes the
+    /// replies queued so far, so a reply is never held back while MCP waits.
     ///
     /// # Errors
     /// Waiting on a FIFO failed.
@@ -268,7 +271,9 @@ impl McpEndpoint {
     }
 
     /// Sleeps until a request lane is signalled or `timeout` passes, unless records are there.
-    fn sleep(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    /// Queued replies are published first: ccsd may be waiting for them to send more requests.
+    fn sleep(&mut self, timeout: Option<Duration>) -> Result<(), McpError> {
+        self.flush()?;
         // Announce the sleep on every lane first; any lane that got records meanwhile cancels it.
         let mut all_empty = true;
         for lane in &mut self.requests {
@@ -286,7 +291,7 @@ impl McpEndpoint {
             });
             match poll(&mut fds, ts.as_ref()) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(io::Error::from(e).into()),
             }
         }
         for lane in &mut self.requests {

@@ -1161,6 +1161,14 @@ mod tests {
     }
 
     #[test]
+    fn lane_ends_can_move_to_other_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Lane>();
+        assert_send::<Producer>();
+        assert_send::<Consumer>();
+    }
+
+    #[test]
     fn only_missing_or_unfinished_lanes_are_not_ready() {
         let path = PathBuf::from("/dev/shm/x");
         assert!(LaneError::NotFound { path: path.clone() }.is_not_ready());

@@ -286,37 +286,46 @@ struct Region {
 }
 
 impl Region {
-    /// The atomic `u64` at header offset `off` (a multiple of 8 below the header size).
+    /// The atomic `u64` at byte offset `off` of the mapping.
+    ///
+    /// # Panics
+    /// If `off` is not 8-aligned or the word is not inside the mapping (a bug in this module).
     fn u64_at(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off + 8 <= LANE_HEADER_SIZE);
-        // SAFETY: every mapping is at least LANE_HEADER_SIZE bytes long (checked before a Region
-        // is made) and page-aligned, and `off` is an 8-aligned header offset, so the pointer is in
-        // bounds and aligned for AtomicU64 for as long as `self.map` lives. AtomicU64 allows the
-        // peer process to read and write the same bytes concurrently.
+        assert!(
+            off % 8 == 0 && off + 8 <= self.map.len(),
+            "bad lane offset {off}"
+        );
+        // SAFETY: the assert keeps the word inside the mapping, which is page-aligned, so the
+        // pointer is in bounds and aligned for AtomicU64 for as long as `self.map` lives (the
+        // reference borrows self). AtomicU64 allows the peer process to read and write the
+        // same bytes concurrently.
         unsafe { &*self.map.as_mut_ptr().add(off).cast::<AtomicU64>() }
     }
 
-    /// The atomic `u32` at header offset `off` (a multiple of 4 below the header size).
+    /// The atomic `u32` at byte offset `off` of the mapping.
+    ///
+    /// # Panics
+    /// If `off` is not 4-aligned or the word is not inside the mapping (a bug in this module).
     fn u32_at(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(off % 4 == 0 && off + 4 <= LANE_HEADER_SIZE);
+        assert!(
+            off % 4 == 0 && off + 4 <= self.map.len(),
+            "bad lane offset {off}"
+        );
         // SAFETY: as in `u64_at`, with 4-byte alignment.
         unsafe { &*self.map.as_mut_ptr().add(off).cast::<AtomicU32>() }
+    }
+
+    /// The frame header word at data-area offset `off`. Reading it as an atomic gives one
+    /// single fetch even if a buggy peer writes it concurrently, so a length that was checked
+    /// cannot change under us.
+    fn frame_word(&self, off: u64) -> &AtomicU64 {
+        self.u64_at(LANE_HEADER_SIZE + off as usize)
     }
 
     /// Start of the data area. Only valid to dereference once the mapping is known to be
     /// LANE_HEADER_SIZE + capacity bytes long.
     fn data(&self) -> *mut u8 {
         self.map.as_mut_ptr().wrapping_add(LANE_HEADER_SIZE)
-    }
-
-    /// The frame header word at data offset `off` (8-aligned, `off + 8 <= capacity`).
-    fn frame_word(&self, off: u64) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0);
-        // SAFETY: callers pass an 8-aligned data offset with `off + 8 <= capacity`, and the
-        // mapping is LANE_HEADER_SIZE + capacity bytes (checked at create/attach), so the word
-        // is in bounds and aligned. Reading it as an atomic gives one single fetch even if a
-        // buggy peer writes it concurrently, so a checked length cannot change under us.
-        unsafe { &*self.data().add(off as usize).cast::<AtomicU64>() }
     }
 }
 
@@ -1158,6 +1167,14 @@ mod tests {
             fifo_path(Path::new("/dev/shm/ccsd.req.0")),
             Path::new("/dev/shm/ccsd.req.0.fifo")
         );
+    }
+
+    #[test]
+    fn lane_ends_can_move_to_other_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Lane>();
+        assert_send::<Producer>();
+        assert_send::<Consumer>();
     }
 
     #[test]

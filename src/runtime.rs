@@ -95,7 +95,7 @@ impl fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// Creates or attaches the lanes, binds the listeners and starts the workers.
+    /// Binds the listeners, creates or attaches the lanes and starts the workers.
     ///
     /// The epoch stored in the response lane is advanced, so that replies addressed to flows of
     /// an earlier start (still in the lane) are recognised as stale.
@@ -103,20 +103,7 @@ impl Broker {
     /// # Errors
     /// Any [`StartError`]; nothing is left running when it fails.
     pub fn start(settings: &Settings) -> Result<Broker, StartError> {
-        let worker_count = settings.broker.worker_count();
-        let capacity = settings.queues.capacity.bytes();
-        let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
-            .map_err(StartError::Queue)?;
-        let epoch_count = response.epoch().wrapping_add(1);
-        let epoch = epoch_count as u16;
-        let mut requests = Vec::with_capacity(worker_count);
-        for w in 0..worker_count {
-            let lane = Lane::create_or_attach(&settings.request_lane_path(w), capacity)
-                .map_err(StartError::Queue)?;
-            lane.set_epoch(epoch_count);
-            requests.push(lane.into_producer());
-        }
-
+        // Ports first: a start that fails on a busy port must not touch the lanes.
         let mut listeners = Vec::with_capacity(settings.listen.len());
         let mut infos = Vec::with_capacity(settings.listen.len());
         let mut local_addrs = Vec::with_capacity(settings.listen.len());
@@ -143,6 +130,20 @@ impl Broker {
             });
             listeners.push(listener);
             local_addrs.push(local);
+        }
+
+        let worker_count = settings.broker.worker_count();
+        let capacity = settings.queues.capacity.bytes();
+        let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
+            .map_err(StartError::Queue)?;
+        let epoch_count = response.epoch().wrapping_add(1);
+        let epoch = epoch_count as u16;
+        let mut requests = Vec::with_capacity(worker_count);
+        for w in 0..worker_count {
+            let lane = Lane::create_or_attach(&settings.request_lane_path(w), capacity)
+                .map_err(StartError::Queue)?;
+            lane.set_epoch(epoch_count);
+            requests.push(lane.into_producer());
         }
 
         let poller = Arc::new(Poller::new().map_err(StartError::Runtime)?);

@@ -45,14 +45,20 @@ fn backpressure_pauses_the_client_and_loses_nothing() {
     let writer = send_all(&client);
     env.wait_stat("totals.backpressure_pauses", |v| v >= 1);
     let queued = common::stat(&env.stats(), "totals.packets_in").unwrap();
-    assert!(queued < PACKETS as u64, "a 64 KiB lane cannot hold {PACKETS} KiB");
+    assert!(
+        queued < PACKETS as u64,
+        "a 64 KiB lane cannot hold {PACKETS} KiB"
+    );
 
     let _mcp = env.start_echo_mcp();
     for b in bodies() {
         assert_eq!(read_n(&mut client, 4 + b.len()), packet(&b));
     }
     writer.join().unwrap();
-    assert_eq!(common::stat(&env.stats(), "totals.dropped_queue_full"), Some(0));
+    assert_eq!(
+        common::stat(&env.stats(), "totals.dropped_queue_full"),
+        Some(0)
+    );
 }
 
 #[test]

@@ -201,7 +201,9 @@ fn an_unknown_keyword_lists_the_accepted_ones() {
     let problems = problems(Settings::from_toml_str("[queues]\non_full = \"block\"\n"));
     assert_eq!(
         problems,
-        ["queues.on_full: unknown value \"block\", expected one of \"backpressure\", \"drop\", \"close\""]
+        [
+            "queues.on_full: unknown value \"block\", expected one of \"backpressure\", \"drop\", \"close\""
+        ]
     );
 }
 

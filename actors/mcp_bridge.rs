@@ -225,3 +225,71 @@ impl McpBridge {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use polling::Poller;
+
+    use super::*;
+    use crate::lane::{Lane, Producer};
+    use crate::mailbox::mailbox;
+
+    /// Removes the test lane's files, also when the test panics.
+    struct LaneFiles(PathBuf);
+
+    impl Drop for LaneFiles {
+        fn drop(&mut self) {
+            let _ = Lane::remove_files(&self.0);
+        }
+    }
+
+    fn reply(mcp: &mut Producer, flow: FlowId, payload: &[u8]) {
+        let mut h = RecordHeader::new(Kind::Data, flow);
+        h.payload_len = payload.len() as u32;
+        mcp.try_push(&[&h.encode(), payload]).unwrap();
+        mcp.publish().unwrap();
+    }
+
+    #[test]
+    fn full_mailbox_drops_replies_then_closes_their_flows_once_it_has_room() {
+        let files = LaneFiles(PathBuf::from(format!(
+            "/dev/shm/ccsd-bridgetest-{}.rsp",
+            std::process::id()
+        )));
+        let consumer = Lane::create_or_attach(&files.0, 1 << 16)
+            .unwrap()
+            .into_consumer();
+        let mut mcp = Lane::attach(&files.0, None).unwrap().into_producer();
+        let (mailbox, inbox) = mailbox(1, Arc::new(Poller::new().unwrap()));
+        let (_recycle_tx, recycle) = crossbeam_channel::bounded(1);
+        let mut bridge = McpBridge::new(consumer, 5, vec![BridgeLink { mailbox, recycle }]);
+        let (a, b) = (FlowId::new(5, 0, 0, 1), FlowId::new(5, 0, 0, 2));
+
+        reply(&mut mcp, a, b"a1");
+        bridge.drain(); // fills the one-message mailbox
+        reply(&mut mcp, b, b"b1");
+        bridge.drain(); // mailbox full: b1 dropped, b to be closed
+        reply(&mut mcp, b, b"b2");
+        reply(&mut mcp, a, b"a2");
+        bridge.drain(); // b2 dropped because b awaits its close; a2 dropped, mailbox still full
+        assert_eq!(bridge.counters().dropped_mailbox_full, 3);
+        assert_eq!(bridge.counters().records_in, 4);
+        assert_eq!(bridge.counters().records_routed, 3, "b2 never reached a batch");
+
+        let Ok(WorkerMsg::DataTrans(first)) = inbox.try_recv() else {
+            panic!("the first batch was delivered")
+        };
+        let payloads: Vec<_> = first.records().map(|(h, p)| (h.flow, p.to_vec())).collect();
+        assert_eq!(payloads, [(a, b"a1".to_vec())]);
+
+        bridge.drain(); // room again: the pending closes go out
+        let Ok(WorkerMsg::Disconnect(d)) = inbox.try_recv() else {
+            panic!("a Disconnect follows")
+        };
+        assert_eq!((d.flows, d.reason), (vec![a, b], Reason::Overload));
+        assert!(inbox.try_recv().is_err(), "nothing else was sent");
+    }
+}

@@ -92,7 +92,8 @@ counters! {
     BridgeCounters {
         /// Records read from the response lane.
         records_in,
-        /// Records forwarded to workers.
+        /// Records put into a worker's batch (a batch its worker cannot take is then dropped
+        /// whole and counted in `dropped_mailbox_full` too).
         records_routed,
         /// Records whose flow belongs to an earlier ccsd start.
         dropped_stale_epoch,

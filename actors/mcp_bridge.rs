@@ -277,7 +277,11 @@ mod tests {
         bridge.drain(); // b2 dropped because b awaits its close; a2 dropped, mailbox still full
         assert_eq!(bridge.counters().dropped_mailbox_full, 3);
         assert_eq!(bridge.counters().records_in, 4);
-        assert_eq!(bridge.counters().records_routed, 3, "b2 never reached a batch");
+        assert_eq!(
+            bridge.counters().records_routed,
+            3,
+            "b2 never reached a batch"
+        );
 
         let Ok(WorkerMsg::DataTrans(first)) = inbox.try_recv() else {
             panic!("the first batch was delivered")

@@ -122,7 +122,7 @@ fn start_demo_mcp(settings: &Settings) -> Result<(), Box<dyn std::error::Error>>
             }
         })?;
     info!(
-        "demo: echo MCP running inside ccsd; try: printf '\\0\\0\\0\\5hello' | nc 127.0.0.1 7300 | od -c"
+        "demo: echo MCP running inside ccsd; try: exec 3<>/dev/tcp/127.0.0.1/7300; printf '\\0\\0\\0\\5hello' >&3; head -c 9 <&3 | od -c"
     );
     Ok(())
 }

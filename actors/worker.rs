@@ -324,21 +324,44 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.close(flow, CloseCause::SocketError),
             };
-            let mut sink = LaneSink {
-                lane: &mut self.lane,
-                counters: &mut self.counters,
-                on_full: self.on_full,
-                full_log: &mut self.full_log,
-                worker: self.id,
-            };
-            let info = &self.listeners[conn.listener];
-            match ingest(conn, flow, info, &self.scratch[..n], &mut sink) {
+            match self.ingest(flow, n) {
                 Err(cause) => return self.close(flow, cause),
                 Ok(Ingested::Blocked) => return self.pause(flow),
                 Ok(Ingested::Done) if n < self.scratch.len() => return,
                 Ok(Ingested::Done) => {}
             }
         }
+    }
+
+    /// Frames `flow`'s buffered bytes and the first `fresh` bytes of the scratch buffer (just
+    /// read; 0 on a retry) into the request lane.
+    fn ingest(&mut self, flow: FlowId, fresh: usize) -> Result<Ingested, CloseCause> {
+        let Worker {
+            id,
+            conns,
+            lane,
+            counters,
+            on_full,
+            full_log,
+            listeners,
+            scratch,
+            ..
+        } = self;
+        let conn = conns.get_mut(flow).map_err(|_| CloseCause::SocketError)?;
+        let mut sink = LaneSink {
+            lane,
+            counters,
+            on_full: *on_full,
+            full_log,
+            worker: *id,
+        };
+        frame_connection(
+            conn,
+            flow,
+            &listeners[conn.listener],
+            &scratch[..fresh],
+            &mut sink,
+        )
     }
 
     /// Stops reading `flow` until its buffered packets fit in the request lane.
@@ -362,22 +385,16 @@ impl Worker {
         let mut paused = std::mem::take(&mut self.paused);
         let mut still = Vec::new();
         for flow in paused.drain(..) {
-            let Ok(conn) = self.conns.get_mut(flow) else {
+            if self.conns.check(flow).is_err() {
                 continue;
-            };
-            let mut sink = LaneSink {
-                lane: &mut self.lane,
-                counters: &mut self.counters,
-                on_full: self.on_full,
-                full_log: &mut self.full_log,
-                worker: self.id,
-            };
-            let info = &self.listeners[conn.listener];
-            match ingest(conn, flow, info, &[], &mut sink) {
+            }
+            match self.ingest(flow, 0) {
                 Err(cause) => self.close(flow, cause),
                 Ok(Ingested::Blocked) => still.push(flow),
                 Ok(Ingested::Done) => {
-                    conn.paused = false;
+                    if let Ok(conn) = self.conns.get_mut(flow) {
+                        conn.paused = false;
+                    }
                     if self.update_interest(flow).is_err() {
                         self.close(flow, CloseCause::SocketError);
                     }
@@ -565,7 +582,7 @@ enum Ingested {
 /// pushes every complete packet into the lane, keeping the rest in `conn.rbuf`. Bytes are copied
 /// into the connection only when a packet is incomplete, so a connection whose reads hold whole
 /// packets never grows a buffer of its own.
-fn ingest(
+fn frame_connection(
     conn: &mut Conn,
     flow: FlowId,
     info: &ListenerInfo,

@@ -36,7 +36,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 /// The built-in settings file: every key with its default value and a comment.
 ///
 /// [`Settings::load`] uses it when no file is given; [`Settings::default`] equals it parsed.
-pub const DEFAULT_SETTINGS_TOML: &str = include_str!("../settings/default.toml");
+pub const DEFAULT_SETTINGS_TOML: &str = include_str!("../../settings/default.toml");
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;

@@ -3,6 +3,8 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::protocol::MAX_PAYLOAD;
+
 /// The usage text `--help` prints.
 pub const USAGE: &str = "\
 usage: loadgen --addr HOST:PORT [options]
@@ -176,6 +178,9 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Command, String> 
     if preload && protocol == Protocol::Length {
         return Err("--preload applies to memcache and resp only".into());
     }
+    if value_size > MAX_PAYLOAD {
+        return Err(format!("--value-size {value_size} exceeds {MAX_PAYLOAD}"));
+    }
     if timeout.is_zero() {
         return Err("--timeout must be above 0".into());
     }
@@ -300,6 +305,7 @@ mod tests {
             &["--addr", "127.0.0.1:1", "--rate", "-3"],
             &["--addr", "127.0.0.1:1", "--pipeline"],
             &["--addr", "127.0.0.1:1", "--bogus"],
+            &["--addr", "127.0.0.1:1", "--value-size", "100000000"],
         ] {
             assert!(run(bad).is_err(), "{bad:?} was accepted");
         }

@@ -14,7 +14,7 @@ use crate::conn::{Conn, ReadOutcome};
 use crate::protocol::{Codec, Fault, Op};
 use crate::report::Totals;
 
-/// Longest poller wait: how often request timeouts are checked when nothing happens.
+/// Longest poller wait, and how often request timeouts are checked.
 const TICK: Duration = Duration::from_millis(100);
 
 /// What all threads share.
@@ -109,6 +109,8 @@ struct Driver<'a> {
     clients: Vec<Client>,
     /// `--rate`: time between two requests of one connection.
     interval: Option<Duration>,
+    /// When `expire` next looks at the connections.
+    next_expiry_check: Instant,
 }
 
 impl<'a> Driver<'a> {
@@ -146,6 +148,7 @@ impl<'a> Driver<'a> {
             poller,
             clients,
             interval,
+            next_expiry_check: Instant::now(),
         })
     }
 
@@ -266,7 +269,7 @@ impl<'a> Driver<'a> {
                 }
                 Err(Fault::Wrong(len, msg)) => {
                     c.conn.pop(len);
-                    totals.error(|| msg);
+                    totals.error(|| format!("connection {}: {msg}", c.slot));
                 }
                 Err(Fault::Broken(msg)) => return self.fail(i, totals, msg),
             }
@@ -326,6 +329,10 @@ impl<'a> Driver<'a> {
 
     /// Fails every connection whose requests saw no reply byte for `--timeout`.
     fn expire(&mut self, totals: &mut Totals, now: Instant) {
+        if now < self.next_expiry_check {
+            return;
+        }
+        self.next_expiry_check = now + TICK;
         let timeout = self.shared.args.timeout;
         for i in 0..self.clients.len() {
             let c = &self.clients[i];
@@ -356,9 +363,15 @@ struct Rng {
 }
 
 impl Rng {
+    /// A generator for connection `slot`: the seed and slot mixed by one splitmix64 step, so
+    /// neighbouring seeds and slots start far apart.
     fn new(seed: u64, slot: u64) -> Rng {
-        let state = (seed ^ slot.wrapping_mul(0x9E37_79B9_7F4A_7C15)).max(1);
-        Rng { state }
+        let mut z = seed.wrapping_add(slot.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng {
+            state: (z ^ (z >> 31)).max(1),
+        }
     }
 
     fn next(&mut self) -> u64 {

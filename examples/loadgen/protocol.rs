@@ -8,8 +8,9 @@ use crate::args::Protocol;
 
 /// Longest reply line accepted (status lines, memcached `VALUE` headers, RESP headers).
 const MAX_LINE: usize = 1024;
-/// Largest payload a reply may announce before the stream is considered garbage.
-const MAX_PAYLOAD: usize = 64 << 20;
+/// Largest payload a reply may announce before the stream is considered garbage; also the
+/// largest `--value-size`.
+pub const MAX_PAYLOAD: usize = 64 << 20;
 /// How deep RESP arrays in an unexpected reply may nest before the stream is given up.
 const MAX_RESP_DEPTH: usize = 8;
 
@@ -154,7 +155,7 @@ impl Codec {
             return Ok(None);
         };
         if len != self.value.len() {
-            let msg = format!("echo of {len} bytes, sent {}", self.value.len());
+            let msg = format!("{} came back with {len} bytes", self.describe(req));
             return Err(Fault::Wrong(4 + len, msg));
         }
         let mut expected = [0u8; 8];
@@ -162,7 +163,7 @@ impl Codec {
         expected[..n].copy_from_slice(&self.value[..n]);
         stamp(&mut expected[..n], req.seq);
         if body[..n] != expected[..n] || body[n..] != self.value[n..] {
-            let msg = format!("echo of request {} differs from what was sent", req.seq);
+            let msg = format!("{} came back changed", self.describe(req));
             return Err(Fault::Wrong(4 + len, msg));
         }
         Ok(Some((4 + len, Reply::Echoed)))
@@ -178,7 +179,7 @@ impl Codec {
             (Op::Set, b"STORED") => Ok(Some((line_len, Reply::Stored))),
             (Op::Get, b"END") => Ok(Some((line_len, Reply::Miss))),
             (Op::Get, _) if line.starts_with(b"VALUE ") => self.memcache_value(req, input, end),
-            _ => Err(Fault::Wrong(line_len, unexpected(req, line))),
+            _ => Err(Fault::Wrong(line_len, self.unexpected(req, line))),
         }
     }
 
@@ -204,10 +205,10 @@ impl Codec {
         }
         let mut key_buf = [0u8; 24];
         if key != Some(self.key(req.key, &mut key_buf)) {
-            return Err(Fault::Wrong(total, unexpected(req, line)));
+            return Err(Fault::Wrong(total, self.unexpected(req, line)));
         }
         if bytes != self.value.len() {
-            let msg = format!("GET {} returned {bytes} bytes", req.key);
+            let msg = format!("{} returned {bytes} bytes", self.describe(req));
             return Err(Fault::Wrong(total, msg));
         }
         Ok(Some((total, Reply::Hit)))
@@ -224,11 +225,30 @@ impl Codec {
                 Ok(Some((len, Reply::Hit)))
             }
             (Op::Get, RespValue::Bulk(Some(data))) => {
-                let msg = format!("GET {} returned {} bytes", req.key, data.len());
+                let msg = format!("{} returned {} bytes", self.describe(req), data.len());
                 Err(Fault::Wrong(len, msg))
             }
-            _ => Err(Fault::Wrong(len, unexpected(req, &input[..len]))),
+            _ => Err(Fault::Wrong(len, self.unexpected(req, &input[..len]))),
         }
+    }
+
+    /// The request in words, for error messages: `GET key:000042`, `echo #7`.
+    fn describe(&self, req: &Request) -> String {
+        let mut key_buf = [0u8; 24];
+        let key = self.key(req.key, &mut key_buf).escape_ascii();
+        match req.op {
+            Op::Get => format!("GET {key}"),
+            Op::Set => format!("SET {key}"),
+            Op::Echo => format!("echo #{}", req.seq),
+        }
+    }
+
+    fn unexpected(&self, req: &Request, reply: &[u8]) -> String {
+        format!(
+            "unexpected reply to {}: {}",
+            self.describe(req),
+            show(reply)
+        )
     }
 }
 
@@ -340,15 +360,6 @@ fn stamp(payload: &mut [u8], seq: u64) {
     for (b, s) in payload.iter_mut().zip(seq.to_le_bytes()) {
         *b ^= s;
     }
-}
-
-fn unexpected(req: &Request, reply: &[u8]) -> String {
-    format!(
-        "unexpected reply to {:?} {}: {}",
-        req.op,
-        req.key,
-        show(reply)
-    )
 }
 
 /// At most 60 bytes of a reply, escaped for the report.

@@ -24,7 +24,8 @@ Closed-loop (or, with --rate, open-loop) TCP load against ccsd, memcached or red
   --value-size BYTES       SET value and echo payload size (default: 512)
   --keys N                 key space, keys key:000000 .. (default: 10000)
   --duration SECS          measure for SECS seconds (the default: 10) ...
-  --requests N             ... or until N requests in total were sent and answered
+  --requests N             ... or until N requests in total (after the warm-up) were sent
+                           and answered
   --rate R                 open loop: R requests/s in total, at fixed intervals per
                            connection; latency counts from the scheduled send time
   --warmup SECS            run SECS seconds first without recording (default: 0)

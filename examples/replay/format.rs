@@ -104,3 +104,48 @@ pub fn read_recording(input: impl BufRead) -> io::Result<Vec<Chunk>> {
     }
     Ok(chunks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_round_trip_through_the_text_format() {
+        let chunks = vec![
+            Chunk {
+                connection: 0,
+                direction: Direction::Client,
+                micros: 5,
+                bytes: vec![0, 1, 0xff],
+            },
+            Chunk {
+                connection: 3,
+                direction: Direction::Server,
+                micros: 99,
+                bytes: b"ok".to_vec(),
+            },
+        ];
+        let text: String = std::iter::once(format!("{MAGIC}\n# a comment\n"))
+            .chain(chunks.iter().map(format_chunk))
+            .collect();
+        assert_eq!(read_recording(text.as_bytes()).unwrap(), chunks);
+    }
+
+    #[test]
+    fn malformed_lines_are_named_by_number() {
+        for (body, why) in [
+            ("0 X 1 00", "line 2: direction must be C or S"),
+            (
+                "0 C 1 0",
+                "line 2: bytes must be a nonempty even number of hex digits",
+            ),
+            ("0 C 1 zz", "line 2: bytes are not hex"),
+            ("0 C", "line 2: missing time"),
+        ] {
+            let err = read_recording(format!("{MAGIC}\n{body}\n").as_bytes()).unwrap_err();
+            assert_eq!(err.to_string(), why);
+        }
+        let err = read_recording("not a recording\n".as_bytes()).unwrap_err();
+        assert!(err.to_string().starts_with("line 1: expected"));
+    }
+}

@@ -74,6 +74,8 @@ pub struct WorkerSetup {
     pub open_gauge: Arc<AtomicUsize>,
     /// How often to send `NotifyStat`.
     pub stats_interval: Duration,
+    /// How long to keep polling without sleeping after the last work (`broker.idle_spin`).
+    pub idle_spin: Duration,
 }
 
 /// Why the worker closes a connection: what MCP is told and which counter grows.
@@ -165,6 +167,8 @@ pub struct Worker {
     open_gauge: Arc<AtomicUsize>,
     stats_interval: Duration,
     next_stats: Instant,
+    idle_spin: Duration,
+    last_work: Instant,
     conns: FlowTable<Conn>,
     scratch: Vec<u8>,
     dirty: Vec<FlowId>,
@@ -200,6 +204,8 @@ impl Worker {
             open_gauge: setup.open_gauge,
             stats_interval: setup.stats_interval,
             next_stats: Instant::now() + setup.stats_interval,
+            idle_spin: setup.idle_spin,
+            last_work: Instant::now(),
             scratch: vec![0; READ_CHUNK],
             dirty: Vec::new(),
             paused: Vec::new(),
@@ -214,10 +220,15 @@ impl Worker {
         let mut events = Events::with_capacity(NonZeroUsize::new(1024).expect("nonzero"));
         loop {
             events.clear();
-            let mut timeout = self.next_stats.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let mut timeout = self.next_stats.saturating_duration_since(now);
             if !self.paused.is_empty() {
                 // MCP does not signal free space: look again soon.
                 timeout = timeout.min(BACKPRESSURE_RETRY);
+            }
+            if now.duration_since(self.last_work) < self.idle_spin {
+                // Busy-poll: a reply or packet arriving now is handled without a wake-up.
+                timeout = Duration::ZERO;
             }
             if let Err(e) = self.poller.wait(&mut events, Some(timeout)) {
                 error!("worker {}: poller failed, stopping: {e}", self.id);
@@ -231,9 +242,12 @@ impl Worker {
                     self.on_writable(ev.key);
                 }
             }
-            if !self.drain_inbox() {
+            let Some(messages) = self.drain_inbox() else {
                 debug!("worker {}: mailbox closed, stopping", self.id);
                 return;
+            };
+            if self.idle_spin > Duration::ZERO && (messages > 0 || !events.is_empty()) {
+                self.last_work = Instant::now();
             }
             self.flush_dirty();
             self.publish_lane();
@@ -244,20 +258,21 @@ impl Worker {
         }
     }
 
-    /// Handles up to [`MESSAGES_PER_TURN`] messages; false when the mailbox is closed.
-    fn drain_inbox(&mut self) -> bool {
-        for _ in 0..MESSAGES_PER_TURN {
+    /// Handles up to [`MESSAGES_PER_TURN`] messages and returns how many; `None` when the
+    /// mailbox is closed.
+    fn drain_inbox(&mut self) -> Option<usize> {
+        for handled in 0..MESSAGES_PER_TURN {
             match self.inbox.try_recv() {
                 Ok(WorkerMsg::Connect(c)) => self.on_connect(c),
                 Ok(WorkerMsg::DataTrans(d)) => self.on_data_trans(d),
                 Ok(WorkerMsg::Disconnect(d)) => self.on_disconnect(d),
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return Some(handled),
+                Err(TryRecvError::Disconnected) => return None,
             }
         }
         // More messages wait: make sure the next wait returns at once.
         let _ = self.poller.notify();
-        true
+        Some(MESSAGES_PER_TURN)
     }
 
     fn on_connect(&mut self, c: Connect) {

@@ -13,14 +13,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use log::{error, info};
 use polling::{Event, Events, PollMode, Poller};
 
 use crate::actors::acceptor::{Acceptor, WorkerLink};
-use crate::actors::mcp_bridge::{BridgeLink, McpBridge};
+use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
 use crate::framing;
@@ -81,6 +81,7 @@ pub struct Broker {
     inbox: Receiver<MainMsg>,
     local_addrs: Vec<SocketAddr>,
     epoch: u16,
+    idle_spin: Duration,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -196,6 +197,7 @@ impl Broker {
             inbox,
             local_addrs,
             epoch,
+            idle_spin: settings.broker.idle_spin,
             workers,
         })
     }
@@ -218,9 +220,11 @@ impl Broker {
         let bridge_key = self.acceptor.listener_count();
         let mut events = Events::with_capacity(NonZeroUsize::new(256).expect("nonzero"));
         let mut more_replies = false;
+        let mut last_work = Instant::now();
         loop {
             events.clear();
-            let timeout = if more_replies || !self.bridge.prepare_sleep() {
+            let spinning = last_work.elapsed() < self.idle_spin;
+            let timeout = if more_replies || spinning || !self.bridge.prepare_sleep() {
                 Duration::ZERO
             } else {
                 self.stats.time_to_next()
@@ -235,7 +239,11 @@ impl Broker {
                     self.acceptor.on_readable(ev.key);
                 }
             }
-            more_replies = self.bridge.drain();
+            let replies = self.bridge.drain();
+            more_replies = replies == RECORDS_PER_TURN;
+            if self.idle_spin > Duration::ZERO && (replies > 0 || !events.is_empty()) {
+                last_work = Instant::now();
+            }
             for msg in self.inbox.try_iter() {
                 match msg {
                     MainMsg::NotifyStat(stat) => self.stats.on_notify_stat(stat),
@@ -278,6 +286,7 @@ fn spawn_worker(
         on_full: settings.queues.on_full,
         open_gauge: Arc::clone(&open),
         stats_interval: settings.stats.interval,
+        idle_spin: settings.broker.idle_spin,
     });
     let handle = thread::Builder::new()
         .name(format!("ccsd-worker-{id}"))

@@ -30,6 +30,10 @@ pub struct BrokerSettings {
     pub dispatch: Dispatch,
     /// Messages each worker's mailbox holds.
     pub mailbox_capacity: usize,
+    /// How long a thread keeps polling without sleeping after it last had work (0: sleep at
+    /// once). Spinning trades CPU for latency: each hop of a request skips a sleep and a wake-up.
+    #[serde(deserialize_with = "duration")]
+    pub idle_spin: Duration,
 }
 
 impl BrokerSettings {
@@ -51,6 +55,7 @@ impl Default for BrokerSettings {
             unlocked_mode: true,
             dispatch: Dispatch::default(),
             mailbox_capacity: 4096,
+            idle_spin: Duration::ZERO,
         }
     }
 }

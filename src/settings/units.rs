@@ -100,21 +100,22 @@ fn parse_byte_size(text: &str) -> Result<u64, String> {
 /// Parses `"250ms"`, `"1s"`, `"2m"` or `"1h"`.
 pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = split_number(text).ok_or_else(|| {
-        format!("invalid duration {text:?}, expected a whole number and a unit ms, s, m or h, e.g. \"250ms\"")
+        format!("invalid duration {text:?}, expected a whole number and a unit us, ms, s, m or h, e.g. \"250ms\"")
     })?;
     let seconds_per_unit = match unit {
+        "us" => return Ok(Duration::from_micros(number)),
         "ms" => return Ok(Duration::from_millis(number)),
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "" => {
             return Err(format!(
-                "duration {text:?} needs a unit ms, s, m or h, e.g. \"{text}s\""
+                "duration {text:?} needs a unit us, ms, s, m or h, e.g. \"{text}s\""
             ));
         }
         _ => {
             return Err(format!(
-                "invalid duration {text:?}: unknown unit {unit:?}, expected ms, s, m or h"
+                "invalid duration {text:?}: unknown unit {unit:?}, expected us, ms, s, m or h"
             ));
         }
     };

@@ -10,10 +10,14 @@ use super::sections::{
     BrokerSettings, ListenSettings, MAX_WORKERS, Proto, QueueSettings, StatsSettings,
 };
 use super::units::{ByteSize, GIB, KIB};
+use crate::lane::FRAME_HEADER_SIZE;
+use crate::record::RECORD_HEADER_SIZE;
 
 /// Bytes every packet costs in a request lane on top of its own length: the 64-byte record header
 /// plus the 8-byte frame header of the lane.
-const LANE_OVERHEAD: u64 = 64 + 8;
+const LANE_OVERHEAD: u64 = (RECORD_HEADER_SIZE + FRAME_HEADER_SIZE) as u64;
+/// The longest `broker.idle_spin` accepted.
+const MAX_IDLE_SPIN: Duration = Duration::from_millis(10);
 
 /// The sections to validate. `None` stands for a section (or `[[listen]]` table) that failed to
 /// deserialize: its problem is already reported, so the rules involving it are skipped.
@@ -78,6 +82,12 @@ impl BrokerSettings {
             problems.push(format!(
                 "broker.mailbox_capacity: must be at least 16, got {}",
                 self.mailbox_capacity
+            ));
+        }
+        if self.idle_spin > MAX_IDLE_SPIN {
+            problems.push(format!(
+                "broker.idle_spin: at most 10ms, got {:?} (longer spinning only burns CPU)",
+                self.idle_spin
             ));
         }
     }

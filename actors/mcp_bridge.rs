@@ -91,6 +91,11 @@ impl McpBridge {
         self.lane.prepare_sleep()
     }
 
+    /// The main loop woke for something else: withdraw the sleep announcement (no syscall).
+    pub fn cancel_sleep(&mut self) {
+        self.lane.cancel_sleep();
+    }
+
     /// The wake-up FIFO became readable: clear it.
     ///
     /// # Errors

@@ -149,6 +149,8 @@ pub struct McpEndpoint {
     counters: EndpointCounters,
     idle_spin: Duration,
     last_record: Instant,
+    /// Per request lane: did its FIFO fire in the last sleep (reused between sleeps).
+    fired: Vec<bool>,
 }
 
 impl McpEndpoint {
@@ -178,6 +180,7 @@ impl McpEndpoint {
             counters: EndpointCounters::default(),
             idle_spin: Duration::ZERO,
             last_record: Instant::now(),
+            fired: vec![false; lanes],
         })
     }
 
@@ -298,6 +301,7 @@ impl McpEndpoint {
         for lane in &mut self.requests {
             all_empty &= lane.prepare_sleep();
         }
+        self.fired.fill(false);
         if all_empty {
             let mut fds: Vec<PollFd<'_>> = self
                 .requests
@@ -312,9 +316,17 @@ impl McpEndpoint {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(io::Error::from(e).into()),
             }
+            for (f, fd) in self.fired.iter_mut().zip(&fds) {
+                *f = fd.revents().contains(PollFlags::IN);
+            }
         }
-        for lane in &mut self.requests {
-            lane.after_wake()?;
+        // Only a FIFO that fired holds bytes to read; the others just withdraw the announcement.
+        for (lane, &fired) in self.requests.iter_mut().zip(&self.fired) {
+            if fired {
+                lane.after_wake()?;
+            } else {
+                lane.cancel_sleep();
+            }
         }
         Ok(())
     }

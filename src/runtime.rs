@@ -230,14 +230,19 @@ impl Broker {
                 self.stats.time_to_next()
             };
             self.poller.wait(&mut events, Some(timeout))?;
+            let mut fifo_fired = false;
             for ev in events.iter() {
                 if ev.key == bridge_key {
+                    fifo_fired = true;
                     if let Err(e) = self.bridge.on_wake() {
                         error!("response lane wake-up FIFO failed: {e}");
                     }
                 } else {
                     self.acceptor.on_readable(ev.key);
                 }
+            }
+            if !fifo_fired {
+                self.bridge.cancel_sleep();
             }
             let replies = self.bridge.drain();
             more_replies = replies == RECORDS_PER_TURN;

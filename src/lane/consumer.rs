@@ -223,11 +223,22 @@ impl Consumer {
         let mut buf = [0u8; 64];
         loop {
             match rustix::io::read(self.lane.fifo.as_fd(), &mut buf) {
-                Ok(0) | Err(Errno::AGAIN) => return Ok(()),
+                // A short read emptied the FIFO: no need for a read that says so.
+                Ok(n) if n < buf.len() => return Ok(()),
+                Err(Errno::AGAIN) => return Ok(()),
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Withdraws a [`prepare_sleep`](Consumer::prepare_sleep) when the caller woke for another
+    /// reason and its FIFO did not fire: clears the waiting flag without touching the FIFO, so the
+    /// producer stops signalling. Costs no syscall.
+    pub fn cancel_sleep(&mut self) {
+        // SYNC POINT: the caller pops records after this; a record published before this store
+        // is found by that pop, one published after it needs no wake-up.
+        self.lane.consumer_waiting().store(0, Ordering::Relaxed);
     }
 
     /// The FIFO, to register in a polling::Poller by the caller (readable = wake up).

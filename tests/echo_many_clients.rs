@@ -40,10 +40,7 @@ fn thirty_two_clients_get_every_reply_byte_exact_and_in_order() {
 #[test]
 fn spinning_threads_deliver_every_reply_too() {
     let env = TestEnv::new(2, "", "");
-    let toml = std::fs::read_to_string(&env.config)
-        .unwrap()
-        .replace("[broker]\n", "[broker]\nidle_spin = \"50us\"\n");
-    std::fs::write(&env.config, toml).unwrap();
+    env.add_setting("broker", "idle_spin = \"50us\"");
     let ccsd = env.start_ccsd();
     let _mcp = env.start_echo_mcp();
     run_clients(ccsd.addr(), 4, 200);

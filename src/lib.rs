@@ -20,6 +20,7 @@
 #[path = "../actors/mod.rs"]
 pub mod actors;
 pub mod clock;
+pub(crate) mod connection;
 pub mod demo;
 pub mod flow;
 pub mod framing;

@@ -6,7 +6,9 @@
 //!
 //! Where things live (`docs/architecture.md` tells the whole story):
 //! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop.
-//! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker.
+//! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker;
+//!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
+//!   `connection.rs`.
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up.
 //! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.

@@ -15,7 +15,8 @@
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`demo`] is the
 //!   echo MCP built on it.
-//! - [`stats`], [`logging`], [`clock`]: counters, log setup, timestamps.
+//! - [`stats`], [`logging`], [`clock`]: counters, log setup, timestamps; [`instance`]: one ccsd
+//!   per queue name.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -26,6 +27,7 @@ pub(crate) mod connection;
 pub mod demo;
 pub mod flow;
 pub mod framing;
+pub mod instance;
 pub mod lane;
 pub mod logging;
 pub mod mailbox;

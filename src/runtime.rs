@@ -24,6 +24,7 @@ use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
 use crate::framing;
+use crate::instance::{InstanceError, InstanceLock};
 use crate::lane::{Lane, LaneError};
 use crate::mailbox::{Mailbox, mailbox};
 use crate::message::MainMsg;
@@ -37,6 +38,8 @@ const RECYCLED_BUFFERS: usize = 64;
 /// Why ccsd could not start.
 #[derive(Debug)]
 pub enum StartError {
+    /// Another ccsd uses the same queues, or the lock file is unusable.
+    Instance(InstanceError),
     /// A lane could not be created or attached.
     Queue(LaneError),
     /// A listener could not be bound.
@@ -60,6 +63,7 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StartError::Instance(e) => write!(f, "{e}"),
             StartError::Queue(e) => write!(f, "queue: {e}"),
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Framing { listener, source } => {
@@ -83,6 +87,7 @@ pub struct Broker {
     epoch: u16,
     idle_spin: Duration,
     workers: Vec<JoinHandle<()>>,
+    _instance: InstanceLock,
 }
 
 impl fmt::Debug for Broker {
@@ -133,6 +138,9 @@ impl Broker {
             local_addrs.push(local);
         }
 
+        // Before any lane is touched: a second ccsd on the same lanes would corrupt them.
+        let instance =
+            InstanceLock::acquire(&settings.lock_path()).map_err(StartError::Instance)?;
         let worker_count = settings.broker.worker_count();
         let capacity = settings.queues.capacity.bytes();
         let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
@@ -199,6 +207,7 @@ impl Broker {
             epoch,
             idle_spin: settings.broker.idle_spin,
             workers,
+            _instance: instance,
         })
     }
 

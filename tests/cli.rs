@@ -125,3 +125,17 @@ fn lanes_of_another_capacity_are_refused_with_the_file_named() {
     );
     assert!(stderr.contains("queues.capacity"), "{stderr}");
 }
+
+#[test]
+fn a_second_ccsd_on_the_same_queues_is_refused_naming_the_first() {
+    let env = TestEnv::new(1, "", "");
+    let first = env.start_ccsd();
+    let out = ccsd(&["--config", env.config.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "another ccsd (pid {}) already uses these queues",
+        first.child.id()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}

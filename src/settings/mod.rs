@@ -174,6 +174,11 @@ impl Settings {
     pub fn response_lane_path(&self) -> PathBuf {
         self.queues.dir.join(format!("{}.rsp", self.queues.name))
     }
+
+    /// Path of the single-instance lock: `{queues.dir}/{queues.name}.lock`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.queues.dir.join(format!("{}.lock", self.queues.name))
+    }
 }
 
 #[cfg(test)]

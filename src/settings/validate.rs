@@ -19,6 +19,9 @@ const LANE_OVERHEAD: u64 = (RECORD_HEADER_SIZE + FRAME_HEADER_SIZE) as u64;
 /// The longest `broker.idle_spin` accepted.
 const MAX_IDLE_SPIN: Duration = Duration::from_millis(10);
 
+/// The smallest `listen[i].http_max_header`: room for a request line and a `Host` field.
+const MIN_HTTP_HEADER: u64 = 64;
+
 /// The sections to validate. `None` stands for a section (or `[[listen]]` table) that failed to
 /// deserialize: its problem is already reported, so the rules involving it are skipped.
 pub(super) struct Validation<'a> {
@@ -170,6 +173,13 @@ impl ListenSettings {
         if !(1..=GIB).contains(&max_packet.bytes()) {
             problems.push(format!(
                 "listen[{i}].max_packet: must be between 1B and 1GiB, got {max_packet}"
+            ));
+        }
+        let max_header = self.http_max_header;
+        if !(MIN_HTTP_HEADER..=GIB).contains(&max_header.bytes()) {
+            problems.push(format!(
+                "listen[{i}].http_max_header: must be between {} and 1GiB, got {max_header}",
+                ByteSize(MIN_HTTP_HEADER)
             ));
         }
         if ![1, 2, 4, 8].contains(&self.length_size) {

@@ -76,6 +76,15 @@ impl Acceptor {
         Ok(())
     }
 
+    /// Stops accepting: takes the listeners out of the poller and closes them, so new clients are
+    /// refused by the kernel.
+    pub fn stop(&mut self, poller: &Poller) {
+        for l in self.listeners.drain(..) {
+            // Deleted before it is closed (dropped), as the poller requires.
+            let _ = poller.delete(&l);
+        }
+    }
+
     /// Number of listeners (poller keys used by [`register`](Acceptor::register)).
     pub fn listener_count(&self) -> usize {
         self.listeners.len()

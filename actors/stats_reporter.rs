@@ -70,10 +70,14 @@ impl StatsReporter {
 
     /// Writes a report if one is due.
     pub fn tick(&mut self, main: &MainCounters) {
-        let now = Instant::now();
-        if now < self.next_report {
-            return;
+        if Instant::now() >= self.next_report {
+            self.report_now(main);
         }
+    }
+
+    /// Writes a report now (the last one, at a stop).
+    pub fn report_now(&mut self, main: &MainCounters) {
+        let now = Instant::now();
         self.next_report = now + self.interval;
         let json = self.render(main, now);
         let mut totals = WorkerCounters::default();

@@ -101,6 +101,8 @@ pub struct Worker {
     next_stats: Instant,
     idle_spin: Duration,
     last_work: Instant,
+    /// Set by `Shutdown`: when the remaining connections are closed.
+    stopping: Option<Instant>,
     conns: FlowTable<Conn>,
     scratch: Vec<u8>,
     dirty: Vec<FlowId>,
@@ -138,6 +140,7 @@ impl Worker {
             next_stats: Instant::now() + setup.stats_interval,
             idle_spin: setup.idle_spin,
             last_work: Instant::now(),
+            stopping: None,
             scratch: vec![0; READ_CHUNK],
             dirty: Vec::new(),
             paused: Vec::new(),
@@ -162,6 +165,9 @@ impl Worker {
                 // Busy-poll: a reply or packet arriving now is handled without a wake-up.
                 timeout = Duration::ZERO;
             }
+            if let Some(deadline) = self.stopping {
+                timeout = timeout.min(deadline.saturating_duration_since(now));
+            }
             if let Err(e) = self.poller.wait(&mut events, Some(timeout)) {
                 error!("worker {}: poller failed, stopping: {e}", self.id);
                 return;
@@ -182,10 +188,18 @@ impl Worker {
                 self.last_work = Instant::now();
             }
             self.flush_dirty();
-            self.publish_lane();
             self.resume_paused();
+            if self.stopping.is_some() {
+                self.close_answered();
+            }
+            self.publish_lane();
             if Instant::now() >= self.next_stats {
                 self.send_stats();
+            }
+            if self.stopping.is_some() && self.conns.is_empty() {
+                self.send_stats();
+                debug!("worker {}: every connection closed, stopping", self.id);
+                return;
             }
         }
     }
@@ -198,6 +212,7 @@ impl Worker {
                 Ok(WorkerMsg::Connect(c)) => self.on_connect(c),
                 Ok(WorkerMsg::DataTrans(d)) => self.on_data_trans(d),
                 Ok(WorkerMsg::Disconnect(d)) => self.on_disconnect(d),
+                Ok(WorkerMsg::Shutdown { deadline }) => self.on_shutdown(deadline),
                 Err(TryRecvError::Empty) => return Some(handled),
                 Err(TryRecvError::Disconnected) => return None,
             }
@@ -213,6 +228,12 @@ impl Worker {
             peer,
             listener,
         } = c;
+        if self.stopping.is_some() {
+            // Accepted just before the listeners closed: never announced to MCP, just closed.
+            self.counters.closed_shutdown += 1;
+            self.open_gauge.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
         // Replies are written whole by ccsd; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
         let conn = Conn::new(stream, peer, listener);
@@ -314,7 +335,7 @@ impl Worker {
     /// Retries the buffered packets of paused connections, in the order they were paused, and
     /// reads from each again once all its complete packets are in the lane.
     fn resume_paused(&mut self) {
-        if self.paused.is_empty() {
+        if self.paused.is_empty() || self.stopping.is_some() {
             return;
         }
         let mut paused = std::mem::take(&mut self.paused);
@@ -396,6 +417,7 @@ impl Worker {
     fn queue_reply(&mut self, flow: FlowId, payload: &[u8]) {
         match self.conns.get_mut(flow) {
             Ok(conn) if !conn.close_after_flush => {
+                conn.outstanding = conn.outstanding.saturating_sub(1);
                 conn.wbuf.extend_from_slice(payload);
                 self.counters.replies_out += 1;
                 if !conn.dirty {
@@ -404,6 +426,44 @@ impl Worker {
                 }
             }
             _ => self.counters.dropped_stale_flow += 1,
+        }
+    }
+
+    /// Stops reading every connection; from now on each turn closes the answered ones.
+    fn on_shutdown(&mut self, deadline: Instant) {
+        self.stopping = Some(self.stopping.map_or(deadline, |d| d.min(deadline)));
+        self.paused.clear();
+        let flows: Vec<FlowId> = self.conns.flows().collect();
+        for flow in flows {
+            if let Ok(conn) = self.conns.get_mut(flow) {
+                conn.paused = true;
+            }
+            if self.update_interest(flow).is_err() {
+                self.close(flow, CloseCause::SocketError);
+            }
+        }
+    }
+
+    /// While stopping: closes each connection whose requests are all answered and written, and
+    /// every connection once the deadline has passed.
+    fn close_answered(&mut self) {
+        let Some(deadline) = self.stopping else {
+            return;
+        };
+        let now = Instant::now();
+        let done: Vec<FlowId> = self
+            .conns
+            .flows()
+            .filter(|&flow| {
+                now >= deadline
+                    || self
+                        .conns
+                        .peek(flow)
+                        .is_some_and(|c| c.outstanding == 0 && c.wpos == c.wbuf.len())
+            })
+            .collect();
+        for flow in done {
+            self.close(flow, CloseCause::Shutdown);
         }
     }
 

@@ -32,6 +32,7 @@ pub(crate) enum CloseCause {
     ByMcp,
     QueueFull,
     Overload,
+    Shutdown,
 }
 
 impl CloseCause {
@@ -43,6 +44,7 @@ impl CloseCause {
             CloseCause::Malformed | CloseCause::Oversize => Reason::Protocol,
             CloseCause::ByMcp => Reason::Local,
             CloseCause::QueueFull | CloseCause::Overload => Reason::Overload,
+            CloseCause::Shutdown => Reason::Shutdown,
         }
     }
 
@@ -56,6 +58,7 @@ impl CloseCause {
             CloseCause::ByMcp => &mut c.closed_by_mcp,
             CloseCause::QueueFull => &mut c.closed_queue_full,
             CloseCause::Overload => &mut c.closed_overload,
+            CloseCause::Shutdown => &mut c.closed_shutdown,
         } += 1;
     }
 }
@@ -79,6 +82,9 @@ pub(crate) struct Conn {
     pub(crate) dirty: bool,
     /// MCP asked to close once `wbuf` is written.
     pub(crate) close_after_flush: bool,
+    /// Packets sent to MCP minus replies received (never below zero): during a shutdown the
+    /// connection closes when this reaches zero and its replies are written.
+    pub(crate) outstanding: u64,
 }
 
 /// Lane and counters a framing pass writes into (split from the worker to satisfy the borrow
@@ -106,6 +112,7 @@ impl Conn {
             paused: false,
             dirty: false,
             close_after_flush: false,
+            outstanding: 0,
         }
     }
 }
@@ -161,6 +168,7 @@ pub(crate) fn frame_connection(
     if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_BUFFER_CAPACITY {
         conn.rbuf = Vec::new();
     }
+    conn.outstanding += framed.pushed;
     Ok(if framed.blocked {
         Ingested::Blocked
     } else {
@@ -174,6 +182,8 @@ struct Framed {
     consumed: usize,
     /// Stopped at a packet the full lane could not take (`on_full = "backpressure"`).
     blocked: bool,
+    /// Packets pushed into the lane.
+    pushed: u64,
 }
 
 /// Frames the packets at the start of `buf` and pushes each into the lane. Returns how many bytes
@@ -191,6 +201,7 @@ fn frame_packets(
     sink: &mut LaneSink<'_>,
 ) -> Result<Framed, CloseCause> {
     let mut off = 0;
+    let mut pushed = 0;
     loop {
         let rest = &buf[off..];
         match framer.check(rest) {
@@ -200,6 +211,7 @@ fn frame_packets(
                 header.echo[0] = if off == 0 { first_ns } else { now_ns };
                 match sink.lane.try_push(&[&header.encode(), packet]) {
                     Ok(()) => {
+                        pushed += 1;
                         sink.counters.packets_in += 1;
                         sink.counters.bytes_in += n as u64;
                     }
@@ -208,6 +220,7 @@ fn frame_packets(
                         return Ok(Framed {
                             consumed: off,
                             blocked: true,
+                            pushed,
                         });
                     }
                     Err(PushError::Full) if sink.on_full == OnFull::Drop => {
@@ -240,6 +253,7 @@ fn frame_packets(
                 return Ok(Framed {
                     consumed: off,
                     blocked: false,
+                    pushed,
                 });
             }
             FrameCheck::Invalid(FrameError::Oversize { .. }) => return Err(CloseCause::Oversize),

@@ -196,6 +196,12 @@ impl<T> FlowTable<T> {
             .expect("check() saw the slot occupied"))
     }
 
+    /// The connection `flow` names, read-only, if it is still open.
+    pub fn peek(&self, flow: FlowId) -> Option<&T> {
+        self.check(flow).ok()?;
+        self.slots[flow.slot()].value.as_ref()
+    }
+
     /// The connection in `slot` (a poller key) with its flow id, if the slot is occupied.
     pub fn by_slot_mut(&mut self, slot: usize) -> Option<(FlowId, &mut T)> {
         let (epoch, worker) = (self.epoch, self.worker);

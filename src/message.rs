@@ -90,6 +90,12 @@ pub enum WorkerMsg {
     DataTrans(DataTrans),
     /// Close these flows.
     Disconnect(Disconnect),
+    /// ccsd is stopping: stop reading, close each connection once its requests are answered,
+    /// close the rest at `deadline`, then end the thread.
+    Shutdown {
+        /// When every remaining connection is closed.
+        deadline: std::time::Instant,
+    },
 }
 
 /// What the main thread's mailbox carries.

@@ -6,9 +6,11 @@
 
 use std::fmt;
 use std::io;
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -27,7 +29,7 @@ use crate::framing;
 use crate::instance::{InstanceError, InstanceLock};
 use crate::lane::{Lane, LaneError};
 use crate::mailbox::{Mailbox, mailbox};
-use crate::message::MainMsg;
+use crate::message::{MainMsg, WorkerMsg};
 use crate::settings::{Proto, Settings};
 
 /// Capacity of the main thread's mailbox (`NotifyStat` from workers).
@@ -86,7 +88,11 @@ pub struct Broker {
     local_addrs: Vec<SocketAddr>,
     epoch: u16,
     idle_spin: Duration,
+    shutdown_grace: Duration,
+    stop_deadline: Instant,
     workers: Vec<JoinHandle<()>>,
+    worker_mailboxes: Vec<Mailbox<WorkerMsg>>,
+    stop_signals: UnixStream,
     _instance: InstanceLock,
 }
 
@@ -160,10 +166,12 @@ impl Broker {
         let mut worker_links = Vec::with_capacity(worker_count);
         let mut bridge_links = Vec::with_capacity(worker_count);
         let mut workers = Vec::with_capacity(worker_count);
+        let mut worker_mailboxes = Vec::with_capacity(worker_count);
         for (id, lane) in requests.into_iter().enumerate() {
             let (link, bridge_link, handle) =
                 spawn_worker(id, epoch, lane, &infos, &main_mailbox, settings)
                     .map_err(StartError::Runtime)?;
+            worker_mailboxes.push(link.mailbox.clone());
             worker_links.push(link);
             bridge_links.push(bridge_link);
             workers.push(handle);
@@ -187,6 +195,17 @@ impl Broker {
                 )
                 .map_err(StartError::Runtime)?;
         }
+        let stop_signals = stop_signal_pipe().map_err(StartError::Runtime)?;
+        // SAFETY: the read end lives in `Broker` next to the poller for the rest of the process.
+        unsafe {
+            poller
+                .add_with_mode(
+                    stop_signals.as_raw_fd(),
+                    Event::readable(acceptor.listener_count() + 1),
+                    PollMode::Level,
+                )
+                .map_err(StartError::Runtime)?;
+        }
         let stats = StatsReporter::new(
             settings.stats.file.clone(),
             settings.stats.interval,
@@ -206,7 +225,11 @@ impl Broker {
             local_addrs,
             epoch,
             idle_spin: settings.broker.idle_spin,
+            shutdown_grace: settings.broker.shutdown_grace,
+            stop_deadline: Instant::now(),
             workers,
+            worker_mailboxes,
+            stop_signals,
             _instance: instance,
         })
     }
@@ -221,19 +244,28 @@ impl Broker {
         self.epoch
     }
 
-    /// Runs the main thread's loop: accept, route MCP's replies, collect stats.
+    /// Runs the main thread's loop: accept, route MCP's replies, collect stats. Returns when a
+    /// stop signal (SIGTERM, SIGINT) has been handled and every worker has closed its connections.
     ///
     /// # Errors
-    /// The main poller failed; the process should exit.
+    /// The main poller failed, or a worker stopped on its own; the process should exit.
     pub fn run(mut self) -> io::Result<()> {
         let bridge_key = self.acceptor.listener_count();
+        let signal_key = bridge_key + 1;
         let mut events = Events::with_capacity(NonZeroUsize::new(256).expect("nonzero"));
         let mut more_replies = false;
         let mut last_work = Instant::now();
+        // Workers still to be told to stop (a full mailbox is retried next turn).
+        let mut stop_pending: Vec<usize> = Vec::new();
+        let mut stopping = false;
         loop {
             events.clear();
             let spinning = last_work.elapsed() < self.idle_spin;
-            let timeout = if more_replies || spinning || !self.bridge.prepare_sleep() {
+            let timeout = if more_replies
+                || spinning
+                || !stop_pending.is_empty()
+                || !self.bridge.prepare_sleep()
+            {
                 Duration::ZERO
             } else {
                 self.stats.time_to_next()
@@ -246,6 +278,19 @@ impl Broker {
                     if let Err(e) = self.bridge.on_wake() {
                         error!("response lane wake-up FIFO failed: {e}");
                     }
+                } else if ev.key == signal_key {
+                    drain(&mut self.stop_signals);
+                    // The first signal stops gracefully; another one closes everything now.
+                    let grace = if stopping {
+                        Duration::ZERO
+                    } else {
+                        self.shutdown_grace
+                    };
+                    info!("stop signal: closing listeners, {grace:?} for pending replies");
+                    self.acceptor.stop(&self.poller);
+                    stopping = true;
+                    stop_pending = (0..self.worker_mailboxes.len()).collect();
+                    self.stop_deadline = Instant::now() + grace;
                 } else {
                     self.acceptor.on_readable(ev.key);
                 }
@@ -258,6 +303,12 @@ impl Broker {
             if self.idle_spin > Duration::ZERO && (replies > 0 || !events.is_empty()) {
                 last_work = Instant::now();
             }
+            let deadline = self.stop_deadline;
+            stop_pending.retain(|&w| {
+                self.worker_mailboxes[w]
+                    .try_send(WorkerMsg::Shutdown { deadline })
+                    .is_err()
+            });
             for msg in self.inbox.try_iter() {
                 match msg {
                     MainMsg::NotifyStat(stat) => self.stats.on_notify_stat(stat),
@@ -268,11 +319,42 @@ impl Broker {
                 bridge: self.bridge.counters(),
                 response_lane_used_bytes: self.bridge.lane_used_bytes(),
             });
-            if let Some(dead) = self.workers.iter().position(|w| w.is_finished()) {
-                return Err(io::Error::other(format!("worker {dead} stopped")));
+            if stopping && stop_pending.is_empty() && self.workers.iter().all(|w| w.is_finished()) {
+                // The workers' last counters may have arrived after the drain above.
+                for MainMsg::NotifyStat(stat) in self.inbox.try_iter() {
+                    self.stats.on_notify_stat(stat);
+                }
+                self.stats.report_now(&MainCounters {
+                    acceptor: self.acceptor.counters(),
+                    bridge: self.bridge.counters(),
+                    response_lane_used_bytes: self.bridge.lane_used_bytes(),
+                });
+                info!("stopped: every connection closed");
+                return Ok(());
+            }
+            if !stopping {
+                if let Some(dead) = self.workers.iter().position(|w| w.is_finished()) {
+                    return Err(io::Error::other(format!("worker {dead} stopped")));
+                }
             }
         }
     }
+}
+
+/// A socket that receives a byte whenever SIGTERM or SIGINT arrives (the signal handler only
+/// writes to it; the main loop does the work).
+fn stop_signal_pipe() -> io::Result<UnixStream> {
+    let (read, write) = UnixStream::pair()?;
+    read.set_nonblocking(true)?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, write.try_clone()?)?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write)?;
+    Ok(read)
+}
+
+/// Reads everything waiting on a non-blocking socket.
+fn drain(socket: &mut UnixStream) {
+    let mut buf = [0u8; 64];
+    while matches!(socket.read(&mut buf), Ok(n) if n > 0) {}
 }
 
 /// Starts worker `id` on its own thread; returns the acceptor's and the bridge's links to it.

@@ -49,6 +49,8 @@ counters! {
         closed_overload,
         /// Closed because the worker's connection table was full.
         closed_table_full,
+        /// Closed because ccsd was stopping.
+        closed_shutdown,
         /// Complete packets written to the request lane.
         packets_in,
         /// Bytes of those packets.

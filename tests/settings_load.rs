@@ -393,7 +393,13 @@ fn built_in_settings_file_spells_out_every_key() {
     };
     assert_eq!(
         keys(&root["broker"]),
-        ["dispatch", "idle_spin", "mailbox_capacity", "unlocked_mode"]
+        [
+            "dispatch",
+            "idle_spin",
+            "mailbox_capacity",
+            "shutdown_grace",
+            "unlocked_mode"
+        ]
     );
     assert_eq!(
         keys(&root["queues"]),

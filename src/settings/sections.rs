@@ -34,6 +34,10 @@ pub struct BrokerSettings {
     /// once). Spinning trades CPU for latency: each hop of a request skips a sleep and a wake-up.
     #[serde(deserialize_with = "duration")]
     pub idle_spin: Duration,
+    /// On SIGTERM/SIGINT: how long connections may wait for the replies to requests they already
+    /// sent before they are closed anyway.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
 }
 
 impl BrokerSettings {
@@ -56,6 +60,7 @@ impl Default for BrokerSettings {
             dispatch: Dispatch::default(),
             mailbox_capacity: 4096,
             idle_spin: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }

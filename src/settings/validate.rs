@@ -16,6 +16,8 @@ use crate::record::RECORD_HEADER_SIZE;
 /// Bytes every packet costs in a request lane on top of its own length: the 64-byte record header
 /// plus the 8-byte frame header of the lane.
 const LANE_OVERHEAD: u64 = (RECORD_HEADER_SIZE + FRAME_HEADER_SIZE) as u64;
+/// The longest `broker.shutdown_grace` accepted.
+const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
 /// The longest `broker.idle_spin` accepted.
 const MAX_IDLE_SPIN: Duration = Duration::from_millis(10);
 
@@ -85,6 +87,12 @@ impl BrokerSettings {
             problems.push(format!(
                 "broker.mailbox_capacity: must be at least 16, got {}",
                 self.mailbox_capacity
+            ));
+        }
+        if self.shutdown_grace > MAX_SHUTDOWN_GRACE {
+            problems.push(format!(
+                "broker.shutdown_grace: at most 10m, got {:?}",
+                self.shutdown_grace
             ));
         }
         if self.idle_spin > MAX_IDLE_SPIN {

@@ -1,0 +1,119 @@
+//! Stopping on SIGTERM/SIGINT: listeners close at once, connections close once their requests
+//! are answered (or when the grace period ends), MCP hears why, and ccsd exits 0.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use ccsd::mcp::{McpEndpoint, Message};
+use ccsd::record::{Kind, Reason, RecordHeader};
+use common::{Proc, TestEnv, WAIT, assert_closed, connect, packet, read_n};
+use rustix::process::{Pid, Signal, kill_process};
+
+fn signal(p: &Proc, sig: Signal) {
+    let pid = Pid::from_child(&p.child);
+    kill_process(pid, sig).expect("send signal");
+}
+
+fn exit_code(p: &mut Proc) -> Option<i32> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "ccsd did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until new connections are refused (the listener is closed).
+fn wait_refused(p: &Proc) {
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(p.addr()).is_ok() {
+        assert!(Instant::now() < deadline, "the listener stayed open");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn next(mcp: &mut McpEndpoint, msg: &mut Message, kind: Kind) -> RecordHeader {
+    assert!(mcp.recv(msg, Some(WAIT)).unwrap(), "no {kind:?} record");
+    assert_eq!(msg.header().kind, kind);
+    *msg.header()
+}
+
+#[test]
+fn sigterm_waits_for_the_outstanding_reply_then_closes_and_exits_zero() {
+    let env = TestEnv::new(2, "", "");
+    let mut ccsd = env.start_ccsd();
+    let mut mcp = McpEndpoint::attach_wait(&env.settings(), WAIT).unwrap();
+    let mut msg = Message::new();
+
+    let mut client = connect(ccsd.addr());
+    client.write_all(&packet(b"question")).unwrap();
+    let req = next(&mut mcp, &mut msg, Kind::Data);
+
+    signal(&ccsd, Signal::TERM);
+    wait_refused(&ccsd);
+    assert_eq!(
+        ccsd.child.try_wait().unwrap(),
+        None,
+        "still waiting for the reply"
+    );
+
+    mcp.reply(&req, b"answer").unwrap();
+    mcp.flush().unwrap();
+    assert_eq!(read_n(&mut client, 6), b"answer");
+    assert_closed(&mut client);
+    // Probe connections of `wait_refused` have their own notices; find this flow's.
+    let notice = loop {
+        let n = next(&mut mcp, &mut msg, Kind::Disconnect);
+        if n.flow == req.flow {
+            break n;
+        }
+    };
+    assert_eq!(
+        (notice.flow, Reason::from_u8(notice.code)),
+        (req.flow, Some(Reason::Shutdown))
+    );
+    assert_eq!(exit_code(&mut ccsd), Some(0));
+    assert_eq!(
+        common::stat(&env.stats(), "totals.closed_shutdown"),
+        Some(1)
+    );
+}
+
+#[test]
+fn unanswered_connections_close_when_the_grace_period_ends() {
+    let env = TestEnv::new(1, "", "");
+    env.add_setting("broker", "shutdown_grace = \"300ms\"");
+    let mut ccsd = env.start_ccsd();
+    let mut mcp = McpEndpoint::attach_wait(&env.settings(), WAIT).unwrap();
+    let mut msg = Message::new();
+    let mut client = connect(ccsd.addr());
+    client.write_all(&packet(b"never answered")).unwrap();
+    next(&mut mcp, &mut msg, Kind::Data);
+
+    signal(&ccsd, Signal::INT);
+    assert_closed(&mut client);
+    assert_eq!(exit_code(&mut ccsd), Some(0));
+}
+
+#[test]
+fn a_second_signal_closes_everything_at_once() {
+    let env = TestEnv::new(1, "", "");
+    env.add_setting("broker", "shutdown_grace = \"10m\"");
+    let mut ccsd = env.start_ccsd();
+    let mut mcp = McpEndpoint::attach_wait(&env.settings(), WAIT).unwrap();
+    let mut msg = Message::new();
+    let mut client = connect(ccsd.addr());
+    client.write_all(&packet(b"never answered")).unwrap();
+    next(&mut mcp, &mut msg, Kind::Data);
+
+    signal(&ccsd, Signal::TERM);
+    wait_refused(&ccsd);
+    signal(&ccsd, Signal::TERM);
+    assert_closed(&mut client);
+    assert_eq!(exit_code(&mut ccsd), Some(0));
+}

@@ -25,6 +25,7 @@
 mod common;
 mod memcache;
 mod resp;
+mod resp_wire;
 mod store;
 
 use std::ops::Range;

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use ccsd::mcp::{McpEndpoint, McpError, Message};
-use ccsd::record::{CloseMode, Kind, RecordHeader};
+use ccsd::record::{CloseMode, Kind};
 use ccsd::settings::Settings;
 use log::{error, info};
 
@@ -36,9 +36,9 @@ pub trait Service {
     /// The program's name, for the usage line and the log.
     const NAME: &'static str;
 
-    /// Answers `packet`, which arrived with `request`, by appending the reply bytes to `reply`
-    /// (empty when called). An empty reply sends nothing.
-    fn handle(&mut self, request: &RecordHeader, packet: &[u8], reply: &mut Vec<u8>) -> After;
+    /// Answers `packet` by appending the reply bytes to `reply` (empty when called). An empty
+    /// reply sends nothing.
+    fn handle(&mut self, packet: &[u8], reply: &mut Vec<u8>) -> After;
 }
 
 /// Parses `--config FILE`, loads the settings, sets up logging, attaches to the lanes (waiting
@@ -118,7 +118,7 @@ fn serve<S: Service>(mcp: &mut McpEndpoint, service: &mut S) -> Result<(), McpEr
         let header = msg.header();
         if header.kind == Kind::Data {
             reply.clear();
-            let after = service.handle(header, msg.payload(), &mut reply);
+            let after = service.handle(msg.payload(), &mut reply);
             for chunk in reply.chunks(REPLY_CHUNK) {
                 when_room(mcp, |mcp| mcp.reply(header, chunk))?;
             }

@@ -23,8 +23,6 @@ mod request;
 use std::io::Write;
 use std::process::ExitCode;
 
-use ccsd::record::RecordHeader;
-
 use common::{After, Service};
 
 /// The body of every `GET`.
@@ -50,7 +48,7 @@ struct Response<'a> {
 impl Service for Http {
     const NAME: &'static str = "http_mcp";
 
-    fn handle(&mut self, _request: &RecordHeader, packet: &[u8], reply: &mut Vec<u8>) -> After {
+    fn handle(&mut self, packet: &[u8], reply: &mut Vec<u8>) -> After {
         let req = match request::parse(packet, &mut self.chunked_body) {
             Ok(req) => req,
             Err(why) => {
@@ -131,13 +129,10 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ccsd::flow::FlowId;
-    use ccsd::record::Kind;
 
     fn answer(packet: &[u8]) -> (String, After) {
-        let header = RecordHeader::new(Kind::Data, FlowId(1));
         let mut out = Vec::new();
-        let after = Http::default().handle(&header, packet, &mut out);
+        let after = Http::default().handle(packet, &mut out);
         (String::from_utf8(out).unwrap(), after)
     }
 

@@ -31,8 +31,6 @@ mod store;
 use std::ops::Range;
 use std::process::ExitCode;
 
-use ccsd::record::RecordHeader;
-
 use common::{After, Service};
 use store::Store;
 
@@ -46,7 +44,7 @@ struct KeyValue {
 impl Service for KeyValue {
     const NAME: &'static str = "kv_mcp";
 
-    fn handle(&mut self, _request: &RecordHeader, packet: &[u8], reply: &mut Vec<u8>) -> After {
+    fn handle(&mut self, packet: &[u8], reply: &mut Vec<u8>) -> After {
         if is_resp(packet) {
             resp::handle(&mut self.store, packet, &mut self.resp_args, reply)
         } else {

@@ -264,11 +264,16 @@ mod tests {
     }
 
     #[test]
-    fn every_listed_command_is_answered() {
+    fn every_listed_command_is_answered_with_any_number_of_arguments() {
         let mut s = Store::default();
         for name in COMMANDS {
-            let r = reply(&mut s, &cmd(&[name, "a", "b"]));
-            assert!(!r.starts_with("-ERR unknown command"), "{name}: {r}");
+            for argc in 0..4 {
+                let mut words = vec![name];
+                words.extend(["a", "b", "c"].iter().take(argc));
+                let r = reply(&mut s, &cmd(&words));
+                assert!(!r.is_empty(), "{words:?}");
+                assert!(!r.starts_with("-ERR unknown command"), "{words:?}: {r}");
+            }
         }
     }
 

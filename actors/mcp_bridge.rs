@@ -29,7 +29,7 @@ use crate::stats::BridgeCounters;
 /// A batch is sent as soon as it holds this many bytes.
 const BATCH_BYTES: usize = 256 * 1024;
 /// Records read per turn before the main loop looks at its other actors.
-const RECORDS_PER_TURN: usize = 8192;
+pub const RECORDS_PER_TURN: usize = 8192;
 
 /// The bridge's view of one worker.
 #[derive(Debug)]
@@ -91,6 +91,11 @@ impl McpBridge {
         self.lane.prepare_sleep()
     }
 
+    /// The main loop woke for something else: withdraw the sleep announcement (no syscall).
+    pub fn cancel_sleep(&mut self) {
+        self.lane.cancel_sleep();
+    }
+
     /// The wake-up FIFO became readable: clear it.
     ///
     /// # Errors
@@ -99,8 +104,9 @@ impl McpBridge {
         self.lane.after_wake()
     }
 
-    /// Routes up to [`RECORDS_PER_TURN`] records; true when more may be waiting.
-    pub fn drain(&mut self) -> bool {
+    /// Routes up to [`RECORDS_PER_TURN`] records and returns how many it read; when that is
+    /// `RECORDS_PER_TURN`, more may be waiting.
+    pub fn drain(&mut self) -> usize {
         self.retry_pending_closes();
         let mut taken = 0;
         while taken < RECORDS_PER_TURN {
@@ -126,7 +132,7 @@ impl McpBridge {
         for w in 0..self.links.len() {
             self.send_batch(w);
         }
-        taken == RECORDS_PER_TURN
+        taken
     }
 
     fn route(&mut self) {

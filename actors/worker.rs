@@ -8,8 +8,8 @@
 //! mailbox (new connections, replies, closes); write every connection that got replies, arming
 //! write interest only while bytes remain; publish the lane once, waking MCP only if it sleeps.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{self, Read};
+
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,9 +20,10 @@ use log::{debug, error, warn};
 use polling::{Event, Events, PollMode, Poller};
 
 use crate::clock::monotonic_ns;
+use crate::connection::{CloseCause, Conn, Ingested, LaneSink, frame_connection, write_pending};
 use crate::flow::{FlowId, FlowTable};
-use crate::framing::{FrameCheck, FrameError, Framer};
-use crate::lane::{Producer, PushError};
+use crate::framing::Framer;
+use crate::lane::Producer;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::message::{Connect, DataTrans, Disconnect, MainMsg, NotifyStat, WorkerMsg};
@@ -36,8 +37,6 @@ const READ_CHUNK: usize = 64 * 1024;
 const READS_PER_TURN: usize = 4;
 /// Mailbox messages handled per turn before the worker looks at its sockets again.
 const MESSAGES_PER_TURN: usize = 256;
-/// Buffers that grew past this are released once empty, so idle connections stay small.
-const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;
 /// How soon a worker with paused connections looks for room in its request lane again.
 const BACKPRESSURE_RETRY: Duration = Duration::from_millis(1);
 
@@ -74,73 +73,8 @@ pub struct WorkerSetup {
     pub open_gauge: Arc<AtomicUsize>,
     /// How often to send `NotifyStat`.
     pub stats_interval: Duration,
-}
-
-/// Why the worker closes a connection: what MCP is told and which counter grows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CloseCause {
-    Peer,
-    SocketError,
-    Malformed,
-    Oversize,
-    ByMcp,
-    QueueFull,
-    Overload,
-}
-
-impl CloseCause {
-    fn reason(self) -> Reason {
-        match self {
-            CloseCause::Peer => Reason::PeerClosed,
-            CloseCause::SocketError => Reason::Error,
-            CloseCause::Malformed | CloseCause::Oversize => Reason::Protocol,
-            CloseCause::ByMcp => Reason::Local,
-            CloseCause::QueueFull | CloseCause::Overload => Reason::Overload,
-        }
-    }
-
-    fn count(self, c: &mut WorkerCounters) {
-        *match self {
-            CloseCause::Peer => &mut c.closed_peer,
-            CloseCause::SocketError => &mut c.closed_error,
-            CloseCause::Malformed => &mut c.closed_protocol,
-            CloseCause::Oversize => &mut c.closed_oversize,
-            CloseCause::ByMcp => &mut c.closed_by_mcp,
-            CloseCause::QueueFull => &mut c.closed_queue_full,
-            CloseCause::Overload => &mut c.closed_overload,
-        } += 1;
-    }
-}
-
-/// One client connection.
-struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
-    listener: usize,
-    /// Bytes of an incomplete packet, kept between reads.
-    rbuf: Vec<u8>,
-    /// When the first byte in `rbuf` was read.
-    rbuf_since_ns: u64,
-    /// Reply bytes not yet written; `wbuf[wpos..]` is pending.
-    wbuf: Vec<u8>,
-    wpos: usize,
-    write_armed: bool,
-    /// Not read from until the request lane has room again (`queues.on_full = "backpressure"`).
-    paused: bool,
-    /// Listed in the worker's dirty list for this turn.
-    dirty: bool,
-    /// MCP asked to close once `wbuf` is written.
-    close_after_flush: bool,
-}
-
-/// Lane and counters a framing pass writes into (split from the worker to satisfy the borrow
-/// checker while a connection is borrowed from the table).
-struct LaneSink<'a> {
-    lane: &'a mut Producer,
-    counters: &'a mut WorkerCounters,
-    on_full: OnFull,
-    full_log: &'a mut LogLimiter,
-    worker: usize,
+    /// How long to keep polling without sleeping after the last work (`broker.idle_spin`).
+    pub idle_spin: Duration,
 }
 
 impl std::fmt::Debug for WorkerSetup {
@@ -165,6 +99,8 @@ pub struct Worker {
     open_gauge: Arc<AtomicUsize>,
     stats_interval: Duration,
     next_stats: Instant,
+    idle_spin: Duration,
+    last_work: Instant,
     conns: FlowTable<Conn>,
     scratch: Vec<u8>,
     dirty: Vec<FlowId>,
@@ -200,6 +136,8 @@ impl Worker {
             open_gauge: setup.open_gauge,
             stats_interval: setup.stats_interval,
             next_stats: Instant::now() + setup.stats_interval,
+            idle_spin: setup.idle_spin,
+            last_work: Instant::now(),
             scratch: vec![0; READ_CHUNK],
             dirty: Vec::new(),
             paused: Vec::new(),
@@ -214,10 +152,15 @@ impl Worker {
         let mut events = Events::with_capacity(NonZeroUsize::new(1024).expect("nonzero"));
         loop {
             events.clear();
-            let mut timeout = self.next_stats.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let mut timeout = self.next_stats.saturating_duration_since(now);
             if !self.paused.is_empty() {
                 // MCP does not signal free space: look again soon.
                 timeout = timeout.min(BACKPRESSURE_RETRY);
+            }
+            if now.duration_since(self.last_work) < self.idle_spin {
+                // Busy-poll: a reply or packet arriving now is handled without a wake-up.
+                timeout = Duration::ZERO;
             }
             if let Err(e) = self.poller.wait(&mut events, Some(timeout)) {
                 error!("worker {}: poller failed, stopping: {e}", self.id);
@@ -231,9 +174,12 @@ impl Worker {
                     self.on_writable(ev.key);
                 }
             }
-            if !self.drain_inbox() {
+            let Some(messages) = self.drain_inbox() else {
                 debug!("worker {}: mailbox closed, stopping", self.id);
                 return;
+            };
+            if self.idle_spin > Duration::ZERO && (messages > 0 || !events.is_empty()) {
+                self.last_work = Instant::now();
             }
             self.flush_dirty();
             self.publish_lane();
@@ -244,20 +190,21 @@ impl Worker {
         }
     }
 
-    /// Handles up to [`MESSAGES_PER_TURN`] messages; false when the mailbox is closed.
-    fn drain_inbox(&mut self) -> bool {
-        for _ in 0..MESSAGES_PER_TURN {
+    /// Handles up to [`MESSAGES_PER_TURN`] messages and returns how many; `None` when the
+    /// mailbox is closed.
+    fn drain_inbox(&mut self) -> Option<usize> {
+        for handled in 0..MESSAGES_PER_TURN {
             match self.inbox.try_recv() {
                 Ok(WorkerMsg::Connect(c)) => self.on_connect(c),
                 Ok(WorkerMsg::DataTrans(d)) => self.on_data_trans(d),
                 Ok(WorkerMsg::Disconnect(d)) => self.on_disconnect(d),
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return Some(handled),
+                Err(TryRecvError::Disconnected) => return None,
             }
         }
         // More messages wait: make sure the next wait returns at once.
         let _ = self.poller.notify();
-        true
+        Some(MESSAGES_PER_TURN)
     }
 
     fn on_connect(&mut self, c: Connect) {
@@ -268,19 +215,7 @@ impl Worker {
         } = c;
         // Replies are written whole by ccsd; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
-        let conn = Conn {
-            stream,
-            peer,
-            listener,
-            rbuf: Vec::new(),
-            rbuf_since_ns: 0,
-            wbuf: Vec::new(),
-            wpos: 0,
-            write_armed: false,
-            paused: false,
-            dirty: false,
-            close_after_flush: false,
-        };
+        let conn = Conn::new(stream, peer, listener);
         let Some(flow) = self.conns.insert(conn) else {
             self.counters.closed_table_full += 1;
             self.open_gauge.fetch_sub(1, Ordering::Relaxed);
@@ -567,165 +502,4 @@ impl Worker {
         // A full main mailbox loses one snapshot; the next one carries the same totals.
         let _ = self.main.try_send(MainMsg::NotifyStat(stat));
     }
-}
-
-/// What became of a connection's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ingested {
-    /// Every complete packet is in the lane; the rest (an incomplete packet) is buffered.
-    Done,
-    /// The lane filled up: complete packets are still buffered and the connection must pause.
-    Blocked,
-}
-
-/// Frames `conn`'s buffered bytes followed by `fresh` ones (just read, `&[]` on a retry) and
-/// pushes every complete packet into the lane, keeping the rest in `conn.rbuf`. Bytes are copied
-/// into the connection only when a packet is incomplete, so a connection whose reads hold whole
-/// packets never grows a buffer of its own.
-fn frame_connection(
-    conn: &mut Conn,
-    flow: FlowId,
-    info: &ListenerInfo,
-    fresh: &[u8],
-    sink: &mut LaneSink<'_>,
-) -> Result<Ingested, CloseCause> {
-    let now = monotonic_ns();
-    let mut header = RecordHeader::new(Kind::Data, flow);
-    header.peer = conn.peer;
-    header.listen_port = info.port;
-    header.transport = Transport::Tcp;
-    header.timestamp_ns = now;
-    let framer = &*info.framer;
-    let framed = if conn.rbuf.is_empty() {
-        let framed = frame_packets(framer, fresh, now, now, &mut header, sink)?;
-        conn.rbuf.extend_from_slice(&fresh[framed.consumed..]);
-        conn.rbuf_since_ns = now;
-        framed
-    } else {
-        conn.rbuf.extend_from_slice(fresh);
-        let framed = frame_packets(
-            framer,
-            &conn.rbuf,
-            conn.rbuf_since_ns,
-            now,
-            &mut header,
-            sink,
-        )?;
-        conn.rbuf.drain(..framed.consumed);
-        if framed.consumed > 0 {
-            conn.rbuf_since_ns = now;
-        }
-        framed
-    };
-    if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_BUFFER_CAPACITY {
-        conn.rbuf = Vec::new();
-    }
-    Ok(if framed.blocked {
-        Ingested::Blocked
-    } else {
-        Ingested::Done
-    })
-}
-
-/// How far a framing pass got.
-struct Framed {
-    /// Bytes of complete packets taken into the lane (or dropped, with `on_full = "drop"`).
-    consumed: usize,
-    /// Stopped at a packet the full lane could not take (`on_full = "backpressure"`).
-    blocked: bool,
-}
-
-/// Frames the packets at the start of `buf` and pushes each into the lane. Returns how many bytes
-/// were consumed (the rest is an incomplete packet, or packets the full lane could not take), or
-/// why the connection must close.
-///
-/// The first packet began at `first_ns` (it may have started in an earlier read); later ones at
-/// `now_ns`. Both travel to MCP in `echo[0]` and come back with the reply.
-fn frame_packets(
-    framer: &dyn Framer,
-    buf: &[u8],
-    first_ns: u64,
-    now_ns: u64,
-    header: &mut RecordHeader,
-    sink: &mut LaneSink<'_>,
-) -> Result<Framed, CloseCause> {
-    let mut off = 0;
-    loop {
-        let rest = &buf[off..];
-        match framer.check(rest) {
-            FrameCheck::Complete(n) => {
-                let packet = &rest[..n];
-                header.payload_len = n as u32;
-                header.echo[0] = if off == 0 { first_ns } else { now_ns };
-                match sink.lane.try_push(&[&header.encode(), packet]) {
-                    Ok(()) => {
-                        sink.counters.packets_in += 1;
-                        sink.counters.bytes_in += n as u64;
-                    }
-                    Err(PushError::Full) if sink.on_full == OnFull::Backpressure => {
-                        sink.counters.backpressure_pauses += 1;
-                        return Ok(Framed {
-                            consumed: off,
-                            blocked: true,
-                        });
-                    }
-                    Err(PushError::Full) if sink.on_full == OnFull::Drop => {
-                        sink.counters.dropped_queue_full += 1;
-                        if let Some(held) = sink.full_log.allow() {
-                            warn!(
-                                "worker {}: request lane full, dropping packets ({held} similar suppressed)",
-                                sink.worker
-                            );
-                        }
-                    }
-                    Err(PushError::Full) => {
-                        if let Some(held) = sink.full_log.allow() {
-                            warn!(
-                                "worker {}: request lane full, closing connections ({held} similar suppressed)",
-                                sink.worker
-                            );
-                        }
-                        return Err(CloseCause::QueueFull);
-                    }
-                    // Settings validation makes every lane hold the largest packet.
-                    Err(PushError::TooLarge { .. }) => return Err(CloseCause::Oversize),
-                }
-                off += n;
-            }
-            FrameCheck::Incomplete if rest.len() > framer.max_packet() => {
-                return Err(CloseCause::Oversize);
-            }
-            FrameCheck::Incomplete => {
-                return Ok(Framed {
-                    consumed: off,
-                    blocked: false,
-                });
-            }
-            FrameCheck::Invalid(FrameError::Oversize { .. }) => return Err(CloseCause::Oversize),
-            FrameCheck::Invalid(FrameError::Malformed(_)) => return Err(CloseCause::Malformed),
-        }
-    }
-}
-
-/// Writes `conn.wbuf[conn.wpos..]`; `Ok(true)` when all of it went out, `Ok(false)` when the
-/// socket would block first.
-fn write_pending(conn: &mut Conn, bytes_out: &mut u64) -> io::Result<bool> {
-    while conn.wpos < conn.wbuf.len() {
-        match (&conn.stream).write(&conn.wbuf[conn.wpos..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                conn.wpos += n;
-                *bytes_out += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    conn.wbuf.clear();
-    conn.wpos = 0;
-    if conn.wbuf.capacity() > KEEP_BUFFER_CAPACITY {
-        conn.wbuf = Vec::new();
-    }
-    Ok(true)
 }

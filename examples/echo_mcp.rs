@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             }
         }
     };
+    mcp.set_idle_spin(settings.broker.idle_spin);
     info!(
         "echo_mcp attached: {} request lanes, epoch {}",
         mcp.request_lanes(),

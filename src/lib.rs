@@ -6,23 +6,28 @@
 //!
 //! Where things live (`docs/architecture.md` tells the whole story):
 //! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop.
-//! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker.
+//! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker;
+//!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
+//!   `connection.rs`.
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up.
 //! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`demo`] is the
 //!   echo MCP built on it.
-//! - [`stats`], [`logging`], [`clock`]: counters, log setup, timestamps.
+//! - [`stats`], [`logging`], [`clock`]: counters, log setup, timestamps; [`instance`]: one ccsd
+//!   per queue name.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 #[path = "../actors/mod.rs"]
 pub mod actors;
 pub mod clock;
+pub(crate) mod connection;
 pub mod demo;
 pub mod flow;
 pub mod framing;
+pub mod instance;
 pub mod lane;
 pub mod logging;
 pub mod mailbox;

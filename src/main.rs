@@ -113,6 +113,7 @@ fn main() -> ExitCode {
 /// Attaches the echo MCP to this process's own lanes and serves it on a thread.
 fn start_demo_mcp(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
     let mut mcp = McpEndpoint::attach_wait(settings, Duration::from_secs(5))?;
+    mcp.set_idle_spin(settings.broker.idle_spin);
     std::thread::Builder::new()
         .name("ccsd-demo-echo".into())
         .spawn(move || {

@@ -13,17 +13,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use log::{error, info};
 use polling::{Event, Events, PollMode, Poller};
 
 use crate::actors::acceptor::{Acceptor, WorkerLink};
-use crate::actors::mcp_bridge::{BridgeLink, McpBridge};
+use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
 use crate::framing;
+use crate::instance::{InstanceError, InstanceLock};
 use crate::lane::{Lane, LaneError};
 use crate::mailbox::{Mailbox, mailbox};
 use crate::message::MainMsg;
@@ -37,6 +38,8 @@ const RECYCLED_BUFFERS: usize = 64;
 /// Why ccsd could not start.
 #[derive(Debug)]
 pub enum StartError {
+    /// Another ccsd uses the same queues, or the lock file is unusable.
+    Instance(InstanceError),
     /// A lane could not be created or attached.
     Queue(LaneError),
     /// A listener could not be bound.
@@ -60,6 +63,7 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StartError::Instance(e) => write!(f, "{e}"),
             StartError::Queue(e) => write!(f, "queue: {e}"),
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Framing { listener, source } => {
@@ -81,7 +85,9 @@ pub struct Broker {
     inbox: Receiver<MainMsg>,
     local_addrs: Vec<SocketAddr>,
     epoch: u16,
+    idle_spin: Duration,
     workers: Vec<JoinHandle<()>>,
+    _instance: InstanceLock,
 }
 
 impl fmt::Debug for Broker {
@@ -132,6 +138,9 @@ impl Broker {
             local_addrs.push(local);
         }
 
+        // Before any lane is touched: a second ccsd on the same lanes would corrupt them.
+        let instance =
+            InstanceLock::acquire(&settings.lock_path()).map_err(StartError::Instance)?;
         let worker_count = settings.broker.worker_count();
         let capacity = settings.queues.capacity.bytes();
         let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
@@ -196,7 +205,9 @@ impl Broker {
             inbox,
             local_addrs,
             epoch,
+            idle_spin: settings.broker.idle_spin,
             workers,
+            _instance: instance,
         })
     }
 
@@ -218,16 +229,20 @@ impl Broker {
         let bridge_key = self.acceptor.listener_count();
         let mut events = Events::with_capacity(NonZeroUsize::new(256).expect("nonzero"));
         let mut more_replies = false;
+        let mut last_work = Instant::now();
         loop {
             events.clear();
-            let timeout = if more_replies || !self.bridge.prepare_sleep() {
+            let spinning = last_work.elapsed() < self.idle_spin;
+            let timeout = if more_replies || spinning || !self.bridge.prepare_sleep() {
                 Duration::ZERO
             } else {
                 self.stats.time_to_next()
             };
             self.poller.wait(&mut events, Some(timeout))?;
+            let mut fifo_fired = false;
             for ev in events.iter() {
                 if ev.key == bridge_key {
+                    fifo_fired = true;
                     if let Err(e) = self.bridge.on_wake() {
                         error!("response lane wake-up FIFO failed: {e}");
                     }
@@ -235,7 +250,14 @@ impl Broker {
                     self.acceptor.on_readable(ev.key);
                 }
             }
-            more_replies = self.bridge.drain();
+            if !fifo_fired {
+                self.bridge.cancel_sleep();
+            }
+            let replies = self.bridge.drain();
+            more_replies = replies == RECORDS_PER_TURN;
+            if self.idle_spin > Duration::ZERO && (replies > 0 || !events.is_empty()) {
+                last_work = Instant::now();
+            }
             for msg in self.inbox.try_iter() {
                 match msg {
                     MainMsg::NotifyStat(stat) => self.stats.on_notify_stat(stat),
@@ -278,6 +300,7 @@ fn spawn_worker(
         on_full: settings.queues.on_full,
         open_gauge: Arc::clone(&open),
         stats_interval: settings.stats.interval,
+        idle_spin: settings.broker.idle_spin,
     });
     let handle = thread::Builder::new()
         .name(format!("ccsd-worker-{id}"))

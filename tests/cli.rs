@@ -109,22 +109,13 @@ fn unknown_argument_exits_2_with_usage() {
 #[test]
 fn lanes_of_another_capacity_are_refused_with_the_file_named() {
     let env = TestEnv::new(1, "max_packet = \"1KiB\"", "");
-    let with_capacity = |cap: &str| {
-        let toml = std::fs::read_to_string(&env.config).unwrap();
-        let toml = match toml.find("capacity = ") {
-            Some(at) => {
-                let end = at + toml[at..].find('\n').unwrap();
-                format!("{}capacity = \"{cap}\"{}", &toml[..at], &toml[end..])
-            }
-            None => toml.replace("[queues]\n", &format!("[queues]\ncapacity = \"{cap}\"\n")),
-        };
-        std::fs::write(&env.config, toml).unwrap();
-    };
-    with_capacity("64KiB");
+    env.add_setting("queues", "capacity = \"64KiB\"");
     let mut first = env.start_ccsd();
     first.kill();
 
-    with_capacity("128KiB");
+    // Start again with another lane size (edit the value: TOML refuses a second `capacity`).
+    let toml = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, toml.replace("\"64KiB\"", "\"128KiB\"")).unwrap();
     let out = ccsd(&["--config", env.config.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -133,4 +124,18 @@ fn lanes_of_another_capacity_are_refused_with_the_file_named() {
         "{stderr}"
     );
     assert!(stderr.contains("queues.capacity"), "{stderr}");
+}
+
+#[test]
+fn a_second_ccsd_on_the_same_queues_is_refused_naming_the_first() {
+    let env = TestEnv::new(1, "", "");
+    let first = env.start_ccsd();
+    let out = ccsd(&["--config", env.config.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "another ccsd (pid {}) already uses these queues",
+        first.child.id()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
 }

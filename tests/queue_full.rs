@@ -13,11 +13,8 @@ const BODY: usize = 1000;
 
 fn env(on_full: &str) -> TestEnv {
     let env = TestEnv::new(1, "max_packet = \"1KiB\"", "");
-    let toml = std::fs::read_to_string(&env.config).unwrap().replace(
-        "[queues]\n",
-        &format!("[queues]\ncapacity = \"64KiB\"\non_full = \"{on_full}\"\n"),
-    );
-    std::fs::write(&env.config, toml).unwrap();
+    env.add_setting("queues", "capacity = \"64KiB\"");
+    env.add_setting("queues", &format!("on_full = \"{on_full}\""));
     env
 }
 

@@ -393,7 +393,7 @@ fn built_in_settings_file_spells_out_every_key() {
     };
     assert_eq!(
         keys(&root["broker"]),
-        ["dispatch", "mailbox_capacity", "unlocked_mode"]
+        ["dispatch", "idle_spin", "mailbox_capacity", "unlocked_mode"]
     );
     assert_eq!(
         keys(&root["queues"]),
@@ -406,6 +406,7 @@ fn built_in_settings_file_spells_out_every_key() {
         [
             "addr",
             "framing",
+            "http_max_header",
             "length_adjust",
             "length_endian",
             "length_includes",

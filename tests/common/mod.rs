@@ -54,6 +54,16 @@ impl TestEnv {
         }
     }
 
+    /// Adds `line` (e.g. `dispatch = "round_robin"`) at the top of `section` (`"broker"`,
+    /// `"queues"`) of the config file, before ccsd starts.
+    pub fn add_setting(&self, section: &str, line: &str) {
+        let header = format!("[{section}]\n");
+        let toml = std::fs::read_to_string(&self.config).expect("read config");
+        assert!(toml.contains(&header), "the test config has no [{section}]");
+        let toml = toml.replacen(&header, &format!("{header}{line}\n"), 1);
+        std::fs::write(&self.config, toml).expect("write config");
+    }
+
     pub fn settings(&self) -> Settings {
         Settings::load_with_env(Some(&self.config), std::iter::empty()).expect("test settings")
     }

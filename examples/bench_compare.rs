@@ -1,0 +1,337 @@
+//! Side-by-side benchmark: ccsd + `kv_mcp` (memcache framing) against memcached, same load, same
+//! run, alternating, so that the machine's drift hits both alike. Run it through
+//! `benches/compare.sh`, which installs memcached and builds everything in release mode.
+//!
+//! Each round runs `loadgen` (32 connections, GET:SET 10:1, 512-byte values, preloaded keys)
+//! against ccsd and then memcached, then one connection against each (hop latency). It samples
+//! the CPU time of every server process from `/proc/<pid>/stat` around each run, and prints the
+//! medians over the rounds, the ccsd/memcached ratios, and CPU microseconds per request.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const USAGE: &str = "usage: bench_compare [--duration SECS] [--rounds N] [--memcached PATH]";
+
+struct Args {
+    duration: u64,
+    rounds: usize,
+    memcached: String,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        duration: 10,
+        rounds: 3,
+        memcached: "memcached".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--duration" => {
+                args.duration = value.parse().map_err(|_| "--duration: not a number")?
+            }
+            "--rounds" => args.rounds = value.parse().map_err(|_| "--rounds: not a number")?,
+            "--memcached" => args.memcached = value,
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    Ok(args)
+}
+
+/// A server process killed on drop.
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// User + system CPU seconds the process has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+            .sum();
+        ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+    }
+}
+
+/// Starts `cmd` and waits for a stderr line containing `needle`; returns the server and the line.
+fn start(mut cmd: Command, needle: &str) -> Result<(Server, String), String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let server = Server { child };
+    for line in lines.by_ref() {
+        let line = line.map_err(|e| e.to_string())?;
+        if line.contains(needle) {
+            // Keep draining stderr so the server never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok((server, line));
+        }
+    }
+    Err(format!("{cmd:?} exited before logging {needle:?}"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One loadgen run's figures.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    throughput: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    cpu_us_per_request: f64,
+}
+
+fn loadgen(
+    bin: &Path,
+    port: u16,
+    connections: usize,
+    seconds: u64,
+    servers: &[&Server],
+) -> Result<Run, String> {
+    let cpu_before: f64 = servers.iter().map(|s| s.cpu_seconds()).sum();
+    let out = Command::new(bin)
+        .args([
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--protocol",
+            "memcache",
+        ])
+        .args(["--connections", &connections.to_string(), "--pipeline", "1"])
+        .args([
+            "--ratio",
+            "10:1",
+            "--value-size",
+            "512",
+            "--keys",
+            "10000",
+            "--preload",
+        ])
+        .args(["--duration", &seconds.to_string(), "--json"])
+        .output()
+        .map_err(|e| format!("loadgen: {e}"))?;
+    let cpu_after: f64 = servers.iter().map(|s| s.cpu_seconds()).sum();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "loadgen output: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if json["errors"].as_u64() != Some(0) {
+        return Err(format!("loadgen reported errors: {json}"));
+    }
+    let requests = json["requests"].as_f64().unwrap_or(0.0);
+    let lat = |k: &str| json["latency_us"][k].as_f64().unwrap_or(f64::NAN);
+    Ok(Run {
+        throughput: json["throughput"].as_f64().unwrap_or(0.0),
+        p50: lat("p50"),
+        p99: lat("p99"),
+        p999: lat("p999"),
+        // Preloading is included in the CPU time; it is 10,000 SETs against about a million requests.
+        cpu_us_per_request: (cpu_after - cpu_before) * 1e6 / requests.max(1.0),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn summarize(runs: &[Run]) -> Run {
+    let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+    Run {
+        throughput: m(|r| r.throughput),
+        p50: m(|r| r.p50),
+        p99: m(|r| r.p99),
+        p999: m(|r| r.p999),
+        cpu_us_per_request: m(|r| r.cpu_us_per_request),
+    }
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench_compare: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&args) {
+        eprintln!("bench_compare: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let dir: PathBuf = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .ok_or("exe dir")?
+        .to_path_buf();
+    let bin = |name: &str| dir.join(name);
+    let name = format!("ccsd-bench-{}", std::process::id());
+    let config = std::env::temp_dir().join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!("[queues]\nname = \"{name}\"\n\n[[listen]]\naddr = \"127.0.0.1:0\"\nframing = \"memcache\"\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let result = compare(
+        args,
+        &config,
+        &bin("../ccsd"),
+        &bin("kv_mcp"),
+        &bin("loadgen"),
+    );
+    let _ = std::fs::remove_file(&config);
+    let prefix = format!("{name}.");
+    for entry in std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    result
+}
+
+fn compare(
+    args: &Args,
+    config: &Path,
+    ccsd: &Path,
+    kv_mcp: &Path,
+    loadgen_bin: &Path,
+) -> Result<(), String> {
+    let mut cmd = Command::new(ccsd);
+    cmd.arg("--config").arg(config);
+    let (ccsd_proc, line) = start(cmd, "listening on tcp://")?;
+    let ccsd_port: u16 = line
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .ok_or(format!("no port in {line:?}"))?;
+    let mut cmd = Command::new(kv_mcp);
+    cmd.arg("--config").arg(config);
+    let (mcp_proc, _) = start(cmd, "attached")?;
+    let mc_port = free_port();
+    let mut cmd = Command::new(&args.memcached);
+    cmd.args([
+        "-p",
+        &mc_port.to_string(),
+        "-U",
+        "0",
+        "-t",
+        "2",
+        "-l",
+        "127.0.0.1",
+        "-vv",
+    ]);
+    if rustix::process::getuid().is_root() {
+        cmd.args(["-u", "root"]);
+    }
+    let (mc_proc, _) = start(cmd, "server listening")?;
+
+    let (mut ccsd32, mut mc32, mut ccsd1, mut mc1) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        eprintln!("round {round}/{}", args.rounds);
+        ccsd32.push(loadgen(
+            loadgen_bin,
+            ccsd_port,
+            32,
+            args.duration,
+            &[&ccsd_proc, &mcp_proc],
+        )?);
+        mc32.push(loadgen(
+            loadgen_bin,
+            mc_port,
+            32,
+            args.duration,
+            &[&mc_proc],
+        )?);
+        ccsd1.push(loadgen(
+            loadgen_bin,
+            ccsd_port,
+            1,
+            args.duration / 2,
+            &[&ccsd_proc, &mcp_proc],
+        )?);
+        mc1.push(loadgen(
+            loadgen_bin,
+            mc_port,
+            1,
+            args.duration / 2,
+            &[&mc_proc],
+        )?);
+    }
+    let (c32, m32, c1, m1) = (
+        summarize(&ccsd32),
+        summarize(&mc32),
+        summarize(&ccsd1),
+        summarize(&mc1),
+    );
+    println!(
+        "medians of {} rounds, {} s per 32-connection run, {} s per 1-connection run",
+        args.rounds,
+        args.duration,
+        args.duration / 2
+    );
+    println!();
+    println!("| load | server | req/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (load, server, r) in [
+        ("32 conns", "ccsd + kv_mcp", c32),
+        ("32 conns", "memcached", m32),
+        ("1 conn", "ccsd + kv_mcp", c1),
+        ("1 conn", "memcached", m1),
+    ] {
+        println!(
+            "| {load} | {server} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            r.throughput, r.p50, r.p99, r.p999, r.cpu_us_per_request
+        );
+    }
+    println!();
+    println!("| ratio ccsd / memcached | throughput | p50 | p99 | p99.9 |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| 32 conns | {:.2} | {:.2} | {:.2} | {:.2} |",
+        c32.throughput / m32.throughput,
+        c32.p50 / m32.p50,
+        c32.p99 / m32.p99,
+        c32.p999 / m32.p999
+    );
+    println!(
+        "| 1 conn | {:.2} | {:.2} (+{:.1} µs) | {:.2} | {:.2} |",
+        c1.throughput / m1.throughput,
+        c1.p50 / m1.p50,
+        c1.p50 - m1.p50,
+        c1.p99 / m1.p99,
+        c1.p999 / m1.p999
+    );
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! A client connection's bytes: its buffers, cutting its stream into packets pushed into the
+//! worker's request lane, and writing its pending replies.
+//!
+//! The worker actor (`actors/worker.rs`) owns the connections and decides when these run; this
+//! module holds what happens to the bytes, so that the actor file stays about events and messages.
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use log::warn;
+
+use crate::actors::worker::ListenerInfo;
+use crate::clock::monotonic_ns;
+use crate::flow::FlowId;
+use crate::framing::{FrameCheck, FrameError, Framer};
+use crate::lane::{Producer, PushError};
+use crate::logging::LogLimiter;
+use crate::record::{Kind, Reason, RecordHeader, Transport};
+use crate::settings::OnFull;
+use crate::stats::WorkerCounters;
+
+/// Buffers that grew past this are released once empty, so idle connections stay small.
+const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;
+
+/// Why the worker closes a connection: what MCP is told and which counter grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseCause {
+    Peer,
+    SocketError,
+    Malformed,
+    Oversize,
+    ByMcp,
+    QueueFull,
+    Overload,
+}
+
+impl CloseCause {
+    /// What MCP is told in the disconnect notice.
+    pub(crate) fn reason(self) -> Reason {
+        match self {
+            CloseCause::Peer => Reason::PeerClosed,
+            CloseCause::SocketError => Reason::Error,
+            CloseCause::Malformed | CloseCause::Oversize => Reason::Protocol,
+            CloseCause::ByMcp => Reason::Local,
+            CloseCause::QueueFull | CloseCause::Overload => Reason::Overload,
+        }
+    }
+
+    /// Bumps the counter for this cause.
+    pub(crate) fn count(self, c: &mut WorkerCounters) {
+        *match self {
+            CloseCause::Peer => &mut c.closed_peer,
+            CloseCause::SocketError => &mut c.closed_error,
+            CloseCause::Malformed => &mut c.closed_protocol,
+            CloseCause::Oversize => &mut c.closed_oversize,
+            CloseCause::ByMcp => &mut c.closed_by_mcp,
+            CloseCause::QueueFull => &mut c.closed_queue_full,
+            CloseCause::Overload => &mut c.closed_overload,
+        } += 1;
+    }
+}
+
+/// One client connection.
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) listener: usize,
+    /// Bytes of an incomplete packet, kept between reads.
+    pub(crate) rbuf: Vec<u8>,
+    /// When the first byte in `rbuf` was read.
+    pub(crate) rbuf_since_ns: u64,
+    /// Reply bytes not yet written; `wbuf[wpos..]` is pending.
+    pub(crate) wbuf: Vec<u8>,
+    pub(crate) wpos: usize,
+    pub(crate) write_armed: bool,
+    /// Not read from until the request lane has room again (`queues.on_full = "backpressure"`).
+    pub(crate) paused: bool,
+    /// Listed in the worker's dirty list for this turn.
+    pub(crate) dirty: bool,
+    /// MCP asked to close once `wbuf` is written.
+    pub(crate) close_after_flush: bool,
+}
+
+/// Lane and counters a framing pass writes into (split from the worker to satisfy the borrow
+/// checker while a connection is borrowed from the table).
+pub(crate) struct LaneSink<'a> {
+    pub(crate) lane: &'a mut Producer,
+    pub(crate) counters: &'a mut WorkerCounters,
+    pub(crate) on_full: OnFull,
+    pub(crate) full_log: &'a mut LogLimiter,
+    pub(crate) worker: usize,
+}
+
+impl Conn {
+    /// A new connection with empty buffers.
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, listener: usize) -> Conn {
+        Conn {
+            stream,
+            peer,
+            listener,
+            rbuf: Vec::new(),
+            rbuf_since_ns: 0,
+            wbuf: Vec::new(),
+            wpos: 0,
+            write_armed: false,
+            paused: false,
+            dirty: false,
+            close_after_flush: false,
+        }
+    }
+}
+
+/// What became of a connection's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ingested {
+    /// Every complete packet is in the lane; the rest (an incomplete packet) is buffered.
+    Done,
+    /// The lane filled up: complete packets are still buffered and the connection must pause.
+    Blocked,
+}
+
+/// Frames `conn`'s buffered bytes followed by `fresh` ones (just read, `&[]` on a retry) and
+/// pushes every complete packet into the lane, keeping the rest in `conn.rbuf`. Bytes are copied
+/// into the connection only when a packet is incomplete, so a connection whose reads hold whole
+/// packets never grows a buffer of its own.
+pub(crate) fn frame_connection(
+    conn: &mut Conn,
+    flow: FlowId,
+    info: &ListenerInfo,
+    fresh: &[u8],
+    sink: &mut LaneSink<'_>,
+) -> Result<Ingested, CloseCause> {
+    let now = monotonic_ns();
+    let mut header = RecordHeader::new(Kind::Data, flow);
+    header.peer = conn.peer;
+    header.listen_port = info.port;
+    header.transport = Transport::Tcp;
+    header.timestamp_ns = now;
+    let framer = &*info.framer;
+    let framed = if conn.rbuf.is_empty() {
+        let framed = frame_packets(framer, fresh, now, now, &mut header, sink)?;
+        conn.rbuf.extend_from_slice(&fresh[framed.consumed..]);
+        conn.rbuf_since_ns = now;
+        framed
+    } else {
+        conn.rbuf.extend_from_slice(fresh);
+        let framed = frame_packets(
+            framer,
+            &conn.rbuf,
+            conn.rbuf_since_ns,
+            now,
+            &mut header,
+            sink,
+        )?;
+        conn.rbuf.drain(..framed.consumed);
+        if framed.consumed > 0 {
+            conn.rbuf_since_ns = now;
+        }
+        framed
+    };
+    if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_BUFFER_CAPACITY {
+        conn.rbuf = Vec::new();
+    }
+    Ok(if framed.blocked {
+        Ingested::Blocked
+    } else {
+        Ingested::Done
+    })
+}
+
+/// How far a framing pass got.
+struct Framed {
+    /// Bytes of complete packets taken into the lane (or dropped, with `on_full = "drop"`).
+    consumed: usize,
+    /// Stopped at a packet the full lane could not take (`on_full = "backpressure"`).
+    blocked: bool,
+}
+
+/// Frames the packets at the start of `buf` and pushes each into the lane. Returns how many bytes
+/// were consumed (the rest is an incomplete packet, or packets the full lane could not take), or
+/// why the connection must close.
+///
+/// The first packet began at `first_ns` (it may have started in an earlier read); later ones at
+/// `now_ns`. Both travel to MCP in `echo[0]` and come back with the reply.
+fn frame_packets(
+    framer: &dyn Framer,
+    buf: &[u8],
+    first_ns: u64,
+    now_ns: u64,
+    header: &mut RecordHeader,
+    sink: &mut LaneSink<'_>,
+) -> Result<Framed, CloseCause> {
+    let mut off = 0;
+    loop {
+        let rest = &buf[off..];
+        match framer.check(rest) {
+            FrameCheck::Complete(n) => {
+                let packet = &rest[..n];
+                header.payload_len = n as u32;
+                header.echo[0] = if off == 0 { first_ns } else { now_ns };
+                match sink.lane.try_push(&[&header.encode(), packet]) {
+                    Ok(()) => {
+                        sink.counters.packets_in += 1;
+                        sink.counters.bytes_in += n as u64;
+                    }
+                    Err(PushError::Full) if sink.on_full == OnFull::Backpressure => {
+                        sink.counters.backpressure_pauses += 1;
+                        return Ok(Framed {
+                            consumed: off,
+                            blocked: true,
+                        });
+                    }
+                    Err(PushError::Full) if sink.on_full == OnFull::Drop => {
+                        sink.counters.dropped_queue_full += 1;
+                        if let Some(held) = sink.full_log.allow() {
+                            warn!(
+                                "worker {}: request lane full, dropping packets ({held} similar suppressed)",
+                                sink.worker
+                            );
+                        }
+                    }
+                    Err(PushError::Full) => {
+                        if let Some(held) = sink.full_log.allow() {
+                            warn!(
+                                "worker {}: request lane full, closing connections ({held} similar suppressed)",
+                                sink.worker
+                            );
+                        }
+                        return Err(CloseCause::QueueFull);
+                    }
+                    // Settings validation makes every lane hold the largest packet.
+                    Err(PushError::TooLarge { .. }) => return Err(CloseCause::Oversize),
+                }
+                off += n;
+            }
+            FrameCheck::Incomplete if rest.len() > framer.max_packet() => {
+                return Err(CloseCause::Oversize);
+            }
+            FrameCheck::Incomplete => {
+                return Ok(Framed {
+                    consumed: off,
+                    blocked: false,
+                });
+            }
+            FrameCheck::Invalid(FrameError::Oversize { .. }) => return Err(CloseCause::Oversize),
+            FrameCheck::Invalid(FrameError::Malformed(_)) => return Err(CloseCause::Malformed),
+        }
+    }
+}
+
+/// Writes `conn.wbuf[conn.wpos..]`; `Ok(true)` when all of it went out, `Ok(false)` when the
+/// socket would block first.
+pub(crate) fn write_pending(conn: &mut Conn, bytes_out: &mut u64) -> io::Result<bool> {
+    while conn.wpos < conn.wbuf.len() {
+        match (&conn.stream).write(&conn.wbuf[conn.wpos..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                conn.wpos += n;
+                *bytes_out += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    conn.wbuf.clear();
+    conn.wpos = 0;
+    if conn.wbuf.capacity() > KEEP_BUFFER_CAPACITY {
+        conn.wbuf = Vec::new();
+    }
+    Ok(true)
+}

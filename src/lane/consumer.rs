@@ -1,0 +1,269 @@
+//! [`Consumer`]: the end of a lane that reads records, checking every frame, and sleeps until the
+//! producer publishes more.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+use std::ptr;
+use std::sync::atomic::{Ordering, fence};
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+
+use super::Lane;
+use super::layout::{FLAG_PAD, FLAG_RECORD, FRAME_HEADER, FRAME_HEADER_SIZE, frame_size};
+
+/// A frame the consumer refused: the producer broke the protocol. The head stays in front of
+/// the frame; [`Consumer::discard_all`] gets past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneCorrupt {
+    /// The lane file.
+    pub path: PathBuf,
+    /// Monotonic position (head) of the offending frame.
+    pub position: u64,
+    /// The published tail at the time.
+    pub tail: u64,
+    /// The frame's `len` field (0 if the frame header was not read).
+    pub len: u32,
+    /// The frame's `flags` field (0 if the frame header was not read).
+    pub flags: u32,
+    /// What is wrong.
+    pub problem: &'static str,
+}
+
+impl fmt::Display for LaneCorrupt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "lane {} corrupt at position {} (tail {}): frame len {} flags {}: {}",
+            self.path.display(),
+            self.position,
+            self.tail,
+            self.len,
+            self.flags,
+            self.problem
+        )
+    }
+}
+
+impl Error for LaneCorrupt {}
+
+/// The consuming end of a lane: reads frames at its head and releases their space.
+#[derive(Debug)]
+pub struct Consumer {
+    pub(super) lane: Lane,
+    /// Next frame to read; equal to the head in the header between calls.
+    pub(super) head: u64,
+    /// The tail last loaded (checked); reloaded only when head reaches it.
+    pub(super) tail: u64,
+    pub(super) mask: u64,
+}
+
+impl Consumer {
+    /// The lane this consumes from.
+    pub fn lane(&self) -> &Lane {
+        &self.lane
+    }
+
+    /// Appends the next record's bytes to `out` (copied out of shared memory with
+    /// ptr::copy_nonoverlapping into out's spare capacity; reserve as needed) and releases its
+    /// space (store head, Release). Skips PAD frames. Ok(None) when empty.
+    ///
+    /// # Errors
+    /// [`LaneCorrupt`] when the published tail or the next frame breaks the protocol; the head
+    /// is left in front of the offending frame.
+    pub fn pop_into(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, LaneCorrupt> {
+        let capacity = self.lane.capacity;
+        loop {
+            if self.head == self.tail {
+                // SYNC POINT: Acquire load of tail, pairs with the producer's Release store:
+                // every frame before it is fully written.
+                let tail = self.lane.tail().load(Ordering::Acquire);
+                if tail.wrapping_sub(self.head) > capacity {
+                    return Err(self.corrupt(tail, 0, 0, "tail is behind head or beyond capacity"));
+                }
+                self.tail = tail;
+                if self.head == tail {
+                    return Ok(None);
+                }
+            }
+            let available = self.tail - self.head;
+            if self.head % 8 != 0 || available < FRAME_HEADER {
+                return Err(self.corrupt(self.tail, 0, 0, "frame boundary is not 8-aligned"));
+            }
+            let off = self.head & self.mask;
+            let to_end = capacity - off;
+            let word = self.lane.region.frame_word(off).load(Ordering::Relaxed);
+            let (len, flags) = (word as u32, (word >> 32) as u32);
+            match flags {
+                FLAG_PAD => {
+                    if u64::from(len) != to_end - FRAME_HEADER {
+                        return Err(self.corrupt(
+                            self.tail,
+                            len,
+                            flags,
+                            "PAD does not end at the end of the data area",
+                        ));
+                    }
+                    if to_end > available {
+                        return Err(self.corrupt(self.tail, len, flags, "frame extends past tail"));
+                    }
+                    self.release(self.head + to_end);
+                }
+                FLAG_RECORD => {
+                    let frame = frame_size(u64::from(len));
+                    let problem = if u64::from(len) > capacity - FRAME_HEADER {
+                        "len exceeds capacity - 8"
+                    } else if frame > to_end {
+                        "frame crosses the end of the data area"
+                    } else if frame > available {
+                        "frame extends past tail"
+                    } else {
+                        let len = len as usize;
+                        out.reserve(len);
+                        // SAFETY: [off + 8, off + 8 + len) lies inside the data area (frame <=
+                        // capacity - off) of a LANE_HEADER_SIZE + capacity byte mapping, and
+                        // before the published tail, so the producer finished writing it and
+                        // leaves it alone until we store a head past it. `out` has `len` spare
+                        // bytes after reserve; heap memory cannot overlap the mapping.
+                        unsafe {
+                            let src = self
+                                .lane
+                                .region
+                                .data()
+                                .add(off as usize + FRAME_HEADER_SIZE);
+                            ptr::copy_nonoverlapping(src, out.as_mut_ptr().add(out.len()), len);
+                            out.set_len(out.len() + len);
+                        }
+                        self.release(self.head + frame);
+                        return Ok(Some(len));
+                    };
+                    return Err(self.corrupt(self.tail, len, flags, problem));
+                }
+                _ => {
+                    return Err(self.corrupt(
+                        self.tail,
+                        len,
+                        flags,
+                        "flags is neither 0 (record) nor 1 (PAD)",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Moves the head to `head`, handing the space before it back to the producer.
+    fn release(&mut self, head: u64) {
+        self.head = head;
+        // SYNC POINT: Release store of head, pairs with the producer's Acquire load: our reads
+        // of the released frames happen before it overwrites them.
+        self.lane.head().store(head, Ordering::Release);
+    }
+
+    fn corrupt(&self, tail: u64, len: u32, flags: u32, problem: &'static str) -> LaneCorrupt {
+        LaneCorrupt {
+            path: self.lane.path.clone(),
+            position: self.head,
+            tail,
+            len,
+            flags,
+            problem,
+        }
+    }
+
+    /// Drops every published record (head = tail); returns bytes skipped. Used after
+    /// LaneCorrupt so the lane stays usable.
+    pub fn discard_all(&mut self) -> u64 {
+        // SYNC POINT: Acquire load of tail, as in pop_into.
+        let tail = self.lane.tail().load(Ordering::Acquire);
+        let skipped = tail.wrapping_sub(self.head);
+        self.tail = tail;
+        self.release(tail);
+        skipped
+    }
+
+    /// True when published records are waiting (Acquire load of tail vs our head).
+    pub fn has_records(&self) -> bool {
+        // SYNC POINT: Acquire load of tail, as in pop_into.
+        self.lane.tail().load(Ordering::Acquire) != self.head
+    }
+
+    /// Announces that we are about to sleep. Returns false when records arrived meanwhile (do
+    /// not sleep, pop them); true when the caller may block on [`Consumer::wake_fd`]: a
+    /// producer that publishes from now on writes a wake-up byte. Call
+    /// [`Consumer::after_wake`] after blocking.
+    pub fn prepare_sleep(&mut self) -> bool {
+        if self.head != self.tail {
+            return false;
+        }
+        let waiting = self.lane.consumer_waiting();
+        waiting.store(1, Ordering::Relaxed);
+        // SYNC POINT: SeqCst fence between storing consumer_waiting and loading tail, paired
+        // with the fence in Producer::publish (Dekker): either we see its new tail here, or it
+        // sees our flag and writes the FIFO.
+        fence(Ordering::SeqCst);
+        // SYNC POINT: Acquire load of tail, as in pop_into.
+        if self.lane.tail().load(Ordering::Acquire) != self.head {
+            waiting.store(0, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Ends a sleep: clears consumer_waiting and drains the FIFO.
+    ///
+    /// # Errors
+    /// Reading the FIFO failed (other than it being empty).
+    pub fn after_wake(&mut self) -> io::Result<()> {
+        // A stale wake-up byte written after this store costs one spurious wake-up, never a lost one.
+        self.lane.consumer_waiting().store(0, Ordering::Relaxed);
+        let mut buf = [0u8; 64];
+        loop {
+            match rustix::io::read(self.lane.fifo.as_fd(), &mut buf) {
+                // A short read emptied the FIFO: no need for a read that says so.
+                Ok(n) if n < buf.len() => return Ok(()),
+                Err(Errno::AGAIN) => return Ok(()),
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Withdraws a [`prepare_sleep`](Consumer::prepare_sleep) when the caller woke for another
+    /// reason and its FIFO did not fire: clears the waiting flag without touching the FIFO, so the
+    /// producer stops signalling. Costs no syscall.
+    pub fn cancel_sleep(&mut self) {
+        // SYNC POINT: the caller pops records after this; a record published before this store
+        // is found by that pop, one published after it needs no wake-up.
+        self.lane.consumer_waiting().store(0, Ordering::Relaxed);
+    }
+
+    /// The FIFO, to register in a polling::Poller by the caller (readable = wake up).
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.lane.fifo.as_fd()
+    }
+
+    /// Convenience for simple consumers: if empty, prepare_sleep and block in poll(2) on the
+    /// FIFO up to `timeout` (None = forever), then after_wake. Returns when records may be
+    /// available or on timeout.
+    ///
+    /// # Errors
+    /// poll(2) or draining the FIFO failed.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.has_records() || !self.prepare_sleep() {
+            return Ok(());
+        }
+        // A timeout too large for a timespec is as good as forever.
+        let timeout = timeout.and_then(|t| Timespec::try_from(t).ok());
+        let mut fds = [PollFd::from_borrowed_fd(self.wake_fd(), PollFlags::IN)];
+        let polled = rustix::event::poll(&mut fds, timeout.as_ref());
+        self.after_wake()?;
+        match polled {
+            Ok(_) | Err(Errno::INTR) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Settings: the settings file, its environment overrides and their validation.
+//!
+//! ccsd reads one TOML file: the built-in [`DEFAULT_SETTINGS_TOML`], or the file given with
+//! `--config`, which replaces it as a whole. Keys a file leaves out take their defaults, and a file
+//! without `[[listen]]` tables gets the default listener. Environment variables named
+//! `CCSD_<SECTION>__<KEY>` override single keys (`CCSD_QUEUES__CAPACITY=64MiB`); `[[listen]]` tables
+//! cannot be overridden that way.
+//!
+//! Loading reports every problem it finds in one go, each starting with the key it concerns, so an
+//! operator fixes a file in one round. `docs/configuration.md` describes every key.
+//!
+//! # Examples
+//!
+//! ```
+//! use ccsd::settings::Settings;
+//!
+//! let settings = Settings::from_toml_str("[queues]\ncapacity = \"64MiB\"\n")?;
+//! assert_eq!(settings.queues.capacity.bytes(), 64 << 20);
+//! assert_eq!(settings.listen.len(), 1);
+//! # Ok::<(), ccsd::settings::SettingsError>(())
+//! ```
+
+use std::error::Error;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+mod load;
+mod sections;
+mod units;
+mod validate;
+
+pub use sections::{
+    BrokerSettings, Dispatch, Endian, LengthIncludes, ListenSettings, LogSettings, OnFull, Proto,
+    QueueSettings, StatsSettings,
+};
+pub use units::ByteSize;
+
+use load::{env_key, load_file, parse};
+use validate::Validation;
+
+/// The built-in settings file: every key with its default value and a comment.
+///
+/// [`Settings::load`] uses it when no file is given; [`Settings::default`] equals it parsed.
+pub const DEFAULT_SETTINGS_TOML: &str = include_str!("../../settings/default.toml");
+
+/// Everything ccsd can be told, one field per top-level section of the settings file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `[broker]`: the worker threads and how connections are spread over them.
+    pub broker: BrokerSettings,
+    /// `[queues]`: the shared-memory lanes to and from the business process.
+    pub queues: QueueSettings,
+    /// `[[listen]]`: one entry per listening socket.
+    pub listen: Vec<ListenSettings>,
+    /// `[log]`: the diagnostic log.
+    pub log: LogSettings,
+    /// `[stats]`: periodic statistics.
+    pub stats: StatsSettings,
+}
+
+/// Every problem found in the settings, one per line, each starting with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError {
+    /// The problems, in the order they were found.
+    pub problems: Vec<String>,
+}
+
+impl SettingsError {
+    fn check(problems: Vec<String>) -> Result<(), SettingsError> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError { problems })
+        }
+    }
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problems.join("\n"))
+    }
+}
+
+impl Error for SettingsError {}
+
+impl Default for Settings {
+    /// The built-in defaults: what [`DEFAULT_SETTINGS_TOML`] says, one listener on 127.0.0.1:7300.
+    fn default() -> Self {
+        Settings {
+            broker: BrokerSettings::default(),
+            queues: QueueSettings::default(),
+            listen: vec![ListenSettings::default()],
+            log: LogSettings::default(),
+            stats: StatsSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the settings file at `path` (the built-in [`DEFAULT_SETTINGS_TOML`] when `None`),
+    /// applies the `CCSD_<SECTION>__<KEY>` environment variables of this process and validates.
+    ///
+    /// Variable names are case-insensitive; each value is read as text and converted to its key's
+    /// type, exactly as if written as a string in the file (`CCSD_QUEUES__NAME=007` stays `"007"`).
+    /// Every `CCSD_` variable is taken as an override, so an unknown one is an error.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found: an unreadable or malformed file, unknown keys, values of the wrong
+    /// type and everything [`Settings::validate`] rejects.
+    pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
+        let mut env = Vec::new();
+        let mut problems = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str() else { continue };
+            let Some(key) = env_key(name) else { continue };
+            match value.into_string() {
+                Ok(value) => env.push((name.to_owned(), value)),
+                Err(_) => problems.push(format!("{key} (from {name}): value is not valid UTF-8")),
+            }
+        }
+        load_file(path, env, problems)
+    }
+
+    /// Like [`Settings::load`], but with the environment variables given as `(name, value)` pairs
+    /// instead of the process environment.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Settings::load`].
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        load_file(path, env.into_iter().collect(), Vec::new())
+    }
+
+    /// Parses and validates settings from TOML text, without environment overrides.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Settings::load`].
+    pub fn from_toml_str(toml: &str) -> Result<Settings, SettingsError> {
+        parse("settings", toml, Vec::new(), Vec::new())
+    }
+
+    /// Checks the rules that types alone cannot express, such as value ranges and rules that span
+    /// several keys; [`Settings::load`] already calls it.
+    ///
+    /// # Errors
+    ///
+    /// Every rule broken, each problem starting with the key concerned.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let listeners: Vec<_> = self.listen.iter().map(Some).collect();
+        let mut problems = Vec::new();
+        Validation {
+            broker: Some(&self.broker),
+            queues: Some(&self.queues),
+            listen: Some(&listeners),
+            stats: Some(&self.stats),
+        }
+        .check(&mut problems);
+        SettingsError::check(problems)
+    }
+
+    /// Path of worker `worker`'s request lane: `{queues.dir}/{queues.name}.req.{worker}`.
+    pub fn request_lane_path(&self, worker: usize) -> PathBuf {
+        self.queues
+            .dir
+            .join(format!("{}.req.{worker}", self.queues.name))
+    }
+
+    /// Path of the response lane: `{queues.dir}/{queues.name}.rsp`.
+    pub fn response_lane_path(&self) -> PathBuf {
+        self.queues.dir.join(format!("{}.rsp", self.queues.name))
+    }
+
+    /// Path of the single-instance lock: `{queues.dir}/{queues.name}.lock`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.queues.dir.join(format!("{}.lock", self.queues.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_equals_the_built_in_settings_file() {
+        assert_eq!(
+            Settings::from_toml_str(DEFAULT_SETTINGS_TOML),
+            Ok(Settings::default())
+        );
+    }
+}

@@ -1,0 +1,335 @@
+//! The section structs of the settings file, their defaults, and how their fields are read.
+//!
+//! Each `[section]` is a `#[serde(default)]` struct, so a key left out takes the value its
+//! `Default` gives; `settings/default.toml` must say the same. Keywords, addresses, log levels,
+//! durations and optional paths are read by the small deserializers at the end of this file.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::thread;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use super::units::{ByteSize, KIB, MIB, parse_duration};
+
+/// Flow ids carry the worker index in 8 bits.
+pub(super) const MAX_WORKERS: usize = 255;
+
+/// `[broker]`: the worker threads and how connections are spread over them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerSettings {
+    /// Worker threads (1 to 255); `None` means one per core, see [`BrokerSettings::worker_count`].
+    pub workers: Option<usize>,
+    /// Whether workers run without locks; `false` (locked mode) is not available yet.
+    pub unlocked_mode: bool,
+    /// How new connections are assigned to workers.
+    pub dispatch: Dispatch,
+    /// Messages each worker's mailbox holds.
+    pub mailbox_capacity: usize,
+    /// How long a thread keeps polling without sleeping after it last had work (0: sleep at
+    /// once). Spinning trades CPU for latency: each hop of a request skips a sleep and a wake-up.
+    #[serde(deserialize_with = "duration")]
+    pub idle_spin: Duration,
+}
+
+impl BrokerSettings {
+    /// The number of worker threads to start: `workers` if set, otherwise the number of cores
+    /// (1 if it cannot be determined), at most 255.
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            thread::available_parallelism()
+                .map_or(1, NonZeroUsize::get)
+                .min(MAX_WORKERS)
+        })
+    }
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            workers: None,
+            unlocked_mode: true,
+            dispatch: Dispatch::default(),
+            mailbox_capacity: 4096,
+            idle_spin: Duration::ZERO,
+        }
+    }
+}
+
+/// How new connections are assigned to workers (`broker.dispatch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dispatch {
+    /// `"fd_modulo"`: the worker is the connection's file descriptor modulo the worker count.
+    #[default]
+    FdModulo,
+    /// `"round_robin"`: each worker in turn.
+    RoundRobin,
+    /// `"least_connections"`: the worker holding the fewest connections.
+    LeastConnections,
+}
+
+impl<'de> Deserialize<'de> for Dispatch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        keyword(
+            deserializer,
+            &[
+                ("fd_modulo", Dispatch::FdModulo),
+                ("round_robin", Dispatch::RoundRobin),
+                ("least_connections", Dispatch::LeastConnections),
+            ],
+        )
+    }
+}
+
+/// `[queues]`: the shared-memory lanes to and from the business process.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Directory holding the lanes and their FIFOs.
+    pub dir: PathBuf,
+    /// Prefix of every shared-memory object and FIFO name.
+    pub name: String,
+    /// Bytes per lane.
+    pub capacity: ByteSize,
+    /// What a worker does with a packet when its request lane is full.
+    pub on_full: OnFull,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            dir: PathBuf::from("/dev/shm"),
+            name: "ccsd".to_owned(),
+            capacity: ByteSize(32 * MIB),
+            on_full: OnFull::default(),
+        }
+    }
+}
+
+/// What a worker does with a packet when its request lane is full (`queues.on_full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFull {
+    /// `"backpressure"`: stop reading that client until the lane has room; nothing is lost and
+    /// TCP flow control slows the client down.
+    #[default]
+    Backpressure,
+    /// `"drop"`: drop the packet (and count it).
+    Drop,
+    /// `"close"`: close the connection the packet came from.
+    Close,
+}
+
+impl<'de> Deserialize<'de> for OnFull {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        keyword(
+            deserializer,
+            &[
+                ("backpressure", OnFull::Backpressure),
+                ("drop", OnFull::Drop),
+                ("close", OnFull::Close),
+            ],
+        )
+    }
+}
+
+/// `[[listen]]`: one listening socket and how packets are cut out of its connections' bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenSettings {
+    /// Address to listen on; port 0 lets the system pick one.
+    #[serde(deserialize_with = "socket_addr")]
+    pub addr: SocketAddr,
+    /// Transport protocol.
+    pub proto: Proto,
+    /// Name of the framing (see [`crate::framing::known_framings`]).
+    pub framing: String,
+    /// Largest packet accepted, length prefix included.
+    pub max_packet: ByteSize,
+    /// Byte offset of the length field in the packet.
+    pub length_offset: usize,
+    /// Size of the length field in bytes: 1, 2, 4 or 8.
+    pub length_size: u8,
+    /// Byte order of the length field.
+    pub length_endian: Endian,
+    /// What the value of the length field counts.
+    pub length_includes: LengthIncludes,
+    /// Added to the total packet length computed from the length field.
+    pub length_adjust: i64,
+    /// Largest request head (request line and header fields) the `http` framing accepts.
+    pub http_max_header: ByteSize,
+}
+
+impl Default for ListenSettings {
+    fn default() -> Self {
+        ListenSettings {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7300)),
+            proto: Proto::default(),
+            framing: "length".to_owned(),
+            max_packet: ByteSize(16 * MIB),
+            length_offset: 0,
+            length_size: 4,
+            length_endian: Endian::default(),
+            length_includes: LengthIncludes::default(),
+            length_adjust: 0,
+            http_max_header: ByteSize(8 * KIB),
+        }
+    }
+}
+
+/// Transport protocol of a listener (`listen[i].proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Proto {
+    /// `"tcp"`.
+    #[default]
+    Tcp,
+    /// `"udp"`: not available yet.
+    Udp,
+}
+
+impl<'de> Deserialize<'de> for Proto {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        keyword(deserializer, &[("tcp", Proto::Tcp), ("udp", Proto::Udp)])
+    }
+}
+
+/// Byte order of a length field (`listen[i].length_endian`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Endian {
+    /// `"big"`: most significant byte first (network order).
+    #[default]
+    Big,
+    /// `"little"`: least significant byte first.
+    Little,
+}
+
+impl<'de> Deserialize<'de> for Endian {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        keyword(
+            deserializer,
+            &[("big", Endian::Big), ("little", Endian::Little)],
+        )
+    }
+}
+
+/// What the value of a length field counts (`listen[i].length_includes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LengthIncludes {
+    /// `"body"`: the bytes after the length field.
+    #[default]
+    Body,
+    /// `"field"`: the length field itself and the bytes after it.
+    Field,
+    /// `"all"`: the whole packet from its first byte.
+    All,
+}
+
+impl<'de> Deserialize<'de> for LengthIncludes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        keyword(
+            deserializer,
+            &[
+                ("body", LengthIncludes::Body),
+                ("field", LengthIncludes::Field),
+                ("all", LengthIncludes::All),
+            ],
+        )
+    }
+}
+
+/// `[log]`: the diagnostic log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Least severe level written.
+    #[serde(deserialize_with = "level_filter")]
+    pub level: log::LevelFilter,
+    /// Log file; `None` (or an empty string) means no log file.
+    #[serde(deserialize_with = "optional_path")]
+    pub file: Option<PathBuf>,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: log::LevelFilter::Info,
+            file: None,
+        }
+    }
+}
+
+/// `[stats]`: periodic statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsSettings {
+    /// How often statistics are gathered and the status file rewritten.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// JSON status file, replaced atomically; `None` (or an empty string) means none.
+    #[serde(deserialize_with = "optional_path")]
+    pub file: Option<PathBuf>,
+}
+
+impl Default for StatsSettings {
+    fn default() -> Self {
+        StatsSettings {
+            interval: Duration::from_secs(1),
+            file: None,
+        }
+    }
+}
+
+/// Deserializes one of a fixed set of lower-case keywords (case-insensitively).
+fn keyword<'de, D: Deserializer<'de>, T: Copy>(
+    deserializer: D,
+    choices: &[(&str, T)],
+) -> Result<T, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let wanted = text.trim();
+    choices
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+        .map(|&(_, value)| value)
+        .ok_or_else(|| {
+            let names: Vec<String> = choices
+                .iter()
+                .map(|(name, _)| format!("{name:?}"))
+                .collect();
+            de::Error::custom(format!(
+                "unknown value {text:?}, expected one of {}",
+                names.join(", ")
+            ))
+        })
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.trim().parse().map_err(|_| {
+        de::Error::custom(format!(
+            "invalid socket address {text:?}, expected an IP address and a port such as \"127.0.0.1:7300\" or \"[::1]:7300\""
+        ))
+    })
+}
+
+fn level_filter<'de, D: Deserializer<'de>>(deserializer: D) -> Result<log::LevelFilter, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.trim().parse().map_err(|_| {
+        de::Error::custom(format!(
+            "unknown log level {text:?}, expected one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\""
+        ))
+    })
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(de::Error::custom)
+}
+
+/// An empty string means "none", so an environment variable can switch a file off.
+fn optional_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    Ok(text.filter(|text| !text.is_empty()).map(PathBuf::from))
+}

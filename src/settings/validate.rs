@@ -1,0 +1,216 @@
+//! The rules that types alone cannot express: value ranges and rules spanning several keys.
+//!
+//! Each rule adds a problem starting with the key it concerns and carries on, so one run reports
+//! every broken rule.
+
+use std::fs;
+use std::time::Duration;
+
+use super::sections::{
+    BrokerSettings, ListenSettings, MAX_WORKERS, Proto, QueueSettings, StatsSettings,
+};
+use super::units::{ByteSize, GIB, KIB};
+use crate::lane::FRAME_HEADER_SIZE;
+use crate::record::RECORD_HEADER_SIZE;
+
+/// Bytes every packet costs in a request lane on top of its own length: the 64-byte record header
+/// plus the 8-byte frame header of the lane.
+const LANE_OVERHEAD: u64 = (RECORD_HEADER_SIZE + FRAME_HEADER_SIZE) as u64;
+/// The longest `broker.idle_spin` accepted.
+const MAX_IDLE_SPIN: Duration = Duration::from_millis(10);
+
+/// The smallest `listen[i].http_max_header`: room for a request line and a `Host` field.
+const MIN_HTTP_HEADER: u64 = 64;
+
+/// The sections to validate. `None` stands for a section (or `[[listen]]` table) that failed to
+/// deserialize: its problem is already reported, so the rules involving it are skipped.
+pub(super) struct Validation<'a> {
+    pub(super) broker: Option<&'a BrokerSettings>,
+    pub(super) queues: Option<&'a QueueSettings>,
+    pub(super) listen: Option<&'a [Option<&'a ListenSettings>]>,
+    pub(super) stats: Option<&'a StatsSettings>,
+}
+
+impl Validation<'_> {
+    pub(super) fn check(&self, problems: &mut Vec<String>) {
+        if let Some(broker) = self.broker {
+            broker.check(problems);
+        }
+        if let Some(queues) = self.queues {
+            queues.check(problems);
+        }
+        if let Some(listeners) = self.listen {
+            check_listeners(listeners, problems);
+            if let Some(queues) = self.queues {
+                check_lane_holds_packets(queues.capacity, listeners, problems);
+            }
+        }
+        if let Some(stats) = self.stats {
+            stats.check(problems);
+        }
+    }
+}
+
+fn check_lane_holds_packets(
+    capacity: ByteSize,
+    listeners: &[Option<&ListenSettings>],
+    problems: &mut Vec<String>,
+) {
+    for (i, listen) in listeners.iter().enumerate() {
+        let Some(listen) = listen else { continue };
+        if listen.max_packet.bytes().saturating_add(LANE_OVERHEAD) > capacity.bytes() {
+            problems.push(format!(
+                "queues.capacity: {capacity} cannot hold listen[{i}].max_packet ({}) plus {LANE_OVERHEAD} bytes of headers",
+                listen.max_packet
+            ));
+        }
+    }
+}
+
+impl BrokerSettings {
+    fn check(&self, problems: &mut Vec<String>) {
+        match self.workers {
+            Some(0) => problems.push("broker.workers: must be at least 1".to_owned()),
+            Some(n) if n > MAX_WORKERS => problems.push(format!(
+                "broker.workers: must be at most {MAX_WORKERS} (flow ids carry 8 bits of worker), got {n}"
+            )),
+            _ => {}
+        }
+        if !self.unlocked_mode {
+            problems.push(
+                "broker.unlocked_mode: locked mode is not available yet; set it to true".to_owned(),
+            );
+        }
+        if self.mailbox_capacity < 16 {
+            problems.push(format!(
+                "broker.mailbox_capacity: must be at least 16, got {}",
+                self.mailbox_capacity
+            ));
+        }
+        if self.idle_spin > MAX_IDLE_SPIN {
+            problems.push(format!(
+                "broker.idle_spin: at most 10ms, got {:?} (longer spinning only burns CPU)",
+                self.idle_spin
+            ));
+        }
+    }
+}
+
+impl QueueSettings {
+    fn check(&self, problems: &mut Vec<String>) {
+        let name = &self.name;
+        if name.is_empty() {
+            problems.push("queues.name: must not be empty".to_owned());
+        } else if name.len() > 128 {
+            problems.push(format!(
+                "queues.name: must be at most 128 characters, got {}",
+                name.len()
+            ));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            problems.push(format!(
+                "queues.name: {name:?} may only contain A-Z, a-z, 0-9, '.', '_' and '-'"
+            ));
+        }
+        match fs::metadata(&self.dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => problems.push(format!(
+                "queues.dir: {} is not a directory",
+                self.dir.display()
+            )),
+            Err(err) => problems.push(format!("queues.dir: {}: {err}", self.dir.display())),
+        }
+        let capacity = self.capacity;
+        if !capacity.bytes().is_power_of_two() {
+            problems.push(format!(
+                "queues.capacity: must be a power of two, got {capacity}"
+            ));
+        }
+        if !(64 * KIB..=4 * GIB).contains(&capacity.bytes()) {
+            problems.push(format!(
+                "queues.capacity: must be between 64KiB and 4GiB, got {capacity}"
+            ));
+        }
+    }
+}
+
+fn check_listeners(listeners: &[Option<&ListenSettings>], problems: &mut Vec<String>) {
+    if listeners.is_empty() {
+        problems.push("listen: at least one [[listen]] table is required".to_owned());
+    }
+    for (i, listen) in listeners.iter().enumerate() {
+        let Some(listen) = listen else { continue };
+        listen.check(i, problems);
+        let port = listen.addr.port();
+        if let Some(j) = listeners[..i]
+            .iter()
+            .position(|other| port != 0 && other.is_some_and(|other| other.addr == listen.addr))
+        {
+            problems.push(format!(
+                "listen[{i}].addr: {} is already used by listen[{j}]",
+                listen.addr
+            ));
+        }
+    }
+}
+
+impl ListenSettings {
+    fn check(&self, i: usize, problems: &mut Vec<String>) {
+        if self.proto == Proto::Udp {
+            problems.push(format!("listen[{i}].proto: udp is not available yet"));
+        }
+        if !crate::framing::is_known(&self.framing) {
+            problems.push(format!(
+                "listen[{i}].framing: unknown framing {:?}, known framings: {}",
+                self.framing,
+                crate::framing::known_framings().join(", ")
+            ));
+        }
+        let max_packet = self.max_packet;
+        if !(1..=GIB).contains(&max_packet.bytes()) {
+            problems.push(format!(
+                "listen[{i}].max_packet: must be between 1B and 1GiB, got {max_packet}"
+            ));
+        }
+        let max_header = self.http_max_header;
+        if !(MIN_HTTP_HEADER..=GIB).contains(&max_header.bytes()) {
+            problems.push(format!(
+                "listen[{i}].http_max_header: must be between {} and 1GiB, got {max_header}",
+                ByteSize(MIN_HTTP_HEADER)
+            ));
+        }
+        if ![1, 2, 4, 8].contains(&self.length_size) {
+            problems.push(format!(
+                "listen[{i}].length_size: must be 1, 2, 4 or 8, got {}",
+                self.length_size
+            ));
+        }
+        if self.length_offset > 1024 {
+            problems.push(format!(
+                "listen[{i}].length_offset: must be at most 1024, got {}",
+                self.length_offset
+            ));
+        } else {
+            let header = self.length_offset as u64 + u64::from(self.length_size);
+            if max_packet.bytes() != 0 && max_packet.bytes() < header {
+                problems.push(format!(
+                    "listen[{i}].max_packet: {max_packet} is smaller than the length header (length_offset + length_size = {header} bytes)"
+                ));
+            }
+        }
+    }
+}
+
+impl StatsSettings {
+    fn check(&self, problems: &mut Vec<String>) {
+        if self.interval < Duration::from_millis(10) {
+            problems.push(format!(
+                "stats.interval: must be at least 10ms, got {:?}",
+                self.interval
+            ));
+        }
+    }
+}

@@ -76,6 +76,7 @@ pub fn run<S: Service>(service: &mut S) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    mcp.set_idle_spin(settings.broker.idle_spin);
     info!(
         "{name} attached: {} request lanes, epoch {}",
         mcp.request_lanes(),

@@ -55,6 +55,10 @@ pub fn handle(store: &mut Store, packet: &[u8], out: &mut Vec<u8>) -> After {
         out.extend_from_slice(b"ERROR\r\n");
         return After::KeepOpen;
     };
+    if !is_command(command) {
+        out.extend_from_slice(b"ERROR\r\n");
+        return After::KeepOpen;
+    }
     if matches!(command, b"get" | b"gets") {
         if data.is_empty() {
             get(store, words, command == b"gets", out);
@@ -388,6 +392,7 @@ mod tests {
         let long_key = format!("get {}\r\n", "k".repeat(251));
         for (packet, expected) in [
             (&b"bogus\r\n"[..], "ERROR\r\n"),
+            (b"ms k 1\r\nx\r\n", "ERROR\r\n"),
             (b"\r\n", "ERROR\r\n"),
             (b"get\r\n", "ERROR\r\n"),
             (b"get k", "CLIENT_ERROR bad command line format\r\n"),

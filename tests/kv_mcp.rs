@@ -149,6 +149,19 @@ fn memcache_data_block_split_across_writes_is_one_command() {
 }
 
 #[test]
+fn memcache_value_larger_than_one_reply_record_comes_back_whole() {
+    let kv = KvServer::start();
+    let mut s = kv.memcache();
+    let value: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let set = format!("set big 1 0 {}\r\n{value}\r\n", value.len());
+    exchange(&mut s, set.as_bytes(), "STORED\r\n");
+    let expected = format!("VALUE big 1 {}\r\n{value}\r\nEND\r\n", value.len());
+    exchange(&mut s, b"get big\r\n", &expected);
+}
+
+#[test]
 fn memcache_noreply_commands_answer_nothing() {
     let kv = KvServer::start();
     let mut s = kv.memcache();

@@ -83,10 +83,15 @@ impl TestEnv {
     }
 
     pub fn start_echo_mcp(&self) -> Proc {
-        let mut cmd = Command::new(example_bin("echo_mcp"));
+        self.start_mcp("echo_mcp")
+    }
+
+    /// Starts the example MCP `name` on this test's config and waits until it has attached.
+    pub fn start_mcp(&self, name: &'static str) -> Proc {
+        let mut cmd = Command::new(example_bin(name));
         cmd.arg("--config").arg(&self.config);
-        let mut p = Proc::spawn(cmd, "echo_mcp");
-        p.wait_for_line("echo_mcp attached");
+        let mut p = Proc::spawn(cmd, name);
+        p.wait_for_line(&format!("{name} attached"));
         p
     }
 
@@ -276,4 +281,36 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// A command running the stock client `name`, killed by `timeout` if it runs longer than
+/// [`WAIT`]. Fails the test, naming the Debian package to install, when `name` is not on `PATH`.
+pub fn tool(name: &str, package: &str) -> Command {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()));
+    assert!(
+        on_path,
+        "{name} is not installed: it comes with Debian's {package} package \
+         (apt-get install -y {package})"
+    );
+    let mut cmd = Command::new("timeout");
+    cmd.arg(WAIT.as_secs().to_string()).arg(name);
+    cmd
+}
+
+/// Runs `cmd` to completion and returns its standard output; fails the test, with its standard
+/// error, if it does not exit with status 0.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

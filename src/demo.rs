@@ -5,7 +5,6 @@
 //! server from one command.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::Duration;
 
 use crate::mcp::{McpEndpoint, McpError, Message};
@@ -27,8 +26,8 @@ pub struct EchoCounters {
 
 /// Answers requests until `stop` is set.
 ///
-/// When the response lane is full (ccsd is not reading), it flushes and retries with a growing
-/// pause, so no reply is lost and no core is burnt.
+/// When the response lane is full (ccsd is not reading), it waits for room
+/// ([`McpEndpoint::when_room`]), so no reply is lost.
 ///
 /// # Errors
 /// Waiting on the lanes failed, or a reply is longer than a lane can carry.
@@ -41,7 +40,7 @@ pub fn serve_echo(mcp: &mut McpEndpoint, stop: &AtomicBool) -> Result<EchoCounte
         }
         match msg.header().kind {
             Kind::Data => {
-                reply_when_room(mcp, &msg, stop)?;
+                mcp.when_room(|mcp| mcp.reply(msg.header(), msg.payload()))?;
                 counters.echoed += 1;
             }
             Kind::Disconnect => counters.disconnects += 1,
@@ -53,22 +52,4 @@ pub fn serve_echo(mcp: &mut McpEndpoint, stop: &AtomicBool) -> Result<EchoCounte
     }
     mcp.flush()?;
     Ok(counters)
-}
-
-fn reply_when_room(
-    mcp: &mut McpEndpoint,
-    msg: &Message,
-    stop: &AtomicBool,
-) -> Result<(), McpError> {
-    let mut pause = Duration::from_micros(50);
-    loop {
-        match mcp.reply(msg.header(), msg.payload()) {
-            Err(McpError::Full) if !stop.load(Ordering::Relaxed) => {
-                mcp.flush()?;
-                thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
 }

@@ -362,6 +362,29 @@ impl McpEndpoint {
         Ok(())
     }
 
+    /// Runs `queue` (a reply, a close, any send) until the response lane has room for it: while
+    /// the lane is full (ccsd is not reading), publishes what is queued and retries after a pause
+    /// that doubles from 50 µs up to 20 ms, so nothing is lost and no core is burnt.
+    ///
+    /// # Errors
+    /// Any error of `queue` other than [`McpError::Full`], or a failed flush.
+    pub fn when_room(
+        &mut self,
+        mut queue: impl FnMut(&mut McpEndpoint) -> Result<(), McpError>,
+    ) -> Result<(), McpError> {
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match queue(self) {
+                Err(McpError::Full) => {
+                    self.flush()?;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Makes queued replies visible to ccsd and wakes it if it sleeps.
     ///
     /// # Errors

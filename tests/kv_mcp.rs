@@ -179,7 +179,7 @@ fn memcache_noreply_commands_answer_nothing() {
 fn memcache_version_and_stats_answer() {
     let kv = KvServer::start();
     let mut s = kv.memcache();
-    let version = format!("VERSION ccsd-kv-{}\r\n", env!("CARGO_PKG_VERSION"));
+    let version = format!("VERSION 1.6.0 ccsd-kv-{}\r\n", env!("CARGO_PKG_VERSION"));
     exchange(&mut s, b"version\r\n", &version);
     s.write_all(b"set k 0 0 1\r\nx\r\nstats\r\n").unwrap();
     let mut text = Vec::new();

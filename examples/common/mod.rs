@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::thread;
 use std::time::Duration;
 
 use ccsd::mcp::{McpEndpoint, McpError, Message};
@@ -18,9 +17,6 @@ use log::{error, info};
 /// Largest payload of one reply record. A longer reply goes out as several records, which ccsd
 /// writes to the client back to back; this size fits the smallest lane `queues.capacity` allows.
 const REPLY_CHUNK: usize = 16 * 1024;
-
-/// The longest pause between two attempts to queue a reply while the response lane is full.
-const MAX_FULL_PAUSE: Duration = Duration::from_millis(20);
 
 /// What happens to the connection after a request's reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,35 +117,14 @@ fn serve<S: Service>(mcp: &mut McpEndpoint, service: &mut S) -> Result<(), McpEr
             reply.clear();
             let after = service.handle(msg.payload(), &mut reply);
             for chunk in reply.chunks(REPLY_CHUNK) {
-                when_room(mcp, |mcp| mcp.reply(header, chunk))?;
+                mcp.when_room(|mcp| mcp.reply(header, chunk))?;
             }
             if after == After::Close {
-                when_room(mcp, |mcp| mcp.close(header.flow, CloseMode::AfterFlush))?;
+                mcp.when_room(|mcp| mcp.close(header.flow, CloseMode::AfterFlush))?;
             }
         }
         if !mcp.has_pending_requests() {
             mcp.flush()?;
-        }
-    }
-}
-
-/// Runs `queue` (a reply or close) until the response lane has room for it: while the lane is
-/// full (ccsd is not reading), flushes and retries after a pause that doubles up to
-/// [`MAX_FULL_PAUSE`], so nothing is lost and no core is burnt. The same policy as
-/// `ccsd::demo::serve_echo`.
-fn when_room(
-    mcp: &mut McpEndpoint,
-    mut queue: impl FnMut(&mut McpEndpoint) -> Result<(), McpError>,
-) -> Result<(), McpError> {
-    let mut pause = Duration::from_micros(50);
-    loop {
-        match queue(mcp) {
-            Err(McpError::Full) => {
-                mcp.flush()?;
-                thread::sleep(pause);
-                pause = (pause * 2).min(MAX_FULL_PAUSE);
-            }
-            other => return other,
         }
     }
 }

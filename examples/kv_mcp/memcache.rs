@@ -96,7 +96,9 @@ pub fn handle(store: &mut Store, packet: &[u8], out: &mut Vec<u8>) -> After {
             b"flush_all" => flush_all(store, args),
             b"version" => {
                 let version = env!("CARGO_PKG_VERSION");
-                let _ = write!(out, "VERSION ccsd-kv-{version}\r\n");
+                // libmemcached's tools parse a leading `major.minor.patch`: give them the memcached
+                // protocol level this implements, then our own name.
+                let _ = write!(out, "VERSION 1.6.0 ccsd-kv-{version}\r\n");
                 Ok(&b""[..])
             }
             b"stats" => {
@@ -380,7 +382,7 @@ mod tests {
     #[test]
     fn version_stats_and_quit() {
         let mut s = Store::default();
-        assert!(reply(&mut s, b"version\r\n").starts_with("VERSION ccsd-kv-"));
+        assert!(reply(&mut s, b"version\r\n").starts_with("VERSION 1.6.0 ccsd-kv-"));
         let stats = reply(&mut s, b"stats\r\n");
         assert!(stats.contains("STAT curr_items 0\r\n") && stats.ends_with("END\r\n"));
         assert_eq!(run(&mut s, b"quit\r\n"), (String::new(), After::Close));

@@ -141,7 +141,7 @@ pub fn stat(doc: &serde_json::Value, path: &str) -> Option<u64> {
         .and_then(serde_json::Value::as_u64)
 }
 
-/// The path of an example binary built by `cargo test` next to the test binaries.
+/// The path of an example binary built by `cargo build --examples` next to the test binaries.
 pub fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
@@ -151,7 +151,7 @@ pub fn example_bin(name: &str) -> PathBuf {
     let path = profile_dir.join("examples").join(name);
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test`, which builds the examples",
+        "{} is missing: build the examples first (`cargo build --examples && cargo test`, as README says)",
         path.display()
     );
     path

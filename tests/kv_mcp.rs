@@ -320,8 +320,12 @@ fn memc(kv: &KvServer, name: &str) -> std::process::Command {
 }
 
 #[test]
-fn memcached_cli_tools_copy_check_read_remove_and_flush() {
+fn memcached_cli_tools_ping_copy_check_read_remove_and_flush() {
     let kv = KvServer::start();
+    // memcping and memcstat parse the VERSION reply as memcached's `major.minor.patch`.
+    run_ok(&mut memc(&kv, "memcping"));
+    let stats = run_ok(&mut memc(&kv, "memcstat"));
+    assert!(stats.contains("version: ccsd-kv-"), "{stats}");
     for name in ["greeting.txt", "other.txt"] {
         std::fs::write(kv.env.dir.join(name), "hello from a file\n").unwrap();
         run_ok(memc(&kv, "memccp").arg(name));

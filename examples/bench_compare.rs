@@ -89,6 +89,18 @@ fn start(mut cmd: Command, needle: &str) -> Result<(Server, String), String> {
     Err(format!("{cmd:?} exited before logging {needle:?}"))
 }
 
+/// Waits until something accepts connections on `port` (memcached logs nothing unless verbose,
+/// and verbose logging would slow it down).
+fn wait_listening(port: u16) -> Result<(), String> {
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Err(format!("nothing listens on port {port} after 5 s"))
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -249,12 +261,19 @@ fn compare(
         "2",
         "-l",
         "127.0.0.1",
-        "-vv",
     ]);
     if rustix::process::getuid().is_root() {
         cmd.args(["-u", "root"]);
     }
-    let (mc_proc, _) = start(cmd, "server listening")?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mc_proc = Server {
+        child: cmd
+            .spawn()
+            .map_err(|e| format!("{}: {e}", args.memcached))?,
+    };
+    wait_listening(mc_port)?;
 
     let (mut ccsd32, mut mc32, mut ccsd1, mut mc1) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -26,10 +26,14 @@ use crate::message::{DataTrans, Disconnect, WorkerMsg};
 use crate::record::{Kind, Reason, RecordHeader};
 use crate::stats::BridgeCounters;
 
-/// A batch is sent as soon as it holds this many bytes.
-const BATCH_BYTES: usize = 256 * 1024;
+/// A batch is sent as soon as it holds this many bytes or [`BATCH_RECORDS`] records: large
+/// enough to spare wake-ups, small enough that the first reply of a burst does not wait for the
+/// whole burst.
+const BATCH_BYTES: usize = 64 * 1024;
+/// See [`BATCH_BYTES`].
+const BATCH_RECORDS: usize = 64;
 /// Records read per turn before the main loop looks at its other actors.
-pub const RECORDS_PER_TURN: usize = 8192;
+pub const RECORDS_PER_TURN: usize = 1024;
 
 /// The bridge's view of one worker.
 #[derive(Debug)]
@@ -47,6 +51,7 @@ pub struct McpBridge {
     epoch: u16,
     links: Vec<BridgeLink>,
     batches: Vec<Vec<u8>>,
+    batch_records: Vec<usize>,
     pending_closes: Vec<Vec<FlowId>>,
     record: Vec<u8>,
     counters: BridgeCounters,
@@ -63,6 +68,7 @@ impl McpBridge {
             epoch,
             links,
             batches: vec![Vec::new(); n],
+            batch_records: vec![0; n],
             pending_closes: vec![Vec::new(); n],
             record: Vec::new(),
             counters: BridgeCounters::default(),
@@ -177,7 +183,8 @@ impl McpBridge {
         }
         batch.extend_from_slice(&self.record);
         self.counters.records_routed += 1;
-        if batch.len() >= BATCH_BYTES {
+        self.batch_records[w] += 1;
+        if batch.len() >= BATCH_BYTES || self.batch_records[w] >= BATCH_RECORDS {
             self.send_batch(w);
         }
     }
@@ -186,6 +193,7 @@ impl McpBridge {
         if self.batches[w].is_empty() {
             return;
         }
+        self.batch_records[w] = 0;
         let link = &self.links[w];
         let fresh = link.recycle.try_recv().unwrap_or_default();
         let batch = mem::replace(&mut self.batches[w], fresh);

@@ -24,8 +24,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Replies are not visible to ccsd until [`McpEndpoint::flush`]; flushing once per batch of
-//! requests (when no more are pending) saves a fence and a possible syscall per reply.
+//! Replies are not visible to ccsd until [`McpEndpoint::flush`] (or until 16 have been queued,
+//! when the endpoint publishes by itself, so a busy MCP never holds replies back for long);
+//! flushing once per batch of requests (when no more are pending) saves a fence and a possible
+//! syscall per reply.
 
 use std::fmt;
 use std::io;
@@ -131,6 +133,9 @@ impl Default for Message {
     }
 }
 
+/// Replies queued before [`McpEndpoint::send`] publishes them by itself.
+const PUBLISH_EVERY: usize = 16;
+
 /// Records an endpoint skipped because they were not valid.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EndpointCounters {
@@ -151,6 +156,8 @@ pub struct McpEndpoint {
     last_record: Instant,
     /// Per request lane: did its FIFO fire in the last sleep (reused between sleeps).
     fired: Vec<bool>,
+    /// Records queued since the last publish.
+    unpublished: usize,
 }
 
 impl McpEndpoint {
@@ -181,6 +188,7 @@ impl McpEndpoint {
             idle_spin: Duration::ZERO,
             last_record: Instant::now(),
             fired: vec![false; lanes],
+            unpublished: 0,
         })
     }
 
@@ -359,6 +367,12 @@ impl McpEndpoint {
         let mut header = *header;
         header.timestamp_ns = crate::clock::monotonic_ns();
         self.responses.try_push(&[&header.encode(), payload])?;
+        self.unpublished += 1;
+        // Under steady load the request lanes never run dry, so a caller that flushes "when no
+        // more requests wait" would hold replies back indefinitely: bound the batch here.
+        if self.unpublished >= PUBLISH_EVERY {
+            self.flush()?;
+        }
         Ok(())
     }
 
@@ -393,6 +407,7 @@ impl McpEndpoint {
         if self.responses.has_unpublished() {
             self.responses.publish()?;
         }
+        self.unpublished = 0;
         Ok(())
     }
 }

@@ -400,10 +400,10 @@ fn known_framings_are_the_buildable_ones() {
     assert!(!framing::is_known(""));
     for name in framing::known_framings() {
         let listen = ListenSettings {
-            framing: (*name).to_owned(),
+            framing: name.clone(),
             ..ListenSettings::default()
         };
-        assert_eq!(framing::build(&listen).expect("buildable").name(), *name);
+        assert_eq!(framing::build(&listen).expect("buildable").name(), name);
     }
 }
 

@@ -26,11 +26,11 @@ fn the_builtin_registry_builds_every_known_framing_under_its_name() {
         registry.names(),
         ["http", "length", "line", "memcache", "resp"]
     );
-    for name in framing::known_framings() {
+    for name in &framing::known_framings() {
         assert!(registry.contains(name));
         assert!(framing::is_known(name));
-        assert_eq!(registry.build(&listen(name)).expect("built").name(), *name);
-        assert_eq!(framing::build(&listen(name)).expect("built").name(), *name);
+        assert_eq!(registry.build(&listen(name)).expect("built").name(), name);
+        assert_eq!(framing::build(&listen(name)).expect("built").name(), name);
     }
 }
 

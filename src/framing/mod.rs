@@ -100,13 +100,17 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! [`build`], [`is_known`] and [`known_framings`] answer for the built-in framings: they are what
-//! `ccsd` itself (settings validation and [`crate::runtime::Broker::start`]) uses.
+//! To make ccsd use it, add it to the process-wide registry with [`register`] before the settings
+//! are loaded: settings validation ([`is_known`]) and [`crate::runtime::Broker::start`]
+//! ([`build`]) consult that registry, which starts with the built-in framings.
+//! `examples/custom_framer.rs` is a whole program doing this.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+
+use once_cell::sync::Lazy;
 
 use crate::settings::ListenSettings;
 
@@ -237,8 +241,18 @@ const BUILTIN: [(&str, BuildFn); 5] = [
     }),
 ];
 
-static BUILTIN_NAMES: LazyLock<Vec<&'static str>> =
-    LazyLock::new(|| BUILTIN.iter().map(|&(name, _)| name).collect());
+/// The process-wide registry: what settings validation and `Broker::start` consult. Locked only
+/// when settings are validated and when a broker starts, never on the data path.
+static PROCESS_REGISTRY: Lazy<RwLock<FramerRegistry>> =
+    Lazy::new(|| RwLock::new(FramerRegistry::builtin()));
+
+/// The process-wide registry, read-locked (a panic while it was locked cannot leave it half
+/// written: `register` is one map insert).
+fn process_registry() -> RwLockReadGuard<'static, FramerRegistry> {
+    PROCESS_REGISTRY
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+}
 
 impl FramerRegistry {
     /// A registry that knows no framing.
@@ -290,24 +304,39 @@ impl FramerRegistry {
     }
 }
 
-/// The names `listen[i].framing` accepts: the built-in framings, sorted.
-pub fn known_framings() -> &'static [&'static str] {
-    &BUILTIN_NAMES
+/// Adds a framing under `name` to the process-wide registry, so that settings naming it are
+/// valid and [`Broker::start`](crate::runtime::Broker::start) builds it. A binary that brings its
+/// own framers calls this before loading its settings. Replaces a framing of the same name.
+pub fn register(name: &str, factory: FramerFactory) {
+    PROCESS_REGISTRY
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .register(name, factory);
+}
+
+/// The names `listen[i].framing` accepts: the built-in framings and those added with
+/// [`register`], sorted.
+pub fn known_framings() -> Vec<String> {
+    process_registry()
+        .names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Whether `name` is one of [`known_framings`].
 pub fn is_known(name: &str) -> bool {
-    known_framings().contains(&name)
+    process_registry().contains(name)
 }
 
-/// The built-in framer a listener's settings ask for, by `listen.framing`:
-/// [`FramerRegistry::builtin`]`().build(listen)`.
+/// The framer a listener's settings ask for, by `listen.framing`, from the process-wide
+/// registry (the built-in framings and those added with [`register`]).
 ///
 /// # Errors
 ///
 /// [`io::ErrorKind::InvalidInput`] if the framing is unknown or its settings are invalid.
 pub fn build(listen: &ListenSettings) -> io::Result<Arc<dyn Framer>> {
-    FramerRegistry::builtin().build(listen)
+    process_registry().build(listen)
 }
 
 /// `listen.max_packet` as a `usize`.

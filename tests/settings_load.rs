@@ -406,6 +406,7 @@ fn built_in_settings_file_spells_out_every_key() {
         [
             "addr",
             "framing",
+            "http_max_header",
             "length_adjust",
             "length_endian",
             "length_includes",

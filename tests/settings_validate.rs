@@ -190,8 +190,10 @@ fn udp_listeners_are_refused() {
 #[test]
 fn an_unknown_framing_lists_the_known_ones() {
     assert_eq!(
-        problems_after(|s| s.listen[0].framing = "http".to_owned()),
-        ["listen[0].framing: unknown framing \"http\", known framings: length"]
+        problems_after(|s| s.listen[0].framing = "smtp".to_owned()),
+        [
+            "listen[0].framing: unknown framing \"smtp\", known framings: http, length, line, memcache, resp"
+        ]
     );
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-use super::units::{ByteSize, MIB, parse_duration};
+use super::units::{ByteSize, KIB, MIB, parse_duration};
 
 /// Flow ids carry the worker index in 8 bits.
 pub(super) const MAX_WORKERS: usize = 255;
@@ -154,6 +154,8 @@ pub struct ListenSettings {
     pub length_includes: LengthIncludes,
     /// Added to the total packet length computed from the length field.
     pub length_adjust: i64,
+    /// Largest request head (request line and header fields) the `http` framing accepts.
+    pub http_max_header: ByteSize,
 }
 
 impl Default for ListenSettings {
@@ -168,6 +170,7 @@ impl Default for ListenSettings {
             length_endian: Endian::default(),
             length_includes: LengthIncludes::default(),
             length_adjust: 0,
+            http_max_header: ByteSize(8 * KIB),
         }
     }
 }

@@ -15,6 +15,9 @@ use super::units::{ByteSize, GIB, KIB};
 /// plus the 8-byte frame header of the lane.
 const LANE_OVERHEAD: u64 = 64 + 8;
 
+/// The smallest `listen[i].http_max_header`: room for a request line and a `Host` field.
+const MIN_HTTP_HEADER: u64 = 64;
+
 /// The sections to validate. `None` stands for a section (or `[[listen]]` table) that failed to
 /// deserialize: its problem is already reported, so the rules involving it are skipped.
 pub(super) struct Validation<'a> {
@@ -160,6 +163,13 @@ impl ListenSettings {
         if !(1..=GIB).contains(&max_packet.bytes()) {
             problems.push(format!(
                 "listen[{i}].max_packet: must be between 1B and 1GiB, got {max_packet}"
+            ));
+        }
+        let max_header = self.http_max_header;
+        if !(MIN_HTTP_HEADER..=GIB).contains(&max_header.bytes()) {
+            problems.push(format!(
+                "listen[{i}].http_max_header: must be between {} and 1GiB, got {max_header}",
+                ByteSize(MIN_HTTP_HEADER)
             ));
         }
         if ![1, 2, 4, 8].contains(&self.length_size) {

@@ -1,0 +1,11 @@
+//! Fuzz target: the `length` framer keeps its contract over any stream, at any limits
+//! (see `ccsd::framing::check_fuzz_input` for how the input is read).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(broken) = ccsd::framing::check_fuzz_input("length", data) {
+        panic!("length framer breaks its contract: {broken}");
+    }
+});

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use ccsd::demo::serve_echo;
+use ccsd::demo::Echo;
 use ccsd::framing::{self, FrameCheck, FrameError, Framer};
 use ccsd::mcp::McpEndpoint;
 use ccsd::runtime::Broker;
+use ccsd::service::serve;
 use ccsd::settings::{ListenSettings, Settings};
 
 /// Netstrings: decimal length, `:`, that many bytes, `,`. The whole netstring is the packet.
@@ -112,7 +113,7 @@ fn main() -> ExitCode {
     };
     std::thread::spawn(move || {
         static NEVER: AtomicBool = AtomicBool::new(false);
-        serve_echo(&mut mcp, &NEVER)
+        serve(&mut mcp, &mut Echo, &NEVER)
     });
     match broker.run() {
         Ok(()) => ExitCode::SUCCESS,

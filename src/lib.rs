@@ -13,8 +13,8 @@
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up.
 //! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
-//! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`demo`] is the
-//!   echo MCP built on it.
+//! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
+//!   request loop of a simple MCP around a [`service::Service`]; [`demo`]: the echo service.
 //! - [`stats`], [`logging`], [`clock`]: counters, log setup, timestamps; [`instance`]: one ccsd
 //!   per queue name.
 
@@ -35,5 +35,6 @@ pub mod mcp;
 pub mod message;
 pub mod record;
 pub mod runtime;
+pub mod service;
 pub mod settings;
 pub mod stats;

@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use ccsd::demo::serve_echo;
+use ccsd::demo::Echo;
 use ccsd::mcp::McpEndpoint;
 use ccsd::runtime::Broker;
+use ccsd::service::serve;
 use ccsd::settings::Settings;
 use log::{error, info};
 
@@ -118,7 +119,7 @@ fn start_demo_mcp(settings: &Settings) -> Result<(), Box<dyn std::error::Error>>
         .name("ccsd-demo-echo".into())
         .spawn(move || {
             static NEVER: AtomicBool = AtomicBool::new(false);
-            if let Err(e) = serve_echo(&mut mcp, &NEVER) {
+            if let Err(e) = serve(&mut mcp, &mut Echo, &NEVER) {
                 error!("demo echo MCP stopped: {e}");
             }
         })?;

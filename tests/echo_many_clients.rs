@@ -28,10 +28,11 @@ fn thirty_two_clients_get_every_reply_byte_exact_and_in_order() {
     let env = TestEnv::new(2, "", "");
     let ccsd = env.start_ccsd();
     let _mcp = env.start_echo_mcp();
-    run_clients(ccsd.addr(), CLIENTS, PACKETS);
+    let bytes = run_clients(ccsd.addr(), CLIENTS, PACKETS);
     let total = (CLIENTS * PACKETS) as u64;
     env.wait_stat("totals.packets_in", |v| v == total);
-    env.wait_stat("totals.replies_out", |v| v == total);
+    env.wait_stat("totals.bytes_in", |v| v == bytes);
+    env.wait_stat("totals.bytes_out", |v| v == bytes);
     let stats = env.stats();
     assert_eq!(common::stat(&stats, "totals.dropped_queue_full"), Some(0));
     assert_eq!(common::stat(&stats, "totals.dropped_stale_flow"), Some(0));
@@ -43,13 +44,13 @@ fn spinning_threads_deliver_every_reply_too() {
     env.add_setting("broker", "idle_spin = \"50us\"");
     let ccsd = env.start_ccsd();
     let _mcp = env.start_echo_mcp();
-    run_clients(ccsd.addr(), 4, 200);
-    env.wait_stat("totals.replies_out", |v| v == 800);
+    let bytes = run_clients(ccsd.addr(), 4, 200);
+    env.wait_stat("totals.bytes_out", |v| v == bytes);
 }
 
 /// `clients` connections each send `packets` packets (pipelined, split at random) and check
-/// every reply byte for byte, in order.
-fn run_clients(addr: std::net::SocketAddr, clients: usize, packets: usize) {
+/// every reply byte for byte, in order. Returns the bytes sent (and so received) in all.
+fn run_clients(addr: std::net::SocketAddr, clients: usize, packets: usize) -> u64 {
     let handles: Vec<_> = (0..clients)
         .map(|c| {
             thread::spawn(move || {
@@ -91,4 +92,8 @@ fn run_clients(addr: std::net::SocketAddr, clients: usize, packets: usize) {
     for c in handles {
         c.join().unwrap();
     }
+    (0..clients)
+        .flat_map(|c| (0..packets).map(move |seq| (c, seq)))
+        .map(|(c, seq)| 4 + body_len(&mut Rng((c * packets + seq) as u64 + 1)) as u64)
+        .sum()
 }

@@ -1,41 +1,19 @@
 //! What every example MCP shares: the command line (`--config FILE`), settings and log setup,
-//! attaching to ccsd's lanes, and the request loop that hands each data record to a [`Service`]
-//! and sends back what it wrote.
+//! attaching to ccsd's lanes (waiting for ccsd), then the library's request loop
+//! ([`ccsd::service::serve`]) with the example's [`Service`].
 //!
 //! An example includes this file with `#[path = "../common/mod.rs"] mod common;` and calls
 //! [`run`] from its `main`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use ccsd::mcp::{McpEndpoint, McpError, Message};
-use ccsd::record::{CloseMode, Kind};
+use ccsd::mcp::{McpEndpoint, McpError};
+use ccsd::service::{Service, serve};
 use ccsd::settings::Settings;
 use log::{error, info};
-
-/// Largest payload of one reply record. A longer reply goes out as several records, which ccsd
-/// writes to the client back to back; this size fits the smallest lane `queues.capacity` allows.
-const REPLY_CHUNK: usize = 16 * 1024;
-
-/// What happens to the connection after a request's reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum After {
-    /// The connection stays open for more requests.
-    KeepOpen,
-    /// The connection is closed once the reply has been written.
-    Close,
-}
-
-/// A business process: answers one client packet at a time.
-pub trait Service {
-    /// The program's name, for the usage line and the log.
-    const NAME: &'static str;
-
-    /// Answers `packet` by appending the reply bytes to `reply` (empty when called). An empty
-    /// reply sends nothing.
-    fn handle(&mut self, packet: &[u8], reply: &mut Vec<u8>) -> After;
-}
 
 /// Parses `--config FILE`, loads the settings, sets up logging, attaches to the lanes (waiting
 /// for ccsd to create them) and serves requests with `service` until an error.
@@ -78,8 +56,9 @@ pub fn run<S: Service>(service: &mut S) -> ExitCode {
         mcp.request_lanes(),
         mcp.epoch()
     );
-    match serve(&mut mcp, service) {
-        Ok(()) => ExitCode::SUCCESS,
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    match serve(&mut mcp, service, &NEVER) {
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
             ExitCode::FAILURE
@@ -99,32 +78,6 @@ fn attach(settings: &Settings) -> Result<McpEndpoint, McpError> {
                 }
             }
             other => return other,
-        }
-    }
-}
-
-/// Answers data records with `service`; other records (disconnect notices) need no answer,
-/// since no service keeps state per connection.
-fn serve<S: Service>(mcp: &mut McpEndpoint, service: &mut S) -> Result<(), McpError> {
-    let mut msg = Message::new();
-    let mut reply = Vec::with_capacity(64 * 1024);
-    loop {
-        if !mcp.recv(&mut msg, None)? {
-            continue;
-        }
-        let header = msg.header();
-        if header.kind == Kind::Data {
-            reply.clear();
-            let after = service.handle(msg.payload(), &mut reply);
-            for chunk in reply.chunks(REPLY_CHUNK) {
-                mcp.when_room(|mcp| mcp.reply(header, chunk))?;
-            }
-            if after == After::Close {
-                mcp.when_room(|mcp| mcp.close(header.flow, CloseMode::AfterFlush))?;
-            }
-        }
-        if !mcp.has_pending_requests() {
-            mcp.flush()?;
         }
     }
 }

@@ -31,7 +31,7 @@ mod store;
 use std::ops::Range;
 use std::process::ExitCode;
 
-use common::{After, Service};
+use ccsd::service::{After, Service};
 use store::Store;
 
 /// The store and the scratch space for parsing requests.

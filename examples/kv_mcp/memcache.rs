@@ -8,8 +8,8 @@
 
 use std::io::Write;
 
-use crate::common::After;
 use crate::store::{ArithError, Condition, Outcome, Store, parse_decimal};
+use ccsd::service::After;
 
 /// The longest key memcached accepts.
 const MAX_KEY: usize = 250;

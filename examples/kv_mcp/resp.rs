@@ -10,9 +10,9 @@
 
 use std::ops::Range;
 
-use crate::common::After;
 use crate::resp_wire::{self, Request, array, bulk, error, integer, printable, simple};
 use crate::store::{ArithError, Condition, Outcome, Store, parse_decimal};
+use ccsd::service::After;
 
 /// The command names this module answers, in lower case.
 const COMMANDS: [&str; 21] = [

@@ -34,6 +34,8 @@ use crate::settings::{Proto, Settings};
 
 /// Capacity of the main thread's mailbox (`NotifyStat` from workers).
 const MAIN_MAILBOX: usize = 1024;
+/// While stopping, how often the main loop checks whether every worker has finished.
+const STOP_POLL: Duration = Duration::from_millis(10);
 /// Emptied reply buffers a worker may hold for the bridge to reuse.
 const RECYCLED_BUFFERS: usize = 64;
 
@@ -244,6 +246,15 @@ impl Broker {
         self.epoch
     }
 
+    /// The main thread's own counters, for the stats reporter.
+    fn main_counters(&self) -> MainCounters {
+        MainCounters {
+            acceptor: self.acceptor.counters(),
+            bridge: self.bridge.counters(),
+            response_lane_used_bytes: self.bridge.lane_used_bytes(),
+        }
+    }
+
     /// Runs the main thread's loop: accept, route MCP's replies, collect stats. Returns when a
     /// stop signal (SIGTERM, SIGINT) has been handled and every worker has closed its connections.
     ///
@@ -267,6 +278,9 @@ impl Broker {
                 || !self.bridge.prepare_sleep()
             {
                 Duration::ZERO
+            } else if stopping {
+                // Workers do not wake this loop when their threads end: look again soon.
+                self.stats.time_to_next().min(STOP_POLL)
             } else {
                 self.stats.time_to_next()
             };
@@ -314,21 +328,13 @@ impl Broker {
                     MainMsg::NotifyStat(stat) => self.stats.on_notify_stat(stat),
                 }
             }
-            self.stats.tick(&MainCounters {
-                acceptor: self.acceptor.counters(),
-                bridge: self.bridge.counters(),
-                response_lane_used_bytes: self.bridge.lane_used_bytes(),
-            });
+            self.stats.tick(&self.main_counters());
             if stopping && stop_pending.is_empty() && self.workers.iter().all(|w| w.is_finished()) {
                 // The workers' last counters may have arrived after the drain above.
                 for MainMsg::NotifyStat(stat) in self.inbox.try_iter() {
                     self.stats.on_notify_stat(stat);
                 }
-                self.stats.report_now(&MainCounters {
-                    acceptor: self.acceptor.counters(),
-                    bridge: self.bridge.counters(),
-                    response_lane_used_bytes: self.bridge.lane_used_bytes(),
-                });
+                self.stats.report_now(&self.main_counters());
                 info!("stopped: every connection closed");
                 return Ok(());
             }

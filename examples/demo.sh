@@ -11,8 +11,7 @@ case "$which" in
     echo) config=settings/default.toml; mcp=echo_mcp
           try="exec 3<>/dev/tcp/127.0.0.1/7300; printf '\\0\\0\\0\\5hello' >&3; head -c 9 <&3 | od -c" ;;
     kv)   config=settings/kv.toml; mcp=kv_mcp
-          try="redis-cli -p 6380 SET greeting hello; redis-cli -p 6380 GET greeting
-  printf 'get greeting\\r\\n' | timeout 1 nc 127.0.0.1 11311    # or: memccat --servers=127.0.0.1:11311 greeting" ;;
+          try="redis-cli -p 6380 SET greeting hello; memccat --servers=127.0.0.1:11311 greeting" ;;
     http) config=settings/http.toml; mcp=http_mcp
           try="curl -s http://127.0.0.1:8080/; curl -s --data-binary 'echo me' http://127.0.0.1:8080/" ;;
     *) echo "usage: $0 echo|kv|http" >&2; exit 2 ;;

@@ -150,7 +150,8 @@ impl Worker {
         }
     }
 
-    /// Runs the event loop until every mailbox sender is gone or the poller fails.
+    /// Runs the event loop until every mailbox sender is gone, the poller fails, or (after
+    /// `Shutdown`) every connection is closed.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(NonZeroUsize::new(1024).expect("nonzero"));
         loop {

@@ -78,10 +78,10 @@ fn sigterm_waits_for_the_outstanding_reply_then_closes_and_exits_zero() {
         (req.flow, Some(Reason::Shutdown))
     );
     assert_eq!(exit_code(&mut ccsd), Some(0));
-    assert_eq!(
-        common::stat(&env.stats(), "totals.closed_shutdown"),
-        Some(1)
-    );
+    // A probe of `wait_refused` accepted just before the listener closed is closed by the
+    // shutdown too, so this client's close is at least one of them.
+    let closed = common::stat(&env.stats(), "totals.closed_shutdown").unwrap_or(0);
+    assert!(closed >= 1, "closed_shutdown = {closed}");
 }
 
 #[test]

@@ -63,6 +63,30 @@ impl StatsReporter {
         }
     }
 
+    /// The latest counters of each worker (`None` until its first `NotifyStat`).
+    pub fn workers(&self) -> &[Option<NotifyStat>] {
+        &self.workers
+    }
+
+    /// The sum of every worker's latest counters.
+    pub fn totals(&self) -> WorkerCounters {
+        let mut totals = WorkerCounters::default();
+        for w in self.workers.iter().flatten() {
+            totals.add(&w.counters);
+        }
+        totals
+    }
+
+    /// Time since ccsd started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// This start's epoch.
+    pub fn epoch(&self) -> u16 {
+        self.epoch
+    }
+
     /// Time left until the next report is due.
     pub fn time_to_next(&self) -> Duration {
         self.next_report.saturating_duration_since(Instant::now())
@@ -80,10 +104,7 @@ impl StatsReporter {
         let now = Instant::now();
         self.next_report = now + self.interval;
         let json = self.render(main, now);
-        let mut totals = WorkerCounters::default();
-        for w in self.workers.iter().flatten() {
-            totals.add(&w.counters);
-        }
+        let totals = self.totals();
         debug!(
             "stats: {} open, {} packets in, {} replies out, {} stale, {} queue-full drops",
             totals.connections_open,
@@ -106,10 +127,7 @@ impl StatsReporter {
 
     /// The status document: totals, then the acceptor, the bridge and each worker.
     fn render(&self, main: &MainCounters, now: Instant) -> String {
-        let mut totals = WorkerCounters::default();
-        for w in self.workers.iter().flatten() {
-            totals.add(&w.counters);
-        }
+        let totals = self.totals();
         let mut out = String::with_capacity(4096);
         let _ = write!(
             out,

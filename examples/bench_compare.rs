@@ -209,7 +209,7 @@ fn run(args: &Args) -> Result<(), String> {
     let config = std::env::temp_dir().join(format!("{name}.toml"));
     std::fs::write(
         &config,
-        format!("[queues]\nname = \"{name}\"\n\n[[listen]]\naddr = \"127.0.0.1:0\"\nframing = \"memcache\"\n"),
+        format!("[queues]\nname = \"{name}\"\n\n[admin]\nenabled = false\n\n[[listen]]\naddr = \"127.0.0.1:0\"\nframing = \"memcache\"\n"),
     )
     .map_err(|e| e.to_string())?;
     let result = compare(

@@ -22,6 +22,7 @@ use log::{error, info};
 use polling::{Event, Events, PollMode, Poller};
 
 use crate::actors::acceptor::{Acceptor, WorkerLink};
+use crate::actors::admin::{Admin, AdminAction, AdminView};
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
@@ -29,7 +30,8 @@ use crate::framing;
 use crate::instance::{InstanceError, InstanceLock};
 use crate::lane::{Lane, LaneError};
 use crate::mailbox::{Mailbox, mailbox};
-use crate::message::{MainMsg, WorkerMsg};
+use crate::message::{Disconnect, MainMsg, WorkerMsg};
+use crate::record::Reason;
 use crate::settings::{Proto, Settings};
 
 /// Capacity of the main thread's mailbox (`NotifyStat` from workers).
@@ -95,6 +97,7 @@ pub struct Broker {
     workers: Vec<JoinHandle<()>>,
     worker_mailboxes: Vec<Mailbox<WorkerMsg>>,
     stop_signals: UnixStream,
+    admin: Option<Admin>,
     _instance: InstanceLock,
 }
 
@@ -145,6 +148,18 @@ impl Broker {
             listeners.push(listener);
             local_addrs.push(local);
         }
+
+        let admin = if settings.admin.enabled {
+            let bind_err = |source| StartError::Bind {
+                addr: settings.admin.addr,
+                source,
+            };
+            let admin = Admin::bind(&settings.admin).map_err(bind_err)?;
+            info!("admin on tcp://{}", admin.local_addr().map_err(bind_err)?);
+            Some(admin)
+        } else {
+            None
+        };
 
         // Before any lane is touched: a second ccsd on the same lanes would corrupt them.
         let instance =
@@ -208,6 +223,12 @@ impl Broker {
                 )
                 .map_err(StartError::Runtime)?;
         }
+        let mut admin = admin;
+        if let Some(admin) = &mut admin {
+            admin
+                .register(&poller, acceptor.listener_count() + 2)
+                .map_err(StartError::Runtime)?;
+        }
         let stats = StatsReporter::new(
             settings.stats.file.clone(),
             settings.stats.interval,
@@ -232,6 +253,7 @@ impl Broker {
             workers,
             worker_mailboxes,
             stop_signals,
+            admin,
             _instance: instance,
         })
     }
@@ -244,6 +266,34 @@ impl Broker {
     /// This start's epoch, carried in every flow id.
     pub fn epoch(&self) -> u16 {
         self.epoch
+    }
+
+    /// Starts a graceful stop (SIGTERM, SIGINT, admin `shutdown`): stop accepting, tell every
+    /// worker. A second request closes everything at once.
+    fn begin_stop(&mut self, stopping: &mut bool, stop_pending: &mut Vec<usize>) {
+        let grace = if *stopping {
+            Duration::ZERO
+        } else {
+            self.shutdown_grace
+        };
+        info!("stopping: closing listeners, {grace:?} for pending replies");
+        self.acceptor.stop(&self.poller);
+        *stopping = true;
+        *stop_pending = (0..self.worker_mailboxes.len()).collect();
+        self.stop_deadline = Instant::now() + grace;
+    }
+
+    /// Lets the admin handle readiness of `key` with a view of the current counters.
+    fn on_admin_event(&mut self, key: usize) -> Vec<AdminAction> {
+        let view = AdminView {
+            stats: &self.stats,
+            main: self.main_counters(),
+            workers: self.worker_mailboxes.len(),
+        };
+        match &mut self.admin {
+            Some(admin) => admin.on_event(&self.poller, key, &view),
+            None => Vec::new(),
+        }
     }
 
     /// The main thread's own counters, for the stats reporter.
@@ -294,23 +344,32 @@ impl Broker {
                     }
                 } else if ev.key == signal_key {
                     drain(&mut self.stop_signals);
-                    // The first signal stops gracefully; another one closes everything now.
-                    let grace = if stopping {
-                        Duration::ZERO
-                    } else {
-                        self.shutdown_grace
-                    };
-                    info!("stop signal: closing listeners, {grace:?} for pending replies");
-                    self.acceptor.stop(&self.poller);
-                    stopping = true;
-                    stop_pending = (0..self.worker_mailboxes.len()).collect();
-                    self.stop_deadline = Instant::now() + grace;
+                    self.begin_stop(&mut stopping, &mut stop_pending);
+                } else if self.admin.as_ref().is_some_and(|a| a.owns(ev.key)) {
+                    for action in self.on_admin_event(ev.key) {
+                        match action {
+                            AdminAction::Close(flow) => {
+                                let msg = WorkerMsg::Disconnect(Disconnect {
+                                    flows: vec![flow],
+                                    reason: Reason::Local,
+                                });
+                                // A full mailbox: the operator sees the flow still open and retries.
+                                let _ = self.worker_mailboxes[flow.worker()].try_send(msg);
+                            }
+                            AdminAction::Shutdown => {
+                                self.begin_stop(&mut stopping, &mut stop_pending);
+                            }
+                        }
+                    }
                 } else {
                     self.acceptor.on_readable(ev.key);
                 }
             }
             if !fifo_fired {
                 self.bridge.cancel_sleep();
+            }
+            if let Some(admin) = &mut self.admin {
+                admin.sweep(&self.poller);
             }
             let replies = self.bridge.drain();
             more_replies = replies == RECORDS_PER_TURN;

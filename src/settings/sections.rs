@@ -287,6 +287,41 @@ impl Default for StatsSettings {
     }
 }
 
+/// `[admin]`: the operators' port (a line protocol, and `GET /metrics`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Whether the admin port is opened at all.
+    pub enabled: bool,
+    /// Address of the admin port; a non-loopback address requires `token`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub addr: SocketAddr,
+    /// Shared secret clients send first (`auth TOKEN`; HTTP: `Authorization: Bearer TOKEN`);
+    /// `None` (or an empty string): no authentication, allowed on loopback addresses only.
+    #[serde(deserialize_with = "optional_string")]
+    pub token: Option<String>,
+    /// An admin client that sends nothing for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            enabled: true,
+            addr: SocketAddr::from(([127, 0, 0, 1], 7301)),
+            token: None,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Reads an optional string; an empty string means `None`.
+fn optional_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    Ok(text.filter(|t| !t.is_empty()))
+}
+
 /// Deserializes one of a fixed set of lower-case keywords (case-insensitively).
 fn keyword<'de, D: Deserializer<'de>, T: Copy>(
     deserializer: D,

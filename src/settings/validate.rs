@@ -7,7 +7,7 @@ use std::fs;
 use std::time::Duration;
 
 use super::sections::{
-    BrokerSettings, ListenSettings, MAX_WORKERS, Proto, QueueSettings, StatsSettings,
+    AdminSettings, BrokerSettings, ListenSettings, MAX_WORKERS, Proto, QueueSettings, StatsSettings,
 };
 use super::units::{ByteSize, GIB, KIB};
 use crate::lane::FRAME_HEADER_SIZE;
@@ -31,6 +31,7 @@ pub(super) struct Validation<'a> {
     pub(super) queues: Option<&'a QueueSettings>,
     pub(super) listen: Option<&'a [Option<&'a ListenSettings>]>,
     pub(super) stats: Option<&'a StatsSettings>,
+    pub(super) admin: Option<&'a AdminSettings>,
 }
 
 impl Validation<'_> {
@@ -49,6 +50,26 @@ impl Validation<'_> {
         }
         if let Some(stats) = self.stats {
             stats.check(problems);
+        }
+        if let Some(admin) = self.admin {
+            admin.check(problems);
+        }
+    }
+}
+
+impl AdminSettings {
+    fn check(&self, problems: &mut Vec<String>) {
+        if self.enabled && self.token.is_none() && !self.addr.ip().is_loopback() {
+            problems.push(format!(
+                "admin.token: required when admin.addr ({}) is not a loopback address",
+                self.addr
+            ));
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            problems.push(format!(
+                "admin.idle_timeout: at least 1s, got {:?}",
+                self.idle_timeout
+            ));
         }
     }
 }

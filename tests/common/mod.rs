@@ -41,7 +41,7 @@ impl TestEnv {
         let stats_file = dir.join("stats.json");
         let toml = format!(
             "[broker]\nworkers = {workers}\n\n[queues]\ndir = \"/dev/shm\"\nname = \"{name}\"\n\n\
-             [log]\nlevel = \"info\"\n\n[stats]\ninterval = \"20ms\"\nfile = \"{}\"\n\n\
+             [log]\nlevel = \"info\"\n\n[admin]\naddr = \"127.0.0.1:0\"\n\n[stats]\ninterval = \"20ms\"\nfile = \"{}\"\n\n\
              [[listen]]\naddr = \"127.0.0.1:0\"\n{listen_extra}\n\n{extra}\n",
             stats_file.display()
         );
@@ -79,6 +79,11 @@ impl TestEnv {
             .filter_map(|l| l.split("listening on tcp://").nth(1))
             .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
             .collect();
+        p.admin = p
+            .lines
+            .iter()
+            .filter_map(|l| l.split("admin on tcp://").nth(1))
+            .find_map(|rest| rest.split_whitespace().next()?.parse().ok());
         p
     }
 
@@ -161,6 +166,8 @@ pub fn example_bin(name: &str) -> PathBuf {
 pub struct Proc {
     pub child: Child,
     pub addrs: Vec<SocketAddr>,
+    /// The admin port, when ccsd logged one.
+    pub admin: Option<SocketAddr>,
     pub lines: Vec<String>,
     rx: mpsc::Receiver<String>,
     what: &'static str,
@@ -184,6 +191,7 @@ impl Proc {
         Proc {
             child,
             addrs: Vec::new(),
+            admin: None,
             lines: Vec::new(),
             rx,
             what,

@@ -21,7 +21,7 @@ use crossbeam_channel::Receiver;
 use log::{error, info};
 use polling::{Event, Events, PollMode, Poller};
 
-use crate::actors::acceptor::{Acceptor, WorkerLink};
+use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
@@ -136,11 +136,17 @@ impl Broker {
                 "listening on tcp://{local} (listener {i}, framing {})",
                 framer.name()
             );
+            let open = Arc::new(AtomicUsize::new(0));
             infos.push(ListenerInfo {
                 framer,
                 port: local.port(),
+                open: Arc::clone(&open),
             });
-            listeners.push(listener);
+            listeners.push(Listening {
+                socket: listener,
+                open,
+                max_connections: l.max_connections,
+            });
             local_addrs.push(local);
         }
 
@@ -182,7 +188,12 @@ impl Broker {
         response.set_epoch(epoch_count);
         response.set_request_lanes(worker_count as u32);
         let bridge = McpBridge::new(response.into_consumer(), epoch, bridge_links);
-        let acceptor = Acceptor::new(listeners, worker_links, settings.broker.dispatch);
+        let acceptor = Acceptor::new(
+            listeners,
+            worker_links,
+            settings.broker.dispatch,
+            settings.broker.max_connections,
+        );
         acceptor.register(&poller, 0).map_err(StartError::Runtime)?;
         // SAFETY: the FIFO belongs to the bridge's lane, which lives in `Broker` next to the
         // poller for the rest of the process.

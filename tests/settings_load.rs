@@ -397,6 +397,7 @@ fn built_in_settings_file_spells_out_every_key() {
             "dispatch",
             "idle_spin",
             "mailbox_capacity",
+            "max_connections",
             "shutdown_grace",
             "unlocked_mode"
         ]
@@ -418,6 +419,7 @@ fn built_in_settings_file_spells_out_every_key() {
             "length_includes",
             "length_offset",
             "length_size",
+            "max_connections",
             "max_packet",
             "proto"
         ]

@@ -62,6 +62,15 @@ fn mailbox_capacity_must_be_at_least_16() {
 }
 
 #[test]
+fn broker_max_connections_must_be_at_least_1() {
+    assert!(problems_after(|s| s.broker.max_connections = 1).is_empty());
+    assert_eq!(
+        problems_after(|s| s.broker.max_connections = 0),
+        ["broker.max_connections: must be at least 1"]
+    );
+}
+
+#[test]
 fn queue_name_must_be_short_nonempty_and_plain() {
     assert_eq!(
         problems_after(|s| s.queues.name = String::new()),

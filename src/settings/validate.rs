@@ -89,6 +89,9 @@ impl BrokerSettings {
                 self.mailbox_capacity
             ));
         }
+        if self.max_connections == 0 {
+            problems.push("broker.max_connections: must be at least 1".to_owned());
+        }
         if self.shutdown_grace > MAX_SHUTDOWN_GRACE {
             problems.push(format!(
                 "broker.shutdown_grace: at most 10m, got {:?}",

@@ -5,7 +5,8 @@
 //! through shared-memory lanes. MCP answers through another lane; ccsd routes each answer back.
 //!
 //! Where things live (`docs/architecture.md` tells the whole story):
-//! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop.
+//! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop;
+//!   [`listener`] opens its listening sockets.
 //! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker;
 //!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
 //!   `connection.rs`.
@@ -29,6 +30,7 @@ pub mod flow;
 pub mod framing;
 pub mod instance;
 pub mod lane;
+pub mod listener;
 pub mod logging;
 pub mod mailbox;
 pub mod mcp;

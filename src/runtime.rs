@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -28,6 +28,7 @@ use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
 use crate::framing;
 use crate::instance::{InstanceError, InstanceLock};
 use crate::lane::{Lane, LaneError};
+use crate::listener::{self, ListenOptions};
 use crate::mailbox::{Mailbox, mailbox};
 use crate::message::{MainMsg, WorkerMsg};
 use crate::settings::{Proto, Settings};
@@ -129,8 +130,11 @@ impl Broker {
                 addr: l.addr,
                 source,
             };
-            let listener = TcpListener::bind(l.addr).map_err(bind_err)?;
-            listener.set_nonblocking(true).map_err(bind_err)?;
+            let options = ListenOptions {
+                backlog: l.backlog,
+                reuse_port: l.reuse_port,
+            };
+            let listener = listener::bind(l.addr, options).map_err(bind_err)?;
             let local = listener.local_addr().map_err(bind_err)?;
             info!(
                 "listening on tcp://{local} (listener {i}, framing {})",

@@ -412,6 +412,7 @@ fn built_in_settings_file_spells_out_every_key() {
         keys(&listen[0]),
         [
             "addr",
+            "backlog",
             "framing",
             "http_max_header",
             "length_adjust",
@@ -421,7 +422,8 @@ fn built_in_settings_file_spells_out_every_key() {
             "length_size",
             "max_connections",
             "max_packet",
-            "proto"
+            "proto",
+            "reuse_port"
         ]
     );
     assert_eq!(keys(&root["log"]), ["level"]);

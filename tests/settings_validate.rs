@@ -207,6 +207,15 @@ fn an_unknown_framing_lists_the_known_ones() {
 }
 
 #[test]
+fn backlog_must_be_between_1_and_65535() {
+    assert!(problems_after(|s| s.listen[0].backlog = 65535).is_empty());
+    assert_eq!(
+        problems_after(|s| s.listen[0].backlog = 0),
+        ["listen[0].backlog: must be between 1 and 65535, got 0"]
+    );
+}
+
+#[test]
 fn max_packet_must_be_between_1_byte_and_1gib() {
     let problems = problems_after(|s| s.listen[0].max_packet = ByteSize(0));
     assert_eq!(

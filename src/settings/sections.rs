@@ -172,6 +172,10 @@ pub struct ListenSettings {
     pub http_max_header: ByteSize,
     /// Connections open at once on this listener (0: only `broker.max_connections` applies).
     pub max_connections: usize,
+    /// Pending connections the kernel queues for `accept` (`listen(2)` backlog).
+    pub backlog: u32,
+    /// Whether to set `SO_REUSEPORT`, so several processes can listen on the same address.
+    pub reuse_port: bool,
 }
 
 impl Default for ListenSettings {
@@ -188,6 +192,8 @@ impl Default for ListenSettings {
             length_adjust: 0,
             http_max_header: ByteSize(8 * KIB),
             max_connections: 0,
+            backlog: 1024,
+            reuse_port: false,
         }
     }
 }

@@ -17,7 +17,7 @@
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
 //!   request loop of a simple MCP around a [`service::Service`]; [`demo`]: the echo service.
 //! - [`stats`], [`logging`], [`clock`]: counters, log setup, timestamps; [`instance`]: one ccsd
-//!   per queue name.
+//!   per queue name; [`fd_limit`]: the open-file limit raised to fit `broker.max_connections`.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -26,6 +26,7 @@ pub mod actors;
 pub mod clock;
 pub(crate) mod connection;
 pub mod demo;
+pub mod fd_limit;
 pub mod flow;
 pub mod framing;
 pub mod instance;

@@ -25,6 +25,7 @@ use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
+use crate::fd_limit;
 use crate::framing;
 use crate::instance::{InstanceError, InstanceLock};
 use crate::lane::{Lane, LaneError};
@@ -116,6 +117,10 @@ impl Broker {
     /// # Errors
     /// Any [`StartError`]; nothing is left running when it fails.
     pub fn start(settings: &Settings) -> Result<Broker, StartError> {
+        let worker_count = settings.broker.worker_count();
+        let max_connections = settings.broker.max_connections;
+        let needed = fd_limit::fd_budget(max_connections, worker_count, settings.listen.len());
+        fd_limit::raise_for(needed, max_connections);
         // Ports first: a start that fails on a busy port must not touch the lanes.
         let mut listeners = Vec::with_capacity(settings.listen.len());
         let mut infos = Vec::with_capacity(settings.listen.len());
@@ -157,7 +162,6 @@ impl Broker {
         // Before any lane is touched: a second ccsd on the same lanes would corrupt them.
         let instance =
             InstanceLock::acquire(&settings.lock_path()).map_err(StartError::Instance)?;
-        let worker_count = settings.broker.worker_count();
         let capacity = settings.queues.capacity.bytes();
         let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
             .map_err(StartError::Queue)?;

@@ -4,7 +4,12 @@
 //! until the kernel says "would block" (or a per-turn bound, for fairness with the MCP bridge),
 //! picks a worker by the configured policy and sends it a `Connect`. The worker registers and owns
 //! the socket from then on; the acceptor never touches it again.
+//!
+//! Connection limits are checked right after `accept`: a connection that would exceed
+//! `broker.max_connections` (the sum of the workers' open gauges) or its listener's
+//! `max_connections` (the listener's open gauge, lowered by the worker on close) is closed at once.
 
+use std::fmt;
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -33,33 +38,69 @@ pub struct WorkerLink {
     pub open: Arc<AtomicUsize>,
 }
 
+/// One listening socket as the acceptor sees it.
+#[derive(Debug)]
+pub struct Listening {
+    /// The bound, non-blocking socket.
+    pub socket: TcpListener,
+    /// Open connections accepted here (raised here on hand-over, lowered by the worker on close;
+    /// shared with the workers through `ListenerInfo::open`).
+    pub open: Arc<AtomicUsize>,
+    /// Most connections open at once on this listener; 0 means no limit of its own.
+    pub max_connections: usize,
+}
+
+/// A connection limit that was reached (for the warning).
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// `listen[i].max_connections`, and its value.
+    Listener(usize, usize),
+    /// `broker.max_connections`.
+    Broker(usize),
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Listener(i, max) => write!(f, "listen[{i}].max_connections ({max}) reached"),
+            Limit::Broker(max) => write!(f, "broker.max_connections ({max}) reached"),
+        }
+    }
+}
+
 /// Accepts connections and spreads them over the workers.
 #[derive(Debug)]
 pub struct Acceptor {
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listening>,
     workers: Vec<WorkerLink>,
     dispatch: Dispatch,
+    max_connections: usize,
     next_worker: usize,
     counters: AcceptorCounters,
     error_log: LogLimiter,
     refused_log: LogLimiter,
+    limit_log: LogLimiter,
 }
 
 impl Acceptor {
-    /// An acceptor for `listeners` (non-blocking, indexed like `Settings::listen`).
+    /// An acceptor for `listeners` (indexed like `Settings::listen`) that keeps at most
+    /// `max_connections` connections open over all of them.
     pub fn new(
-        listeners: Vec<TcpListener>,
+        listeners: Vec<Listening>,
         workers: Vec<WorkerLink>,
         dispatch: Dispatch,
+        max_connections: usize,
     ) -> Acceptor {
         Acceptor {
             listeners,
             workers,
             dispatch,
+            max_connections,
             next_worker: 0,
             counters: AcceptorCounters::default(),
             error_log: LogLimiter::default(),
             refused_log: LogLimiter::default(),
+            limit_log: LogLimiter::default(),
         }
     }
 
@@ -71,7 +112,9 @@ impl Acceptor {
         for (i, l) in self.listeners.iter().enumerate() {
             // SAFETY: the listeners live in `self` for as long as the main poller is used;
             // the process exits (closing both) rather than dropping an acceptor under a live poller.
-            unsafe { poller.add_with_mode(l, Event::readable(first_key + i), PollMode::Level)? };
+            unsafe {
+                poller.add_with_mode(&l.socket, Event::readable(first_key + i), PollMode::Level)?;
+            }
         }
         Ok(())
     }
@@ -81,7 +124,7 @@ impl Acceptor {
     pub fn stop(&mut self, poller: &Poller) {
         for l in self.listeners.drain(..) {
             // Deleted before it is closed (dropped), as the poller requires.
-            let _ = poller.delete(&l);
+            let _ = poller.delete(&l.socket);
         }
     }
 
@@ -98,7 +141,7 @@ impl Acceptor {
     /// Accepts what is pending on listener `i` and hands each connection to a worker.
     pub fn on_readable(&mut self, i: usize) {
         for _ in 0..ACCEPTS_PER_TURN {
-            let (stream, peer) = match self.listeners[i].accept() {
+            let (stream, peer) = match self.listeners[i].socket.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -111,13 +154,24 @@ impl Acceptor {
                 }
             };
             self.counters.accepted += 1;
+            if let Some(limit) = self.limit_reached(i) {
+                // Dropping the stream closes it: the client sees end of stream (or a reset).
+                drop(stream);
+                self.counters.refused_max_connections += 1;
+                if let Some(n) = self.limit_log.allow() {
+                    warn!("refusing a connection: {limit} ({n} similar suppressed)");
+                }
+                continue;
+            }
             if stream.set_nonblocking(true).is_err() {
                 self.counters.accept_errors += 1;
                 continue;
             }
             let w = self.pick_worker(stream.as_raw_fd());
             let link = &self.workers[w];
+            let listener_open = &self.listeners[i].open;
             link.open.fetch_add(1, Ordering::Relaxed);
+            listener_open.fetch_add(1, Ordering::Relaxed);
             let msg = WorkerMsg::Connect(Connect {
                 stream,
                 peer,
@@ -126,6 +180,7 @@ impl Acceptor {
             if let Err(e) = link.mailbox.try_send(msg) {
                 // Dropping the message closes the socket: the client sees a reset, not a hang.
                 link.open.fetch_sub(1, Ordering::Relaxed);
+                listener_open.fetch_sub(1, Ordering::Relaxed);
                 self.counters.refused_mailbox_full += 1;
                 if let Some(n) = self.refused_log.allow() {
                     let why = match e {
@@ -136,6 +191,21 @@ impl Acceptor {
                 }
             }
         }
+    }
+
+    /// Which limit a new connection on listener `i` would exceed, if any.
+    fn limit_reached(&self, i: usize) -> Option<Limit> {
+        let listener = &self.listeners[i];
+        let max = listener.max_connections;
+        if max != 0 && listener.open.load(Ordering::Relaxed) >= max {
+            return Some(Limit::Listener(i, max));
+        }
+        let open: usize = self
+            .workers
+            .iter()
+            .map(|w| w.open.load(Ordering::Relaxed))
+            .sum();
+        (open >= self.max_connections).then_some(Limit::Broker(self.max_connections))
     }
 
     fn pick_worker(&mut self, fd: i32) -> usize {

@@ -47,6 +47,8 @@ pub struct ListenerInfo {
     pub framer: Arc<dyn Framer>,
     /// The listener's local port, copied into every record header.
     pub port: u16,
+    /// The listener's open connections (raised by the acceptor, lowered here on close).
+    pub open: Arc<AtomicUsize>,
 }
 
 /// Everything a worker thread is started with.
@@ -520,6 +522,9 @@ impl Worker {
         cause.count(&mut self.counters);
         self.counters.connections_open -= 1;
         self.open_gauge.fetch_sub(1, Ordering::Relaxed);
+        self.listeners[conn.listener]
+            .open
+            .fetch_sub(1, Ordering::Relaxed);
         let mut notice = RecordHeader::new(Kind::Disconnect, flow);
         notice.code = cause.reason() as u8;
         notice.peer = conn.peer;

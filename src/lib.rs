@@ -5,7 +5,8 @@
 //! through shared-memory lanes. MCP answers through another lane; ccsd routes each answer back.
 //!
 //! Where things live (`docs/architecture.md` tells the whole story):
-//! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop.
+//! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop;
+//!   [`listener`] opens its listening sockets.
 //! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker;
 //!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
 //!   `connection.rs`.
@@ -16,7 +17,7 @@
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
 //!   request loop of a simple MCP around a [`service::Service`]; [`demo`]: the echo service.
 //! - [`stats`], [`logging`], [`clock`]: counters, log setup, timestamps; [`instance`]: one ccsd
-//!   per queue name.
+//!   per queue name; [`fd_limit`]: the open-file limit raised to fit `broker.max_connections`.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -25,10 +26,12 @@ pub mod actors;
 pub mod clock;
 pub(crate) mod connection;
 pub mod demo;
+pub mod fd_limit;
 pub mod flow;
 pub mod framing;
 pub mod instance;
 pub mod lane;
+pub mod listener;
 pub mod logging;
 pub mod mailbox;
 pub mod mcp;

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -21,14 +21,16 @@ use crossbeam_channel::Receiver;
 use log::{error, info};
 use polling::{Event, Events, PollMode, Poller};
 
-use crate::actors::acceptor::{Acceptor, WorkerLink};
+use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
 use crate::actors::admin::{Admin, AdminAction, AdminView};
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
+use crate::fd_limit;
 use crate::framing;
 use crate::instance::{InstanceError, InstanceLock};
 use crate::lane::{Lane, LaneError};
+use crate::listener::{self, ListenOptions};
 use crate::mailbox::{Mailbox, mailbox};
 use crate::message::{Disconnect, MainMsg, WorkerMsg};
 use crate::record::Reason;
@@ -120,6 +122,10 @@ impl Broker {
     /// # Errors
     /// Any [`StartError`]; nothing is left running when it fails.
     pub fn start(settings: &Settings) -> Result<Broker, StartError> {
+        let worker_count = settings.broker.worker_count();
+        let max_connections = settings.broker.max_connections;
+        let needed = fd_limit::fd_budget(max_connections, worker_count, settings.listen.len());
+        fd_limit::raise_for(needed, max_connections);
         // Ports first: a start that fails on a busy port must not touch the lanes.
         let mut listeners = Vec::with_capacity(settings.listen.len());
         let mut infos = Vec::with_capacity(settings.listen.len());
@@ -134,18 +140,27 @@ impl Broker {
                 addr: l.addr,
                 source,
             };
-            let listener = TcpListener::bind(l.addr).map_err(bind_err)?;
-            listener.set_nonblocking(true).map_err(bind_err)?;
+            let options = ListenOptions {
+                backlog: l.backlog,
+                reuse_port: l.reuse_port,
+            };
+            let listener = listener::bind(l.addr, options).map_err(bind_err)?;
             let local = listener.local_addr().map_err(bind_err)?;
             info!(
                 "listening on tcp://{local} (listener {i}, framing {})",
                 framer.name()
             );
+            let open = Arc::new(AtomicUsize::new(0));
             infos.push(ListenerInfo {
                 framer,
                 port: local.port(),
+                open: Arc::clone(&open),
             });
-            listeners.push(listener);
+            listeners.push(Listening {
+                socket: listener,
+                open,
+                max_connections: l.max_connections,
+            });
             local_addrs.push(local);
         }
 
@@ -164,7 +179,6 @@ impl Broker {
         // Before any lane is touched: a second ccsd on the same lanes would corrupt them.
         let instance =
             InstanceLock::acquire(&settings.lock_path()).map_err(StartError::Instance)?;
-        let worker_count = settings.broker.worker_count();
         let capacity = settings.queues.capacity.bytes();
         let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
             .map_err(StartError::Queue)?;
@@ -199,7 +213,12 @@ impl Broker {
         response.set_epoch(epoch_count);
         response.set_request_lanes(worker_count as u32);
         let bridge = McpBridge::new(response.into_consumer(), epoch, bridge_links);
-        let acceptor = Acceptor::new(listeners, worker_links, settings.broker.dispatch);
+        let acceptor = Acceptor::new(
+            listeners,
+            worker_links,
+            settings.broker.dispatch,
+            settings.broker.max_connections,
+        );
         acceptor.register(&poller, 0).map_err(StartError::Runtime)?;
         // SAFETY: the FIFO belongs to the bridge's lane, which lives in `Broker` next to the
         // poller for the rest of the process.

@@ -84,6 +84,9 @@ counters! {
         accepted,
         /// Accepted connections closed at once because the chosen worker's mailbox was full.
         refused_mailbox_full,
+        /// Accepted connections closed at once because `broker.max_connections` or the
+        /// listener's `max_connections` was reached.
+        refused_max_connections,
         /// `accept` failures other than "would block" (e.g. out of file descriptors).
         accept_errors,
     }
@@ -125,6 +128,7 @@ mod tests {
         let mut a = AcceptorCounters {
             accepted: 1,
             refused_mailbox_full: 2,
+            refused_max_connections: 4,
             accept_errors: 3,
         };
         a.add(&a.clone());
@@ -135,6 +139,7 @@ mod tests {
             [
                 ("accepted", 2),
                 ("refused_mailbox_full", 4),
+                ("refused_max_connections", 8),
                 ("accept_errors", 6)
             ]
         );

@@ -85,10 +85,7 @@ fn port_in_use_exits_2_with_one_clear_line() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let env = TestEnv::new(1, "", "");
-    let toml = std::fs::read_to_string(&env.config)
-        .unwrap()
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    std::fs::write(&env.config, toml).unwrap();
+    env.set_listen_addr(&format!("127.0.0.1:{port}"));
     let out = ccsd(&["--config", env.config.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);

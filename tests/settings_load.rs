@@ -397,6 +397,7 @@ fn built_in_settings_file_spells_out_every_key() {
             "dispatch",
             "idle_spin",
             "mailbox_capacity",
+            "max_connections",
             "shutdown_grace",
             "unlocked_mode"
         ]
@@ -411,6 +412,7 @@ fn built_in_settings_file_spells_out_every_key() {
         keys(&listen[0]),
         [
             "addr",
+            "backlog",
             "framing",
             "http_max_header",
             "length_adjust",
@@ -418,8 +420,10 @@ fn built_in_settings_file_spells_out_every_key() {
             "length_includes",
             "length_offset",
             "length_size",
+            "max_connections",
             "max_packet",
-            "proto"
+            "proto",
+            "reuse_port"
         ]
     );
     assert_eq!(keys(&root["log"]), ["level"]);

@@ -62,6 +62,15 @@ fn mailbox_capacity_must_be_at_least_16() {
 }
 
 #[test]
+fn broker_max_connections_must_be_at_least_1() {
+    assert!(problems_after(|s| s.broker.max_connections = 1).is_empty());
+    assert_eq!(
+        problems_after(|s| s.broker.max_connections = 0),
+        ["broker.max_connections: must be at least 1"]
+    );
+}
+
+#[test]
 fn queue_name_must_be_short_nonempty_and_plain() {
     assert_eq!(
         problems_after(|s| s.queues.name = String::new()),
@@ -194,6 +203,15 @@ fn an_unknown_framing_lists_the_known_ones() {
         [
             "listen[0].framing: unknown framing \"smtp\", known framings: http, length, line, memcache, resp"
         ]
+    );
+}
+
+#[test]
+fn backlog_must_be_between_1_and_65535() {
+    assert!(problems_after(|s| s.listen[0].backlog = 65535).is_empty());
+    assert_eq!(
+        problems_after(|s| s.listen[0].backlog = 0),
+        ["listen[0].backlog: must be between 1 and 65535, got 0"]
     );
 }
 

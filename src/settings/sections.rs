@@ -38,6 +38,9 @@ pub struct BrokerSettings {
     /// sent before they are closed anyway.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Connections open at once over all listeners; the acceptor closes any connection beyond
+    /// it at once. ccsd raises its open-file limit to fit it at start.
+    pub max_connections: usize,
 }
 
 impl BrokerSettings {
@@ -61,6 +64,7 @@ impl Default for BrokerSettings {
             mailbox_capacity: 4096,
             idle_spin: Duration::ZERO,
             shutdown_grace: Duration::from_secs(5),
+            max_connections: 100_000,
         }
     }
 }
@@ -166,6 +170,12 @@ pub struct ListenSettings {
     pub length_adjust: i64,
     /// Largest request head (request line and header fields) the `http` framing accepts.
     pub http_max_header: ByteSize,
+    /// Connections open at once on this listener (0: only `broker.max_connections` applies).
+    pub max_connections: usize,
+    /// Pending connections the kernel queues for `accept` (`listen(2)` backlog).
+    pub backlog: u32,
+    /// Whether to set `SO_REUSEPORT`, so several processes can listen on the same address.
+    pub reuse_port: bool,
 }
 
 impl Default for ListenSettings {
@@ -181,6 +191,9 @@ impl Default for ListenSettings {
             length_includes: LengthIncludes::default(),
             length_adjust: 0,
             http_max_header: ByteSize(8 * KIB),
+            max_connections: 0,
+            backlog: 1024,
+            reuse_port: false,
         }
     }
 }

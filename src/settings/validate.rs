@@ -21,6 +21,9 @@ const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
 /// The longest `broker.idle_spin` accepted.
 const MAX_IDLE_SPIN: Duration = Duration::from_millis(10);
 
+/// The largest `listen[i].backlog` accepted (the kernel caps it at `net.core.somaxconn` anyway).
+const MAX_BACKLOG: u32 = 65535;
+
 /// The smallest `listen[i].http_max_header`: room for a request line and a `Host` field.
 const MIN_HTTP_HEADER: u64 = 64;
 
@@ -109,6 +112,9 @@ impl BrokerSettings {
                 "broker.mailbox_capacity: must be at least 16, got {}",
                 self.mailbox_capacity
             ));
+        }
+        if self.max_connections == 0 {
+            problems.push("broker.max_connections: must be at least 1".to_owned());
         }
         if self.shutdown_grace > MAX_SHUTDOWN_GRACE {
             problems.push(format!(
@@ -209,6 +215,12 @@ impl ListenSettings {
             problems.push(format!(
                 "listen[{i}].http_max_header: must be between {} and 1GiB, got {max_header}",
                 ByteSize(MIN_HTTP_HEADER)
+            ));
+        }
+        if !(1..=MAX_BACKLOG).contains(&self.backlog) {
+            problems.push(format!(
+                "listen[{i}].backlog: must be between 1 and {MAX_BACKLOG}, got {}",
+                self.backlog
             ));
         }
         if ![1, 2, 4, 8].contains(&self.length_size) {

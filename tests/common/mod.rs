@@ -64,6 +64,18 @@ impl TestEnv {
         std::fs::write(&self.config, toml).expect("write config");
     }
 
+    /// Puts the (first) listener on `addr` instead of port 0.
+    pub fn set_listen_addr(&self, addr: &str) {
+        let from = "[[listen]]\naddr = \"127.0.0.1:0\"";
+        let toml = std::fs::read_to_string(&self.config).expect("read config");
+        assert!(
+            toml.contains(from),
+            "the test config has no port-0 listener"
+        );
+        let toml = toml.replacen(from, &format!("[[listen]]\naddr = \"{addr}\""), 1);
+        std::fs::write(&self.config, toml).expect("write config");
+    }
+
     pub fn settings(&self) -> Settings {
         Settings::load_with_env(Some(&self.config), std::iter::empty()).expect("test settings")
     }

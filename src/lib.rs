@@ -8,7 +8,7 @@
 //! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop.
 //! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker;
 //!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
-//!   `connection.rs`.
+//!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`].
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up.
 //! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
@@ -27,8 +27,10 @@ pub(crate) mod connection;
 pub mod demo;
 pub mod flow;
 pub mod framing;
+pub mod idle;
 pub mod instance;
 pub mod lane;
+pub(crate) mod limits;
 pub mod logging;
 pub mod mailbox;
 pub mod mcp;

@@ -7,7 +7,8 @@ use std::fs;
 use std::time::Duration;
 
 use super::sections::{
-    BrokerSettings, ListenSettings, MAX_WORKERS, Proto, QueueSettings, StatsSettings,
+    BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, Proto, QueueSettings,
+    StatsSettings,
 };
 use super::units::{ByteSize, GIB, KIB};
 use crate::lane::FRAME_HEADER_SIZE;
@@ -21,6 +22,11 @@ const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
 /// The longest `broker.idle_spin` accepted.
 const MAX_IDLE_SPIN: Duration = Duration::from_millis(10);
 
+/// The shortest `limits.idle_timeout` other than zero (off).
+const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(10);
+/// The smallest `limits.max_send_buffer`: one full read chunk of replies.
+const MIN_SEND_BUFFER: u64 = 64 * KIB;
+
 /// The smallest `listen[i].http_max_header`: room for a request line and a `Host` field.
 const MIN_HTTP_HEADER: u64 = 64;
 
@@ -31,6 +37,7 @@ pub(super) struct Validation<'a> {
     pub(super) queues: Option<&'a QueueSettings>,
     pub(super) listen: Option<&'a [Option<&'a ListenSettings>]>,
     pub(super) stats: Option<&'a StatsSettings>,
+    pub(super) limits: Option<&'a LimitsSettings>,
 }
 
 impl Validation<'_> {
@@ -49,6 +56,9 @@ impl Validation<'_> {
         }
         if let Some(stats) = self.stats {
             stats.check(problems);
+        }
+        if let Some(limits) = self.limits {
+            limits.check(problems);
         }
     }
 }
@@ -218,6 +228,23 @@ impl StatsSettings {
             problems.push(format!(
                 "stats.interval: must be at least 10ms, got {:?}",
                 self.interval
+            ));
+        }
+    }
+}
+
+impl LimitsSettings {
+    fn check(&self, problems: &mut Vec<String>) {
+        if !self.idle_timeout.is_zero() && self.idle_timeout < MIN_IDLE_TIMEOUT {
+            problems.push(format!(
+                "limits.idle_timeout: must be \"0s\" (off) or at least 10ms, got {:?}",
+                self.idle_timeout
+            ));
+        }
+        let send = self.max_send_buffer;
+        if !(MIN_SEND_BUFFER..=4 * GIB).contains(&send.bytes()) {
+            problems.push(format!(
+                "limits.max_send_buffer: must be between 64KiB and 4GiB, got {send}"
             ));
         }
     }

@@ -22,7 +22,9 @@ use log::{debug, error, warn};
 use polling::{Event, Events, PollMode, Poller};
 
 use crate::clock::monotonic_ns;
-use crate::connection::{CloseCause, Conn, Ingested, LaneSink, frame_connection, write_pending};
+use crate::connection::{
+    CloseCause, Conn, Ingested, LaneSink, frame_connection, queue_capped, write_pending,
+};
 use crate::flow::{FlowId, FlowTable};
 use crate::framing::Framer;
 use crate::idle::IdleList;
@@ -442,18 +444,17 @@ impl Worker {
 
     fn queue_reply(&mut self, flow: FlowId, payload: &[u8]) {
         match self.conns.get_mut(flow) {
-            // The socket already refused bytes: do not let the buffer grow past the cap.
-            Ok(conn)
-                if conn.write_armed
-                    && self
-                        .limits
-                        .send_buffer_exceeded(conn.wbuf.len() - conn.wpos + payload.len()) =>
-            {
-                self.close(flow, CloseCause::SlowClient);
-            }
             Ok(conn) if !conn.close_after_flush => {
+                let written_before = self.counters.bytes_out;
+                let max = self.limits.max_send_buffer;
+                let queued = queue_capped(conn, payload, max, &mut self.counters.bytes_out);
+                if self.counters.bytes_out != written_before {
+                    self.idle.touch(flow.slot(), self.now);
+                }
+                if let Err(cause) = queued {
+                    return self.close(flow, cause);
+                }
                 conn.outstanding = conn.outstanding.saturating_sub(1);
-                conn.wbuf.extend_from_slice(payload);
                 self.counters.replies_out += 1;
                 if !conn.dirty {
                     conn.dirty = true;
@@ -547,13 +548,6 @@ impl Worker {
         let want_write = match result {
             Ok(true) if conn.close_after_flush => return self.close(flow, CloseCause::ByMcp),
             Ok(true) => false,
-            Ok(false)
-                if self
-                    .limits
-                    .send_buffer_exceeded(conn.wbuf.len() - conn.wpos) =>
-            {
-                return self.close(flow, CloseCause::SlowClient);
-            }
             Ok(false) => true,
             Err(_) => return self.close(flow, CloseCause::SocketError),
         };

@@ -311,6 +311,31 @@ fn frame_packets(
     }
 }
 
+/// Appends a reply to `conn.wbuf`, keeping at most `max` bytes unwritten
+/// (`limits.max_send_buffer`): when the reply would not fit, what the socket takes is written first,
+/// and `Err(CloseCause::SlowClient)` means it still does not fit. Bytes already written are
+/// dropped from the front once they are half the buffer, so the buffer stays within about twice
+/// `max` however long a slow reader keeps up.
+pub(crate) fn queue_capped(
+    conn: &mut Conn,
+    payload: &[u8],
+    max: usize,
+    bytes_out: &mut u64,
+) -> Result<(), CloseCause> {
+    if conn.wbuf.len() - conn.wpos + payload.len() > max {
+        write_pending(conn, bytes_out).map_err(|_| CloseCause::SocketError)?;
+        if conn.wbuf.len() - conn.wpos + payload.len() > max {
+            return Err(CloseCause::SlowClient);
+        }
+    }
+    if conn.wpos > 0 && conn.wpos >= conn.wbuf.len() / 2 {
+        conn.wbuf.drain(..conn.wpos);
+        conn.wpos = 0;
+    }
+    append_capped(&mut conn.wbuf, payload, max);
+    Ok(())
+}
+
 /// Writes `conn.wbuf[conn.wpos..]`; `Ok(true)` when all of it went out, `Ok(false)` when the
 /// socket would block first.
 pub(crate) fn write_pending(conn: &mut Conn, bytes_out: &mut u64) -> io::Result<bool> {

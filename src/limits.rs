@@ -44,11 +44,6 @@ impl Limits {
         }
     }
 
-    /// Whether `pending` unwritten reply bytes are more than a connection may hold.
-    pub(crate) fn send_buffer_exceeded(&self, pending: usize) -> bool {
-        pending > self.max_send_buffer
-    }
-
     /// Logs, at most once per ten seconds per limit, that worker `worker` closed the connection
     /// from `peer` for `cause`, if `cause` is one of the limits.
     pub(crate) fn log_close(&mut self, cause: CloseCause, worker: usize, peer: SocketAddr) {

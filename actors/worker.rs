@@ -6,7 +6,9 @@
 //! One turn of the loop: wait on the poller; read every readable connection into one scratch
 //! buffer, frame it and push each complete packet into the worker's request lane; drain the
 //! mailbox (new connections, replies, closes); write every connection that got replies, arming
-//! write interest only while bytes remain; publish the lane once, waking MCP only if it sleeps.
+//! write interest only while bytes remain; close the connections idle for `limits.idle_timeout`
+//! (the least recently active first, from an [`IdleList`]); publish the lane once, waking MCP only
+//! if it sleeps.
 
 use std::io::{self, Read};
 
@@ -20,15 +22,19 @@ use log::{debug, error, warn};
 use polling::{Event, Events, PollMode, Poller};
 
 use crate::clock::monotonic_ns;
-use crate::connection::{CloseCause, Conn, Ingested, LaneSink, frame_connection, write_pending};
+use crate::connection::{
+    CloseCause, Conn, Ingested, LaneSink, frame_connection, queue_capped, write_pending,
+};
 use crate::flow::{FlowId, FlowTable};
 use crate::framing::Framer;
+use crate::idle::IdleList;
 use crate::lane::Producer;
+use crate::limits::Limits;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::message::{Connect, DataTrans, Disconnect, MainMsg, NotifyStat, WorkerMsg};
 use crate::record::{CloseMode, Kind, Reason, RecordHeader, Transport};
-use crate::settings::OnFull;
+use crate::settings::{LimitsSettings, OnFull};
 use crate::stats::WorkerCounters;
 
 /// Bytes read from a socket in one call; also the most a connection buffers beyond a packet.
@@ -77,6 +83,8 @@ pub struct WorkerSetup {
     pub stats_interval: Duration,
     /// How long to keep polling without sleeping after the last work (`broker.idle_spin`).
     pub idle_spin: Duration,
+    /// The per-connection limits.
+    pub limits: LimitsSettings,
 }
 
 impl std::fmt::Debug for WorkerSetup {
@@ -109,6 +117,11 @@ pub struct Worker {
     scratch: Vec<u8>,
     dirty: Vec<FlowId>,
     paused: Vec<FlowId>,
+    /// Open, unpaused connections by last activity (`limits.idle_timeout`).
+    idle: IdleList,
+    limits: Limits,
+    /// When the current loop turn's wait returned: the time of its reads and writes.
+    now: Instant,
     counters: WorkerCounters,
     full_log: LogLimiter,
     error_log: LogLimiter,
@@ -146,6 +159,9 @@ impl Worker {
             scratch: vec![0; READ_CHUNK],
             dirty: Vec::new(),
             paused: Vec::new(),
+            idle: IdleList::new(setup.limits.idle_timeout),
+            limits: Limits::new(&setup.limits),
+            now: Instant::now(),
             counters: WorkerCounters::default(),
             full_log: LogLimiter::default(),
             error_log: LogLimiter::default(),
@@ -171,10 +187,14 @@ impl Worker {
             if let Some(deadline) = self.stopping {
                 timeout = timeout.min(deadline.saturating_duration_since(now));
             }
+            if let Some(expiry) = self.idle.until_next_expiry(now) {
+                timeout = timeout.min(expiry);
+            }
             if let Err(e) = self.poller.wait(&mut events, Some(timeout)) {
                 error!("worker {}: poller failed, stopping: {e}", self.id);
                 return;
             }
+            self.now = Instant::now();
             for ev in events.iter() {
                 if ev.readable {
                     self.on_readable(ev.key);
@@ -194,6 +214,8 @@ impl Worker {
             self.resume_paused();
             if self.stopping.is_some() {
                 self.close_answered();
+            } else {
+                self.close_idle();
             }
             self.publish_lane();
             if Instant::now() >= self.next_stats {
@@ -264,6 +286,7 @@ impl Worker {
             self.open_gauge.fetch_sub(1, Ordering::Relaxed);
             return;
         }
+        self.idle.touch(flow.slot(), self.now);
         self.counters.connections_opened += 1;
         self.counters.connections_open += 1;
     }
@@ -283,6 +306,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.close(flow, CloseCause::SocketError),
             };
+            self.idle.touch(slot, self.now);
             match self.ingest(flow, n) {
                 Err(cause) => return self.close(flow, cause),
                 Ok(Ingested::Blocked) => return self.pause(flow),
@@ -313,6 +337,7 @@ impl Worker {
             on_full: *on_full,
             full_log,
             worker: *id,
+            max_requests_per_second: self.limits.max_requests_per_second,
         };
         frame_connection(
             conn,
@@ -330,6 +355,8 @@ impl Worker {
         };
         conn.paused = true;
         self.paused.push(flow);
+        // Waiting for room in the lane is not the client's idleness.
+        self.idle.remove(flow.slot());
         if self.update_interest(flow).is_err() {
             self.close(flow, CloseCause::SocketError);
         }
@@ -354,6 +381,7 @@ impl Worker {
                     if let Ok(conn) = self.conns.get_mut(flow) {
                         conn.paused = false;
                     }
+                    self.idle.touch(flow.slot(), self.now);
                     if self.update_interest(flow).is_err() {
                         self.close(flow, CloseCause::SocketError);
                     }
@@ -420,8 +448,16 @@ impl Worker {
     fn queue_reply(&mut self, flow: FlowId, payload: &[u8]) {
         match self.conns.get_mut(flow) {
             Ok(conn) if !conn.close_after_flush => {
+                let written_before = self.counters.bytes_out;
+                let max = self.limits.max_send_buffer;
+                let queued = queue_capped(conn, payload, max, &mut self.counters.bytes_out);
+                if self.counters.bytes_out != written_before {
+                    self.idle.touch(flow.slot(), self.now);
+                }
+                if let Err(cause) = queued {
+                    return self.close(flow, cause);
+                }
                 conn.outstanding = conn.outstanding.saturating_sub(1);
-                conn.wbuf.extend_from_slice(payload);
                 self.counters.replies_out += 1;
                 if !conn.dirty {
                     conn.dirty = true;
@@ -482,6 +518,16 @@ impl Worker {
         }
     }
 
+    /// Closes every connection inactive for `limits.idle_timeout`, least recently active first.
+    fn close_idle(&mut self) {
+        while let Some(slot) = self.idle.expired(self.now) {
+            match self.conns.by_slot_mut(slot) {
+                Some((flow, _)) => self.close(flow, CloseCause::Idle),
+                None => self.idle.remove(slot),
+            }
+        }
+    }
+
     /// Writes every connection that got replies or a close request this turn.
     fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
@@ -497,7 +543,11 @@ impl Worker {
             return;
         };
         conn.dirty = false;
+        let written_before = self.counters.bytes_out;
         let result = write_pending(conn, &mut self.counters.bytes_out);
+        if self.counters.bytes_out != written_before {
+            self.idle.touch(flow.slot(), self.now);
+        }
         let want_write = match result {
             Ok(true) if conn.close_after_flush => return self.close(flow, CloseCause::ByMcp),
             Ok(true) => false,
@@ -519,6 +569,8 @@ impl Worker {
         };
         // The fd must leave the poller before it is closed (dropped).
         let _ = self.poller.delete(&conn.stream);
+        self.idle.remove(flow.slot());
+        self.limits.log_close(cause, self.id, conn.peer);
         cause.count(&mut self.counters);
         self.counters.connections_open -= 1;
         self.open_gauge.fetch_sub(1, Ordering::Relaxed);

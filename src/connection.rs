@@ -14,6 +14,7 @@ use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
 use crate::framing::{FrameCheck, FrameError, Framer};
 use crate::lane::{Producer, PushError};
+use crate::limits::RequestWindow;
 use crate::logging::LogLimiter;
 use crate::record::{Kind, Reason, RecordHeader, Transport};
 use crate::settings::OnFull;
@@ -21,6 +22,8 @@ use crate::stats::WorkerCounters;
 
 /// Buffers that grew past this are released once empty, so idle connections stay small.
 const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;
+/// How far a receive buffer's capacity may exceed the listener's `max_packet`: one read.
+const RECV_SLACK: usize = 64 * 1024;
 
 /// Why the worker closes a connection: what MCP is told and which counter grows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +36,12 @@ pub(crate) enum CloseCause {
     QueueFull,
     Overload,
     Shutdown,
+    /// No activity for `limits.idle_timeout`.
+    Idle,
+    /// Unwritten replies over `limits.max_send_buffer`.
+    SlowClient,
+    /// More packets in a second than `limits.max_requests_per_second`.
+    RateLimited,
 }
 
 impl CloseCause {
@@ -43,8 +52,12 @@ impl CloseCause {
             CloseCause::SocketError => Reason::Error,
             CloseCause::Malformed | CloseCause::Oversize => Reason::Protocol,
             CloseCause::ByMcp => Reason::Local,
-            CloseCause::QueueFull | CloseCause::Overload => Reason::Overload,
+            CloseCause::QueueFull
+            | CloseCause::Overload
+            | CloseCause::SlowClient
+            | CloseCause::RateLimited => Reason::Overload,
             CloseCause::Shutdown => Reason::Shutdown,
+            CloseCause::Idle => Reason::Timeout,
         }
     }
 
@@ -59,6 +72,9 @@ impl CloseCause {
             CloseCause::QueueFull => &mut c.closed_queue_full,
             CloseCause::Overload => &mut c.closed_overload,
             CloseCause::Shutdown => &mut c.closed_shutdown,
+            CloseCause::Idle => &mut c.closed_idle,
+            CloseCause::SlowClient => &mut c.closed_slow_client,
+            CloseCause::RateLimited => &mut c.closed_rate_limited,
         } += 1;
     }
 }
@@ -85,6 +101,8 @@ pub(crate) struct Conn {
     /// Packets sent to MCP minus replies received (never below zero): during a shutdown the
     /// connection closes when this reaches zero and its replies are written.
     pub(crate) outstanding: u64,
+    /// Packets taken in the current `limits.max_requests_per_second` window.
+    pub(crate) requests: RequestWindow,
 }
 
 /// Lane and counters a framing pass writes into (split from the worker to satisfy the borrow
@@ -95,6 +113,8 @@ pub(crate) struct LaneSink<'a> {
     pub(crate) on_full: OnFull,
     pub(crate) full_log: &'a mut LogLimiter,
     pub(crate) worker: usize,
+    /// Packets a connection may send per second (`u64::MAX`: no limit).
+    pub(crate) max_requests_per_second: u64,
 }
 
 impl Conn {
@@ -113,6 +133,7 @@ impl Conn {
             dirty: false,
             close_after_flush: false,
             outstanding: 0,
+            requests: RequestWindow::default(),
         }
     }
 }
@@ -129,7 +150,11 @@ pub(crate) enum Ingested {
 /// Frames `conn`'s buffered bytes followed by `fresh` ones (just read, `&[]` on a retry) and
 /// pushes every complete packet into the lane, keeping the rest in `conn.rbuf`. Bytes are copied
 /// into the connection only when a packet is incomplete, so a connection whose reads hold whole
-/// packets never grows a buffer of its own.
+/// packets never grows a buffer of its own. A packet longer than the listener's `max_packet`
+/// closes the connection as soon as that shows, so `conn.rbuf` never holds more than
+/// `max_packet` plus one read, and its capacity never grows past `max_packet` + [`RECV_SLACK`].
+/// Packets past the connection's budget of `limits.max_requests_per_second` close it before they
+/// reach the lane.
 pub(crate) fn frame_connection(
     conn: &mut Conn,
     flow: FlowId,
@@ -144,18 +169,21 @@ pub(crate) fn frame_connection(
     header.transport = Transport::Tcp;
     header.timestamp_ns = now;
     let framer = &*info.framer;
+    let recv_cap = framer.max_packet().saturating_add(RECV_SLACK);
+    let budget = conn.requests.budget(now, sink.max_requests_per_second);
     let framed = if conn.rbuf.is_empty() {
-        let framed = frame_packets(framer, fresh, now, now, &mut header, sink)?;
-        conn.rbuf.extend_from_slice(&fresh[framed.consumed..]);
+        let framed = frame_packets(framer, fresh, now, now, budget, &mut header, sink)?;
+        append_capped(&mut conn.rbuf, &fresh[framed.consumed..], recv_cap);
         conn.rbuf_since_ns = now;
         framed
     } else {
-        conn.rbuf.extend_from_slice(fresh);
+        append_capped(&mut conn.rbuf, fresh, recv_cap);
         let framed = frame_packets(
             framer,
             &conn.rbuf,
             conn.rbuf_since_ns,
             now,
+            budget,
             &mut header,
             sink,
         )?;
@@ -169,11 +197,23 @@ pub(crate) fn frame_connection(
         conn.rbuf = Vec::new();
     }
     conn.outstanding += framed.pushed;
+    conn.requests.spend(framed.taken);
     Ok(if framed.blocked {
         Ingested::Blocked
     } else {
         Ingested::Done
     })
+}
+
+/// Appends `bytes` to `buf`, doubling its capacity as a `Vec` would but never past `cap` (unless
+/// the bytes themselves need more), so a buffer near the packet limit is not allocated twice over.
+fn append_capped(buf: &mut Vec<u8>, bytes: &[u8], cap: usize) {
+    let needed = buf.len() + bytes.len();
+    if needed > buf.capacity() {
+        let target = (buf.capacity() * 2).clamp(needed, cap.max(needed));
+        buf.reserve_exact(target - buf.len());
+    }
+    buf.extend_from_slice(bytes);
 }
 
 /// How far a framing pass got.
@@ -184,6 +224,8 @@ struct Framed {
     blocked: bool,
     /// Packets pushed into the lane.
     pushed: u64,
+    /// Packets taken from the connection: pushed, or dropped with `on_full = "drop"`.
+    taken: u64,
 }
 
 /// Frames the packets at the start of `buf` and pushes each into the lane. Returns how many bytes
@@ -191,20 +233,24 @@ struct Framed {
 /// why the connection must close.
 ///
 /// The first packet began at `first_ns` (it may have started in an earlier read); later ones at
-/// `now_ns`. Both travel to MCP in `echo[0]` and come back with the reply.
+/// `now_ns`. Both travel to MCP in `echo[0]` and come back with the reply. At most `budget`
+/// packets are taken; one more closes the connection (`limits.max_requests_per_second`).
 fn frame_packets(
     framer: &dyn Framer,
     buf: &[u8],
     first_ns: u64,
     now_ns: u64,
+    budget: u64,
     header: &mut RecordHeader,
     sink: &mut LaneSink<'_>,
 ) -> Result<Framed, CloseCause> {
     let mut off = 0;
     let mut pushed = 0;
+    let mut taken = 0;
     loop {
         let rest = &buf[off..];
         match framer.check(rest) {
+            FrameCheck::Complete(_) if taken == budget => return Err(CloseCause::RateLimited),
             FrameCheck::Complete(n) => {
                 let packet = &rest[..n];
                 header.payload_len = n as u32;
@@ -221,6 +267,7 @@ fn frame_packets(
                             consumed: off,
                             blocked: true,
                             pushed,
+                            taken,
                         });
                     }
                     Err(PushError::Full) if sink.on_full == OnFull::Drop => {
@@ -245,6 +292,7 @@ fn frame_packets(
                     Err(PushError::TooLarge { .. }) => return Err(CloseCause::Oversize),
                 }
                 off += n;
+                taken += 1;
             }
             FrameCheck::Incomplete if rest.len() > framer.max_packet() => {
                 return Err(CloseCause::Oversize);
@@ -254,12 +302,38 @@ fn frame_packets(
                     consumed: off,
                     blocked: false,
                     pushed,
+                    taken,
                 });
             }
             FrameCheck::Invalid(FrameError::Oversize { .. }) => return Err(CloseCause::Oversize),
             FrameCheck::Invalid(FrameError::Malformed(_)) => return Err(CloseCause::Malformed),
         }
     }
+}
+
+/// Appends a reply to `conn.wbuf`, keeping at most `max` bytes unwritten
+/// (`limits.max_send_buffer`): when the reply would not fit, what the socket takes is written first,
+/// and `Err(CloseCause::SlowClient)` means it still does not fit. Bytes already written are
+/// dropped from the front once they are half the buffer, so the buffer stays within about twice
+/// `max` however long a slow reader keeps up.
+pub(crate) fn queue_capped(
+    conn: &mut Conn,
+    payload: &[u8],
+    max: usize,
+    bytes_out: &mut u64,
+) -> Result<(), CloseCause> {
+    if conn.wbuf.len() - conn.wpos + payload.len() > max {
+        write_pending(conn, bytes_out).map_err(|_| CloseCause::SocketError)?;
+        if conn.wbuf.len() - conn.wpos + payload.len() > max {
+            return Err(CloseCause::SlowClient);
+        }
+    }
+    if conn.wpos > 0 && conn.wpos >= conn.wbuf.len() / 2 {
+        conn.wbuf.drain(..conn.wpos);
+        conn.wpos = 0;
+    }
+    append_capped(&mut conn.wbuf, payload, max);
+    Ok(())
 }
 
 /// Writes `conn.wbuf[conn.wpos..]`; `Ok(true)` when all of it went out, `Ok(false)` when the

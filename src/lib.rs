@@ -9,7 +9,7 @@
 //!   [`listener`] opens its listening sockets.
 //! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker;
 //!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
-//!   `connection.rs`.
+//!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`].
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up.
 //! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
@@ -29,8 +29,10 @@ pub mod demo;
 pub mod fd_limit;
 pub mod flow;
 pub mod framing;
+pub mod idle;
 pub mod instance;
 pub mod lane;
+pub(crate) mod limits;
 pub mod listener;
 pub mod logging;
 pub mod mailbox;

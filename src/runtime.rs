@@ -467,6 +467,7 @@ fn spawn_worker(
         open_gauge: Arc::clone(&open),
         stats_interval: settings.stats.interval,
         idle_spin: settings.broker.idle_spin,
+        limits: settings.limits.clone(),
     });
     let handle = thread::Builder::new()
         .name(format!("ccsd-worker-{id}"))

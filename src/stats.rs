@@ -51,6 +51,12 @@ counters! {
         closed_table_full,
         /// Closed because ccsd was stopping.
         closed_shutdown,
+        /// Closed after `limits.idle_timeout` without a read or a write.
+        closed_idle,
+        /// Closed because its unwritten replies exceeded `limits.max_send_buffer`.
+        closed_slow_client,
+        /// Closed for sending more than `limits.max_requests_per_second` packets in a second.
+        closed_rate_limited,
         /// Complete packets written to the request lane.
         packets_in,
         /// Bytes of those packets.

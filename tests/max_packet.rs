@@ -44,3 +44,33 @@ fn malformed_length_prefix_is_a_counted_protocol_close() {
     assert_closed(&mut bad);
     env.wait_stat("totals.closed_protocol", |v| v == 1);
 }
+
+#[test]
+fn huge_declared_packet_is_closed_at_its_header_without_buffering_the_body() {
+    let env = TestEnv::new(1, "max_packet = \"1MiB\"", "");
+    let ccsd = env.start_ccsd();
+    let mut client = connect(ccsd.addr());
+    client.write_all(&(16u32 << 20).to_be_bytes()).unwrap();
+    let mut writer = client.try_clone().unwrap();
+    // 8 MiB of the declared 16 MiB body; ccsd has closed the connection before most of it lands,
+    // so the write fails part-way (reset or broken pipe).
+    let body = std::thread::spawn(move || writer.write_all(&vec![0u8; 8 << 20]));
+    assert_closed(&mut client);
+    let _ = body.join().unwrap();
+    env.wait_stat("totals.closed_oversize", |v| v == 1);
+    assert!(common::peak_rss(&ccsd) < 64 << 20);
+}
+
+#[test]
+fn text_packet_without_an_end_is_closed_once_it_passes_max_packet() {
+    let env = TestEnv::new(1, "framing = \"line\"\nmax_packet = \"1MiB\"", "");
+    let ccsd = env.start_ccsd();
+    let mut client = connect(ccsd.addr());
+    let mut writer = client.try_clone().unwrap();
+    // 8 MiB without a newline: ccsd keeps at most 1 MiB plus one 64 KiB read of it.
+    let body = std::thread::spawn(move || writer.write_all(&vec![b'x'; 8 << 20]));
+    assert_closed(&mut client);
+    let _ = body.join().unwrap();
+    env.wait_stat("totals.closed_oversize", |v| v == 1);
+    assert!(common::peak_rss(&ccsd) < 64 << 20);
+}

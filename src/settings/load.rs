@@ -11,7 +11,9 @@ use super::validate::Validation;
 use super::{DEFAULT_SETTINGS_TOML, ListenSettings, Settings, SettingsError};
 
 /// The top-level sections, in the order problems are reported.
-const SECTIONS: [&str; 6] = ["broker", "queues", "listen", "log", "stats", "admin"];
+const SECTIONS: [&str; 7] = [
+    "broker", "queues", "listen", "log", "stats", "admin", "limits",
+];
 
 /// `CCSD_BROKER__WORKERS` → `broker.workers`, the way `config::Environment` maps it; `None` for
 /// variables without the `CCSD_` prefix.
@@ -96,6 +98,7 @@ pub(super) fn parse(
     let log = loader.section(&mut root, "log");
     let stats = loader.section(&mut root, "stats");
     let admin = loader.section(&mut root, "admin");
+    let limits = loader.section(&mut root, "limits");
     loader.unknown_sections(root);
 
     let listen_refs: Option<Vec<_>> = listen
@@ -107,23 +110,29 @@ pub(super) fn parse(
         listen: listen_refs.as_deref(),
         stats: stats.as_ref(),
         admin: admin.as_ref(),
+        limits: limits.as_ref(),
     }
     .check(&mut loader.problems);
 
     let listen = listen.and_then(|listeners| listeners.into_iter().collect());
-    match (broker, queues, listen, log, stats, admin) {
-        (Some(broker), Some(queues), Some(listen), Some(log), Some(stats), Some(admin))
-            if loader.problems.is_empty() =>
-        {
-            Ok(Settings {
-                broker,
-                queues,
-                listen,
-                log,
-                stats,
-                admin,
-            })
-        }
+    match (broker, queues, listen, log, stats, admin, limits) {
+        (
+            Some(broker),
+            Some(queues),
+            Some(listen),
+            Some(log),
+            Some(stats),
+            Some(admin),
+            Some(limits),
+        ) if loader.problems.is_empty() => Ok(Settings {
+            broker,
+            queues,
+            listen,
+            log,
+            stats,
+            admin,
+            limits,
+        }),
         _ => Err(SettingsError {
             problems: loader.problems,
         }),

@@ -30,8 +30,8 @@ mod units;
 mod validate;
 
 pub use sections::{
-    AdminSettings, BrokerSettings, Dispatch, Endian, LengthIncludes, ListenSettings, LogSettings,
-    OnFull, Proto, QueueSettings, StatsSettings,
+    AdminSettings, BrokerSettings, Dispatch, Endian, LengthIncludes, LimitsSettings,
+    ListenSettings, LogSettings, OnFull, Proto, QueueSettings, StatsSettings,
 };
 pub use units::ByteSize;
 
@@ -58,6 +58,8 @@ pub struct Settings {
     pub stats: StatsSettings,
     /// `[admin]`: the operators' port.
     pub admin: AdminSettings,
+    /// `[limits]`: per-connection limits.
+    pub limits: LimitsSettings,
 }
 
 /// Every problem found in the settings, one per line, each starting with the key it concerns.
@@ -95,6 +97,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             stats: StatsSettings::default(),
             admin: AdminSettings::default(),
+            limits: LimitsSettings::default(),
         }
     }
 }
@@ -162,6 +165,7 @@ impl Settings {
             listen: Some(&listeners),
             stats: Some(&self.stats),
             admin: Some(&self.admin),
+            limits: Some(&self.limits),
         }
         .check(&mut problems);
         SettingsError::check(problems)

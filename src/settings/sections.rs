@@ -329,6 +329,32 @@ impl Default for AdminSettings {
     }
 }
 
+/// `[limits]`: what one client connection may cost before ccsd closes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// A connection with neither a read of client bytes nor a write of reply bytes for this long
+    /// is closed (reason timeout); zero turns the timeout off.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// A connection whose unwritten replies exceed this many bytes is closed (reason overload):
+    /// its client does not read what it asked for.
+    pub max_send_buffer: ByteSize,
+    /// A connection sending more packets than this within one second is closed (reason
+    /// overload); 0 turns the limit off.
+    pub max_requests_per_second: u64,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        LimitsSettings {
+            idle_timeout: Duration::from_secs(60),
+            max_send_buffer: ByteSize(4 * MIB),
+            max_requests_per_second: 0,
+        }
+    }
+}
+
 /// Reads an optional string; an empty string means `None`.
 fn optional_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     let text = Option::<String>::deserialize(deserializer)?;

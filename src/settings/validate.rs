@@ -7,7 +7,8 @@ use std::fs;
 use std::time::Duration;
 
 use super::sections::{
-    AdminSettings, BrokerSettings, ListenSettings, MAX_WORKERS, Proto, QueueSettings, StatsSettings,
+    AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, Proto,
+    QueueSettings, StatsSettings,
 };
 use super::units::{ByteSize, GIB, KIB};
 use crate::lane::FRAME_HEADER_SIZE;
@@ -23,6 +24,10 @@ const MAX_IDLE_SPIN: Duration = Duration::from_millis(10);
 
 /// The largest `listen[i].backlog` accepted (the kernel caps it at `net.core.somaxconn` anyway).
 const MAX_BACKLOG: u32 = 65535;
+/// The shortest `limits.idle_timeout` other than zero (off).
+const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(10);
+/// The smallest `limits.max_send_buffer`: one full read chunk of replies.
+const MIN_SEND_BUFFER: u64 = 64 * KIB;
 
 /// The smallest `listen[i].http_max_header`: room for a request line and a `Host` field.
 const MIN_HTTP_HEADER: u64 = 64;
@@ -35,6 +40,7 @@ pub(super) struct Validation<'a> {
     pub(super) listen: Option<&'a [Option<&'a ListenSettings>]>,
     pub(super) stats: Option<&'a StatsSettings>,
     pub(super) admin: Option<&'a AdminSettings>,
+    pub(super) limits: Option<&'a LimitsSettings>,
 }
 
 impl Validation<'_> {
@@ -56,6 +62,9 @@ impl Validation<'_> {
         }
         if let Some(admin) = self.admin {
             admin.check(problems);
+        }
+        if let Some(limits) = self.limits {
+            limits.check(problems);
         }
     }
 }
@@ -251,6 +260,23 @@ impl StatsSettings {
             problems.push(format!(
                 "stats.interval: must be at least 10ms, got {:?}",
                 self.interval
+            ));
+        }
+    }
+}
+
+impl LimitsSettings {
+    fn check(&self, problems: &mut Vec<String>) {
+        if !self.idle_timeout.is_zero() && self.idle_timeout < MIN_IDLE_TIMEOUT {
+            problems.push(format!(
+                "limits.idle_timeout: must be \"0s\" (off) or at least 10ms, got {:?}",
+                self.idle_timeout
+            ));
+        }
+        let send = self.max_send_buffer;
+        if !(MIN_SEND_BUFFER..=4 * GIB).contains(&send.bytes()) {
+            problems.push(format!(
+                "limits.max_send_buffer: must be between 64KiB and 4GiB, got {send}"
             ));
         }
     }

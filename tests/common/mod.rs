@@ -247,6 +247,18 @@ impl Drop for Proc {
     }
 }
 
+/// The peak resident set (`VmHWM` in `/proc/<pid>/status`) of `p`, in bytes.
+pub fn peak_rss(p: &Proc) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id()))
+        .expect("read /proc/<pid>/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib * 1024
+}
+
 /// A length-framed packet: 4-byte big-endian body length, then the body.
 pub fn packet(body: &[u8]) -> Vec<u8> {
     let mut p = (body.len() as u32).to_be_bytes().to_vec();

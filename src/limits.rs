@@ -1,0 +1,109 @@
+//! Per-connection limits (`[limits]`): the request-rate window each connection keeps, the send
+//! buffer cap, and the rate-limited log lines for connections closed by a limit.
+//!
+//! The idle timeout's bookkeeping is the worker's [`IdleList`](crate::idle::IdleList); the receive
+//! side needs no limit of its own, because a connection never buffers more than its listener's
+//! `max_packet` plus one read (`src/connection.rs`).
+
+use std::net::SocketAddr;
+
+use log::warn;
+
+use crate::connection::CloseCause;
+use crate::logging::LogLimiter;
+use crate::settings::LimitsSettings;
+
+/// The length of the request-rate window.
+const WINDOW_NS: u64 = 1_000_000_000;
+
+/// The limits a worker applies to each of its connections, from `[limits]`.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    /// Most unwritten reply bytes a connection may hold.
+    pub(crate) max_send_buffer: usize,
+    /// Most packets per connection per one-second window; `u64::MAX` when off.
+    pub(crate) max_requests_per_second: u64,
+    idle_log: LogLimiter,
+    slow_log: LogLimiter,
+    rate_log: LogLimiter,
+}
+
+impl Limits {
+    /// The limits `settings` ask for.
+    pub(crate) fn new(settings: &LimitsSettings) -> Limits {
+        Limits {
+            max_send_buffer: usize::try_from(settings.max_send_buffer.bytes())
+                .unwrap_or(usize::MAX),
+            max_requests_per_second: match settings.max_requests_per_second {
+                0 => u64::MAX,
+                n => n,
+            },
+            idle_log: LogLimiter::default(),
+            slow_log: LogLimiter::default(),
+            rate_log: LogLimiter::default(),
+        }
+    }
+
+    /// Logs, at most once per ten seconds per limit, that worker `worker` closed the connection
+    /// from `peer` for `cause`, if `cause` is one of the limits.
+    pub(crate) fn log_close(&mut self, cause: CloseCause, worker: usize, peer: SocketAddr) {
+        let (limiter, what) = match cause {
+            CloseCause::Idle => (&mut self.idle_log, "idle for limits.idle_timeout"),
+            CloseCause::SlowClient => (
+                &mut self.slow_log,
+                "its unread replies exceed limits.max_send_buffer",
+            ),
+            CloseCause::RateLimited => (
+                &mut self.rate_log,
+                "it sent more than limits.max_requests_per_second",
+            ),
+            _ => return,
+        };
+        if let Some(held) = limiter.allow() {
+            warn!(
+                "worker {worker}: closed the connection from {peer}: {what} ({held} similar suppressed)"
+            );
+        }
+    }
+}
+
+/// A connection's packets in its current one-second window.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RequestWindow {
+    start_ns: u64,
+    count: u64,
+}
+
+impl RequestWindow {
+    /// How many more packets the connection may send in the window open at `now_ns` (a new
+    /// window starts once the last one is a second old).
+    pub(crate) fn budget(&mut self, now_ns: u64, max: u64) -> u64 {
+        if now_ns.saturating_sub(self.start_ns) >= WINDOW_NS {
+            self.start_ns = now_ns;
+            self.count = 0;
+        }
+        max.saturating_sub(self.count)
+    }
+
+    /// Counts `packets` taken from the connection in the current window.
+    pub(crate) fn spend(&mut self, packets: u64) {
+        self.count += packets;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_budget_shrinks_with_packets_and_refills_after_a_second() {
+        let mut w = RequestWindow::default();
+        let t = 5 * WINDOW_NS;
+        assert_eq!(w.budget(t, 10), 10);
+        w.spend(7);
+        assert_eq!(w.budget(t + WINDOW_NS / 2, 10), 3);
+        w.spend(3);
+        assert_eq!(w.budget(t + WINDOW_NS - 1, 10), 0);
+        assert_eq!(w.budget(t + WINDOW_NS, 10), 10);
+    }
+}

@@ -181,7 +181,12 @@ impl Broker {
         // exist: an MCP that attaches sees a complete set.
         response.set_epoch(epoch_count);
         response.set_request_lanes(worker_count as u32);
-        let bridge = McpBridge::new(response.into_consumer(), epoch, bridge_links);
+        let bridge = McpBridge::new(
+            response.into_consumer(),
+            epoch,
+            bridge_links,
+            settings.mcp.reply_max_age,
+        );
         let acceptor = Acceptor::new(listeners, worker_links, settings.broker.dispatch);
         acceptor.register(&poller, 0).map_err(StartError::Runtime)?;
         // SAFETY: the FIFO belongs to the bridge's lane, which lives in `Broker` next to the

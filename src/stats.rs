@@ -107,6 +107,8 @@ counters! {
         dropped_unexpected_kind,
         /// Replies dropped because the owning worker's mailbox was full.
         dropped_mailbox_full,
+        /// DATA replies older than `mcp.reply_max_age` when read.
+        dropped_expired,
         /// Times the response lane held a corrupt frame and its published contents were discarded.
         lane_corruptions,
         /// Bytes discarded with those corrupt frames.

@@ -11,7 +11,7 @@ use super::validate::Validation;
 use super::{DEFAULT_SETTINGS_TOML, ListenSettings, Settings, SettingsError};
 
 /// The top-level sections, in the order problems are reported.
-const SECTIONS: [&str; 5] = ["broker", "queues", "listen", "log", "stats"];
+const SECTIONS: [&str; 6] = ["broker", "queues", "listen", "log", "stats", "mcp"];
 
 /// `CCSD_BROKER__WORKERS` → `broker.workers`, the way `config::Environment` maps it; `None` for
 /// variables without the `CCSD_` prefix.
@@ -95,6 +95,7 @@ pub(super) fn parse(
     let listen = loader.listeners(&mut root);
     let log = loader.section(&mut root, "log");
     let stats = loader.section(&mut root, "stats");
+    let mcp = loader.section(&mut root, "mcp");
     loader.unknown_sections(root);
 
     let listen_refs: Option<Vec<_>> = listen
@@ -105,12 +106,13 @@ pub(super) fn parse(
         queues: queues.as_ref(),
         listen: listen_refs.as_deref(),
         stats: stats.as_ref(),
+        mcp: mcp.as_ref(),
     }
     .check(&mut loader.problems);
 
     let listen = listen.and_then(|listeners| listeners.into_iter().collect());
-    match (broker, queues, listen, log, stats) {
-        (Some(broker), Some(queues), Some(listen), Some(log), Some(stats))
+    match (broker, queues, listen, log, stats, mcp) {
+        (Some(broker), Some(queues), Some(listen), Some(log), Some(stats), Some(mcp))
             if loader.problems.is_empty() =>
         {
             Ok(Settings {
@@ -119,6 +121,7 @@ pub(super) fn parse(
                 listen,
                 log,
                 stats,
+                mcp,
             })
         }
         _ => Err(SettingsError {

@@ -30,8 +30,8 @@ mod units;
 mod validate;
 
 pub use sections::{
-    BrokerSettings, Dispatch, Endian, LengthIncludes, ListenSettings, LogSettings, OnFull, Proto,
-    QueueSettings, StatsSettings,
+    BrokerSettings, Dispatch, Endian, LengthIncludes, ListenSettings, LogSettings, McpSettings,
+    OnFull, Proto, QueueSettings, StatsSettings, WhenDown,
 };
 pub use units::ByteSize;
 
@@ -56,6 +56,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// `[stats]`: periodic statistics.
     pub stats: StatsSettings,
+    /// `[mcp]`: watching the business process, and what to do when it fails.
+    pub mcp: McpSettings,
 }
 
 /// Every problem found in the settings, one per line, each starting with the key it concerns.
@@ -92,6 +94,7 @@ impl Default for Settings {
             listen: vec![ListenSettings::default()],
             log: LogSettings::default(),
             stats: StatsSettings::default(),
+            mcp: McpSettings::default(),
         }
     }
 }
@@ -158,6 +161,7 @@ impl Settings {
             queues: Some(&self.queues),
             listen: Some(&listeners),
             stats: Some(&self.stats),
+            mcp: Some(&self.mcp),
         }
         .check(&mut problems);
         SettingsError::check(problems)

@@ -7,7 +7,8 @@ use std::fs;
 use std::time::Duration;
 
 use super::sections::{
-    BrokerSettings, ListenSettings, MAX_WORKERS, Proto, QueueSettings, StatsSettings,
+    BrokerSettings, ListenSettings, MAX_WORKERS, McpSettings, Proto, QueueSettings, StatsSettings,
+    WhenDown,
 };
 use super::units::{ByteSize, GIB, KIB};
 use crate::lane::FRAME_HEADER_SIZE;
@@ -21,6 +22,9 @@ const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
 /// The longest `broker.idle_spin` accepted.
 const MAX_IDLE_SPIN: Duration = Duration::from_millis(10);
 
+/// The shortest `mcp.stall_timeout` accepted: shorter would call a busy MCP dead.
+const MIN_STALL_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// The smallest `listen[i].http_max_header`: room for a request line and a `Host` field.
 const MIN_HTTP_HEADER: u64 = 64;
 
@@ -31,6 +35,7 @@ pub(super) struct Validation<'a> {
     pub(super) queues: Option<&'a QueueSettings>,
     pub(super) listen: Option<&'a [Option<&'a ListenSettings>]>,
     pub(super) stats: Option<&'a StatsSettings>,
+    pub(super) mcp: Option<&'a McpSettings>,
 }
 
 impl Validation<'_> {
@@ -49,6 +54,9 @@ impl Validation<'_> {
         }
         if let Some(stats) = self.stats {
             stats.check(problems);
+        }
+        if let Some(mcp) = self.mcp {
+            mcp.check(problems);
         }
     }
 }
@@ -219,6 +227,21 @@ impl StatsSettings {
                 "stats.interval: must be at least 10ms, got {:?}",
                 self.interval
             ));
+        }
+    }
+}
+
+impl McpSettings {
+    fn check(&self, problems: &mut Vec<String>) {
+        if self.stall_timeout < MIN_STALL_TIMEOUT {
+            problems.push(format!(
+                "mcp.stall_timeout: must be at least 100ms, got {:?}",
+                self.stall_timeout
+            ));
+        }
+        if self.when_down == WhenDown::Refuse {
+            problems
+                .push("mcp.when_down: \"refuse\" is not available yet; use \"queue\"".to_owned());
         }
     }
 }

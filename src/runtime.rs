@@ -23,6 +23,7 @@ use polling::{Event, Events, PollMode, Poller};
 
 use crate::actors::acceptor::{Acceptor, WorkerLink};
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
+use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
 use crate::framing;
@@ -83,6 +84,7 @@ pub struct Broker {
     poller: Arc<Poller>,
     acceptor: Acceptor,
     bridge: McpBridge,
+    mcp_watch: McpWatch,
     stats: StatsReporter,
     inbox: Receiver<MainMsg>,
     local_addrs: Vec<SocketAddr>,
@@ -187,6 +189,7 @@ impl Broker {
             bridge_links,
             settings.mcp.reply_max_age,
         );
+        let mcp_watch = McpWatch::attach(settings, worker_count).map_err(StartError::Queue)?;
         let acceptor = Acceptor::new(listeners, worker_links, settings.broker.dispatch);
         acceptor.register(&poller, 0).map_err(StartError::Runtime)?;
         // SAFETY: the FIFO belongs to the bridge's lane, which lives in `Broker` next to the
@@ -225,6 +228,7 @@ impl Broker {
             poller,
             acceptor,
             bridge,
+            mcp_watch,
             stats,
             inbox,
             local_addrs,
@@ -273,7 +277,7 @@ impl Broker {
             {
                 Duration::ZERO
             } else {
-                self.stats.time_to_next()
+                self.stats.time_to_next().min(self.mcp_watch.time_to_next())
             };
             self.poller.wait(&mut events, Some(timeout))?;
             let mut fifo_fired = false;
@@ -319,9 +323,11 @@ impl Broker {
                     MainMsg::NotifyStat(stat) => self.stats.on_notify_stat(stat),
                 }
             }
+            self.mcp_watch.tick();
             self.stats.tick(&MainCounters {
                 acceptor: self.acceptor.counters(),
                 bridge: self.bridge.counters(),
+                mcp_watch: self.mcp_watch.counters(),
                 response_lane_used_bytes: self.bridge.lane_used_bytes(),
             });
             if stopping && stop_pending.is_empty() && self.workers.iter().all(|w| w.is_finished()) {
@@ -332,6 +338,7 @@ impl Broker {
                 self.stats.report_now(&MainCounters {
                     acceptor: self.acceptor.counters(),
                     bridge: self.bridge.counters(),
+                    mcp_watch: self.mcp_watch.counters(),
                     response_lane_used_bytes: self.bridge.lane_used_bytes(),
                 });
                 info!("stopped: every connection closed");

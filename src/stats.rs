@@ -118,6 +118,16 @@ counters! {
     }
 }
 
+counters! {
+    /// What the MCP watch saw since start.
+    McpWatchCounters {
+        /// 1 while MCP is attached to every request lane and reading it, else 0 (a gauge).
+        mcp_alive,
+        /// Times MCP went from alive to down (process gone, or a request lane stalled).
+        mcp_down_events,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

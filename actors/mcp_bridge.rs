@@ -11,13 +11,19 @@
 //! delivered; until then later replies for those flows are dropped too, so no client ever receives
 //! a stream with a hole in it.
 //! The main thread never blocks on a worker.
+//!
+//! With `mcp.reply_max_age` set, a DATA reply whose header timestamp (MCP's `CLOCK_MONOTONIC` at
+//! send time) is older than that when the bridge reads it is dropped and counted: the client
+//! waited too long for it to matter. The connection stays open.
 
 use std::os::fd::BorrowedFd;
+use std::time::Duration;
 use std::{io, mem};
 
 use crossbeam_channel::Receiver;
 use log::warn;
 
+use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
 use crate::lane::Consumer;
 use crate::logging::LogLimiter;
@@ -54,14 +60,24 @@ pub struct McpBridge {
     batch_records: Vec<usize>,
     pending_closes: Vec<Vec<FlowId>>,
     record: Vec<u8>,
+    /// `mcp.reply_max_age` in nanoseconds; 0: replies never expire.
+    reply_max_age_ns: u64,
+    /// The clock at the start of the current drain (only read when replies can expire).
+    now_ns: u64,
     counters: BridgeCounters,
     garbage_log: LogLimiter,
     overload_log: LogLimiter,
 }
 
 impl McpBridge {
-    /// A bridge reading `lane` for ccsd start `epoch`, routing to `links` by worker index.
-    pub fn new(lane: Consumer, epoch: u16, links: Vec<BridgeLink>) -> McpBridge {
+    /// A bridge reading `lane` for ccsd start `epoch`, routing to `links` by worker index and
+    /// dropping DATA replies older than `reply_max_age` (zero: none).
+    pub fn new(
+        lane: Consumer,
+        epoch: u16,
+        links: Vec<BridgeLink>,
+        reply_max_age: Duration,
+    ) -> McpBridge {
         let n = links.len();
         McpBridge {
             lane,
@@ -71,6 +87,8 @@ impl McpBridge {
             batch_records: vec![0; n],
             pending_closes: vec![Vec::new(); n],
             record: Vec::new(),
+            reply_max_age_ns: u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX),
+            now_ns: 0,
             counters: BridgeCounters::default(),
             garbage_log: LogLimiter::default(),
             overload_log: LogLimiter::default(),
@@ -114,6 +132,9 @@ impl McpBridge {
     /// `RECORDS_PER_TURN`, more may be waiting.
     pub fn drain(&mut self) -> usize {
         self.retry_pending_closes();
+        if self.reply_max_age_ns != 0 {
+            self.now_ns = monotonic_ns();
+        }
         let mut taken = 0;
         while taken < RECORDS_PER_TURN {
             self.record.clear();
@@ -168,6 +189,14 @@ impl McpBridge {
         }
         if header.flow.epoch() != self.epoch {
             self.counters.dropped_stale_epoch += 1;
+            return;
+        }
+        // A timestamp ahead of our clock (MCP read it later than we did) is not expired.
+        if self.reply_max_age_ns != 0
+            && header.kind == Kind::Data
+            && self.now_ns.saturating_sub(header.timestamp_ns) > self.reply_max_age_ns
+        {
+            self.counters.dropped_expired += 1;
             return;
         }
         let w = header.flow.worker();
@@ -279,7 +308,12 @@ mod tests {
         let mut mcp = Lane::attach(&files.0, None).unwrap().into_producer();
         let (mailbox, inbox) = mailbox(1, Arc::new(Poller::new().unwrap()));
         let (_recycle_tx, recycle) = crossbeam_channel::bounded(1);
-        let mut bridge = McpBridge::new(consumer, 5, vec![BridgeLink { mailbox, recycle }]);
+        let mut bridge = McpBridge::new(
+            consumer,
+            5,
+            vec![BridgeLink { mailbox, recycle }],
+            Duration::ZERO,
+        );
         let (a, b) = (FlowId::new(5, 0, 0, 1), FlowId::new(5, 0, 0, 2));
 
         reply(&mut mcp, a, b"a1");

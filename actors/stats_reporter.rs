@@ -11,7 +11,7 @@ use log::{debug, warn};
 
 use crate::logging::LogLimiter;
 use crate::message::NotifyStat;
-use crate::stats::{AcceptorCounters, BridgeCounters, WorkerCounters};
+use crate::stats::{AcceptorCounters, BridgeCounters, McpWatchCounters, WorkerCounters};
 
 /// The main thread's counters at report time.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +20,8 @@ pub struct MainCounters {
     pub acceptor: AcceptorCounters,
     /// The MCP bridge's counters.
     pub bridge: BridgeCounters,
+    /// The MCP watch's gauge and counter.
+    pub mcp_watch: McpWatchCounters,
     /// Bytes in the response lane not read yet.
     pub response_lane_used_bytes: u64,
 }
@@ -125,7 +127,7 @@ impl StatsReporter {
         }
     }
 
-    /// The status document: totals, then the acceptor, the bridge and each worker.
+    /// The status document: totals, then the acceptor, the bridge, the MCP watch and each worker.
     fn render(&self, main: &MainCounters, now: Instant) -> String {
         let totals = self.totals();
         let mut out = String::with_capacity(4096);
@@ -141,6 +143,8 @@ impl StatsReporter {
         json_object(&mut out, |f| main.acceptor.for_each(f));
         out.push_str(",\"bridge\":");
         json_object(&mut out, |f| main.bridge.for_each(f));
+        out.push_str(",\"mcp_watch\":");
+        json_object(&mut out, |f| main.mcp_watch.for_each(f));
         out.push_str(",\"workers\":[");
         for (i, w) in self.workers.iter().enumerate() {
             if i > 0 {

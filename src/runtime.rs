@@ -24,6 +24,7 @@ use polling::{Event, Events, PollMode, Poller};
 use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
 use crate::actors::admin::{Admin, AdminAction, AdminView};
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
+use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
 use crate::fd_limit;
@@ -89,6 +90,7 @@ pub struct Broker {
     poller: Arc<Poller>,
     acceptor: Acceptor,
     bridge: McpBridge,
+    mcp_watch: McpWatch,
     stats: StatsReporter,
     inbox: Receiver<MainMsg>,
     local_addrs: Vec<SocketAddr>,
@@ -212,7 +214,13 @@ impl Broker {
         // exist: an MCP that attaches sees a complete set.
         response.set_epoch(epoch_count);
         response.set_request_lanes(worker_count as u32);
-        let bridge = McpBridge::new(response.into_consumer(), epoch, bridge_links);
+        let bridge = McpBridge::new(
+            response.into_consumer(),
+            epoch,
+            bridge_links,
+            settings.mcp.reply_max_age,
+        );
+        let mcp_watch = McpWatch::attach(settings, worker_count).map_err(StartError::Queue)?;
         let acceptor = Acceptor::new(
             listeners,
             worker_links,
@@ -262,6 +270,7 @@ impl Broker {
             poller,
             acceptor,
             bridge,
+            mcp_watch,
             stats,
             inbox,
             local_addrs,
@@ -320,6 +329,7 @@ impl Broker {
         MainCounters {
             acceptor: self.acceptor.counters(),
             bridge: self.bridge.counters(),
+            mcp_watch: self.mcp_watch.counters(),
             response_lane_used_bytes: self.bridge.lane_used_bytes(),
         }
     }
@@ -351,7 +361,7 @@ impl Broker {
                 // Workers do not wake this loop when their threads end: look again soon.
                 self.stats.time_to_next().min(STOP_POLL)
             } else {
-                self.stats.time_to_next()
+                self.stats.time_to_next().min(self.mcp_watch.time_to_next())
             };
             self.poller.wait(&mut events, Some(timeout))?;
             let mut fifo_fired = false;
@@ -406,6 +416,7 @@ impl Broker {
                     MainMsg::NotifyStat(stat) => self.stats.on_notify_stat(stat),
                 }
             }
+            self.mcp_watch.tick();
             self.stats.tick(&self.main_counters());
             if stopping && stop_pending.is_empty() && self.workers.iter().all(|w| w.is_finished()) {
                 // The workers' last counters may have arrived after the drain above.

@@ -116,12 +116,24 @@ counters! {
         dropped_unexpected_kind,
         /// Replies dropped because the owning worker's mailbox was full.
         dropped_mailbox_full,
+        /// DATA replies older than `mcp.reply_max_age` when read.
+        dropped_expired,
         /// Times the response lane held a corrupt frame and its published contents were discarded.
         lane_corruptions,
         /// Bytes discarded with those corrupt frames.
         lane_corrupt_bytes,
         /// Custom records from MCP (no main-thread actor consumes them yet).
         custom_records,
+    }
+}
+
+counters! {
+    /// What the MCP watch saw since start.
+    McpWatchCounters {
+        /// 1 while MCP is attached to every request lane and reading it, else 0 (a gauge).
+        mcp_alive,
+        /// Times MCP went from alive to down (process gone, or a request lane stalled).
+        mcp_down_events,
     }
 }
 

@@ -27,6 +27,8 @@ fn env_overrides_the_built_in_defaults() {
             ("CCSD_LOG__LEVEL", "trace"),
             ("CCSD_STATS__INTERVAL", "250ms"),
             ("CCSD_STATS__FILE", "/tmp/status.json"),
+            ("CCSD_MCP__STALL_TIMEOUT", "30s"),
+            ("CCSD_MCP__REPLY_MAX_AGE", "5s"),
         ]),
     )
     .expect("valid overrides");
@@ -37,6 +39,8 @@ fn env_overrides_the_built_in_defaults() {
     assert_eq!(settings.log.level, log::LevelFilter::Trace);
     assert_eq!(settings.stats.interval, Duration::from_millis(250));
     assert_eq!(settings.stats.file, Some(PathBuf::from("/tmp/status.json")));
+    assert_eq!(settings.mcp.stall_timeout, Duration::from_secs(30));
+    assert_eq!(settings.mcp.reply_max_age, Duration::from_secs(5));
 }
 
 #[test]

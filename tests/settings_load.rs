@@ -433,6 +433,10 @@ fn built_in_settings_file_spells_out_every_key() {
         keys(&root["limits"]),
         ["idle_timeout", "max_requests_per_second", "max_send_buffer"]
     );
+    assert_eq!(
+        keys(&root["mcp"]),
+        ["reply_max_age", "stall_timeout", "when_down"]
+    );
     // Keys without a fixed default are shown commented out.
     assert!(DEFAULT_SETTINGS_TOML.contains("\n# workers = 4  # default: number of cores\n"));
     assert_eq!(DEFAULT_SETTINGS_TOML.matches("\n# file = ").count(), 2);

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use ccsd::settings::{ByteSize, Proto, Settings, SettingsError};
+use ccsd::settings::{ByteSize, Proto, Settings, SettingsError, WhenDown};
 
 /// The problems `validate` finds after `change` is applied to the defaults.
 fn problems_after(change: impl FnOnce(&mut Settings)) -> Vec<String> {
@@ -310,6 +310,22 @@ fn stats_interval_must_be_at_least_10ms() {
     assert_eq!(
         problems_after(|s| s.stats.interval = Duration::from_millis(9)),
         ["stats.interval: must be at least 10ms, got 9ms"]
+    );
+}
+
+#[test]
+fn mcp_stall_timeout_must_be_at_least_100ms() {
+    assert_eq!(
+        problems_after(|s| s.mcp.stall_timeout = std::time::Duration::from_millis(99)),
+        ["mcp.stall_timeout: must be at least 100ms, got 99ms"]
+    );
+}
+
+#[test]
+fn mcp_when_down_refuse_is_not_available_yet() {
+    assert_eq!(
+        problems_after(|s| s.mcp.when_down = WhenDown::Refuse),
+        ["mcp.when_down: \"refuse\" is not available yet; use \"queue\""]
     );
 }
 

@@ -181,6 +181,12 @@ impl Lane {
         self.region.u32_at(OFF_CONSUMER_PID).load(Ordering::Relaxed)
     }
 
+    /// The consumer's `head`: how far it has read, in bytes since the lane was created. It only
+    /// grows; a watcher that sees it stand still while records wait knows the consumer is stuck.
+    pub fn head_position(&self) -> u64 {
+        self.head().load(Ordering::Acquire)
+    }
+
     /// Published bytes not yet released by the consumer (tail - head, frames and pads
     /// included), for statistics.
     pub fn used_bytes(&self) -> u64 {

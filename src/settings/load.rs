@@ -11,8 +11,8 @@ use super::validate::Validation;
 use super::{DEFAULT_SETTINGS_TOML, ListenSettings, Settings, SettingsError};
 
 /// The top-level sections, in the order problems are reported.
-const SECTIONS: [&str; 7] = [
-    "broker", "queues", "listen", "log", "stats", "admin", "limits",
+const SECTIONS: [&str; 8] = [
+    "broker", "queues", "listen", "log", "stats", "admin", "limits", "mcp",
 ];
 
 /// `CCSD_BROKER__WORKERS` → `broker.workers`, the way `config::Environment` maps it; `None` for
@@ -99,6 +99,7 @@ pub(super) fn parse(
     let stats = loader.section(&mut root, "stats");
     let admin = loader.section(&mut root, "admin");
     let limits = loader.section(&mut root, "limits");
+    let mcp = loader.section(&mut root, "mcp");
     loader.unknown_sections(root);
 
     let listen_refs: Option<Vec<_>> = listen
@@ -111,11 +112,12 @@ pub(super) fn parse(
         stats: stats.as_ref(),
         admin: admin.as_ref(),
         limits: limits.as_ref(),
+        mcp: mcp.as_ref(),
     }
     .check(&mut loader.problems);
 
     let listen = listen.and_then(|listeners| listeners.into_iter().collect());
-    match (broker, queues, listen, log, stats, admin, limits) {
+    match (broker, queues, listen, log, stats, admin, limits, mcp) {
         (
             Some(broker),
             Some(queues),
@@ -124,6 +126,7 @@ pub(super) fn parse(
             Some(stats),
             Some(admin),
             Some(limits),
+            Some(mcp),
         ) if loader.problems.is_empty() => Ok(Settings {
             broker,
             queues,
@@ -132,6 +135,7 @@ pub(super) fn parse(
             stats,
             admin,
             limits,
+            mcp,
         }),
         _ => Err(SettingsError {
             problems: loader.problems,

@@ -31,7 +31,8 @@ mod validate;
 
 pub use sections::{
     AdminSettings, BrokerSettings, Dispatch, Endian, LengthIncludes, LimitsSettings,
-    ListenSettings, LogSettings, OnFull, Proto, QueueSettings, StatsSettings,
+    ListenSettings, LogSettings, McpSettings, OnFull, Proto, QueueSettings, StatsSettings,
+    WhenDown,
 };
 pub use units::ByteSize;
 
@@ -60,6 +61,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// `[limits]`: per-connection limits.
     pub limits: LimitsSettings,
+    /// `[mcp]`: watching the business process, and what to do when it fails.
+    pub mcp: McpSettings,
 }
 
 /// Every problem found in the settings, one per line, each starting with the key it concerns.
@@ -98,6 +101,7 @@ impl Default for Settings {
             stats: StatsSettings::default(),
             admin: AdminSettings::default(),
             limits: LimitsSettings::default(),
+            mcp: McpSettings::default(),
         }
     }
 }
@@ -166,6 +170,7 @@ impl Settings {
             stats: Some(&self.stats),
             admin: Some(&self.admin),
             limits: Some(&self.limits),
+            mcp: Some(&self.mcp),
         }
         .check(&mut problems);
         SettingsError::check(problems)

@@ -258,6 +258,52 @@ impl<'de> Deserialize<'de> for LengthIncludes {
     }
 }
 
+/// `[mcp]`: how ccsd watches the business process and what it does when MCP fails.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpSettings {
+    /// MCP counts as down when records wait in a request lane whose head has not moved for
+    /// this long (also when its consumer process no longer exists).
+    #[serde(deserialize_with = "duration")]
+    pub stall_timeout: Duration,
+    /// What workers do with new packets while MCP is down.
+    pub when_down: WhenDown,
+    /// Replies older than this (by their header's `timestamp_ns`) when the bridge reads them are
+    /// dropped; zero: no limit.
+    #[serde(deserialize_with = "duration")]
+    pub reply_max_age: Duration,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        McpSettings {
+            stall_timeout: Duration::from_secs(10),
+            when_down: WhenDown::default(),
+            reply_max_age: Duration::ZERO,
+        }
+    }
+}
+
+/// What workers do with new packets while MCP is down (`mcp.when_down`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenDown {
+    /// `"queue"`: keep queueing requests for MCP's return; a full lane is handled by
+    /// `queues.on_full`.
+    #[default]
+    Queue,
+    /// `"refuse"`: drop new packets at once; not available yet.
+    Refuse,
+}
+
+impl<'de> Deserialize<'de> for WhenDown {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        keyword(
+            deserializer,
+            &[("queue", WhenDown::Queue), ("refuse", WhenDown::Refuse)],
+        )
+    }
+}
+
 /// `[log]`: the diagnostic log.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -7,8 +7,8 @@ use std::fs;
 use std::time::Duration;
 
 use super::sections::{
-    AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, Proto,
-    QueueSettings, StatsSettings,
+    AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, McpSettings, Proto,
+    QueueSettings, StatsSettings, WhenDown,
 };
 use super::units::{ByteSize, GIB, KIB};
 use crate::lane::FRAME_HEADER_SIZE;
@@ -28,6 +28,8 @@ const MAX_BACKLOG: u32 = 65535;
 const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(10);
 /// The smallest `limits.max_send_buffer`: one full read chunk of replies.
 const MIN_SEND_BUFFER: u64 = 64 * KIB;
+/// The shortest `mcp.stall_timeout` accepted: shorter would call a busy MCP dead.
+const MIN_STALL_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The smallest `listen[i].http_max_header`: room for a request line and a `Host` field.
 const MIN_HTTP_HEADER: u64 = 64;
@@ -41,6 +43,7 @@ pub(super) struct Validation<'a> {
     pub(super) stats: Option<&'a StatsSettings>,
     pub(super) admin: Option<&'a AdminSettings>,
     pub(super) limits: Option<&'a LimitsSettings>,
+    pub(super) mcp: Option<&'a McpSettings>,
 }
 
 impl Validation<'_> {
@@ -65,6 +68,9 @@ impl Validation<'_> {
         }
         if let Some(limits) = self.limits {
             limits.check(problems);
+        }
+        if let Some(mcp) = self.mcp {
+            mcp.check(problems);
         }
     }
 }
@@ -278,6 +284,21 @@ impl LimitsSettings {
             problems.push(format!(
                 "limits.max_send_buffer: must be between 64KiB and 4GiB, got {send}"
             ));
+        }
+    }
+}
+
+impl McpSettings {
+    fn check(&self, problems: &mut Vec<String>) {
+        if self.stall_timeout < MIN_STALL_TIMEOUT {
+            problems.push(format!(
+                "mcp.stall_timeout: must be at least 100ms, got {:?}",
+                self.stall_timeout
+            ));
+        }
+        if self.when_down == WhenDown::Refuse {
+            problems
+                .push("mcp.when_down: \"refuse\" is not available yet; use \"queue\"".to_owned());
         }
     }
 }

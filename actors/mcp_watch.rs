@@ -1,0 +1,190 @@
+//! MCP watch: notices when the business process is gone or stuck, and when it is back.
+//!
+//! The watch runs on the main thread and maps every request lane a second time, read-only in
+//! spirit (it writes nothing). Every [`CHECK_EVERY`] it looks at each lane's header: MCP is down
+//! when a lane has no consumer yet, when its consumer's pid no longer names a process
+//! (`kill(pid, 0)` fails with `ESRCH`), or when records have waited `mcp.stall_timeout` in a
+//! lane whose `head` did not move. It logs one warning when MCP goes down and one info line when
+//! it is back, and keeps the `mcp_alive` gauge and the `mcp_down_events` counter.
+//!
+//! Nothing else changes while MCP is down (`mcp.when_down = "queue"`): clients stay connected and
+//! their requests wait in the lanes for MCP's return.
+//!
+//! Limits: a pid is only meaningful in ccsd's pid namespace, an exited but unreaped MCP (a
+//! zombie) still counts as a process, and a reused pid looks alive; the stall rule catches all
+//! three as soon as requests wait unread.
+
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use rustix::io::Errno;
+use rustix::process::{Pid, test_kill_process};
+
+use crate::lane::{Lane, LaneError};
+use crate::settings::Settings;
+use crate::stats::McpWatchCounters;
+
+/// How often the lanes are looked at.
+pub const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Why MCP counts as down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Down {
+    /// No process has attached to request lane `lane` yet.
+    NotAttached { lane: usize },
+    /// The process that consumes request lane `lane` no longer exists.
+    Gone { lane: usize, pid: u32 },
+    /// Records have waited in request lane `lane` for `for_` without its head moving.
+    Stalled { lane: usize, for_: Duration },
+}
+
+/// One request lane as the watch sees it.
+#[derive(Debug)]
+struct Watched {
+    lane: Lane,
+    /// The head last seen.
+    head: u64,
+    /// When the head last moved or the lane was last empty.
+    since: Instant,
+}
+
+/// Watches the request lanes' consumer: MCP.
+#[derive(Debug)]
+pub struct McpWatch {
+    lanes: Vec<Watched>,
+    stall_timeout: Duration,
+    next_check: Instant,
+    /// The state after the last check; `None` before the first.
+    down: Option<Option<Down>>,
+    counters: McpWatchCounters,
+}
+
+impl McpWatch {
+    /// Maps the `workers` request lanes named by `settings` (ccsd has created them).
+    ///
+    /// # Errors
+    /// A lane could not be attached.
+    pub fn attach(settings: &Settings, workers: usize) -> Result<McpWatch, LaneError> {
+        let now = Instant::now();
+        let capacity = Some(settings.queues.capacity.bytes());
+        let lanes = (0..workers)
+            .map(|w| {
+                let lane = Lane::attach(&settings.request_lane_path(w), capacity)?;
+                Ok(Watched {
+                    head: lane.head_position(),
+                    lane,
+                    since: now,
+                })
+            })
+            .collect::<Result<Vec<_>, LaneError>>()?;
+        Ok(McpWatch {
+            lanes,
+            stall_timeout: settings.mcp.stall_timeout,
+            next_check: now,
+            down: None,
+            counters: McpWatchCounters::default(),
+        })
+    }
+
+    /// What the watch counted so far.
+    pub fn counters(&self) -> McpWatchCounters {
+        self.counters
+    }
+
+    /// Time left until the next check is due.
+    pub fn time_to_next(&self) -> Duration {
+        self.next_check.saturating_duration_since(Instant::now())
+    }
+
+    /// Checks the lanes if a check is due, logging and counting a change of state.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        if now < self.next_check {
+            return;
+        }
+        self.next_check = now + CHECK_EVERY;
+        let down = self.check(now);
+        let was = self.down.replace(down);
+        self.counters.mcp_alive = u64::from(down.is_none());
+        match (was, down) {
+            (Some(None), Some(why)) => {
+                self.counters.mcp_down_events += 1;
+                warn!("MCP is down: {}; requests wait in the lanes", describe(why));
+            }
+            (None, Some(why)) => info!("MCP is not serving yet: {}", describe(why)),
+            (Some(Some(_)) | None, None) => info!("MCP is up: reading every request lane"),
+            _ => {}
+        }
+    }
+
+    /// The first reason found to call MCP down, or `None` when it serves every lane.
+    fn check(&mut self, now: Instant) -> Option<Down> {
+        let mut down = None;
+        // One MCP usually consumes every lane: ask the kernel once per distinct pid.
+        let mut last: Option<(u32, bool)> = None;
+        for (i, w) in self.lanes.iter_mut().enumerate() {
+            let head = w.lane.head_position();
+            if head != w.head || w.lane.used_bytes() == 0 {
+                w.head = head;
+                w.since = now;
+            }
+            if down.is_some() {
+                continue;
+            }
+            let pid = w.lane.consumer_pid();
+            let exists = match last {
+                Some((p, exists)) if p == pid => exists,
+                _ => {
+                    let exists = process_exists(pid);
+                    last = Some((pid, exists));
+                    exists
+                }
+            };
+            let waited = now.duration_since(w.since);
+            down = if pid == 0 {
+                Some(Down::NotAttached { lane: i })
+            } else if !exists {
+                Some(Down::Gone { lane: i, pid })
+            } else if waited >= self.stall_timeout {
+                Some(Down::Stalled {
+                    lane: i,
+                    for_: waited,
+                })
+            } else {
+                None
+            };
+        }
+        down
+    }
+}
+
+/// Whether `pid` names a process (of any owner): `kill(pid, 0)` succeeds or fails with `EPERM`.
+fn process_exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    !matches!(test_kill_process(pid), Err(Errno::SRCH))
+}
+
+fn describe(why: Down) -> String {
+    match why {
+        Down::NotAttached { lane } => format!("no process has attached to request lane {lane}"),
+        Down::Gone { lane, pid } => {
+            format!("process {pid}, the consumer of request lane {lane}, is gone")
+        }
+        Down::Stalled { lane, for_ } => {
+            format!("request lane {lane} has not been read for {for_:?} while requests wait")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_pid_exists_and_pid_zero_does_not() {
+        assert!(process_exists(std::process::id()));
+        assert!(!process_exists(0));
+    }
+}

@@ -1,9 +1,12 @@
 //! The length framer: packet boundaries for every field layout, oversize and malformed headers.
 
+mod framing_common;
+
 use std::io;
 
 use ccsd::framing::{self, FrameCheck, FrameError, Framer, LengthFramer};
 use ccsd::settings::{ByteSize, Endian, LengthIncludes, ListenSettings};
+use framing_common::boundaries;
 
 const SIZES: [u8; 4] = [1, 2, 4, 8];
 const ENDIANS: [Endian; 2] = [Endian::Big, Endian::Little];
@@ -95,23 +98,6 @@ fn all_layouts() -> Vec<Layout> {
         }
     }
     layouts
-}
-
-/// The packet ends a worker finds in `buf` by checking and consuming until `Incomplete`.
-fn boundaries(framer: &dyn Framer, buf: &[u8]) -> Vec<usize> {
-    let mut ends = Vec::new();
-    let mut start = 0;
-    loop {
-        match framer.check(&buf[start..]) {
-            FrameCheck::Complete(n) => {
-                assert!(n >= 1, "a complete packet has at least one byte");
-                start += n;
-                ends.push(start);
-            }
-            FrameCheck::Incomplete => return ends,
-            FrameCheck::Invalid(err) => panic!("valid stream rejected at {start}: {err}"),
-        }
-    }
 }
 
 #[test]

@@ -84,17 +84,22 @@ fn sigterm_waits_for_the_outstanding_reply_then_closes_and_exits_zero() {
     assert!(closed >= 1, "closed_shutdown = {closed}");
 }
 
-#[test]
-fn unanswered_connections_close_when_the_grace_period_ends() {
+/// A ccsd with `shutdown_grace`, and a client whose request MCP has taken and will never answer.
+/// The MCP endpoint is returned so that it stays attached.
+fn unanswered_request(grace: &str) -> (Proc, McpEndpoint, TcpStream, TestEnv) {
     let env = TestEnv::new(1, "", "");
-    env.add_setting("broker", "shutdown_grace = \"300ms\"");
-    let mut ccsd = env.start_ccsd();
+    env.add_setting("broker", &format!("shutdown_grace = \"{grace}\""));
+    let ccsd = env.start_ccsd();
     let mut mcp = McpEndpoint::attach_wait(&env.settings(), WAIT).unwrap();
-    let mut msg = Message::new();
     let mut client = connect(ccsd.addr());
     client.write_all(&packet(b"never answered")).unwrap();
-    next(&mut mcp, &mut msg, Kind::Data);
+    next(&mut mcp, &mut Message::new(), Kind::Data);
+    (ccsd, mcp, client, env)
+}
 
+#[test]
+fn unanswered_connections_close_when_the_grace_period_ends() {
+    let (mut ccsd, _mcp, mut client, _env) = unanswered_request("300ms");
     signal(&ccsd, Signal::INT);
     assert_closed(&mut client);
     assert_eq!(exit_code(&mut ccsd), Some(0));
@@ -102,15 +107,7 @@ fn unanswered_connections_close_when_the_grace_period_ends() {
 
 #[test]
 fn a_second_signal_closes_everything_at_once() {
-    let env = TestEnv::new(1, "", "");
-    env.add_setting("broker", "shutdown_grace = \"10m\"");
-    let mut ccsd = env.start_ccsd();
-    let mut mcp = McpEndpoint::attach_wait(&env.settings(), WAIT).unwrap();
-    let mut msg = Message::new();
-    let mut client = connect(ccsd.addr());
-    client.write_all(&packet(b"never answered")).unwrap();
-    next(&mut mcp, &mut msg, Kind::Data);
-
+    let (mut ccsd, _mcp, mut client, _env) = unanswered_request("10m");
     signal(&ccsd, Signal::TERM);
     wait_refused(&ccsd);
     signal(&ccsd, Signal::TERM);

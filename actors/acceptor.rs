@@ -139,9 +139,13 @@ impl Acceptor {
     }
 
     /// Accepts what is pending on listener `i` and hands each connection to a worker.
+    /// Readiness of a listener that [`stop`](Acceptor::stop) closed in the same turn is ignored.
     pub fn on_readable(&mut self, i: usize) {
         for _ in 0..ACCEPTS_PER_TURN {
-            let (stream, peer) = match self.listeners[i].socket.accept() {
+            let Some(listening) = self.listeners.get(i) else {
+                return;
+            };
+            let (stream, peer) = match listening.socket.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -220,5 +224,30 @@ impl Acceptor {
                 .min_by_key(|&w| self.workers[w].open.load(Ordering::Relaxed))
                 .unwrap_or(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_of_a_listener_stopped_in_the_same_turn_is_ignored() {
+        let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let listening = Listening {
+            socket,
+            open: Arc::new(AtomicUsize::new(0)),
+            max_connections: 0,
+        };
+        let mut acceptor = Acceptor::new(vec![listening], Vec::new(), Dispatch::RoundRobin, 1);
+        let poller = Poller::new().unwrap();
+        acceptor.register(&poller, 0).unwrap();
+        // A client is waiting, so the listener was readable when the stop signal came.
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        acceptor.stop(&poller);
+        acceptor.on_readable(0);
+        assert_eq!(acceptor.counters().accepted, 0);
     }
 }

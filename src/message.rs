@@ -54,6 +54,8 @@ impl<'a> Iterator for BatchRecords<'a> {
         let end = RECORD_HEADER_SIZE + payload_len;
         let record = self.rest.get(..end)?;
         self.rest = &self.rest[end..];
+        // Only the bridge fills batches, with records it has just decoded: a record that does not
+        // decode here would be a bug in ccsd, not bad input, and ends the batch.
         let header = RecordHeader::decode(record).ok()?;
         Some((header, &record[RECORD_HEADER_SIZE..]))
     }

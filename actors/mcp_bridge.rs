@@ -12,6 +12,9 @@
 //! a stream with a hole in it.
 //! The main thread never blocks on a worker.
 //!
+//! Custom records (kind custom) are not about a flow: the bridge copies each into a [`CustomMcp`]
+//! and the runtime hands them to the main thread's actors after the drain.
+//!
 //! With `mcp.reply_max_age` set, a DATA reply whose header timestamp (MCP's `CLOCK_MONOTONIC` at
 //! send time) is older than that when the bridge reads it is dropped and counted: the client
 //! waited too long for it to matter. The connection stays open.
@@ -28,8 +31,8 @@ use crate::flow::FlowId;
 use crate::lane::Consumer;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
-use crate::message::{DataTrans, Disconnect, WorkerMsg};
-use crate::record::{Kind, Reason, RecordHeader};
+use crate::message::{CustomMcp, DataTrans, Disconnect, WorkerMsg};
+use crate::record::{Kind, RECORD_HEADER_SIZE, Reason, RecordHeader};
 use crate::stats::BridgeCounters;
 
 /// A batch is sent as soon as it holds this many bytes or [`BATCH_RECORDS`] records: large
@@ -60,6 +63,8 @@ pub struct McpBridge {
     batch_records: Vec<usize>,
     pending_closes: Vec<Vec<FlowId>>,
     record: Vec<u8>,
+    /// Custom records read in this drain, for the runtime to hand out.
+    customs: Vec<CustomMcp>,
     /// `mcp.reply_max_age` in nanoseconds; 0: replies never expire.
     reply_max_age_ns: u64,
     /// The clock at the start of the current drain (only read when replies can expire).
@@ -87,6 +92,7 @@ impl McpBridge {
             batch_records: vec![0; n],
             pending_closes: vec![Vec::new(); n],
             record: Vec::new(),
+            customs: Vec::new(),
             reply_max_age_ns: u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX),
             now_ns: 0,
             counters: BridgeCounters::default(),
@@ -162,6 +168,11 @@ impl McpBridge {
         taken
     }
 
+    /// The custom records read since the last call, oldest first.
+    pub fn take_customs(&mut self) -> Vec<CustomMcp> {
+        mem::take(&mut self.customs)
+    }
+
     fn route(&mut self) {
         self.counters.records_in += 1;
         let header = match RecordHeader::decode(&self.record) {
@@ -180,6 +191,10 @@ impl McpBridge {
             Kind::Data | Kind::Close => {}
             Kind::Custom => {
                 self.counters.custom_records += 1;
+                self.customs.push(CustomMcp {
+                    header,
+                    payload: self.record[RECORD_HEADER_SIZE..].to_vec(),
+                });
                 return;
             }
             Kind::Connect | Kind::Disconnect => {

@@ -11,7 +11,9 @@ use log::{debug, warn};
 
 use crate::logging::LogLimiter;
 use crate::message::NotifyStat;
-use crate::stats::{AcceptorCounters, BridgeCounters, McpWatchCounters, WorkerCounters};
+use crate::stats::{
+    AcceptorCounters, BridgeCounters, ControlCounters, McpWatchCounters, WorkerCounters,
+};
 
 /// The main thread's counters at report time.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +24,8 @@ pub struct MainCounters {
     pub bridge: BridgeCounters,
     /// The MCP watch's gauge and counter.
     pub mcp_watch: McpWatchCounters,
+    /// Control requests: custom records and listen-port commands.
+    pub control: ControlCounters,
     /// Bytes in the response lane not read yet.
     pub response_lane_used_bytes: u64,
 }
@@ -94,11 +98,13 @@ impl StatsReporter {
         self.next_report.saturating_duration_since(Instant::now())
     }
 
-    /// Writes a report if one is due.
-    pub fn tick(&mut self, main: &MainCounters) {
-        if Instant::now() >= self.next_report {
+    /// Writes a report if one is due; true when it did.
+    pub fn tick(&mut self, main: &MainCounters) -> bool {
+        let due = Instant::now() >= self.next_report;
+        if due {
             self.report_now(main);
         }
+        due
     }
 
     /// Writes a report now (the last one, at a stop).
@@ -145,6 +151,8 @@ impl StatsReporter {
         json_object(&mut out, |f| main.bridge.for_each(f));
         out.push_str(",\"mcp_watch\":");
         json_object(&mut out, |f| main.mcp_watch.for_each(f));
+        out.push_str(",\"control\":");
+        json_object(&mut out, |f| main.control.for_each(f));
         out.push_str(",\"workers\":[");
         for (i, w) in self.workers.iter().enumerate() {
             if i > 0 {

@@ -11,6 +11,7 @@
 //! if it sleeps.
 
 use std::io::{self, Read};
+use std::net::SocketAddr;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -25,14 +26,14 @@ use crate::clock::monotonic_ns;
 use crate::connection::{
     CloseCause, Conn, Ingested, LaneSink, frame_connection, queue_capped, write_pending,
 };
-use crate::flow::{FlowId, FlowTable};
+use crate::flow::{FlowId, FlowTable, StaleFlow};
 use crate::framing::Framer;
 use crate::idle::IdleList;
 use crate::lane::Producer;
 use crate::limits::Limits;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
-use crate::message::{Connect, DataTrans, Disconnect, MainMsg, NotifyStat, WorkerMsg};
+use crate::message::{Connect, DataTrans, Disconnect, MainMsg, NotifyStat, PortCommand, WorkerMsg};
 use crate::record::{CloseMode, Kind, Reason, RecordHeader, Transport};
 use crate::settings::{LimitsSettings, OnFull};
 use crate::stats::WorkerCounters;
@@ -45,6 +46,17 @@ const READS_PER_TURN: usize = 4;
 const MESSAGES_PER_TURN: usize = 256;
 /// How soon a worker with paused connections looks for room in its request lane again.
 const BACKPRESSURE_RETRY: Duration = Duration::from_millis(1);
+
+/// What became of bytes queued for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    /// In its send buffer.
+    Yes,
+    /// Over `limits.max_send_buffer`: the connection was closed.
+    OverCap,
+    /// The connection is gone or closing.
+    NoConnection,
+}
 
 /// What a worker needs to know about each listener.
 #[derive(Debug, Clone)]
@@ -85,6 +97,8 @@ pub struct WorkerSetup {
     pub idle_spin: Duration,
     /// The per-connection limits.
     pub limits: LimitsSettings,
+    /// Tell MCP about every new connection (`mcp.connect_events`).
+    pub connect_events: bool,
 }
 
 impl std::fmt::Debug for WorkerSetup {
@@ -113,6 +127,7 @@ pub struct Worker {
     last_work: Instant,
     /// Set by `Shutdown`: when the remaining connections are closed.
     stopping: Option<Instant>,
+    connect_events: bool,
     conns: FlowTable<Conn>,
     scratch: Vec<u8>,
     dirty: Vec<FlowId>,
@@ -156,6 +171,7 @@ impl Worker {
             idle_spin: setup.idle_spin,
             last_work: Instant::now(),
             stopping: None,
+            connect_events: setup.connect_events,
             scratch: vec![0; READ_CHUNK],
             dirty: Vec::new(),
             paused: Vec::new(),
@@ -237,6 +253,7 @@ impl Worker {
                 Ok(WorkerMsg::Connect(c)) => self.on_connect(c),
                 Ok(WorkerMsg::DataTrans(d)) => self.on_data_trans(d),
                 Ok(WorkerMsg::Disconnect(d)) => self.on_disconnect(d),
+                Ok(WorkerMsg::Port(command)) => self.on_port_command(command),
                 Ok(WorkerMsg::Shutdown { deadline }) => self.on_shutdown(deadline),
                 Err(TryRecvError::Empty) => return Some(handled),
                 Err(TryRecvError::Disconnected) => return None,
@@ -289,6 +306,22 @@ impl Worker {
         self.idle.touch(flow.slot(), self.now);
         self.counters.connections_opened += 1;
         self.counters.connections_open += 1;
+        if self.connect_events {
+            let notice = self.notice(Kind::Connect, flow, peer, listener);
+            if self.lane.try_push(&[&notice.encode()]).is_err() {
+                self.counters.dropped_connect_notices += 1;
+            }
+        }
+    }
+
+    /// A connect or disconnect notice about `flow` for MCP.
+    fn notice(&self, kind: Kind, flow: FlowId, peer: SocketAddr, listener: usize) -> RecordHeader {
+        let mut notice = RecordHeader::new(kind, flow);
+        notice.peer = peer;
+        notice.listen_port = self.listeners[listener].port;
+        notice.transport = Transport::Tcp;
+        notice.timestamp_ns = monotonic_ns();
+        notice
     }
 
     fn on_readable(&mut self, slot: usize) {
@@ -426,16 +459,11 @@ impl Worker {
                         self.counters.dropped_stale_flow += 1;
                     }
                 }
-                Kind::Close => match self.conns.get_mut(header.flow) {
-                    Ok(conn) => {
-                        conn.close_after_flush = true;
-                        if !conn.dirty {
-                            conn.dirty = true;
-                            self.dirty.push(header.flow);
-                        }
+                Kind::Close => {
+                    if self.close_after_flush(header.flow).is_err() {
+                        self.counters.dropped_stale_flow += 1;
                     }
-                    Err(_) => self.counters.dropped_stale_flow += 1,
-                },
+                }
                 _ => self.counters.dropped_unexpected_kind += 1,
             }
         }
@@ -445,7 +473,64 @@ impl Worker {
         let _ = self.recycle.try_send(batch);
     }
 
+    /// Marks `flow` to close once its queued replies are written.
+    fn close_after_flush(&mut self, flow: FlowId) -> Result<(), StaleFlow> {
+        let conn = self.conns.get_mut(flow)?;
+        conn.close_after_flush = true;
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(flow);
+        }
+        Ok(())
+    }
+
+    /// Closes or writes to every connection of one listen port.
+    fn on_port_command(&mut self, command: PortCommand) {
+        let port = match &command {
+            PortCommand::Close { port, .. } | PortCommand::Broadcast { port, .. } => *port,
+        };
+        let flows: Vec<FlowId> = self
+            .conns
+            .flows()
+            .filter(|&flow| {
+                self.conns
+                    .peek(flow)
+                    .is_some_and(|c| self.listeners[c.listener].port == port)
+            })
+            .collect();
+        for flow in flows {
+            match &command {
+                PortCommand::Close {
+                    mode: CloseMode::Force,
+                    ..
+                } => self.close(flow, CloseCause::ByMcp),
+                PortCommand::Close { .. } => {
+                    let _ = self.close_after_flush(flow);
+                }
+                PortCommand::Broadcast { payload, .. } => {
+                    if self.queue_bytes(flow, payload) == Queued::Yes {
+                        self.counters.broadcast_writes += 1;
+                    }
+                }
+            }
+        }
+    }
+
     fn queue_reply(&mut self, flow: FlowId, payload: &[u8]) {
+        match self.queue_bytes(flow, payload) {
+            Queued::Yes => {
+                if let Ok(conn) = self.conns.get_mut(flow) {
+                    conn.outstanding = conn.outstanding.saturating_sub(1);
+                }
+                self.counters.replies_out += 1;
+            }
+            Queued::OverCap => {}
+            Queued::NoConnection => self.counters.dropped_stale_flow += 1,
+        }
+    }
+
+    /// Queues `payload` for `flow`, closing it when that passes `limits.max_send_buffer`.
+    fn queue_bytes(&mut self, flow: FlowId, payload: &[u8]) -> Queued {
         match self.conns.get_mut(flow) {
             Ok(conn) if !conn.close_after_flush => {
                 let written_before = self.counters.bytes_out;
@@ -455,16 +540,16 @@ impl Worker {
                     self.idle.touch(flow.slot(), self.now);
                 }
                 if let Err(cause) = queued {
-                    return self.close(flow, cause);
+                    self.close(flow, cause);
+                    return Queued::OverCap;
                 }
-                conn.outstanding = conn.outstanding.saturating_sub(1);
-                self.counters.replies_out += 1;
                 if !conn.dirty {
                     conn.dirty = true;
                     self.dirty.push(flow);
                 }
+                Queued::Yes
             }
-            _ => self.counters.dropped_stale_flow += 1,
+            _ => Queued::NoConnection,
         }
     }
 
@@ -577,12 +662,8 @@ impl Worker {
         self.listeners[conn.listener]
             .open
             .fetch_sub(1, Ordering::Relaxed);
-        let mut notice = RecordHeader::new(Kind::Disconnect, flow);
+        let mut notice = self.notice(Kind::Disconnect, flow, conn.peer, conn.listener);
         notice.code = cause.reason() as u8;
-        notice.peer = conn.peer;
-        notice.listen_port = self.listeners[conn.listener].port;
-        notice.transport = Transport::Tcp;
-        notice.timestamp_ns = monotonic_ns();
         drop(conn);
         if self.lane.try_push(&[&notice.encode()]).is_err() {
             self.counters.dropped_disconnect_notices += 1;

@@ -6,7 +6,8 @@
 //!
 //! Where things live (`docs/architecture.md` tells the whole story):
 //! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop;
-//!   [`listener`] opens its listening sockets.
+//!   [`listener`] opens its listening sockets; [`actor`]: the interface of custom main-thread
+//!   actors added with [`runtime::Broker::builder`].
 //! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker;
 //!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
 //!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`].
@@ -21,6 +22,7 @@
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod actor;
 #[path = "../actors/mod.rs"]
 pub mod actors;
 pub mod clock;

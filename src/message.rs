@@ -6,11 +6,15 @@
 //! - [`Disconnect`]: MCP bridge → worker, close these flows (the bridge could not deliver their
 //!   replies).
 //! - [`NotifyStat`]: worker → main thread, the worker's counters.
+//! - [`CustomMcp`]: MCP bridge → main-thread actors, a custom record from MCP.
+//! - [`PortCommand`]: main thread → every worker, close or write to every connection of a listen
+//!   port (asked by MCP through a custom record, or by a custom actor).
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 
 use crate::flow::FlowId;
-use crate::record::{RECORD_HEADER_SIZE, Reason, RecordHeader};
+use crate::record::{CloseMode, RECORD_HEADER_SIZE, Reason, RecordHeader};
 use crate::stats::WorkerCounters;
 
 /// A new client connection for a worker to own.
@@ -83,6 +87,35 @@ pub struct NotifyStat {
     pub lane_used_bytes: u64,
 }
 
+/// A custom record from MCP, for the main thread's actors. Custom records are control traffic,
+/// so each is copied into its own buffer.
+#[derive(Debug, Clone)]
+pub struct CustomMcp {
+    /// The record's header (`kind` is custom; `code` says what it asks, see `docs/protocol.md`).
+    pub header: RecordHeader,
+    /// The record's payload.
+    pub payload: Vec<u8>,
+}
+
+/// Something every connection accepted on one listen port must do.
+#[derive(Debug, Clone)]
+pub enum PortCommand {
+    /// Close every connection of the port.
+    Close {
+        /// The listen port.
+        port: u16,
+        /// Flush queued replies first, or not.
+        mode: CloseMode,
+    },
+    /// Write these bytes to every connection of the port.
+    Broadcast {
+        /// The listen port.
+        port: u16,
+        /// The bytes, shared by every worker.
+        payload: Arc<[u8]>,
+    },
+}
+
 /// What a worker's mailbox carries.
 #[derive(Debug)]
 pub enum WorkerMsg {
@@ -92,6 +125,8 @@ pub enum WorkerMsg {
     DataTrans(DataTrans),
     /// Close these flows.
     Disconnect(Disconnect),
+    /// Close or write to every connection of a listen port.
+    Port(PortCommand),
     /// ccsd is stopping: stop reading, close each connection once its requests are answered,
     /// close the rest at `deadline`, then end the thread.
     Shutdown {

@@ -129,6 +129,44 @@ pub enum CloseMode {
     Force = 1,
 }
 
+/// What a custom record from MCP asks ccsd itself to do: its `code`. Codes 0 and 128–255 are
+/// the application's (ccsd only hands those to custom actors); 4–127 are reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomOp {
+    /// For custom actors only (code 0 or 128–255).
+    Application,
+    /// Close every connection of `listen_port` once its queued replies are written (code 1).
+    ClosePort,
+    /// Close every connection of `listen_port` at once (code 2).
+    ClosePortNow,
+    /// Write the payload to every connection of `listen_port` (code 3).
+    Broadcast,
+}
+
+impl CustomOp {
+    /// The operation a custom record's `code` names; `None` for a reserved code this build does
+    /// not know.
+    pub fn from_code(code: u8) -> Option<CustomOp> {
+        Some(match code {
+            0 | 128..=255 => CustomOp::Application,
+            1 => CustomOp::ClosePort,
+            2 => CustomOp::ClosePortNow,
+            3 => CustomOp::Broadcast,
+            _ => return None,
+        })
+    }
+
+    /// The `code` byte for this operation (0 for [`CustomOp::Application`]).
+    pub fn code(self) -> u8 {
+        match self {
+            CustomOp::Application => 0,
+            CustomOp::ClosePort => 1,
+            CustomOp::ClosePortNow => 2,
+            CustomOp::Broadcast => 3,
+        }
+    }
+}
+
 /// A record header that failed validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordError {

@@ -3,10 +3,18 @@
 //!
 //! [`Broker::start`] does everything that can fail because of the environment (queue files,
 //! ports, threads) and reports it as a [`StartError`]; [`Broker::run`] then serves forever.
+//! [`Broker::builder`] does the same for a binary of one's own that adds custom main-thread
+//! actors ([`crate::actor::MainActor`]) and framers.
+//!
+//! The main poller's keys: `0..L` the listeners, `L` the response lane's FIFO, `L+1` the signal
+//! socket, `L+2..` the admin port and its clients; custom actor `i` owns the keys from
+//! `ACTOR_KEY_BASE + i * ACTOR_TOKENS`.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::io::Read;
+use std::mem;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
@@ -18,9 +26,13 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use log::{error, info};
+use log::{error, info, warn};
 use polling::{Event, Events, PollMode, Poller};
 
+use crate::actor::{
+    ACTOR_KEY_BASE, ACTOR_TOKENS, ActorContext, ActorRequest, MainActor, Registrations,
+    StatsSnapshot,
+};
 use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
 use crate::actors::admin::{Admin, AdminAction, AdminView};
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
@@ -28,14 +40,16 @@ use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
 use crate::fd_limit;
-use crate::framing;
+use crate::framing::{self, FramerFactory};
 use crate::instance::{InstanceError, InstanceLock};
 use crate::lane::{Lane, LaneError};
 use crate::listener::{self, ListenOptions};
+use crate::logging::LogLimiter;
 use crate::mailbox::{Mailbox, mailbox};
-use crate::message::{Disconnect, MainMsg, WorkerMsg};
-use crate::record::Reason;
+use crate::message::{CustomMcp, Disconnect, MainMsg, PortCommand, WorkerMsg};
+use crate::record::{CloseMode, CustomOp, Reason};
 use crate::settings::{Proto, Settings};
+use crate::stats::ControlCounters;
 
 /// Capacity of the main thread's mailbox (`NotifyStat` from workers).
 const MAIN_MAILBOX: usize = 1024;
@@ -43,6 +57,8 @@ const MAIN_MAILBOX: usize = 1024;
 const STOP_POLL: Duration = Duration::from_millis(10);
 /// Emptied reply buffers a worker may hold for the bridge to reuse.
 const RECYCLED_BUFFERS: usize = 64;
+/// Listen-port commands kept per worker while its mailbox is full.
+const PENDING_PORT_COMMANDS: usize = 64;
 
 /// Why ccsd could not start.
 #[derive(Debug)]
@@ -67,6 +83,13 @@ pub enum StartError {
     },
     /// A poller or a thread could not be created.
     Runtime(io::Error),
+    /// A custom actor's `start` failed.
+    Actor {
+        /// The actor's name.
+        name: String,
+        /// What it reported.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -79,6 +102,7 @@ impl fmt::Display for StartError {
                 write!(f, "listen[{listener}].framing: {source}")
             }
             StartError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+            StartError::Actor { name, source } => write!(f, "actor {name}: {source}"),
         }
     }
 }
@@ -102,7 +126,87 @@ pub struct Broker {
     worker_mailboxes: Vec<Mailbox<WorkerMsg>>,
     stop_signals: UnixStream,
     admin: Option<Admin>,
+    actors: Vec<ActorSlot>,
+    actor_requests: Vec<ActorRequest>,
+    /// Listen-port commands a full worker mailbox could not take yet, per worker.
+    pending_port_commands: Vec<VecDeque<PortCommand>>,
+    control: ControlCounters,
+    control_log: LogLimiter,
+    /// A custom actor asked for a graceful stop.
+    stop_requested: bool,
     _instance: InstanceLock,
+}
+
+/// A custom actor and the fds it registered.
+struct ActorSlot {
+    actor: Box<dyn MainActor>,
+    registrations: Registrations,
+}
+
+/// Builds a [`Broker`] with custom main-thread actors and framers, for a binary of one's own.
+///
+/// ```no_run
+/// use ccsd::runtime::Broker;
+/// use ccsd::settings::Settings;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let builder = Broker::builder(); // .framer(..) and .actor(..) here
+/// // Framers are registered by now, so the settings may name them.
+/// let settings = Settings::load(None).map_err(|e| e.problems.join("; "))?;
+/// builder.start(&settings)?.run()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Default)]
+pub struct BrokerBuilder {
+    actors: Vec<Box<dyn MainActor>>,
+}
+
+impl fmt::Debug for BrokerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.actors.iter().map(|a| a.name()).collect();
+        f.debug_struct("BrokerBuilder")
+            .field("actors", &names)
+            .finish()
+    }
+}
+
+impl BrokerBuilder {
+    /// Adds a custom actor to the main thread; actors are called in the order they were added.
+    pub fn actor(mut self, actor: impl MainActor + 'static) -> BrokerBuilder {
+        self.actors.push(Box::new(actor));
+        self
+    }
+
+    /// Registers a framer under `name` for this process (see [`framing::register`]) at once, so
+    /// that settings loaded after this call may name it in `[[listen]] framing`.
+    pub fn framer(self, name: &str, factory: FramerFactory) -> BrokerBuilder {
+        framing::register(name, factory);
+        self
+    }
+
+    /// Starts the broker with these actors; see [`Broker::start`].
+    ///
+    /// # Errors
+    /// Any [`StartError`], including an actor whose `start` failed.
+    pub fn start(self, settings: &Settings) -> Result<Broker, StartError> {
+        let mut broker = Broker::start_bare(settings)?;
+        for actor in self.actors {
+            broker.actors.push(ActorSlot {
+                actor,
+                registrations: Registrations::default(),
+            });
+            let i = broker.actors.len() - 1;
+            let result = broker.with_actor(i, |actor, ctx| actor.start(ctx));
+            if let Err(source) = result {
+                let name = broker.actors[i].actor.name().to_owned();
+                broker.abandon();
+                return Err(StartError::Actor { name, source });
+            }
+            info!("actor {} started", broker.actors[i].actor.name());
+        }
+        Ok(broker)
+    }
 }
 
 impl fmt::Debug for Broker {
@@ -124,6 +228,15 @@ impl Broker {
     /// # Errors
     /// Any [`StartError`]; nothing is left running when it fails.
     pub fn start(settings: &Settings) -> Result<Broker, StartError> {
+        Broker::builder().start(settings)
+    }
+
+    /// A builder for a broker with custom actors and framers.
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    fn start_bare(settings: &Settings) -> Result<Broker, StartError> {
         let worker_count = settings.broker.worker_count();
         let max_connections = settings.broker.max_connections;
         let needed = fd_limit::fd_budget(max_connections, worker_count, settings.listen.len());
@@ -282,6 +395,12 @@ impl Broker {
             worker_mailboxes,
             stop_signals,
             admin,
+            actors: Vec::new(),
+            actor_requests: Vec::new(),
+            pending_port_commands: vec![VecDeque::new(); worker_count],
+            control: ControlCounters::default(),
+            control_log: LogLimiter::default(),
+            stop_requested: false,
             _instance: instance,
         })
     }
@@ -306,6 +425,9 @@ impl Broker {
         };
         info!("stopping: closing listeners, {grace:?} for pending replies");
         self.acceptor.stop(&self.poller);
+        if !*stopping {
+            self.each_actor(|actor, ctx| actor.on_stop(ctx));
+        }
         *stopping = true;
         *stop_pending = (0..self.worker_mailboxes.len()).collect();
         self.stop_deadline = Instant::now() + grace;
@@ -324,12 +446,198 @@ impl Broker {
         }
     }
 
+    /// Runs `f` on custom actor `i` with a context, then carries out what it asked.
+    fn with_actor<R>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut dyn MainActor, &mut ActorContext<'_>) -> R,
+    ) -> R {
+        let slot = &mut self.actors[i];
+        let mut ctx = ActorContext {
+            poller: &self.poller,
+            key_base: ACTOR_KEY_BASE + i * ACTOR_TOKENS,
+            registrations: &mut slot.registrations,
+            requests: &mut self.actor_requests,
+            local_addrs: &self.local_addrs,
+        };
+        let result = f(slot.actor.as_mut(), &mut ctx);
+        self.carry_out_actor_requests();
+        result
+    }
+
+    /// Runs `f` on every custom actor in turn.
+    fn each_actor(&mut self, mut f: impl FnMut(&mut dyn MainActor, &mut ActorContext<'_>)) {
+        for i in 0..self.actors.len() {
+            self.with_actor(i, &mut f);
+        }
+    }
+
+    fn carry_out_actor_requests(&mut self) {
+        for request in mem::take(&mut self.actor_requests) {
+            match request {
+                ActorRequest::CloseFlow(flow) => self.close_flow(flow),
+                ActorRequest::ClosePort(port, mode) => {
+                    self.port_command(PortCommand::Close { port, mode });
+                }
+                ActorRequest::Broadcast(port, payload) => {
+                    self.port_command(PortCommand::Broadcast { port, payload });
+                }
+                ActorRequest::Stop => self.stop_requested = true,
+            }
+        }
+    }
+
+    /// Closes one flow (admin `close`, a custom actor); a full mailbox: the flow stays open and
+    /// the operator sees it.
+    fn close_flow(&mut self, flow: crate::flow::FlowId) {
+        let Some(mailbox) = self.worker_mailboxes.get(flow.worker()) else {
+            return;
+        };
+        let msg = WorkerMsg::Disconnect(Disconnect {
+            flows: vec![flow],
+            reason: Reason::Local,
+        });
+        let _ = mailbox.try_send(msg);
+    }
+
+    /// Sends `command` to every worker, queueing it for the workers whose mailbox is full.
+    fn port_command(&mut self, command: PortCommand) {
+        for w in 0..self.worker_mailboxes.len() {
+            let pending = &mut self.pending_port_commands[w];
+            if pending.len() >= PENDING_PORT_COMMANDS {
+                self.control.dropped_port_commands += 1;
+                if let Some(n) = self.control_log.allow() {
+                    warn!(
+                        "worker {w} mailbox full: dropped a listen-port command ({n} similar suppressed)"
+                    );
+                }
+                continue;
+            }
+            pending.push_back(command.clone());
+        }
+        self.send_port_commands();
+    }
+
+    /// Delivers the queued listen-port commands, in order, as far as each mailbox takes them.
+    fn send_port_commands(&mut self) {
+        for (w, pending) in self.pending_port_commands.iter_mut().enumerate() {
+            while let Some(command) = pending.pop_front() {
+                if let Err(e) = self.worker_mailboxes[w].try_send(WorkerMsg::Port(command)) {
+                    let WorkerMsg::Port(command) = e.into_inner() else {
+                        unreachable!("a PortCommand was sent")
+                    };
+                    pending.push_front(command);
+                    break;
+                }
+                self.control.port_commands += 1;
+            }
+        }
+    }
+
+    /// Acts on MCP's custom records and hands each to every custom actor.
+    fn on_customs(&mut self, customs: Vec<CustomMcp>) {
+        for msg in customs {
+            let port = msg.header.listen_port;
+            match CustomOp::from_code(msg.header.code) {
+                Some(CustomOp::ClosePort) => self.port_command(PortCommand::Close {
+                    port,
+                    mode: CloseMode::AfterFlush,
+                }),
+                Some(CustomOp::ClosePortNow) => self.port_command(PortCommand::Close {
+                    port,
+                    mode: CloseMode::Force,
+                }),
+                Some(CustomOp::Broadcast) => self.port_command(PortCommand::Broadcast {
+                    port,
+                    payload: Arc::from(msg.payload.as_slice()),
+                }),
+                Some(CustomOp::Application) if self.actors.is_empty() => {
+                    self.control.custom_unhandled += 1;
+                }
+                Some(CustomOp::Application) => {}
+                None => {
+                    self.control.custom_unknown_op += 1;
+                    if let Some(n) = self.control_log.allow() {
+                        warn!(
+                            "custom record with unknown code {} ({n} similar suppressed)",
+                            msg.header.code
+                        );
+                    }
+                }
+            }
+            self.each_actor(|actor, ctx| actor.on_custom(&msg, ctx));
+        }
+    }
+
+    /// Hands readiness of an actor-owned key to its actor.
+    fn on_actor_event(&mut self, ev: &Event) {
+        let i = (ev.key - ACTOR_KEY_BASE) / ACTOR_TOKENS;
+        let token = (ev.key - ACTOR_KEY_BASE) % ACTOR_TOKENS;
+        if i < self.actors.len() {
+            let (readable, writable) = (ev.readable, ev.writable);
+            self.with_actor(i, |actor, ctx| {
+                actor.on_ready(token, readable, writable, ctx)
+            });
+        }
+    }
+
+    /// Runs the timers of actors whose deadline has passed; returns the time to the next one.
+    fn run_actor_timers(&mut self) -> Option<Duration> {
+        if self.actors.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        for i in 0..self.actors.len() {
+            if self.actors[i]
+                .actor
+                .next_deadline()
+                .is_some_and(|d| d <= now)
+            {
+                self.with_actor(i, |actor, ctx| actor.on_timer(now, ctx));
+            }
+        }
+        self.actors
+            .iter()
+            .filter_map(|a| a.actor.next_deadline())
+            .min()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Gives every actor the counters just reported.
+    fn notify_actors_of_stats(&mut self) {
+        if self.actors.is_empty() {
+            return;
+        }
+        let main = self.main_counters();
+        let workers = self.stats.workers().to_vec();
+        let snapshot = StatsSnapshot {
+            totals: self.stats.totals(),
+            workers: &workers,
+            main: &main,
+            uptime: self.stats.uptime(),
+        };
+        self.each_actor(|actor, ctx| actor.on_stats(&snapshot, ctx));
+    }
+
+    /// Stops the workers of a broker that will not run (an actor failed to start).
+    fn abandon(mut self) {
+        let deadline = Instant::now();
+        for mailbox in &self.worker_mailboxes {
+            let _ = mailbox.try_send(WorkerMsg::Shutdown { deadline });
+        }
+        self.acceptor.stop(&self.poller);
+        for worker in mem::take(&mut self.workers) {
+            let _ = worker.join();
+        }
+    }
+
     /// The main thread's own counters, for the stats reporter.
     fn main_counters(&self) -> MainCounters {
         MainCounters {
             acceptor: self.acceptor.counters(),
             bridge: self.bridge.counters(),
             mcp_watch: self.mcp_watch.counters(),
+            control: self.control,
             response_lane_used_bytes: self.bridge.lane_used_bytes(),
         }
     }
@@ -350,6 +658,7 @@ impl Broker {
         let mut stopping = false;
         loop {
             events.clear();
+            let actor_timer = self.run_actor_timers();
             let spinning = last_work.elapsed() < self.idle_spin;
             let timeout = if more_replies
                 || spinning
@@ -361,7 +670,8 @@ impl Broker {
                 // Workers do not wake this loop when their threads end: look again soon.
                 self.stats.time_to_next().min(STOP_POLL)
             } else {
-                self.stats.time_to_next().min(self.mcp_watch.time_to_next())
+                let timeout = self.stats.time_to_next().min(self.mcp_watch.time_to_next());
+                actor_timer.map_or(timeout, |t| timeout.min(t))
             };
             self.poller.wait(&mut events, Some(timeout))?;
             let mut fifo_fired = false;
@@ -377,19 +687,14 @@ impl Broker {
                 } else if self.admin.as_ref().is_some_and(|a| a.owns(ev.key)) {
                     for action in self.on_admin_event(ev.key) {
                         match action {
-                            AdminAction::Close(flow) => {
-                                let msg = WorkerMsg::Disconnect(Disconnect {
-                                    flows: vec![flow],
-                                    reason: Reason::Local,
-                                });
-                                // A full mailbox: the operator sees the flow still open and retries.
-                                let _ = self.worker_mailboxes[flow.worker()].try_send(msg);
-                            }
+                            AdminAction::Close(flow) => self.close_flow(flow),
                             AdminAction::Shutdown => {
                                 self.begin_stop(&mut stopping, &mut stop_pending);
                             }
                         }
                     }
+                } else if ev.key >= ACTOR_KEY_BASE {
+                    self.on_actor_event(&ev);
                 } else {
                     self.acceptor.on_readable(ev.key);
                 }
@@ -402,6 +707,14 @@ impl Broker {
             }
             let replies = self.bridge.drain();
             more_replies = replies == RECORDS_PER_TURN;
+            let customs = self.bridge.take_customs();
+            if !customs.is_empty() {
+                self.on_customs(customs);
+            }
+            self.send_port_commands();
+            if mem::take(&mut self.stop_requested) {
+                self.begin_stop(&mut stopping, &mut stop_pending);
+            }
             if self.idle_spin > Duration::ZERO && (replies > 0 || !events.is_empty()) {
                 last_work = Instant::now();
             }
@@ -417,7 +730,9 @@ impl Broker {
                 }
             }
             self.mcp_watch.tick();
-            self.stats.tick(&self.main_counters());
+            if self.stats.tick(&self.main_counters()) {
+                self.notify_actors_of_stats();
+            }
             if stopping && stop_pending.is_empty() && self.workers.iter().all(|w| w.is_finished()) {
                 // The workers' last counters may have arrived after the drain above.
                 for MainMsg::NotifyStat(stat) in self.inbox.try_iter() {
@@ -479,6 +794,7 @@ fn spawn_worker(
         stats_interval: settings.stats.interval,
         idle_spin: settings.broker.idle_spin,
         limits: settings.limits.clone(),
+        connect_events: settings.mcp.connect_events,
     });
     let handle = thread::Builder::new()
         .name(format!("ccsd-worker-{id}"))

@@ -68,6 +68,10 @@ counters! {
         backpressure_pauses,
         /// Disconnect notices that could not be written because the request lane was full.
         dropped_disconnect_notices,
+        /// Connect notices (`mcp.connect_events`) lost to a full request lane.
+        dropped_connect_notices,
+        /// Broadcast payloads (custom record or custom actor) queued to a connection.
+        broadcast_writes,
         /// Replies written in full to their client.
         replies_out,
         /// Bytes written to clients.
@@ -122,8 +126,22 @@ counters! {
         lane_corruptions,
         /// Bytes discarded with those corrupt frames.
         lane_corrupt_bytes,
-        /// Custom records from MCP (no main-thread actor consumes them yet).
+        /// Custom records from MCP, handed to the main thread's actors.
         custom_records,
+    }
+}
+
+counters! {
+    /// What the main thread did with control requests (custom records from MCP, custom actors).
+    ControlCounters {
+        /// Custom records with a reserved `code` this build does not know (handed to actors only).
+        custom_unknown_op,
+        /// Application custom records that no custom actor was there to receive.
+        custom_unhandled,
+        /// Listen-port commands (close, broadcast) delivered to a worker.
+        port_commands,
+        /// Listen-port commands dropped: a worker's mailbox stayed full and the retry queue was full.
+        dropped_port_commands,
     }
 }
 

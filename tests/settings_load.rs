@@ -435,7 +435,12 @@ fn built_in_settings_file_spells_out_every_key() {
     );
     assert_eq!(
         keys(&root["mcp"]),
-        ["reply_max_age", "stall_timeout", "when_down"]
+        [
+            "connect_events",
+            "reply_max_age",
+            "stall_timeout",
+            "when_down"
+        ]
     );
     // Keys without a fixed default are shown commented out.
     assert!(DEFAULT_SETTINGS_TOML.contains("\n# workers = 4  # default: number of cores\n"));

@@ -34,7 +34,7 @@ pub use sections::{
     ListenSettings, LogSettings, McpSettings, OnFull, Proto, QueueSettings, StatsSettings,
     WhenDown,
 };
-pub use units::ByteSize;
+pub use units::{ByteSize, parse_duration};
 
 use load::{env_key, load_file, parse};
 use validate::Validation;

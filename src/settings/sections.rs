@@ -272,6 +272,8 @@ pub struct McpSettings {
     /// dropped; zero: no limit.
     #[serde(deserialize_with = "duration")]
     pub reply_max_age: Duration,
+    /// Send MCP a connect record (kind 2) for every new connection.
+    pub connect_events: bool,
 }
 
 impl Default for McpSettings {
@@ -280,6 +282,7 @@ impl Default for McpSettings {
             stall_timeout: Duration::from_secs(10),
             when_down: WhenDown::default(),
             reply_max_age: Duration::ZERO,
+            connect_events: false,
         }
     }
 }

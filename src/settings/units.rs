@@ -98,7 +98,7 @@ fn parse_byte_size(text: &str) -> Result<u64, String> {
 }
 
 /// Parses `"250ms"`, `"1s"`, `"2m"` or `"1h"`.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = split_number(text).ok_or_else(|| {
         format!("invalid duration {text:?}, expected a whole number and a unit us, ms, s, m or h, e.g. \"250ms\"")
     })?;

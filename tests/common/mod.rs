@@ -81,9 +81,14 @@ impl TestEnv {
     }
 
     pub fn start_ccsd(&self) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccsd"));
+        self.start_broker(Command::new(env!("CARGO_BIN_EXE_ccsd")), "ccsd")
+    }
+
+    /// Starts `cmd` (ccsd or a binary of one's own around `Broker`) with this test's config, and
+    /// waits until it is ready; the listeners' and the admin port's addresses are read from its log.
+    pub fn start_broker(&self, mut cmd: Command, what: &'static str) -> Proc {
         cmd.arg("--config").arg(&self.config);
-        let mut p = Proc::spawn(cmd, "ccsd");
+        let mut p = Proc::spawn(cmd, what);
         p.wait_for_line("ccsd ready");
         p.addrs = p
             .lines

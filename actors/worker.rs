@@ -273,7 +273,7 @@ impl Worker {
         if self.stopping.is_some() {
             // Accepted just before the listeners closed: never announced to MCP, just closed.
             self.counters.closed_shutdown += 1;
-            self.open_gauge.fetch_sub(1, Ordering::Relaxed);
+            self.forget_refused(listener);
             return;
         }
         // Replies are written whole by ccsd; Nagle would only delay them.
@@ -281,7 +281,7 @@ impl Worker {
         let conn = Conn::new(stream, peer, listener);
         let Some(flow) = self.conns.insert(conn) else {
             self.counters.closed_table_full += 1;
-            self.open_gauge.fetch_sub(1, Ordering::Relaxed);
+            self.forget_refused(listener);
             return;
         };
         let conn = self.conns.get_mut(flow).expect("just inserted");
@@ -300,7 +300,7 @@ impl Worker {
             }
             self.conns.remove(flow);
             self.counters.closed_error += 1;
-            self.open_gauge.fetch_sub(1, Ordering::Relaxed);
+            self.forget_refused(listener);
             return;
         }
         self.idle.touch(flow.slot(), self.now);
@@ -312,6 +312,12 @@ impl Worker {
                 self.counters.dropped_connect_notices += 1;
             }
         }
+    }
+
+    /// Lowers the gauges the acceptor raised for a connection this worker did not take.
+    fn forget_refused(&self, listener: usize) {
+        self.open_gauge.fetch_sub(1, Ordering::Relaxed);
+        self.listeners[listener].open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A connect or disconnect notice about `flow` for MCP.

@@ -215,11 +215,12 @@ fn watch(
         if now >= next_progress {
             let t = now.duration_since(started).as_secs_f64();
             let answered = progress.answered.load(Ordering::Relaxed);
+            let memory = rss.samples.last().map(|(_, m)| *m).unwrap_or_default();
+            let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
             eprintln!(
-                "[{t:5.0} s] ccsd RSS {:.1} MiB, {answered} answered ({:.0}/s), {} mid-packet closes, {} lost/misrouted/corrupted",
-                rss.samples
-                    .last()
-                    .map_or(0.0, |(_, m)| m.rss as f64 / (1 << 20) as f64),
+                "[{t:5.0} s] ccsd RSS {:.1} MiB ({:.2} MiB private), {answered} answered ({:.0}/s), {} mid-packet closes, {} lost/misrouted/corrupted",
+                mib(memory.rss),
+                mib(memory.anon),
                 answered as f64 / t,
                 progress.mid_packet_closes.load(Ordering::Relaxed),
                 progress.bad.load(Ordering::Relaxed),

@@ -164,6 +164,8 @@ fn run(args: &Args) -> Result<Report, String> {
         admin::get(s, "connections_open") == idle_open
             && admin::get(s, "closed_peer") + admin::get(s, "closed_error") >= load.client_closes()
             && admin::get(s, "packets_in") >= load.answered + 2 * idle_open
+            && admin::get(s, "replies_out") + admin::get(s, "dropped_stale_flow")
+                >= admin::get(s, "packets_in")
     };
     let stats = admin::fetch_when(admin_addr, STATS_PATIENCE, settled).unwrap_or_else(|e| {
         load.error(|| format!("ccsd's counters: {e}"));

@@ -307,6 +307,17 @@ impl Report {
                 l.client_closes()
             ));
         }
+        // The echo MCP answers every packet; ccsd writes each answer to its connection or, the
+        // connection being closed, drops it as stale.
+        let settled = s("replies_out") + s("dropped_stale_flow");
+        if settled != s("packets_in") {
+            f.push(format!(
+                "ccsd read {} packets but wrote {} replies and dropped {} for closed connections",
+                s("packets_in"),
+                s("replies_out"),
+                s("dropped_stale_flow")
+            ));
+        }
         // Two round trips per idle connection; no packet out of a request cut short.
         let (most, least) = (l.sent + 2 * idle, l.answered + 2 * idle);
         if !(least..=most).contains(&s("packets_in")) {

@@ -7,10 +7,14 @@
 //! the CPU time of every server process from `/proc/<pid>/stat` around each run, and prints the
 //! medians over the rounds, the ccsd/memcached ratios, and CPU microseconds per request.
 
-use std::io::{BufRead, BufReader};
+#[path = "common/servers.rs"]
+mod servers;
+
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use servers::{Scratch, Server, built_bin, logged_addr, start_ccsd_and_mcp};
 
 const USAGE: &str = "usage: bench_compare [--duration SECS] [--rounds N] [--memcached PATH]";
 
@@ -39,54 +43,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(args)
-}
-
-/// A server process killed on drop.
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// User + system CPU seconds the process has used so far.
-    fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-            .sum();
-        ticks as f64 / rustix::param::clock_ticks_per_second() as f64
-    }
-}
-
-/// Starts `cmd` and waits for a stderr line containing `needle`; returns the server and the line.
-fn start(mut cmd: Command, needle: &str) -> Result<(Server, String), String> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let server = Server { child };
-    for line in lines.by_ref() {
-        let line = line.map_err(|e| e.to_string())?;
-        if line.contains(needle) {
-            // Keep draining stderr so the server never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return Ok((server, line));
-        }
-    }
-    Err(format!("{cmd:?} exited before logging {needle:?}"))
 }
 
 /// Waits until something accepts connections on `port` (memcached logs nothing unless verbose,
@@ -199,57 +155,17 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let dir: PathBuf = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .parent()
-        .ok_or("exe dir")?
-        .to_path_buf();
-    let bin = |name: &str| dir.join(name);
-    let name = format!("ccsd-bench-{}", std::process::id());
-    let config = std::env::temp_dir().join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        format!("[queues]\nname = \"{name}\"\n\n[admin]\nenabled = false\n\n[[listen]]\naddr = \"127.0.0.1:0\"\nframing = \"memcache\"\n"),
-    )
-    .map_err(|e| e.to_string())?;
-    let result = compare(
-        args,
-        &config,
-        &bin("../ccsd"),
-        &bin("kv_mcp"),
-        &bin("loadgen"),
-    );
-    let _ = std::fs::remove_file(&config);
-    let prefix = format!("{name}.");
-    for entry in std::fs::read_dir("/dev/shm")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-    result
+    let scratch = Scratch::new("ccsd-bench", |name| {
+        format!(
+            "[queues]\nname = \"{name}\"\n\n[admin]\nenabled = false\n\n[[listen]]\naddr = \"127.0.0.1:0\"\nframing = \"memcache\"\n"
+        )
+    })?;
+    compare(args, &scratch.config, &built_bin("loadgen")?)
 }
 
-fn compare(
-    args: &Args,
-    config: &Path,
-    ccsd: &Path,
-    kv_mcp: &Path,
-    loadgen_bin: &Path,
-) -> Result<(), String> {
-    let mut cmd = Command::new(ccsd);
-    cmd.arg("--config").arg(config);
-    let (ccsd_proc, line) = start(cmd, "listening on tcp://")?;
-    let ccsd_port: u16 = line
-        .rsplit_once(':')
-        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
-        .ok_or(format!("no port in {line:?}"))?;
-    let mut cmd = Command::new(kv_mcp);
-    cmd.arg("--config").arg(config);
-    let (mcp_proc, _) = start(cmd, "attached")?;
+fn compare(args: &Args, config: &Path, loadgen_bin: &Path) -> Result<(), String> {
+    let (ccsd_proc, lines, mcp_proc) = start_ccsd_and_mcp(config, "kv_mcp")?;
+    let ccsd_port = logged_addr(&lines, "listening on tcp://")?.port();
     let mc_port = free_port();
     let mut cmd = Command::new(&args.memcached);
     cmd.args([

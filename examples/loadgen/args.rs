@@ -3,6 +3,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::flags::{number, positive, positive_float, seconds};
 use crate::protocol::MAX_PAYLOAD;
 
 /// The usage text `--help` prints.
@@ -223,33 +224,6 @@ fn parse_ratio(s: &str) -> Result<(u32, u32), String> {
         return Err(bad());
     }
     Ok((get, set))
-}
-
-fn number<T: std::str::FromStr>(flag: &str, s: &str) -> Result<T, String> {
-    s.parse()
-        .map_err(|_| format!("{flag} {s}: expected a whole number"))
-}
-
-fn positive<T: std::str::FromStr + PartialEq + Default>(flag: &str, s: &str) -> Result<T, String> {
-    let n: T = number(flag, s)?;
-    if n == T::default() {
-        return Err(format!("{flag} must be above 0"));
-    }
-    Ok(n)
-}
-
-fn positive_float(flag: &str, s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
-        _ => Err(format!("{flag} {s}: expected a number above 0")),
-    }
-}
-
-fn seconds(flag: &str, s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|x| Duration::try_from_secs_f64(x).ok())
-        .ok_or_else(|| format!("{flag} {s}: expected seconds, e.g. 10 or 0.5"))
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {

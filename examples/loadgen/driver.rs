@@ -13,6 +13,7 @@ use crate::args::{Args, Protocol, Stop};
 use crate::conn::{Conn, ReadOutcome};
 use crate::protocol::{Codec, Fault, Op};
 use crate::report::Totals;
+use crate::rng::Rng;
 
 /// Longest poller wait, and how often request timeouts are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -313,7 +314,7 @@ impl<'a> Driver<'a> {
                     if measured {
                         c.budget -= 1;
                     }
-                    let (op, key) = c.rng.request(args);
+                    let (op, key) = next_request(&mut c.rng, args);
                     (op, key, sent, measured)
                 }
             };
@@ -356,43 +357,18 @@ impl<'a> Driver<'a> {
     }
 }
 
-/// A connection's choice of operations and keys: xorshift64*, seeded per connection.
-#[derive(Debug)]
-struct Rng {
-    state: u64,
-}
-
-impl Rng {
-    /// A generator for connection `slot`: the seed and slot mixed by one splitmix64 step, so
-    /// neighbouring seeds and slots start far apart.
-    fn new(seed: u64, slot: u64) -> Rng {
-        let mut z = seed.wrapping_add(slot.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng {
-            state: (z ^ (z >> 31)).max(1),
-        }
+/// The next request of a connection: an echo for `length`, else GET or SET by `--ratio`, of a
+/// random key.
+fn next_request(rng: &mut Rng, args: &Args) -> (Op, u64) {
+    let key = rng.next() % args.keys;
+    if args.protocol == Protocol::Length {
+        return (Op::Echo, key);
     }
-
-    fn next(&mut self) -> u64 {
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// The next request: an echo for `length`, else GET or SET by `--ratio`, of a random key.
-    fn request(&mut self, args: &Args) -> (Op, u64) {
-        let key = self.next() % args.keys;
-        if args.protocol == Protocol::Length {
-            return (Op::Echo, key);
-        }
-        let weights = u64::from(args.get_weight) + u64::from(args.set_weight);
-        let op = if self.next() % weights < u64::from(args.get_weight) {
-            Op::Get
-        } else {
-            Op::Set
-        };
-        (op, key)
-    }
+    let weights = u64::from(args.get_weight) + u64::from(args.set_weight);
+    let op = if rng.next() % weights < u64::from(args.get_weight) {
+        Op::Get
+    } else {
+        Op::Set
+    };
+    (op, key)
 }

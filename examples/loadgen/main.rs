@@ -11,11 +11,15 @@
 //! fixed schedule (`--rate`, open loop), checks every reply, and reports throughput and latency
 //! percentiles from an HDR histogram. `--help` lists every option.
 
+#[path = "../common/flags.rs"]
+mod flags;
+
 mod args;
 mod conn;
 mod driver;
 mod protocol;
 mod report;
+mod rng;
 
 use std::net::TcpStream;
 use std::process::ExitCode;

@@ -17,7 +17,7 @@
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
 //!   request loop of a simple MCP around a [`service::Service`]; [`demo`]: the echo service.
 //! - [`stats`], [`logging`], [`clock`]: counters, log setup, timestamps; [`instance`]: one ccsd
-//!   per queue name; [`fd_limit`]: the open-file limit raised to fit `broker.max_connections`.
+//!   per queue name; [`pid_file`]: the optional pid file; [`fd_limit`]: the open-file limit raised to fit `broker.max_connections`.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -38,6 +38,7 @@ pub mod logging;
 pub mod mailbox;
 pub mod mcp;
 pub mod message;
+pub mod pid_file;
 pub mod record;
 pub mod runtime;
 pub mod service;

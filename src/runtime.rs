@@ -34,6 +34,7 @@ use crate::lane::{Lane, LaneError};
 use crate::listener::{self, ListenOptions};
 use crate::mailbox::{Mailbox, mailbox};
 use crate::message::{Disconnect, MainMsg, WorkerMsg};
+use crate::pid_file::{PidFile, PidFileError};
 use crate::record::Reason;
 use crate::settings::{Proto, Settings};
 
@@ -49,6 +50,8 @@ const RECYCLED_BUFFERS: usize = 64;
 pub enum StartError {
     /// Another ccsd uses the same queues, or the lock file is unusable.
     Instance(InstanceError),
+    /// The pid file is in use by another ccsd or cannot be written.
+    PidFile(PidFileError),
     /// A lane could not be created or attached.
     Queue(LaneError),
     /// A listener could not be bound.
@@ -73,6 +76,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Instance(e) => write!(f, "{e}"),
+            StartError::PidFile(e) => write!(f, "{e}"),
             StartError::Queue(e) => write!(f, "queue: {e}"),
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Framing { listener, source } => {
@@ -102,6 +106,8 @@ pub struct Broker {
     worker_mailboxes: Vec<Mailbox<WorkerMsg>>,
     stop_signals: UnixStream,
     admin: Option<Admin>,
+    /// Declared before `_instance`: removed before the instance lock is released.
+    _pid_file: Option<PidFile>,
     _instance: InstanceLock,
 }
 
@@ -181,6 +187,10 @@ impl Broker {
         // Before any lane is touched: a second ccsd on the same lanes would corrupt them.
         let instance =
             InstanceLock::acquire(&settings.lock_path()).map_err(StartError::Instance)?;
+        let pid_file = match &settings.broker.pid_file {
+            Some(path) => Some(PidFile::write(path).map_err(StartError::PidFile)?),
+            None => None,
+        };
         let capacity = settings.queues.capacity.bytes();
         let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
             .map_err(StartError::Queue)?;
@@ -282,6 +292,7 @@ impl Broker {
             worker_mailboxes,
             stop_signals,
             admin,
+            _pid_file: pid_file,
             _instance: instance,
         })
     }

@@ -29,6 +29,7 @@ fn env_overrides_the_built_in_defaults() {
             ("CCSD_STATS__FILE", "/tmp/status.json"),
             ("CCSD_MCP__STALL_TIMEOUT", "30s"),
             ("CCSD_MCP__REPLY_MAX_AGE", "5s"),
+            ("CCSD_BROKER__PID_FILE", "/tmp/ccsd.pid"),
         ]),
     )
     .expect("valid overrides");
@@ -41,6 +42,10 @@ fn env_overrides_the_built_in_defaults() {
     assert_eq!(settings.stats.file, Some(PathBuf::from("/tmp/status.json")));
     assert_eq!(settings.mcp.stall_timeout, Duration::from_secs(30));
     assert_eq!(settings.mcp.reply_max_age, Duration::from_secs(5));
+    assert_eq!(
+        settings.broker.pid_file,
+        Some(PathBuf::from("/tmp/ccsd.pid"))
+    );
 }
 
 #[test]

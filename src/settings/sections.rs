@@ -41,6 +41,10 @@ pub struct BrokerSettings {
     /// Connections open at once over all listeners; the acceptor closes any connection beyond
     /// it at once. ccsd raises its open-file limit to fit it at start.
     pub max_connections: usize,
+    /// File the running ccsd's pid is written to (after the instance lock is taken) and removed
+    /// from at exit; `None` (or an empty string) means no pid file.
+    #[serde(deserialize_with = "optional_path")]
+    pub pid_file: Option<PathBuf>,
 }
 
 impl BrokerSettings {
@@ -65,6 +69,7 @@ impl Default for BrokerSettings {
             idle_spin: Duration::ZERO,
             shutdown_grace: Duration::from_secs(5),
             max_connections: 100_000,
+            pid_file: None,
         }
     }
 }

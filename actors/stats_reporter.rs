@@ -11,7 +11,9 @@ use log::{debug, warn};
 
 use crate::logging::LogLimiter;
 use crate::message::NotifyStat;
-use crate::stats::{AcceptorCounters, BridgeCounters, McpWatchCounters, WorkerCounters};
+use crate::stats::{
+    AcceptorCounters, BridgeCounters, McpWatchCounters, ProcessCounters, WorkerCounters,
+};
 
 /// The main thread's counters at report time.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +24,8 @@ pub struct MainCounters {
     pub bridge: BridgeCounters,
     /// The MCP watch's gauge and counter.
     pub mcp_watch: McpWatchCounters,
+    /// What the process did on signals.
+    pub process: ProcessCounters,
     /// Bytes in the response lane not read yet.
     pub response_lane_used_bytes: u64,
 }
@@ -127,7 +131,8 @@ impl StatsReporter {
         }
     }
 
-    /// The status document: totals, then the acceptor, the bridge, the MCP watch and each worker.
+    /// The status document: totals, then the acceptor, the bridge, the MCP watch, the process's
+    /// signal handling and each worker.
     fn render(&self, main: &MainCounters, now: Instant) -> String {
         let totals = self.totals();
         let mut out = String::with_capacity(4096);
@@ -145,6 +150,8 @@ impl StatsReporter {
         json_object(&mut out, |f| main.bridge.for_each(f));
         out.push_str(",\"mcp_watch\":");
         json_object(&mut out, |f| main.mcp_watch.for_each(f));
+        out.push_str(",\"process\":");
+        json_object(&mut out, |f| main.process.for_each(f));
         out.push_str(",\"workers\":[");
         for (i, w) in self.workers.iter().enumerate() {
             if i > 0 {

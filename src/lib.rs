@@ -16,7 +16,8 @@
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
 //!   request loop of a simple MCP around a [`service::Service`]; [`demo`]: the echo service.
-//! - [`stats`], [`logging`], [`clock`]: counters, log setup, timestamps; [`instance`]: one ccsd
+//! - [`stats`], [`logging`], [`clock`]: counters, log setup (and its reopening), timestamps;
+//!   [`signals`]: SIGTERM/SIGINT (stop) and SIGHUP (reopen the log file); [`instance`]: one ccsd
 //!   per queue name; [`pid_file`]: the optional pid file; [`fd_limit`]: the open-file limit raised to fit `broker.max_connections`.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -43,4 +44,5 @@ pub mod record;
 pub mod runtime;
 pub mod service;
 pub mod settings;
+pub mod signals;
 pub mod stats;

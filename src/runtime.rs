@@ -6,11 +6,9 @@
 
 use std::fmt;
 use std::io;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -37,6 +35,7 @@ use crate::message::{Disconnect, MainMsg, WorkerMsg};
 use crate::pid_file::{PidFile, PidFileError};
 use crate::record::Reason;
 use crate::settings::{Proto, Settings};
+use crate::signals::Signals;
 
 /// Capacity of the main thread's mailbox (`NotifyStat` from workers).
 const MAIN_MAILBOX: usize = 1024;
@@ -104,7 +103,7 @@ pub struct Broker {
     stop_deadline: Instant,
     workers: Vec<JoinHandle<()>>,
     worker_mailboxes: Vec<Mailbox<WorkerMsg>>,
-    stop_signals: UnixStream,
+    signals: Signals,
     admin: Option<Admin>,
     /// Declared before `_instance`: removed before the instance lock is released.
     _pid_file: Option<PidFile>,
@@ -249,12 +248,12 @@ impl Broker {
                 )
                 .map_err(StartError::Runtime)?;
         }
-        let stop_signals = stop_signal_pipe().map_err(StartError::Runtime)?;
-        // SAFETY: the read end lives in `Broker` next to the poller for the rest of the process.
+        let signals = Signals::install().map_err(StartError::Runtime)?;
+        // SAFETY: the socket lives in `Broker` next to the poller for the rest of the process.
         unsafe {
             poller
                 .add_with_mode(
-                    stop_signals.as_raw_fd(),
+                    signals.fd().as_raw_fd(),
                     Event::readable(acceptor.listener_count() + 1),
                     PollMode::Level,
                 )
@@ -290,7 +289,7 @@ impl Broker {
             stop_deadline: Instant::now(),
             workers,
             worker_mailboxes,
-            stop_signals,
+            signals,
             admin,
             _pid_file: pid_file,
             _instance: instance,
@@ -341,6 +340,7 @@ impl Broker {
             acceptor: self.acceptor.counters(),
             bridge: self.bridge.counters(),
             mcp_watch: self.mcp_watch.counters(),
+            process: self.signals.counters(),
             response_lane_used_bytes: self.bridge.lane_used_bytes(),
         }
     }
@@ -383,8 +383,13 @@ impl Broker {
                         error!("response lane wake-up FIFO failed: {e}");
                     }
                 } else if ev.key == signal_key {
-                    drain(&mut self.stop_signals);
-                    self.begin_stop(&mut stopping, &mut stop_pending);
+                    let received = self.signals.take();
+                    if received.hangup {
+                        self.signals.reopen_log();
+                    }
+                    if received.stop {
+                        self.begin_stop(&mut stopping, &mut stop_pending);
+                    }
                 } else if self.admin.as_ref().is_some_and(|a| a.owns(ev.key)) {
                     for action in self.on_admin_event(ev.key) {
                         match action {
@@ -445,22 +450,6 @@ impl Broker {
             }
         }
     }
-}
-
-/// A socket that receives a byte whenever SIGTERM or SIGINT arrives (the signal handler only
-/// writes to it; the main loop does the work).
-fn stop_signal_pipe() -> io::Result<UnixStream> {
-    let (read, write) = UnixStream::pair()?;
-    read.set_nonblocking(true)?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, write.try_clone()?)?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write)?;
-    Ok(read)
-}
-
-/// Reads everything waiting on a non-blocking socket.
-fn drain(socket: &mut UnixStream) {
-    let mut buf = [0u8; 64];
-    while matches!(socket.read(&mut buf), Ok(n) if n > 0) {}
 }
 
 /// Starts worker `id` on its own thread; returns the acceptor's and the bridge's links to it.

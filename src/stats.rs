@@ -137,6 +137,16 @@ counters! {
     }
 }
 
+counters! {
+    /// What the process did on signals since start.
+    ProcessCounters {
+        /// Times the log file was reopened on SIGHUP.
+        log_reopens,
+        /// Times it could not be (lines kept going to the old file).
+        log_reopen_errors,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use std::io::{self, Read};
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -85,6 +85,8 @@ pub struct WorkerSetup {
     pub idle_spin: Duration,
     /// The per-connection limits.
     pub limits: LimitsSettings,
+    /// With `mcp.when_down = "refuse"`: the MCP watch's verdict, true while MCP is down.
+    pub mcp_down: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for WorkerSetup {
@@ -125,6 +127,11 @@ pub struct Worker {
     counters: WorkerCounters,
     full_log: LogLimiter,
     error_log: LogLimiter,
+    /// The MCP watch's verdict (`mcp.when_down = "refuse"` only).
+    mcp_down: Option<Arc<AtomicBool>>,
+    /// MCP was down at the start of this turn: new packets are dropped.
+    refusing: bool,
+    down_log: LogLimiter,
 }
 
 impl std::fmt::Debug for Worker {
@@ -165,6 +172,9 @@ impl Worker {
             counters: WorkerCounters::default(),
             full_log: LogLimiter::default(),
             error_log: LogLimiter::default(),
+            mcp_down: setup.mcp_down,
+            refusing: false,
+            down_log: LogLimiter::default(),
         }
     }
 
@@ -195,6 +205,11 @@ impl Worker {
                 return;
             }
             self.now = Instant::now();
+            // SYNC POINT: pairs with the MCP watch's Release store; read once per turn.
+            self.refusing = self
+                .mcp_down
+                .as_ref()
+                .is_some_and(|down| down.load(Ordering::Acquire));
             for ev in events.iter() {
                 if ev.readable {
                     self.on_readable(ev.key);
@@ -328,6 +343,8 @@ impl Worker {
             full_log,
             listeners,
             scratch,
+            refusing,
+            down_log,
             ..
         } = self;
         let conn = conns.get_mut(flow).map_err(|_| CloseCause::SocketError)?;
@@ -338,6 +355,8 @@ impl Worker {
             full_log,
             worker: *id,
             max_requests_per_second: self.limits.max_requests_per_second,
+            refuse: *refusing,
+            down_log,
         };
         frame_connection(
             conn,

@@ -115,6 +115,9 @@ pub(crate) struct LaneSink<'a> {
     pub(crate) worker: usize,
     /// Packets a connection may send per second (`u64::MAX`: no limit).
     pub(crate) max_requests_per_second: u64,
+    /// MCP is down and `mcp.when_down = "refuse"`: complete packets are dropped, not pushed.
+    pub(crate) refuse: bool,
+    pub(crate) down_log: &'a mut LogLimiter,
 }
 
 impl Conn {
@@ -251,6 +254,17 @@ fn frame_packets(
         let rest = &buf[off..];
         match framer.check(rest) {
             FrameCheck::Complete(_) if taken == budget => return Err(CloseCause::RateLimited),
+            FrameCheck::Complete(n) if sink.refuse => {
+                sink.counters.dropped_mcp_down += 1;
+                if let Some(held) = sink.down_log.allow() {
+                    warn!(
+                        "worker {}: MCP is down, dropping packets (mcp.when_down = \"refuse\") ({held} similar suppressed)",
+                        sink.worker
+                    );
+                }
+                off += n;
+                taken += 1;
+            }
             FrameCheck::Complete(n) => {
                 let packet = &rest[..n];
                 header.payload_len = n as u32;

@@ -34,7 +34,7 @@ use crate::mailbox::{Mailbox, mailbox};
 use crate::message::{Disconnect, MainMsg, WorkerMsg};
 use crate::pid_file::{PidFile, PidFileError};
 use crate::record::Reason;
-use crate::settings::{Proto, Settings};
+use crate::settings::{Proto, Settings, WhenDown};
 use crate::signals::Signals;
 
 /// Capacity of the main thread's mailbox (`NotifyStat` from workers).
@@ -203,6 +203,8 @@ impl Broker {
             requests.push(lane.into_producer());
         }
 
+        // Before the workers: they read its verdict (`mcp.when_down`).
+        let mcp_watch = McpWatch::attach(settings, worker_count).map_err(StartError::Queue)?;
         let poller = Arc::new(Poller::new().map_err(StartError::Runtime)?);
         let (main_mailbox, inbox) = mailbox(MAIN_MAILBOX, Arc::clone(&poller));
         let mut worker_links = Vec::with_capacity(worker_count);
@@ -211,7 +213,7 @@ impl Broker {
         let mut worker_mailboxes = Vec::with_capacity(worker_count);
         for (id, lane) in requests.into_iter().enumerate() {
             let (link, bridge_link, handle) =
-                spawn_worker(id, epoch, lane, &infos, &main_mailbox, settings)
+                spawn_worker(id, epoch, lane, &infos, &main_mailbox, &mcp_watch, settings)
                     .map_err(StartError::Runtime)?;
             worker_mailboxes.push(link.mailbox.clone());
             worker_links.push(link);
@@ -229,7 +231,6 @@ impl Broker {
             bridge_links,
             settings.mcp.reply_max_age,
         );
-        let mcp_watch = McpWatch::attach(settings, worker_count).map_err(StartError::Queue)?;
         let acceptor = Acceptor::new(
             listeners,
             worker_links,
@@ -459,6 +460,7 @@ fn spawn_worker(
     lane: crate::lane::Producer,
     listeners: &[ListenerInfo],
     main: &Mailbox<MainMsg>,
+    mcp_watch: &McpWatch,
     settings: &Settings,
 ) -> io::Result<(WorkerLink, BridgeLink, JoinHandle<()>)> {
     let poller = Arc::new(Poller::new()?);
@@ -479,6 +481,7 @@ fn spawn_worker(
         stats_interval: settings.stats.interval,
         idle_spin: settings.broker.idle_spin,
         limits: settings.limits.clone(),
+        mcp_down: (settings.mcp.when_down == WhenDown::Refuse).then(|| mcp_watch.down_flag()),
     });
     let handle = thread::Builder::new()
         .name(format!("ccsd-worker-{id}"))

@@ -63,6 +63,8 @@ counters! {
         bytes_in,
         /// Packets dropped because the request lane was full (`queues.on_full = "drop"`).
         dropped_queue_full,
+        /// Packets dropped because MCP was down and `mcp.when_down = "refuse"`.
+        dropped_mcp_down,
         /// Times a connection stopped being read because the request lane was full
         /// (`queues.on_full = "backpressure"`).
         backpressure_pauses,

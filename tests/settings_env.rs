@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ccsd::settings::{ByteSize, Dispatch, OnFull, Settings, SettingsError};
+use ccsd::settings::{ByteSize, Dispatch, OnFull, Settings, SettingsError, WhenDown};
 
 fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
     vars.iter()
@@ -30,6 +30,7 @@ fn env_overrides_the_built_in_defaults() {
             ("CCSD_MCP__STALL_TIMEOUT", "30s"),
             ("CCSD_MCP__REPLY_MAX_AGE", "5s"),
             ("CCSD_BROKER__PID_FILE", "/tmp/ccsd.pid"),
+            ("CCSD_MCP__WHEN_DOWN", "refuse"),
         ]),
     )
     .expect("valid overrides");
@@ -46,6 +47,7 @@ fn env_overrides_the_built_in_defaults() {
         settings.broker.pid_file,
         Some(PathBuf::from("/tmp/ccsd.pid"))
     );
+    assert_eq!(settings.mcp.when_down, WhenDown::Refuse);
 }
 
 #[test]

@@ -296,7 +296,7 @@ pub enum WhenDown {
     /// `queues.on_full`.
     #[default]
     Queue,
-    /// `"refuse"`: drop new packets at once; not available yet.
+    /// `"refuse"`: drop new packets (counted) while MCP is down; clients stay connected.
     Refuse,
 }
 

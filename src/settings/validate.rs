@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::sections::{
     AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, McpSettings, Proto,
-    QueueSettings, StatsSettings, WhenDown,
+    QueueSettings, StatsSettings,
 };
 use super::units::{ByteSize, GIB, KIB};
 use crate::lane::FRAME_HEADER_SIZE;
@@ -295,10 +295,6 @@ impl McpSettings {
                 "mcp.stall_timeout: must be at least 100ms, got {:?}",
                 self.stall_timeout
             ));
-        }
-        if self.when_down == WhenDown::Refuse {
-            problems
-                .push("mcp.when_down: \"refuse\" is not available yet; use \"queue\"".to_owned());
         }
     }
 }

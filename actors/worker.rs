@@ -33,6 +33,7 @@ use crate::limits::Limits;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::message::{Connect, DataTrans, Disconnect, MainMsg, NotifyStat, WorkerMsg};
+use crate::rate_limit::RateLimiter;
 use crate::record::{CloseMode, Kind, Reason, RecordHeader, Transport};
 use crate::settings::{LimitsSettings, OnFull};
 use crate::stats::WorkerCounters;
@@ -55,6 +56,8 @@ pub struct ListenerInfo {
     pub port: u16,
     /// The listener's open connections (raised by the acceptor, lowered here on close).
     pub open: Arc<AtomicUsize>,
+    /// `listen[i].max_requests_per_second`, shared by every worker; `None`: no limit.
+    pub rate: Option<Arc<RateLimiter>>,
 }
 
 /// Everything a worker thread is started with.
@@ -589,7 +592,8 @@ impl Worker {
         // The fd must leave the poller before it is closed (dropped).
         let _ = self.poller.delete(&conn.stream);
         self.idle.remove(flow.slot());
-        self.limits.log_close(cause, self.id, conn.peer);
+        self.limits
+            .log_close(cause, self.id, conn.peer, conn.listener);
         cause.count(&mut self.counters);
         self.counters.connections_open -= 1;
         self.open_gauge.fetch_sub(1, Ordering::Relaxed);

@@ -9,7 +9,8 @@
 //!   [`listener`] opens its listening sockets.
 //! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker;
 //!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
-//!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`].
+//!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`];
+//!   [`rate_limit`] is the lock-free request-rate window a listener's workers share.
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up.
 //! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
@@ -40,6 +41,7 @@ pub mod mailbox;
 pub mod mcp;
 pub mod message;
 pub mod pid_file;
+pub mod rate_limit;
 pub mod record;
 pub mod runtime;
 pub mod service;

@@ -26,6 +26,7 @@ pub(crate) struct Limits {
     idle_log: LogLimiter,
     slow_log: LogLimiter,
     rate_log: LogLimiter,
+    listener_rate_log: LogLimiter,
 }
 
 impl Limits {
@@ -41,12 +42,19 @@ impl Limits {
             idle_log: LogLimiter::default(),
             slow_log: LogLimiter::default(),
             rate_log: LogLimiter::default(),
+            listener_rate_log: LogLimiter::default(),
         }
     }
 
     /// Logs, at most once per ten seconds per limit, that worker `worker` closed the connection
-    /// from `peer` for `cause`, if `cause` is one of the limits.
-    pub(crate) fn log_close(&mut self, cause: CloseCause, worker: usize, peer: SocketAddr) {
+    /// from `peer` (on listener `listener`) for `cause`, if `cause` is one of the limits.
+    pub(crate) fn log_close(
+        &mut self,
+        cause: CloseCause,
+        worker: usize,
+        peer: SocketAddr,
+        listener: usize,
+    ) {
         let (limiter, what) = match cause {
             CloseCause::Idle => (&mut self.idle_log, "idle for limits.idle_timeout"),
             CloseCause::SlowClient => (
@@ -57,11 +65,15 @@ impl Limits {
                 &mut self.rate_log,
                 "it sent more than limits.max_requests_per_second",
             ),
+            CloseCause::ListenerRateLimited => (
+                &mut self.listener_rate_log,
+                "its listener's connections sent more than its max_requests_per_second",
+            ),
             _ => return,
         };
         if let Some(held) = limiter.allow() {
             warn!(
-                "worker {worker}: closed the connection from {peer}: {what} ({held} similar suppressed)"
+                "worker {worker}: closed the connection from {peer} on listen[{listener}]: {what} ({held} similar suppressed)"
             );
         }
     }

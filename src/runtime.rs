@@ -33,6 +33,7 @@ use crate::listener::{self, ListenOptions};
 use crate::mailbox::{Mailbox, mailbox};
 use crate::message::{Disconnect, MainMsg, WorkerMsg};
 use crate::pid_file::{PidFile, PidFileError};
+use crate::rate_limit::RateLimiter;
 use crate::record::Reason;
 use crate::settings::{Proto, Settings, WhenDown};
 use crate::signals::Signals;
@@ -43,6 +44,8 @@ const MAIN_MAILBOX: usize = 1024;
 const STOP_POLL: Duration = Duration::from_millis(10);
 /// Emptied reply buffers a worker may hold for the bridge to reuse.
 const RECYCLED_BUFFERS: usize = 64;
+/// The window of `listen[i].max_requests_per_second`.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Why ccsd could not start.
 #[derive(Debug)]
@@ -162,6 +165,8 @@ impl Broker {
                 framer,
                 port: local.port(),
                 open: Arc::clone(&open),
+                rate: (l.max_requests_per_second > 0)
+                    .then(|| Arc::new(RateLimiter::new(l.max_requests_per_second, RATE_WINDOW))),
             });
             listeners.push(Listening {
                 socket: listener,

@@ -57,6 +57,8 @@ counters! {
         closed_slow_client,
         /// Closed for sending more than `limits.max_requests_per_second` packets in a second.
         closed_rate_limited,
+        /// Closed for a packet that took its listener over `listen[i].max_requests_per_second`.
+        closed_listener_rate_limited,
         /// Complete packets written to the request lane.
         packets_in,
         /// Bytes of those packets.

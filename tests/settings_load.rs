@@ -426,6 +426,7 @@ fn built_in_settings_file_spells_out_every_key() {
             "length_size",
             "max_connections",
             "max_packet",
+            "max_requests_per_second",
             "proto",
             "reuse_port"
         ]

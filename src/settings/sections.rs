@@ -181,6 +181,9 @@ pub struct ListenSettings {
     pub backlog: u32,
     /// Whether to set `SO_REUSEPORT`, so several processes can listen on the same address.
     pub reuse_port: bool,
+    /// Packets this listener's connections may send together per one-second window; the
+    /// connection whose packet goes over is closed (reason overload). 0: no limit.
+    pub max_requests_per_second: u64,
 }
 
 impl Default for ListenSettings {
@@ -199,6 +202,7 @@ impl Default for ListenSettings {
             max_connections: 0,
             backlog: 1024,
             reuse_port: false,
+            max_requests_per_second: 0,
         }
     }
 }

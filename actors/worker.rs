@@ -7,8 +7,14 @@
 //! buffer, frame it and push each complete packet into the worker's request lane; drain the
 //! mailbox (new connections, replies, closes); write every connection that got replies, arming
 //! write interest only while bytes remain; close the connections idle for `limits.idle_timeout`
-//! (the least recently active first, from an [`IdleList`]); publish the lane once, waking MCP only
-//! if it sleeps.
+//! (the least recently active first, from an [`IdleList`]) and the half-closed ones whose replies
+//! did not come within `limits.half_close_timeout` (a second `IdleList`); publish the lane once,
+//! waking MCP only if it sleeps.
+//!
+//! Half-close: a read of 0 while requests are unanswered does not close the connection at once.
+//! It stops being read and closes as soon as its replies are written, when a write fails or a
+//! reset arrives (the client had closed fully, not just shut down its sending side: a read of 0
+//! cannot tell the two apart), or at the half-close timeout, whichever comes first.
 
 use std::io::{self, Read};
 
@@ -124,6 +130,9 @@ pub struct Worker {
     paused: Vec<FlowId>,
     /// Open, unpaused connections by last activity (`limits.idle_timeout`).
     idle: IdleList,
+    /// Half-closed connections by when their client shut down its side
+    /// (`limits.half_close_timeout`).
+    half_closed: IdleList,
     limits: Limits,
     /// When the current loop turn's wait returned: the time of its reads and writes.
     now: Instant,
@@ -170,6 +179,7 @@ impl Worker {
             dirty: Vec::new(),
             paused: Vec::new(),
             idle: IdleList::new(setup.limits.idle_timeout),
+            half_closed: IdleList::new(setup.limits.half_close_timeout),
             limits: Limits::new(&setup.limits),
             now: Instant::now(),
             counters: WorkerCounters::default(),
@@ -201,6 +211,9 @@ impl Worker {
                 timeout = timeout.min(deadline.saturating_duration_since(now));
             }
             if let Some(expiry) = self.idle.until_next_expiry(now) {
+                timeout = timeout.min(expiry);
+            }
+            if let Some(expiry) = self.half_closed.until_next_expiry(now) {
                 timeout = timeout.min(expiry);
             }
             if let Err(e) = self.poller.wait(&mut events, Some(timeout)) {
@@ -235,6 +248,7 @@ impl Worker {
             } else {
                 self.close_idle();
             }
+            self.close_half_closed_expired();
             self.publish_lane();
             if Instant::now() >= self.next_stats {
                 self.send_stats();
@@ -314,11 +328,16 @@ impl Worker {
             let Some((flow, conn)) = self.conns.by_slot_mut(slot) else {
                 return;
             };
+            if conn.half_closed {
+                // Not read any more: readiness now means an error or a reset (the client closed
+                // fully), which ends the wait for its replies.
+                return self.close(flow, CloseCause::Peer);
+            }
             if conn.paused {
                 return;
             }
             let n = match (&conn.stream).read(&mut self.scratch) {
-                Ok(0) => return self.close(flow, CloseCause::Peer),
+                Ok(0) => return self.on_peer_shutdown(flow),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -331,6 +350,29 @@ impl Worker {
                 Ok(Ingested::Done) if n < self.scratch.len() => return,
                 Ok(Ingested::Done) => {}
             }
+        }
+    }
+
+    /// A read of 0: the client shut down its sending side, or closed fully (the two look the
+    /// same). Its packets are all in the lane already. With nothing left to answer, or with
+    /// `limits.half_close_timeout` off, the connection closes now; otherwise it is kept, unread,
+    /// until every request is answered and written, a write fails or a reset arrives (the client
+    /// had closed fully), or the timeout passes.
+    fn on_peer_shutdown(&mut self, flow: FlowId) {
+        let Ok(conn) = self.conns.get_mut(flow) else {
+            return;
+        };
+        if self.limits.half_close_timeout.is_zero() || conn.answered() {
+            return self.close(flow, CloseCause::Peer);
+        }
+        conn.half_closed = true;
+        // An incomplete packet can no longer complete.
+        conn.rbuf = Vec::new();
+        self.counters.half_closes += 1;
+        self.idle.remove(flow.slot());
+        self.half_closed.touch(flow.slot(), self.now);
+        if self.update_interest(flow).is_err() {
+            self.close(flow, CloseCause::SocketError);
         }
     }
 
@@ -414,14 +456,16 @@ impl Worker {
         self.publish_lane();
     }
 
-    /// Sets `flow`'s poller interest: readable unless paused, writable while replies are pending.
+    /// Sets `flow`'s poller interest: readable unless paused or half-closed, writable while replies
+    /// are pending.
     fn update_interest(&mut self, flow: FlowId) -> io::Result<()> {
         let conn = self
             .conns
             .get_mut(flow)
             .map_err(|_| io::ErrorKind::NotFound)?;
         let slot = flow.slot();
-        let interest = match (conn.paused, conn.write_armed) {
+        let not_read = conn.paused || conn.half_closed;
+        let interest = match (not_read, conn.write_armed) {
             (false, false) => Event::readable(slot),
             (false, true) => Event::all(slot),
             (true, false) => Event::none(slot),
@@ -473,7 +517,7 @@ impl Worker {
                 let written_before = self.counters.bytes_out;
                 let max = self.limits.max_send_buffer;
                 let queued = queue_capped(conn, payload, max, &mut self.counters.bytes_out);
-                if self.counters.bytes_out != written_before {
+                if self.counters.bytes_out != written_before && !conn.half_closed {
                     self.idle.touch(flow.slot(), self.now);
                 }
                 if let Err(cause) = queued {
@@ -515,13 +559,7 @@ impl Worker {
         let done: Vec<FlowId> = self
             .conns
             .flows()
-            .filter(|&flow| {
-                now >= deadline
-                    || self
-                        .conns
-                        .peek(flow)
-                        .is_some_and(|c| c.outstanding == 0 && c.wpos == c.wbuf.len())
-            })
+            .filter(|&flow| now >= deadline || self.conns.peek(flow).is_some_and(Conn::answered))
             .collect();
         for flow in done {
             self.close(flow, CloseCause::Shutdown);
@@ -550,6 +588,17 @@ impl Worker {
         }
     }
 
+    /// Closes every half-closed connection whose replies did not all arrive and get written
+    /// within `limits.half_close_timeout` of its client's shutdown, the oldest first.
+    fn close_half_closed_expired(&mut self) {
+        while let Some(slot) = self.half_closed.expired(self.now) {
+            match self.conns.by_slot_mut(slot) {
+                Some((flow, _)) => self.close(flow, CloseCause::HalfCloseTimeout),
+                None => self.half_closed.remove(slot),
+            }
+        }
+    }
+
     /// Writes every connection that got replies or a close request this turn.
     fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
@@ -567,13 +616,18 @@ impl Worker {
         conn.dirty = false;
         let written_before = self.counters.bytes_out;
         let result = write_pending(conn, &mut self.counters.bytes_out);
-        if self.counters.bytes_out != written_before {
+        if self.counters.bytes_out != written_before && !conn.half_closed {
             self.idle.touch(flow.slot(), self.now);
         }
         let want_write = match result {
             Ok(true) if conn.close_after_flush => return self.close(flow, CloseCause::ByMcp),
+            Ok(true) if conn.half_closed && conn.outstanding == 0 => {
+                return self.close(flow, CloseCause::Peer);
+            }
             Ok(true) => false,
             Ok(false) => true,
+            // The client closed fully (EPIPE, reset): no one reads the other replies.
+            Err(_) if conn.half_closed => return self.close(flow, CloseCause::Peer),
             Err(_) => return self.close(flow, CloseCause::SocketError),
         };
         if want_write != conn.write_armed {
@@ -592,6 +646,7 @@ impl Worker {
         // The fd must leave the poller before it is closed (dropped).
         let _ = self.poller.delete(&conn.stream);
         self.idle.remove(flow.slot());
+        self.half_closed.remove(flow.slot());
         self.limits
             .log_close(cause, self.id, conn.peer, conn.listener);
         cause.count(&mut self.counters);

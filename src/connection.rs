@@ -45,13 +45,16 @@ pub(crate) enum CloseCause {
     RateLimited,
     /// A packet over its listener's `max_requests_per_second`.
     ListenerRateLimited,
+    /// Half-closed by the client, and its replies did not all come within
+    /// `limits.half_close_timeout` (counted as `closed_peer`, and in `half_close_timeouts`).
+    HalfCloseTimeout,
 }
 
 impl CloseCause {
     /// What MCP is told in the disconnect notice.
     pub(crate) fn reason(self) -> Reason {
         match self {
-            CloseCause::Peer => Reason::PeerClosed,
+            CloseCause::Peer | CloseCause::HalfCloseTimeout => Reason::PeerClosed,
             CloseCause::SocketError => Reason::Error,
             CloseCause::Malformed | CloseCause::Oversize => Reason::Protocol,
             CloseCause::ByMcp => Reason::Local,
@@ -65,10 +68,13 @@ impl CloseCause {
         }
     }
 
-    /// Bumps the counter for this cause.
+    /// Bumps the counter for this cause (exactly one `closed_*` counter per close).
     pub(crate) fn count(self, c: &mut WorkerCounters) {
+        if self == CloseCause::HalfCloseTimeout {
+            c.half_close_timeouts += 1;
+        }
         *match self {
-            CloseCause::Peer => &mut c.closed_peer,
+            CloseCause::Peer | CloseCause::HalfCloseTimeout => &mut c.closed_peer,
             CloseCause::SocketError => &mut c.closed_error,
             CloseCause::Malformed => &mut c.closed_protocol,
             CloseCause::Oversize => &mut c.closed_oversize,
@@ -111,6 +117,9 @@ pub(crate) struct Conn {
     /// The first buffered packet already counts in its listener's rate window (it was allowed,
     /// then the full lane held it back for a retry).
     pub(crate) listener_rate_paid: bool,
+    /// The client shut down its side (a read of 0) while requests were unanswered: no longer
+    /// read, kept until they are answered (`limits.half_close_timeout`).
+    pub(crate) half_closed: bool,
 }
 
 /// Lane and counters a framing pass writes into (split from the worker to satisfy the borrow
@@ -146,7 +155,13 @@ impl Conn {
             outstanding: 0,
             requests: RequestWindow::default(),
             listener_rate_paid: false,
+            half_closed: false,
         }
+    }
+
+    /// Every request sent to MCP has had its reply, and every reply is written.
+    pub(crate) fn answered(&self) -> bool {
+        self.outstanding == 0 && self.wpos == self.wbuf.len()
     }
 }
 

@@ -59,6 +59,11 @@ counters! {
         closed_rate_limited,
         /// Closed for a packet that took its listener over `listen[i].max_requests_per_second`.
         closed_listener_rate_limited,
+        /// Times a client shut down its side with requests unanswered and the connection was
+        /// kept to write their replies (its close then counts in `closed_peer`).
+        half_closes,
+        /// Of those, the ones closed at `limits.half_close_timeout` with replies missing.
+        half_close_timeouts,
         /// Complete packets written to the request lane.
         packets_in,
         /// Bytes of those packets.

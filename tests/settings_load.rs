@@ -436,7 +436,12 @@ fn built_in_settings_file_spells_out_every_key() {
     assert_eq!(keys(&root["admin"]), ["addr", "enabled", "idle_timeout"]);
     assert_eq!(
         keys(&root["limits"]),
-        ["idle_timeout", "max_requests_per_second", "max_send_buffer"]
+        [
+            "half_close_timeout",
+            "idle_timeout",
+            "max_requests_per_second",
+            "max_send_buffer"
+        ]
     );
     assert_eq!(
         keys(&root["mcp"]),

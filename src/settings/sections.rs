@@ -398,6 +398,10 @@ pub struct LimitsSettings {
     /// A connection sending more packets than this within one second is closed (reason
     /// overload); 0 turns the limit off.
     pub max_requests_per_second: u64,
+    /// After a client shuts down its sending side, how long its connection is kept for the
+    /// replies to the requests it sent; zero: closed at once.
+    #[serde(deserialize_with = "duration")]
+    pub half_close_timeout: Duration,
 }
 
 impl Default for LimitsSettings {
@@ -406,6 +410,7 @@ impl Default for LimitsSettings {
             idle_timeout: Duration::from_secs(60),
             max_send_buffer: ByteSize(4 * MIB),
             max_requests_per_second: 0,
+            half_close_timeout: Duration::from_secs(2),
         }
     }
 }

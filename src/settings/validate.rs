@@ -26,6 +26,8 @@ const MAX_IDLE_SPIN: Duration = Duration::from_millis(10);
 const MAX_BACKLOG: u32 = 65535;
 /// The shortest `limits.idle_timeout` other than zero (off).
 const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(10);
+/// The longest `limits.half_close_timeout` accepted.
+const MAX_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(600);
 /// The smallest `limits.max_send_buffer`: one full read chunk of replies.
 const MIN_SEND_BUFFER: u64 = 64 * KIB;
 /// The shortest `mcp.stall_timeout` accepted: shorter would call a busy MCP dead.
@@ -277,6 +279,12 @@ impl LimitsSettings {
             problems.push(format!(
                 "limits.idle_timeout: must be \"0s\" (off) or at least 10ms, got {:?}",
                 self.idle_timeout
+            ));
+        }
+        if self.half_close_timeout > MAX_HALF_CLOSE_TIMEOUT {
+            problems.push(format!(
+                "limits.half_close_timeout: at most 10m, got {:?}",
+                self.half_close_timeout
             ));
         }
         let send = self.max_send_buffer;

@@ -312,6 +312,9 @@ fn stats_text(view: &AdminView<'_>) -> String {
     view.main.control.for_each(|k, v| {
         let _ = write!(out, "STAT control_{k} {v}\r\n");
     });
+    view.main.process.for_each(|k, v| {
+        let _ = write!(out, "STAT process_{k} {v}\r\n");
+    });
     out.push_str("END\r\n");
     out
 }
@@ -418,6 +421,9 @@ fn metrics_text(view: &AdminView<'_>) -> String {
     });
     view.main.control.for_each(|k, v| {
         let _ = writeln!(out, "# TYPE ccsd_control_{k} counter\nccsd_control_{k} {v}");
+    });
+    view.main.process.for_each(|k, v| {
+        let _ = writeln!(out, "# TYPE ccsd_process_{k} counter\nccsd_process_{k} {v}");
     });
     let _ = writeln!(out, "# TYPE ccsd_mailbox_depth gauge");
     for (i, w) in view.stats.workers().iter().enumerate() {

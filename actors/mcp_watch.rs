@@ -7,13 +7,18 @@
 //! lane whose `head` did not move. It logs one warning when MCP goes down and one info line when
 //! it is back, and keeps the `mcp_alive` gauge and the `mcp_down_events` counter.
 //!
-//! Nothing else changes while MCP is down (`mcp.when_down = "queue"`): clients stay connected and
-//! their requests wait in the lanes for MCP's return.
+//! Clients stay connected either way. What becomes of their new requests is `mcp.when_down`: with
+//! `"queue"` they wait in the lanes for MCP's return; with `"refuse"` the workers drop them. The
+//! watch publishes its verdict in one [`AtomicBool`] that every worker reads once per loop turn
+//! ([`McpWatch::down_flag`]): no lock and no message on the data path, and a worker sees a change
+//! at its next turn.
 //!
 //! Limits: a pid is only meaningful in ccsd's pid namespace, an exited but unreaped MCP (a
 //! zombie) still counts as a process, and a reused pid looks alive; the stall rule catches all
 //! three as soon as requests wait unread.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -21,7 +26,7 @@ use rustix::io::Errno;
 use rustix::process::{Pid, test_kill_process};
 
 use crate::lane::{Lane, LaneError};
-use crate::settings::Settings;
+use crate::settings::{Settings, WhenDown};
 use crate::stats::McpWatchCounters;
 
 /// How often the lanes are looked at.
@@ -56,11 +61,15 @@ pub struct McpWatch {
     next_check: Instant,
     /// The state after the last check; `None` before the first.
     down: Option<Option<Down>>,
+    /// Whether MCP counted as down at the last check, for the workers.
+    down_flag: Arc<AtomicBool>,
+    when_down: WhenDown,
     counters: McpWatchCounters,
 }
 
 impl McpWatch {
-    /// Maps the `workers` request lanes named by `settings` (ccsd has created them).
+    /// Maps the `workers` request lanes named by `settings` (ccsd has created them) and checks
+    /// them once, so the [`down_flag`](McpWatch::down_flag) is right before the first client comes.
     ///
     /// # Errors
     /// A lane could not be attached.
@@ -77,13 +86,22 @@ impl McpWatch {
                 })
             })
             .collect::<Result<Vec<_>, LaneError>>()?;
-        Ok(McpWatch {
+        let mut watch = McpWatch {
             lanes,
             stall_timeout: settings.mcp.stall_timeout,
             next_check: now,
             down: None,
+            down_flag: Arc::new(AtomicBool::new(false)),
+            when_down: settings.mcp.when_down,
             counters: McpWatchCounters::default(),
-        })
+        };
+        watch.tick();
+        Ok(watch)
+    }
+
+    /// True while MCP counts as down: set at every check, read by the workers once per turn.
+    pub fn down_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.down_flag)
     }
 
     /// What the watch counted so far.
@@ -105,11 +123,17 @@ impl McpWatch {
         self.next_check = now + CHECK_EVERY;
         let down = self.check(now);
         let was = self.down.replace(down);
+        // SYNC POINT: pairs with the workers' Acquire load; nothing else is published with it.
+        self.down_flag.store(down.is_some(), Ordering::Release);
         self.counters.mcp_alive = u64::from(down.is_none());
         match (was, down) {
             (Some(None), Some(why)) => {
                 self.counters.mcp_down_events += 1;
-                warn!("MCP is down: {}; requests wait in the lanes", describe(why));
+                let outcome = match self.when_down {
+                    WhenDown::Queue => "requests wait in the lanes",
+                    WhenDown::Refuse => "new requests are dropped (mcp.when_down = \"refuse\")",
+                };
+                warn!("MCP is down: {}; {outcome}", describe(why));
             }
             (None, Some(why)) => info!("MCP is not serving yet: {}", describe(why)),
             (Some(Some(_)) | None, None) => info!("MCP is up: reading every request lane"),

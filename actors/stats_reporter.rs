@@ -12,7 +12,8 @@ use log::{debug, warn};
 use crate::logging::LogLimiter;
 use crate::message::NotifyStat;
 use crate::stats::{
-    AcceptorCounters, BridgeCounters, ControlCounters, McpWatchCounters, WorkerCounters,
+    AcceptorCounters, BridgeCounters, ControlCounters, McpWatchCounters, ProcessCounters,
+    WorkerCounters,
 };
 
 /// The main thread's counters at report time.
@@ -26,6 +27,8 @@ pub struct MainCounters {
     pub mcp_watch: McpWatchCounters,
     /// Control requests: custom records and listen-port commands.
     pub control: ControlCounters,
+    /// What the process did on signals.
+    pub process: ProcessCounters,
     /// Bytes in the response lane not read yet.
     pub response_lane_used_bytes: u64,
 }
@@ -133,7 +136,8 @@ impl StatsReporter {
         }
     }
 
-    /// The status document: totals, then the acceptor, the bridge, the MCP watch and each worker.
+    /// The status document: totals, then the acceptor, the bridge, the MCP watch, the process's
+    /// signal handling and each worker.
     fn render(&self, main: &MainCounters, now: Instant) -> String {
         let totals = self.totals();
         let mut out = String::with_capacity(4096);
@@ -153,6 +157,8 @@ impl StatsReporter {
         json_object(&mut out, |f| main.mcp_watch.for_each(f));
         out.push_str(",\"control\":");
         json_object(&mut out, |f| main.control.for_each(f));
+        out.push_str(",\"process\":");
+        json_object(&mut out, |f| main.process.for_each(f));
         out.push_str(",\"workers\":[");
         for (i, w) in self.workers.iter().enumerate() {
             if i > 0 {

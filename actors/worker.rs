@@ -7,15 +7,21 @@
 //! buffer, frame it and push each complete packet into the worker's request lane; drain the
 //! mailbox (new connections, replies, closes); write every connection that got replies, arming
 //! write interest only while bytes remain; close the connections idle for `limits.idle_timeout`
-//! (the least recently active first, from an [`IdleList`]); publish the lane once, waking MCP only
-//! if it sleeps.
+//! (the least recently active first, from an [`IdleList`]) and the half-closed ones whose replies
+//! did not come within `limits.half_close_timeout` (a second `IdleList`); publish the lane once,
+//! waking MCP only if it sleeps.
+//!
+//! Half-close: a read of 0 while requests are unanswered does not close the connection at once.
+//! It stops being read and closes as soon as its replies are written, when a write fails or a
+//! reset arrives (the client had closed fully, not just shut down its sending side: a read of 0
+//! cannot tell the two apart), or at the half-close timeout, whichever comes first.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -34,6 +40,7 @@ use crate::limits::Limits;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::message::{Connect, DataTrans, Disconnect, MainMsg, NotifyStat, PortCommand, WorkerMsg};
+use crate::rate_limit::RateLimiter;
 use crate::record::{CloseMode, Kind, Reason, RecordHeader, Transport};
 use crate::settings::{LimitsSettings, OnFull};
 use crate::stats::WorkerCounters;
@@ -67,6 +74,8 @@ pub struct ListenerInfo {
     pub port: u16,
     /// The listener's open connections (raised by the acceptor, lowered here on close).
     pub open: Arc<AtomicUsize>,
+    /// `listen[i].max_requests_per_second`, shared by every worker; `None`: no limit.
+    pub rate: Option<Arc<RateLimiter>>,
 }
 
 /// Everything a worker thread is started with.
@@ -99,6 +108,8 @@ pub struct WorkerSetup {
     pub limits: LimitsSettings,
     /// Tell MCP about every new connection (`mcp.connect_events`).
     pub connect_events: bool,
+    /// With `mcp.when_down = "refuse"`: the MCP watch's verdict, true while MCP is down.
+    pub mcp_down: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for WorkerSetup {
@@ -134,12 +145,20 @@ pub struct Worker {
     paused: Vec<FlowId>,
     /// Open, unpaused connections by last activity (`limits.idle_timeout`).
     idle: IdleList,
+    /// Half-closed connections by when their client shut down its side
+    /// (`limits.half_close_timeout`).
+    half_closed: IdleList,
     limits: Limits,
     /// When the current loop turn's wait returned: the time of its reads and writes.
     now: Instant,
     counters: WorkerCounters,
     full_log: LogLimiter,
     error_log: LogLimiter,
+    /// The MCP watch's verdict (`mcp.when_down = "refuse"` only).
+    mcp_down: Option<Arc<AtomicBool>>,
+    /// MCP was down at the start of this turn: new packets are dropped.
+    refusing: bool,
+    down_log: LogLimiter,
 }
 
 impl std::fmt::Debug for Worker {
@@ -176,11 +195,15 @@ impl Worker {
             dirty: Vec::new(),
             paused: Vec::new(),
             idle: IdleList::new(setup.limits.idle_timeout),
+            half_closed: IdleList::new(setup.limits.half_close_timeout),
             limits: Limits::new(&setup.limits),
             now: Instant::now(),
             counters: WorkerCounters::default(),
             full_log: LogLimiter::default(),
             error_log: LogLimiter::default(),
+            mcp_down: setup.mcp_down,
+            refusing: false,
+            down_log: LogLimiter::default(),
         }
     }
 
@@ -206,11 +229,19 @@ impl Worker {
             if let Some(expiry) = self.idle.until_next_expiry(now) {
                 timeout = timeout.min(expiry);
             }
+            if let Some(expiry) = self.half_closed.until_next_expiry(now) {
+                timeout = timeout.min(expiry);
+            }
             if let Err(e) = self.poller.wait(&mut events, Some(timeout)) {
                 error!("worker {}: poller failed, stopping: {e}", self.id);
                 return;
             }
             self.now = Instant::now();
+            // SYNC POINT: pairs with the MCP watch's Release store; read once per turn.
+            self.refusing = self
+                .mcp_down
+                .as_ref()
+                .is_some_and(|down| down.load(Ordering::Acquire));
             for ev in events.iter() {
                 if ev.readable {
                     self.on_readable(ev.key);
@@ -233,6 +264,7 @@ impl Worker {
             } else {
                 self.close_idle();
             }
+            self.close_half_closed_expired();
             self.publish_lane();
             if Instant::now() >= self.next_stats {
                 self.send_stats();
@@ -335,11 +367,16 @@ impl Worker {
             let Some((flow, conn)) = self.conns.by_slot_mut(slot) else {
                 return;
             };
+            if conn.half_closed {
+                // Not read any more: readiness now means an error or a reset (the client closed
+                // fully), which ends the wait for its replies.
+                return self.close(flow, CloseCause::Peer);
+            }
             if conn.paused {
                 return;
             }
             let n = match (&conn.stream).read(&mut self.scratch) {
-                Ok(0) => return self.close(flow, CloseCause::Peer),
+                Ok(0) => return self.on_peer_shutdown(flow),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -355,6 +392,29 @@ impl Worker {
         }
     }
 
+    /// A read of 0: the client shut down its sending side, or closed fully (the two look the
+    /// same). Its packets are all in the lane already. With nothing left to answer, or with
+    /// `limits.half_close_timeout` off, the connection closes now; otherwise it is kept, unread,
+    /// until every request is answered and written, a write fails or a reset arrives (the client
+    /// had closed fully), or the timeout passes.
+    fn on_peer_shutdown(&mut self, flow: FlowId) {
+        let Ok(conn) = self.conns.get_mut(flow) else {
+            return;
+        };
+        if self.limits.half_close_timeout.is_zero() || conn.answered() {
+            return self.close(flow, CloseCause::Peer);
+        }
+        conn.half_closed = true;
+        // An incomplete packet can no longer complete.
+        conn.rbuf = Vec::new();
+        self.counters.half_closes += 1;
+        self.idle.remove(flow.slot());
+        self.half_closed.touch(flow.slot(), self.now);
+        if self.update_interest(flow).is_err() {
+            self.close(flow, CloseCause::SocketError);
+        }
+    }
+
     /// Frames `flow`'s buffered bytes and the first `fresh` bytes of the scratch buffer (just
     /// read; 0 on a retry) into the request lane.
     fn ingest(&mut self, flow: FlowId, fresh: usize) -> Result<Ingested, CloseCause> {
@@ -367,6 +427,8 @@ impl Worker {
             full_log,
             listeners,
             scratch,
+            refusing,
+            down_log,
             ..
         } = self;
         let conn = conns.get_mut(flow).map_err(|_| CloseCause::SocketError)?;
@@ -377,6 +439,8 @@ impl Worker {
             full_log,
             worker: *id,
             max_requests_per_second: self.limits.max_requests_per_second,
+            refuse: *refusing,
+            down_log,
         };
         frame_connection(
             conn,
@@ -431,14 +495,16 @@ impl Worker {
         self.publish_lane();
     }
 
-    /// Sets `flow`'s poller interest: readable unless paused, writable while replies are pending.
+    /// Sets `flow`'s poller interest: readable unless paused or half-closed, writable while replies
+    /// are pending.
     fn update_interest(&mut self, flow: FlowId) -> io::Result<()> {
         let conn = self
             .conns
             .get_mut(flow)
             .map_err(|_| io::ErrorKind::NotFound)?;
         let slot = flow.slot();
-        let interest = match (conn.paused, conn.write_armed) {
+        let not_read = conn.paused || conn.half_closed;
+        let interest = match (not_read, conn.write_armed) {
             (false, false) => Event::readable(slot),
             (false, true) => Event::all(slot),
             (true, false) => Event::none(slot),
@@ -542,7 +608,7 @@ impl Worker {
                 let written_before = self.counters.bytes_out;
                 let max = self.limits.max_send_buffer;
                 let queued = queue_capped(conn, payload, max, &mut self.counters.bytes_out);
-                if self.counters.bytes_out != written_before {
+                if self.counters.bytes_out != written_before && !conn.half_closed {
                     self.idle.touch(flow.slot(), self.now);
                 }
                 if let Err(cause) = queued {
@@ -584,13 +650,7 @@ impl Worker {
         let done: Vec<FlowId> = self
             .conns
             .flows()
-            .filter(|&flow| {
-                now >= deadline
-                    || self
-                        .conns
-                        .peek(flow)
-                        .is_some_and(|c| c.outstanding == 0 && c.wpos == c.wbuf.len())
-            })
+            .filter(|&flow| now >= deadline || self.conns.peek(flow).is_some_and(Conn::answered))
             .collect();
         for flow in done {
             self.close(flow, CloseCause::Shutdown);
@@ -619,6 +679,17 @@ impl Worker {
         }
     }
 
+    /// Closes every half-closed connection whose replies did not all arrive and get written
+    /// within `limits.half_close_timeout` of its client's shutdown, the oldest first.
+    fn close_half_closed_expired(&mut self) {
+        while let Some(slot) = self.half_closed.expired(self.now) {
+            match self.conns.by_slot_mut(slot) {
+                Some((flow, _)) => self.close(flow, CloseCause::HalfCloseTimeout),
+                None => self.half_closed.remove(slot),
+            }
+        }
+    }
+
     /// Writes every connection that got replies or a close request this turn.
     fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
@@ -636,13 +707,18 @@ impl Worker {
         conn.dirty = false;
         let written_before = self.counters.bytes_out;
         let result = write_pending(conn, &mut self.counters.bytes_out);
-        if self.counters.bytes_out != written_before {
+        if self.counters.bytes_out != written_before && !conn.half_closed {
             self.idle.touch(flow.slot(), self.now);
         }
         let want_write = match result {
             Ok(true) if conn.close_after_flush => return self.close(flow, CloseCause::ByMcp),
+            Ok(true) if conn.half_closed && conn.outstanding == 0 => {
+                return self.close(flow, CloseCause::Peer);
+            }
             Ok(true) => false,
             Ok(false) => true,
+            // The client closed fully (EPIPE, reset): no one reads the other replies.
+            Err(_) if conn.half_closed => return self.close(flow, CloseCause::Peer),
             Err(_) => return self.close(flow, CloseCause::SocketError),
         };
         if want_write != conn.write_armed {
@@ -661,7 +737,9 @@ impl Worker {
         // The fd must leave the poller before it is closed (dropped).
         let _ = self.poller.delete(&conn.stream);
         self.idle.remove(flow.slot());
-        self.limits.log_close(cause, self.id, conn.peer);
+        self.half_closed.remove(flow.slot());
+        self.limits
+            .log_close(cause, self.id, conn.peer, conn.listener);
         cause.count(&mut self.counters);
         self.counters.connections_open -= 1;
         self.open_gauge.fetch_sub(1, Ordering::Relaxed);

@@ -16,6 +16,7 @@ use crate::framing::{FrameCheck, FrameError, Framer};
 use crate::lane::{Producer, PushError};
 use crate::limits::RequestWindow;
 use crate::logging::LogLimiter;
+use crate::rate_limit::RateLimiter;
 use crate::record::{Kind, Reason, RecordHeader, Transport};
 use crate::settings::OnFull;
 use crate::stats::WorkerCounters;
@@ -42,29 +43,38 @@ pub(crate) enum CloseCause {
     SlowClient,
     /// More packets in a second than `limits.max_requests_per_second`.
     RateLimited,
+    /// A packet over its listener's `max_requests_per_second`.
+    ListenerRateLimited,
+    /// Half-closed by the client, and its replies did not all come within
+    /// `limits.half_close_timeout` (counted as `closed_peer`, and in `half_close_timeouts`).
+    HalfCloseTimeout,
 }
 
 impl CloseCause {
     /// What MCP is told in the disconnect notice.
     pub(crate) fn reason(self) -> Reason {
         match self {
-            CloseCause::Peer => Reason::PeerClosed,
+            CloseCause::Peer | CloseCause::HalfCloseTimeout => Reason::PeerClosed,
             CloseCause::SocketError => Reason::Error,
             CloseCause::Malformed | CloseCause::Oversize => Reason::Protocol,
             CloseCause::ByMcp => Reason::Local,
             CloseCause::QueueFull
             | CloseCause::Overload
             | CloseCause::SlowClient
-            | CloseCause::RateLimited => Reason::Overload,
+            | CloseCause::RateLimited
+            | CloseCause::ListenerRateLimited => Reason::Overload,
             CloseCause::Shutdown => Reason::Shutdown,
             CloseCause::Idle => Reason::Timeout,
         }
     }
 
-    /// Bumps the counter for this cause.
+    /// Bumps the counter for this cause (exactly one `closed_*` counter per close).
     pub(crate) fn count(self, c: &mut WorkerCounters) {
+        if self == CloseCause::HalfCloseTimeout {
+            c.half_close_timeouts += 1;
+        }
         *match self {
-            CloseCause::Peer => &mut c.closed_peer,
+            CloseCause::Peer | CloseCause::HalfCloseTimeout => &mut c.closed_peer,
             CloseCause::SocketError => &mut c.closed_error,
             CloseCause::Malformed => &mut c.closed_protocol,
             CloseCause::Oversize => &mut c.closed_oversize,
@@ -75,6 +85,7 @@ impl CloseCause {
             CloseCause::Idle => &mut c.closed_idle,
             CloseCause::SlowClient => &mut c.closed_slow_client,
             CloseCause::RateLimited => &mut c.closed_rate_limited,
+            CloseCause::ListenerRateLimited => &mut c.closed_listener_rate_limited,
         } += 1;
     }
 }
@@ -103,6 +114,12 @@ pub(crate) struct Conn {
     pub(crate) outstanding: u64,
     /// Packets taken in the current `limits.max_requests_per_second` window.
     pub(crate) requests: RequestWindow,
+    /// The first buffered packet already counts in its listener's rate window (it was allowed,
+    /// then the full lane held it back for a retry).
+    pub(crate) listener_rate_paid: bool,
+    /// The client shut down its side (a read of 0) while requests were unanswered: no longer
+    /// read, kept until they are answered (`limits.half_close_timeout`).
+    pub(crate) half_closed: bool,
 }
 
 /// Lane and counters a framing pass writes into (split from the worker to satisfy the borrow
@@ -115,6 +132,9 @@ pub(crate) struct LaneSink<'a> {
     pub(crate) worker: usize,
     /// Packets a connection may send per second (`u64::MAX`: no limit).
     pub(crate) max_requests_per_second: u64,
+    /// MCP is down and `mcp.when_down = "refuse"`: complete packets are dropped, not pushed.
+    pub(crate) refuse: bool,
+    pub(crate) down_log: &'a mut LogLimiter,
 }
 
 impl Conn {
@@ -134,7 +154,14 @@ impl Conn {
             close_after_flush: false,
             outstanding: 0,
             requests: RequestWindow::default(),
+            listener_rate_paid: false,
+            half_closed: false,
         }
+    }
+
+    /// Every request sent to MCP has had its reply, and every reply is written.
+    pub(crate) fn answered(&self) -> bool {
+        self.outstanding == 0 && self.wpos == self.wbuf.len()
     }
 }
 
@@ -153,8 +180,8 @@ pub(crate) enum Ingested {
 /// packets never grows a buffer of its own. A packet longer than the listener's `max_packet`
 /// closes the connection as soon as that shows, so `conn.rbuf` never holds more than
 /// `max_packet` plus one read, and its capacity never grows past `max_packet` + [`RECV_SLACK`].
-/// Packets past the connection's budget of `limits.max_requests_per_second` close it before they
-/// reach the lane.
+/// Packets past the connection's budget of `limits.max_requests_per_second`, or its listener's
+/// `max_requests_per_second`, close it before they reach the lane.
 pub(crate) fn frame_connection(
     conn: &mut Conn,
     flow: FlowId,
@@ -170,9 +197,13 @@ pub(crate) fn frame_connection(
     header.timestamp_ns = now;
     let framer = &*info.framer;
     let recv_cap = framer.max_packet().saturating_add(RECV_SLACK);
-    let budget = conn.requests.budget(now, sink.max_requests_per_second);
+    let mut budget = Budget {
+        connection: conn.requests.budget(now, sink.max_requests_per_second),
+        listener: info.rate.as_deref(),
+        listener_paid: &mut conn.listener_rate_paid,
+    };
     let framed = if conn.rbuf.is_empty() {
-        let framed = frame_packets(framer, fresh, now, now, budget, &mut header, sink)?;
+        let framed = frame_packets(framer, fresh, now, now, &mut budget, &mut header, sink)?;
         append_capped(&mut conn.rbuf, &fresh[framed.consumed..], recv_cap);
         conn.rbuf_since_ns = now;
         framed
@@ -183,7 +214,7 @@ pub(crate) fn frame_connection(
             &conn.rbuf,
             conn.rbuf_since_ns,
             now,
-            budget,
+            &mut budget,
             &mut header,
             sink,
         )?;
@@ -216,6 +247,36 @@ fn append_capped(buf: &mut Vec<u8>, bytes: &[u8], cap: usize) {
     buf.extend_from_slice(bytes);
 }
 
+/// What a framing pass may take from a connection.
+struct Budget<'a> {
+    /// Packets the connection may still send in its window (`limits.max_requests_per_second`).
+    connection: u64,
+    /// Its listener's window, shared with the other workers (`listen[i].max_requests_per_second`).
+    listener: Option<&'a RateLimiter>,
+    /// The first packet already counts in the listener's window ([`Conn::listener_rate_paid`]).
+    listener_paid: &'a mut bool,
+}
+
+impl Budget<'_> {
+    /// Whether the listener's window has room for the next packet, which then counts in it
+    /// (once: a packet held back by a full lane and retried is not counted again).
+    fn listener_allows(&mut self, now_ns: u64) -> bool {
+        match self.listener {
+            Some(_) if *self.listener_paid => true,
+            Some(window) => {
+                *self.listener_paid = window.allow(now_ns);
+                *self.listener_paid
+            }
+            None => true,
+        }
+    }
+
+    /// The packet counted by [`listener_allows`](Budget::listener_allows) left the connection.
+    fn packet_taken(&mut self) {
+        *self.listener_paid = false;
+    }
+}
+
 /// How far a framing pass got.
 struct Framed {
     /// Bytes of complete packets taken into the lane (or dropped, with `on_full = "drop"`).
@@ -233,14 +294,14 @@ struct Framed {
 /// why the connection must close.
 ///
 /// The first packet began at `first_ns` (it may have started in an earlier read); later ones at
-/// `now_ns`. Both travel to MCP in `echo[0]` and come back with the reply. At most `budget`
-/// packets are taken; one more closes the connection (`limits.max_requests_per_second`).
+/// `now_ns`. Both travel to MCP in `echo[0]` and come back with the reply. A packet beyond the
+/// connection's or the listener's budget closes the connection.
 fn frame_packets(
     framer: &dyn Framer,
     buf: &[u8],
     first_ns: u64,
     now_ns: u64,
-    budget: u64,
+    budget: &mut Budget<'_>,
     header: &mut RecordHeader,
     sink: &mut LaneSink<'_>,
 ) -> Result<Framed, CloseCause> {
@@ -250,7 +311,24 @@ fn frame_packets(
     loop {
         let rest = &buf[off..];
         match framer.check(rest) {
-            FrameCheck::Complete(_) if taken == budget => return Err(CloseCause::RateLimited),
+            FrameCheck::Complete(_) if taken == budget.connection => {
+                return Err(CloseCause::RateLimited);
+            }
+            FrameCheck::Complete(_) if !budget.listener_allows(now_ns) => {
+                return Err(CloseCause::ListenerRateLimited);
+            }
+            FrameCheck::Complete(n) if sink.refuse => {
+                sink.counters.dropped_mcp_down += 1;
+                if let Some(held) = sink.down_log.allow() {
+                    warn!(
+                        "worker {}: MCP is down, dropping packets (mcp.when_down = \"refuse\") ({held} similar suppressed)",
+                        sink.worker
+                    );
+                }
+                budget.packet_taken();
+                off += n;
+                taken += 1;
+            }
             FrameCheck::Complete(n) => {
                 let packet = &rest[..n];
                 header.payload_len = n as u32;
@@ -291,6 +369,7 @@ fn frame_packets(
                     // Settings validation makes every lane hold the largest packet.
                     Err(PushError::TooLarge { .. }) => return Err(CloseCause::Oversize),
                 }
+                budget.packet_taken();
                 off += n;
                 taken += 1;
             }
@@ -357,4 +436,35 @@ pub(crate) fn write_pending(conn: &mut Conn, bytes_out: &mut u64) -> io::Result<
         conn.wbuf = Vec::new();
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_packet_held_back_and_retried_counts_once_in_the_listener_window() {
+        let window = RateLimiter::new(2, Duration::from_secs(1));
+        let mut paid = false;
+        let mut budget = Budget {
+            connection: u64::MAX,
+            listener: Some(&window),
+            listener_paid: &mut paid,
+        };
+        // The first packet is allowed, then the full lane holds it back: the pass ends untaken.
+        assert!(budget.listener_allows(1));
+        // The retry of the same packet, then the next packet.
+        let mut budget = Budget {
+            connection: u64::MAX,
+            listener: Some(&window),
+            listener_paid: &mut paid,
+        };
+        assert!(budget.listener_allows(2));
+        budget.packet_taken();
+        assert!(budget.listener_allows(3));
+        budget.packet_taken();
+        assert!(!budget.listener_allows(4));
+    }
 }

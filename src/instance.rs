@@ -69,36 +69,7 @@ impl InstanceLock {
     /// # Errors
     /// [`InstanceError::Taken`] when another process holds it; [`InstanceError::Io`] otherwise.
     pub fn acquire(path: &Path) -> Result<InstanceLock, InstanceError> {
-        let io_err = |source| InstanceError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err)?;
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => {
-                let mut text = String::new();
-                let pid = file
-                    .read_to_string(&mut text)
-                    .ok()
-                    .and_then(|_| text.trim().parse().ok());
-                return Err(InstanceError::Taken {
-                    path: path.to_path_buf(),
-                    pid,
-                });
-            }
-            Err(e) => return Err(io_err(e.into())),
-        }
-        file.set_len(0).map_err(io_err)?;
-        file.rewind().map_err(io_err)?;
-        writeln!(file, "{}", std::process::id()).map_err(io_err)?;
+        let file = lock_with_pid(path, 0o600)?;
         Ok(InstanceLock {
             _file: file,
             path: path.to_path_buf(),
@@ -109,6 +80,48 @@ impl InstanceLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Opens (or creates, with `mode`) the file at `path`, takes an exclusive `flock` on it without
+/// waiting and replaces its contents with this process's pid. The lock lives as long as the
+/// returned file.
+///
+/// # Errors
+/// [`InstanceError::Taken`] when another process holds the lock; [`InstanceError::Io`] otherwise.
+pub(crate) fn lock_with_pid(path: &Path, mode: u32) -> Result<File, InstanceError> {
+    let io_err = |source| InstanceError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .open(path)
+        .map_err(io_err)?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut text = String::new();
+            let pid = file
+                .read_to_string(&mut text)
+                .ok()
+                .and_then(|_| text.trim().parse().ok());
+            return Err(InstanceError::Taken {
+                path: path.to_path_buf(),
+                pid,
+            });
+        }
+        Err(e) => return Err(io_err(e.into())),
+    }
+    file.set_len(0).map_err(io_err)?;
+    file.rewind().map_err(io_err)?;
+    // One write: a reader sees the whole line or an empty file, never half a number.
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(io_err)?;
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -10,15 +10,17 @@
 //!   actors added with [`runtime::Broker::builder`].
 //! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker;
 //!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
-//!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`].
+//!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`];
+//!   [`rate_limit`] is the lock-free request-rate window a listener's workers share.
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up.
 //! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
 //!   request loop of a simple MCP around a [`service::Service`]; [`demo`]: the echo service.
-//! - [`stats`], [`logging`], [`clock`]: counters, log setup, timestamps; [`instance`]: one ccsd
-//!   per queue name; [`fd_limit`]: the open-file limit raised to fit `broker.max_connections`.
+//! - [`stats`], [`logging`], [`clock`]: counters, log setup (and its reopening), timestamps;
+//!   [`signals`]: SIGTERM/SIGINT (stop) and SIGHUP (reopen the log file); [`instance`]: one ccsd
+//!   per queue name; [`pid_file`]: the optional pid file; [`fd_limit`]: the open-file limit raised to fit `broker.max_connections`.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -40,8 +42,11 @@ pub mod logging;
 pub mod mailbox;
 pub mod mcp;
 pub mod message;
+pub mod pid_file;
+pub mod rate_limit;
 pub mod record;
 pub mod runtime;
 pub mod service;
 pub mod settings;
+pub mod signals;
 pub mod stats;

@@ -6,8 +6,9 @@
 //! `max_packet` plus one read (`src/connection.rs`).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use log::warn;
+use log::{Level, log};
 
 use crate::connection::CloseCause;
 use crate::logging::LogLimiter;
@@ -23,9 +24,13 @@ pub(crate) struct Limits {
     pub(crate) max_send_buffer: usize,
     /// Most packets per connection per one-second window; `u64::MAX` when off.
     pub(crate) max_requests_per_second: u64,
+    /// How long a half-closed connection waits for its replies; zero: it does not wait.
+    pub(crate) half_close_timeout: Duration,
     idle_log: LogLimiter,
     slow_log: LogLimiter,
     rate_log: LogLimiter,
+    listener_rate_log: LogLimiter,
+    half_close_log: LogLimiter,
 }
 
 impl Limits {
@@ -38,15 +43,24 @@ impl Limits {
                 0 => u64::MAX,
                 n => n,
             },
+            half_close_timeout: settings.half_close_timeout,
             idle_log: LogLimiter::default(),
             slow_log: LogLimiter::default(),
             rate_log: LogLimiter::default(),
+            listener_rate_log: LogLimiter::default(),
+            half_close_log: LogLimiter::default(),
         }
     }
 
     /// Logs, at most once per ten seconds per limit, that worker `worker` closed the connection
-    /// from `peer` for `cause`, if `cause` is one of the limits.
-    pub(crate) fn log_close(&mut self, cause: CloseCause, worker: usize, peer: SocketAddr) {
+    /// from `peer` (on listener `listener`) for `cause`, if `cause` is one of the limits.
+    pub(crate) fn log_close(
+        &mut self,
+        cause: CloseCause,
+        worker: usize,
+        peer: SocketAddr,
+        listener: usize,
+    ) {
         let (limiter, what) = match cause {
             CloseCause::Idle => (&mut self.idle_log, "idle for limits.idle_timeout"),
             CloseCause::SlowClient => (
@@ -57,11 +71,25 @@ impl Limits {
                 &mut self.rate_log,
                 "it sent more than limits.max_requests_per_second",
             ),
+            CloseCause::ListenerRateLimited => (
+                &mut self.listener_rate_log,
+                "its listener's connections sent more than its max_requests_per_second",
+            ),
+            CloseCause::HalfCloseTimeout => (
+                &mut self.half_close_log,
+                "its client shut down its side and not every reply came within limits.half_close_timeout",
+            ),
             _ => return,
         };
+        // Expected with clients that close without waiting for replies MCP may never send.
+        let level = match cause {
+            CloseCause::HalfCloseTimeout => Level::Info,
+            _ => Level::Warn,
+        };
         if let Some(held) = limiter.allow() {
-            warn!(
-                "worker {worker}: closed the connection from {peer}: {what} ({held} similar suppressed)"
+            log!(
+                level,
+                "worker {worker}: closed the connection from {peer} on listen[{listener}]: {what} ({held} similar suppressed)"
             );
         }
     }

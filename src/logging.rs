@@ -3,9 +3,16 @@
 //!
 //! Nothing on the data path logs per packet: counters record every event, and a [`LogLimiter`]
 //! lets through one line per interval with the number of similar events it held back.
+//!
+//! The log file can be reopened at its configured path ([`reopen_log_file`], on SIGHUP), so that
+//! logrotate can rename it and have new lines go to a new file. The logger writes through a
+//! process-wide slot holding the open file; a reopen opens the new file first and then swaps it in,
+//! so no line is lost or split between the two.
 
-use std::io;
-use std::path::Path;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::LevelFilter;
@@ -28,13 +35,85 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> io::Result<()> {
         })
         .chain(io::stderr());
     if let Some(path) = file {
-        let f = fern::log_file(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("log file {}: {e}", path.display())))?;
-        dispatch = dispatch.chain(f);
+        let out = Mutex::new(BufWriter::new(open_log_file(path)?));
+        let log_file = LogFile {
+            path: path.to_path_buf(),
+            out,
+        };
+        if LOG_FILE.set(log_file).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a log file is already set up",
+            ));
+        }
+        dispatch = dispatch.chain(fern::Output::writer(Box::new(LogFileWriter), "\n"));
     }
     dispatch
         .apply()
         .map_err(|e| io::Error::new(io::ErrorKind::AlreadyExists, e))
+}
+
+/// The log file set up by [`init`]: its path and the open file the logger writes to.
+struct LogFile {
+    path: PathBuf,
+    out: Mutex<BufWriter<File>>,
+}
+
+impl LogFile {
+    fn lock(&self) -> MutexGuard<'_, BufWriter<File>> {
+        // A panic while writing a log line leaves nothing half-updated worth refusing.
+        self.out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+static LOG_FILE: OnceLock<LogFile> = OnceLock::new();
+
+/// fern's output for the log file: writes go to whatever file [`LOG_FILE`] holds now. fern
+/// flushes after each record, so the buffer makes each record one `write(2)`.
+struct LogFileWriter;
+
+impl Write for LogFileWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match LOG_FILE.get() {
+            Some(file) => file.lock().write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match LOG_FILE.get() {
+            Some(file) => file.lock().flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Opens `path` for appending, creating it if needed (as fern does).
+fn open_log_file(path: &Path) -> io::Result<File> {
+    File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("log file {}: {e}", path.display())))
+}
+
+/// Opens the log file again at its configured path and sends the following lines there; the old
+/// file is flushed and closed. For logrotate: after it renames the file, lines go to a new one.
+///
+/// Returns the path, or `None` when there is no log file. Must not be called while logging (from a
+/// `Display` implementation being logged): the logger's lock is held then.
+///
+/// # Errors
+/// The file cannot be opened (the error names it); lines keep going to the old file.
+pub fn reopen_log_file() -> io::Result<Option<&'static Path>> {
+    let Some(log_file) = LOG_FILE.get() else {
+        return Ok(None);
+    };
+    let fresh = open_log_file(&log_file.path)?;
+    // fern flushes after every record, so the old buffer is empty: no line is split between files.
+    let old = std::mem::replace(&mut *log_file.lock(), BufWriter::new(fresh));
+    drop(old);
+    Ok(Some(&log_file.path))
 }
 
 /// `2026-11-23T22:19:44.123Z`, computed without a time zone database.

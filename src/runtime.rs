@@ -13,12 +13,10 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::io::Read;
 use std::mem;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -47,8 +45,11 @@ use crate::listener::{self, ListenOptions};
 use crate::logging::LogLimiter;
 use crate::mailbox::{Mailbox, mailbox};
 use crate::message::{CustomMcp, Disconnect, MainMsg, PortCommand, WorkerMsg};
+use crate::pid_file::{PidFile, PidFileError};
+use crate::rate_limit::RateLimiter;
 use crate::record::{CloseMode, CustomOp, Reason};
-use crate::settings::{Proto, Settings};
+use crate::settings::{Proto, Settings, WhenDown};
+use crate::signals::Signals;
 use crate::stats::ControlCounters;
 
 /// Capacity of the main thread's mailbox (`NotifyStat` from workers).
@@ -59,12 +60,16 @@ const STOP_POLL: Duration = Duration::from_millis(10);
 const RECYCLED_BUFFERS: usize = 64;
 /// Listen-port commands kept per worker while its mailbox is full.
 const PENDING_PORT_COMMANDS: usize = 64;
+/// The window of `listen[i].max_requests_per_second`.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Why ccsd could not start.
 #[derive(Debug)]
 pub enum StartError {
     /// Another ccsd uses the same queues, or the lock file is unusable.
     Instance(InstanceError),
+    /// The pid file is in use by another ccsd or cannot be written.
+    PidFile(PidFileError),
     /// A lane could not be created or attached.
     Queue(LaneError),
     /// A listener could not be bound.
@@ -96,6 +101,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Instance(e) => write!(f, "{e}"),
+            StartError::PidFile(e) => write!(f, "{e}"),
             StartError::Queue(e) => write!(f, "queue: {e}"),
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Framing { listener, source } => {
@@ -124,7 +130,7 @@ pub struct Broker {
     stop_deadline: Instant,
     workers: Vec<JoinHandle<()>>,
     worker_mailboxes: Vec<Mailbox<WorkerMsg>>,
-    stop_signals: UnixStream,
+    signals: Signals,
     admin: Option<Admin>,
     actors: Vec<ActorSlot>,
     actor_requests: Vec<ActorRequest>,
@@ -134,6 +140,8 @@ pub struct Broker {
     control_log: LogLimiter,
     /// A custom actor asked for a graceful stop.
     stop_requested: bool,
+    /// Declared before `_instance`: removed before the instance lock is released.
+    _pid_file: Option<PidFile>,
     _instance: InstanceLock,
 }
 
@@ -270,6 +278,8 @@ impl Broker {
                 framer,
                 port: local.port(),
                 open: Arc::clone(&open),
+                rate: (l.max_requests_per_second > 0)
+                    .then(|| Arc::new(RateLimiter::new(l.max_requests_per_second, RATE_WINDOW))),
             });
             listeners.push(Listening {
                 socket: listener,
@@ -294,6 +304,10 @@ impl Broker {
         // Before any lane is touched: a second ccsd on the same lanes would corrupt them.
         let instance =
             InstanceLock::acquire(&settings.lock_path()).map_err(StartError::Instance)?;
+        let pid_file = match &settings.broker.pid_file {
+            Some(path) => Some(PidFile::write(path).map_err(StartError::PidFile)?),
+            None => None,
+        };
         let capacity = settings.queues.capacity.bytes();
         let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
             .map_err(StartError::Queue)?;
@@ -307,6 +321,8 @@ impl Broker {
             requests.push(lane.into_producer());
         }
 
+        // Before the workers: they read its verdict (`mcp.when_down`).
+        let mcp_watch = McpWatch::attach(settings, worker_count).map_err(StartError::Queue)?;
         let poller = Arc::new(Poller::new().map_err(StartError::Runtime)?);
         let (main_mailbox, inbox) = mailbox(MAIN_MAILBOX, Arc::clone(&poller));
         let mut worker_links = Vec::with_capacity(worker_count);
@@ -315,7 +331,7 @@ impl Broker {
         let mut worker_mailboxes = Vec::with_capacity(worker_count);
         for (id, lane) in requests.into_iter().enumerate() {
             let (link, bridge_link, handle) =
-                spawn_worker(id, epoch, lane, &infos, &main_mailbox, settings)
+                spawn_worker(id, epoch, lane, &infos, &main_mailbox, &mcp_watch, settings)
                     .map_err(StartError::Runtime)?;
             worker_mailboxes.push(link.mailbox.clone());
             worker_links.push(link);
@@ -333,7 +349,6 @@ impl Broker {
             bridge_links,
             settings.mcp.reply_max_age,
         );
-        let mcp_watch = McpWatch::attach(settings, worker_count).map_err(StartError::Queue)?;
         let acceptor = Acceptor::new(
             listeners,
             worker_links,
@@ -352,12 +367,12 @@ impl Broker {
                 )
                 .map_err(StartError::Runtime)?;
         }
-        let stop_signals = stop_signal_pipe().map_err(StartError::Runtime)?;
-        // SAFETY: the read end lives in `Broker` next to the poller for the rest of the process.
+        let signals = Signals::install().map_err(StartError::Runtime)?;
+        // SAFETY: the socket lives in `Broker` next to the poller for the rest of the process.
         unsafe {
             poller
                 .add_with_mode(
-                    stop_signals.as_raw_fd(),
+                    signals.fd().as_raw_fd(),
                     Event::readable(acceptor.listener_count() + 1),
                     PollMode::Level,
                 )
@@ -393,7 +408,7 @@ impl Broker {
             stop_deadline: Instant::now(),
             workers,
             worker_mailboxes,
-            stop_signals,
+            signals,
             admin,
             actors: Vec::new(),
             actor_requests: Vec::new(),
@@ -401,6 +416,7 @@ impl Broker {
             control: ControlCounters::default(),
             control_log: LogLimiter::default(),
             stop_requested: false,
+            _pid_file: pid_file,
             _instance: instance,
         })
     }
@@ -638,6 +654,7 @@ impl Broker {
             bridge: self.bridge.counters(),
             mcp_watch: self.mcp_watch.counters(),
             control: self.control,
+            process: self.signals.counters(),
             response_lane_used_bytes: self.bridge.lane_used_bytes(),
         }
     }
@@ -682,8 +699,13 @@ impl Broker {
                         error!("response lane wake-up FIFO failed: {e}");
                     }
                 } else if ev.key == signal_key {
-                    drain(&mut self.stop_signals);
-                    self.begin_stop(&mut stopping, &mut stop_pending);
+                    let received = self.signals.take();
+                    if received.hangup {
+                        self.signals.reopen_log();
+                    }
+                    if received.stop {
+                        self.begin_stop(&mut stopping, &mut stop_pending);
+                    }
                 } else if self.admin.as_ref().is_some_and(|a| a.owns(ev.key)) {
                     for action in self.on_admin_event(ev.key) {
                         match action {
@@ -751,22 +773,6 @@ impl Broker {
     }
 }
 
-/// A socket that receives a byte whenever SIGTERM or SIGINT arrives (the signal handler only
-/// writes to it; the main loop does the work).
-fn stop_signal_pipe() -> io::Result<UnixStream> {
-    let (read, write) = UnixStream::pair()?;
-    read.set_nonblocking(true)?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, write.try_clone()?)?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write)?;
-    Ok(read)
-}
-
-/// Reads everything waiting on a non-blocking socket.
-fn drain(socket: &mut UnixStream) {
-    let mut buf = [0u8; 64];
-    while matches!(socket.read(&mut buf), Ok(n) if n > 0) {}
-}
-
 /// Starts worker `id` on its own thread; returns the acceptor's and the bridge's links to it.
 fn spawn_worker(
     id: usize,
@@ -774,6 +780,7 @@ fn spawn_worker(
     lane: crate::lane::Producer,
     listeners: &[ListenerInfo],
     main: &Mailbox<MainMsg>,
+    mcp_watch: &McpWatch,
     settings: &Settings,
 ) -> io::Result<(WorkerLink, BridgeLink, JoinHandle<()>)> {
     let poller = Arc::new(Poller::new()?);
@@ -795,6 +802,7 @@ fn spawn_worker(
         idle_spin: settings.broker.idle_spin,
         limits: settings.limits.clone(),
         connect_events: settings.mcp.connect_events,
+        mcp_down: (settings.mcp.when_down == WhenDown::Refuse).then(|| mcp_watch.down_flag()),
     });
     let handle = thread::Builder::new()
         .name(format!("ccsd-worker-{id}"))

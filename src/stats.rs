@@ -57,12 +57,21 @@ counters! {
         closed_slow_client,
         /// Closed for sending more than `limits.max_requests_per_second` packets in a second.
         closed_rate_limited,
+        /// Closed for a packet that took its listener over `listen[i].max_requests_per_second`.
+        closed_listener_rate_limited,
+        /// Times a client shut down its side with requests unanswered and the connection was
+        /// kept to write their replies (its close then counts in `closed_peer`).
+        half_closes,
+        /// Of those, the ones closed at `limits.half_close_timeout` with replies missing.
+        half_close_timeouts,
         /// Complete packets written to the request lane.
         packets_in,
         /// Bytes of those packets.
         bytes_in,
         /// Packets dropped because the request lane was full (`queues.on_full = "drop"`).
         dropped_queue_full,
+        /// Packets dropped because MCP was down and `mcp.when_down = "refuse"`.
+        dropped_mcp_down,
         /// Times a connection stopped being read because the request lane was full
         /// (`queues.on_full = "backpressure"`).
         backpressure_pauses,
@@ -152,6 +161,16 @@ counters! {
         mcp_alive,
         /// Times MCP went from alive to down (process gone, or a request lane stalled).
         mcp_down_events,
+    }
+}
+
+counters! {
+    /// What the process did on signals since start.
+    ProcessCounters {
+        /// Times the log file was reopened on SIGHUP.
+        log_reopens,
+        /// Times it could not be (lines kept going to the old file).
+        log_reopen_errors,
     }
 }
 

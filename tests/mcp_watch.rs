@@ -34,6 +34,11 @@ fn a_killed_mcp_is_reported_down_and_up_again_and_queued_requests_are_answered()
     env.wait_stat("mcp_watch.mcp_alive", |v| v == 1);
     ccsd.wait_for_line("MCP is up");
     assert_eq!(env.wait_stat("mcp_watch.mcp_down_events", |v| v == 1), 1);
+    // mcp.when_down = "queue" (the default) drops nothing.
+    assert_eq!(
+        common::stat(&env.stats(), "totals.dropped_mcp_down"),
+        Some(0)
+    );
 }
 
 #[test]

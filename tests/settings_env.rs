@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ccsd::settings::{ByteSize, Dispatch, OnFull, Settings, SettingsError};
+use ccsd::settings::{ByteSize, Dispatch, OnFull, Settings, SettingsError, WhenDown};
 
 fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
     vars.iter()
@@ -29,6 +29,8 @@ fn env_overrides_the_built_in_defaults() {
             ("CCSD_STATS__FILE", "/tmp/status.json"),
             ("CCSD_MCP__STALL_TIMEOUT", "30s"),
             ("CCSD_MCP__REPLY_MAX_AGE", "5s"),
+            ("CCSD_BROKER__PID_FILE", "/tmp/ccsd.pid"),
+            ("CCSD_MCP__WHEN_DOWN", "refuse"),
         ]),
     )
     .expect("valid overrides");
@@ -41,6 +43,11 @@ fn env_overrides_the_built_in_defaults() {
     assert_eq!(settings.stats.file, Some(PathBuf::from("/tmp/status.json")));
     assert_eq!(settings.mcp.stall_timeout, Duration::from_secs(30));
     assert_eq!(settings.mcp.reply_max_age, Duration::from_secs(5));
+    assert_eq!(
+        settings.broker.pid_file,
+        Some(PathBuf::from("/tmp/ccsd.pid"))
+    );
+    assert_eq!(settings.mcp.when_down, WhenDown::Refuse);
 }
 
 #[test]

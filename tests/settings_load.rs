@@ -106,7 +106,7 @@ fn listen_tables_replace_the_default_listener_and_default_their_own_keys() {
 fn every_key_of_every_section_can_be_set() {
     let log_file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ccsd.log");
     let toml = format!(
-        "[broker]\nworkers = 8\nunlocked_mode = true\ndispatch = \"least_connections\"\nmailbox_capacity = 16\n\
+        "[broker]\nworkers = 8\nunlocked_mode = true\ndispatch = \"least_connections\"\nmailbox_capacity = 16\npid_file = \"/run/ccsd/edge.pid\"\n\
          [queues]\ndir = \"/tmp\"\nname = \"edge-1.a_b\"\ncapacity = 65536\non_full = \"close\"\n\
          [[listen]]\naddr = \"127.0.0.1:0\"\nproto = \"tcp\"\nframing = \"length\"\nmax_packet = \"1KiB\"\n\
          length_offset = 2\nlength_size = 8\nlength_endian = \"little\"\nlength_includes = \"field\"\nlength_adjust = 4\n\
@@ -118,6 +118,10 @@ fn every_key_of_every_section_can_be_set() {
     assert_eq!(settings.broker.worker_count(), 8);
     assert_eq!(settings.broker.dispatch, Dispatch::LeastConnections);
     assert_eq!(settings.broker.mailbox_capacity, 16);
+    assert_eq!(
+        settings.broker.pid_file,
+        Some(PathBuf::from("/run/ccsd/edge.pid"))
+    );
     assert_eq!(settings.queues.dir, Path::new("/tmp"));
     assert_eq!(settings.queues.name, "edge-1.a_b");
     assert_eq!(settings.queues.capacity, ByteSize(64 << 10));
@@ -422,6 +426,7 @@ fn built_in_settings_file_spells_out_every_key() {
             "length_size",
             "max_connections",
             "max_packet",
+            "max_requests_per_second",
             "proto",
             "reuse_port"
         ]
@@ -431,7 +436,12 @@ fn built_in_settings_file_spells_out_every_key() {
     assert_eq!(keys(&root["admin"]), ["addr", "enabled", "idle_timeout"]);
     assert_eq!(
         keys(&root["limits"]),
-        ["idle_timeout", "max_requests_per_second", "max_send_buffer"]
+        [
+            "half_close_timeout",
+            "idle_timeout",
+            "max_requests_per_second",
+            "max_send_buffer"
+        ]
     );
     assert_eq!(
         keys(&root["mcp"]),
@@ -445,6 +455,7 @@ fn built_in_settings_file_spells_out_every_key() {
     // Keys without a fixed default are shown commented out.
     assert!(DEFAULT_SETTINGS_TOML.contains("\n# workers = 4  # default: number of cores\n"));
     assert_eq!(DEFAULT_SETTINGS_TOML.matches("\n# file = ").count(), 2);
+    assert!(DEFAULT_SETTINGS_TOML.contains("\n# pid_file = "));
 }
 
 #[test]

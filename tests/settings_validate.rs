@@ -322,11 +322,8 @@ fn mcp_stall_timeout_must_be_at_least_100ms() {
 }
 
 #[test]
-fn mcp_when_down_refuse_is_not_available_yet() {
-    assert_eq!(
-        problems_after(|s| s.mcp.when_down = WhenDown::Refuse),
-        ["mcp.when_down: \"refuse\" is not available yet; use \"queue\""]
-    );
+fn mcp_when_down_refuse_is_valid() {
+    assert!(problems_after(|s| s.mcp.when_down = WhenDown::Refuse).is_empty());
 }
 
 #[test]

@@ -41,6 +41,10 @@ pub struct BrokerSettings {
     /// Connections open at once over all listeners; the acceptor closes any connection beyond
     /// it at once. ccsd raises its open-file limit to fit it at start.
     pub max_connections: usize,
+    /// File the running ccsd's pid is written to (after the instance lock is taken) and removed
+    /// from at exit; `None` (or an empty string) means no pid file.
+    #[serde(deserialize_with = "optional_path")]
+    pub pid_file: Option<PathBuf>,
 }
 
 impl BrokerSettings {
@@ -65,6 +69,7 @@ impl Default for BrokerSettings {
             idle_spin: Duration::ZERO,
             shutdown_grace: Duration::from_secs(5),
             max_connections: 100_000,
+            pid_file: None,
         }
     }
 }
@@ -176,6 +181,9 @@ pub struct ListenSettings {
     pub backlog: u32,
     /// Whether to set `SO_REUSEPORT`, so several processes can listen on the same address.
     pub reuse_port: bool,
+    /// Packets this listener's connections may send together per one-second window; the
+    /// connection whose packet goes over is closed (reason overload). 0: no limit.
+    pub max_requests_per_second: u64,
 }
 
 impl Default for ListenSettings {
@@ -194,6 +202,7 @@ impl Default for ListenSettings {
             max_connections: 0,
             backlog: 1024,
             reuse_port: false,
+            max_requests_per_second: 0,
         }
     }
 }
@@ -294,7 +303,7 @@ pub enum WhenDown {
     /// `queues.on_full`.
     #[default]
     Queue,
-    /// `"refuse"`: drop new packets at once; not available yet.
+    /// `"refuse"`: drop new packets (counted) while MCP is down; clients stay connected.
     Refuse,
 }
 
@@ -392,6 +401,10 @@ pub struct LimitsSettings {
     /// A connection sending more packets than this within one second is closed (reason
     /// overload); 0 turns the limit off.
     pub max_requests_per_second: u64,
+    /// After a client shuts down its sending side, how long its connection is kept for the
+    /// replies to the requests it sent; zero: closed at once.
+    #[serde(deserialize_with = "duration")]
+    pub half_close_timeout: Duration,
 }
 
 impl Default for LimitsSettings {
@@ -400,6 +413,7 @@ impl Default for LimitsSettings {
             idle_timeout: Duration::from_secs(60),
             max_send_buffer: ByteSize(4 * MIB),
             max_requests_per_second: 0,
+            half_close_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::sections::{
     AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, McpSettings, Proto,
-    QueueSettings, StatsSettings, WhenDown,
+    QueueSettings, StatsSettings,
 };
 use super::units::{ByteSize, GIB, KIB};
 use crate::lane::FRAME_HEADER_SIZE;
@@ -26,6 +26,8 @@ const MAX_IDLE_SPIN: Duration = Duration::from_millis(10);
 const MAX_BACKLOG: u32 = 65535;
 /// The shortest `limits.idle_timeout` other than zero (off).
 const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(10);
+/// The longest `limits.half_close_timeout` accepted.
+const MAX_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(600);
 /// The smallest `limits.max_send_buffer`: one full read chunk of replies.
 const MIN_SEND_BUFFER: u64 = 64 * KIB;
 /// The shortest `mcp.stall_timeout` accepted: shorter would call a busy MCP dead.
@@ -279,6 +281,12 @@ impl LimitsSettings {
                 self.idle_timeout
             ));
         }
+        if self.half_close_timeout > MAX_HALF_CLOSE_TIMEOUT {
+            problems.push(format!(
+                "limits.half_close_timeout: at most 10m, got {:?}",
+                self.half_close_timeout
+            ));
+        }
         let send = self.max_send_buffer;
         if !(MIN_SEND_BUFFER..=4 * GIB).contains(&send.bytes()) {
             problems.push(format!(
@@ -295,10 +303,6 @@ impl McpSettings {
                 "mcp.stall_timeout: must be at least 100ms, got {:?}",
                 self.stall_timeout
             ));
-        }
-        if self.when_down == WhenDown::Refuse {
-            problems
-                .push("mcp.when_down: \"refuse\" is not available yet; use \"queue\"".to_owned());
         }
     }
 }

@@ -349,7 +349,9 @@ impl Worker {
     /// Lowers the gauges the acceptor raised for a connection this worker did not take.
     fn forget_refused(&self, listener: usize) {
         self.open_gauge.fetch_sub(1, Ordering::Relaxed);
-        self.listeners[listener].open.fetch_sub(1, Ordering::Relaxed);
+        self.listeners[listener]
+            .open
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A connect or disconnect notice about `flow` for MCP.

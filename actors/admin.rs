@@ -295,10 +295,11 @@ fn stats_text(view: &AdminView<'_>) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "STAT uptime_ms {}\r\nSTAT epoch {}\r\nSTAT response_lane_used_bytes {}\r\n",
+        "STAT uptime_ms {}\r\nSTAT epoch {}\r\nSTAT response_lane_used_bytes {}\r\nSTAT main_lane_used_bytes {}\r\n",
         view.stats.uptime().as_millis(),
         view.stats.epoch(),
-        view.main.response_lane_used_bytes
+        view.main.response_lane_used_bytes,
+        view.main.main_lane_used_bytes
     );
     view.stats.totals().for_each(|k, v| {
         let _ = write!(out, "STAT {k} {v}\r\n");
@@ -311,6 +312,9 @@ fn stats_text(view: &AdminView<'_>) -> String {
     });
     view.main.control.for_each(|k, v| {
         let _ = write!(out, "STAT control_{k} {v}\r\n");
+    });
+    view.main.main_lane.for_each(|k, v| {
+        let _ = write!(out, "STAT main_{k} {v}\r\n");
     });
     out.push_str("END\r\n");
     out
@@ -419,6 +423,9 @@ fn metrics_text(view: &AdminView<'_>) -> String {
     view.main.control.for_each(|k, v| {
         let _ = writeln!(out, "# TYPE ccsd_control_{k} counter\nccsd_control_{k} {v}");
     });
+    view.main.main_lane.for_each(|k, v| {
+        let _ = writeln!(out, "# TYPE ccsd_main_{k} counter\nccsd_main_{k} {v}");
+    });
     let _ = writeln!(out, "# TYPE ccsd_mailbox_depth gauge");
     for (i, w) in view.stats.workers().iter().enumerate() {
         let depth = w.map_or(0, |s| s.mailbox_depth);
@@ -429,6 +436,11 @@ fn metrics_text(view: &AdminView<'_>) -> String {
         let used = w.map_or(0, |s| s.lane_used_bytes);
         let _ = writeln!(out, "ccsd_request_lane_used_bytes{{worker=\"{i}\"}} {used}");
     }
+    let _ = writeln!(
+        out,
+        "# TYPE ccsd_main_lane_used_bytes gauge\nccsd_main_lane_used_bytes {}",
+        view.main.main_lane_used_bytes
+    );
     let _ = writeln!(
         out,
         "# TYPE ccsd_uptime_seconds gauge\nccsd_uptime_seconds {}",

@@ -60,14 +60,15 @@ pub struct McpWatch {
 }
 
 impl McpWatch {
-    /// Maps the `workers` request lanes named by `settings` (ccsd has created them).
+    /// Maps every request lane named by `settings`, the workers' and the main thread's (ccsd
+    /// has created them).
     ///
     /// # Errors
     /// A lane could not be attached.
-    pub fn attach(settings: &Settings, workers: usize) -> Result<McpWatch, LaneError> {
+    pub fn attach(settings: &Settings) -> Result<McpWatch, LaneError> {
         let now = Instant::now();
         let capacity = Some(settings.queues.capacity.bytes());
-        let lanes = (0..workers)
+        let lanes = (0..settings.request_lane_count())
             .map(|w| {
                 let lane = Lane::attach(&settings.request_lane_path(w), capacity)?;
                 Ok(Watched {

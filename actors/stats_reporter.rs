@@ -12,7 +12,8 @@ use log::{debug, warn};
 use crate::logging::LogLimiter;
 use crate::message::NotifyStat;
 use crate::stats::{
-    AcceptorCounters, BridgeCounters, ControlCounters, McpWatchCounters, WorkerCounters,
+    AcceptorCounters, BridgeCounters, ControlCounters, MainLaneCounters, McpWatchCounters,
+    WorkerCounters,
 };
 
 /// The main thread's counters at report time.
@@ -26,8 +27,12 @@ pub struct MainCounters {
     pub mcp_watch: McpWatchCounters,
     /// Control requests: custom records and listen-port commands.
     pub control: ControlCounters,
+    /// The main thread's request lane.
+    pub main_lane: MainLaneCounters,
     /// Bytes in the response lane not read yet.
     pub response_lane_used_bytes: u64,
+    /// Bytes in the main thread's request lane not read by MCP yet.
+    pub main_lane_used_bytes: u64,
 }
 
 /// Collects counters and writes the status file.
@@ -133,16 +138,18 @@ impl StatsReporter {
         }
     }
 
-    /// The status document: totals, then the acceptor, the bridge, the MCP watch and each worker.
+    /// The status document: totals, then the acceptor, the bridge, the MCP watch, control
+    /// requests, the main thread's lane and each worker.
     fn render(&self, main: &MainCounters, now: Instant) -> String {
         let totals = self.totals();
         let mut out = String::with_capacity(4096);
         let _ = write!(
             out,
-            "{{\"uptime_ms\":{},\"epoch\":{},\"response_lane_used_bytes\":{},\"totals\":",
+            "{{\"uptime_ms\":{},\"epoch\":{},\"response_lane_used_bytes\":{},\"main_lane_used_bytes\":{},\"totals\":",
             now.duration_since(self.started).as_millis(),
             self.epoch,
-            main.response_lane_used_bytes
+            main.response_lane_used_bytes,
+            main.main_lane_used_bytes
         );
         json_object(&mut out, |f| totals.for_each(f));
         out.push_str(",\"acceptor\":");
@@ -153,6 +160,8 @@ impl StatsReporter {
         json_object(&mut out, |f| main.mcp_watch.for_each(f));
         out.push_str(",\"control\":");
         json_object(&mut out, |f| main.control.for_each(f));
+        out.push_str(",\"main_lane\":");
+        json_object(&mut out, |f| main.main_lane.for_each(f));
         out.push_str(",\"workers\":[");
         for (i, w) in self.workers.iter().enumerate() {
             if i > 0 {

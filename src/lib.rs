@@ -12,7 +12,8 @@
 //!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
 //!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`].
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
-//! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up.
+//! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up;
+//!   [`main_lane`]: the request lane the main thread produces into (UDP, overload notices).
 //! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
@@ -38,6 +39,7 @@ pub(crate) mod limits;
 pub mod listener;
 pub mod logging;
 pub mod mailbox;
+pub mod main_lane;
 pub mod mcp;
 pub mod message;
 pub mod record;

@@ -46,6 +46,7 @@ use crate::lane::{Lane, LaneError};
 use crate::listener::{self, ListenOptions};
 use crate::logging::LogLimiter;
 use crate::mailbox::{Mailbox, mailbox};
+use crate::main_lane::MainLane;
 use crate::message::{CustomMcp, Disconnect, MainMsg, PortCommand, WorkerMsg};
 use crate::record::{CloseMode, CustomOp, Reason};
 use crate::settings::{Proto, Settings};
@@ -114,6 +115,7 @@ pub struct Broker {
     poller: Arc<Poller>,
     acceptor: Acceptor,
     bridge: McpBridge,
+    main_lane: MainLane,
     mcp_watch: McpWatch,
     stats: StatsReporter,
     inbox: Receiver<MainMsg>,
@@ -299,13 +301,18 @@ impl Broker {
             .map_err(StartError::Queue)?;
         let epoch_count = response.epoch().wrapping_add(1);
         let epoch = epoch_count as u16;
-        let mut requests = Vec::with_capacity(worker_count);
-        for w in 0..worker_count {
+        // One request lane per worker, then the main thread's (UDP, overload notices).
+        let mut requests = Vec::with_capacity(worker_count + 1);
+        for w in 0..settings.request_lane_count() {
             let lane = Lane::create_or_attach(&settings.request_lane_path(w), capacity)
                 .map_err(StartError::Queue)?;
             lane.set_epoch(epoch_count);
             requests.push(lane.into_producer());
         }
+        let main_lane = MainLane::new(
+            requests.pop().expect("the main thread's lane"),
+            worker_count as u8,
+        );
 
         let poller = Arc::new(Poller::new().map_err(StartError::Runtime)?);
         let (main_mailbox, inbox) = mailbox(MAIN_MAILBOX, Arc::clone(&poller));
@@ -326,14 +333,14 @@ impl Broker {
         // Publish the epoch and lane count only now, when the workers that own the request lanes
         // exist: an MCP that attaches sees a complete set.
         response.set_epoch(epoch_count);
-        response.set_request_lanes(worker_count as u32);
+        response.set_request_lanes(settings.request_lane_count() as u32);
         let bridge = McpBridge::new(
             response.into_consumer(),
             epoch,
             bridge_links,
             settings.mcp.reply_max_age,
         );
-        let mcp_watch = McpWatch::attach(settings, worker_count).map_err(StartError::Queue)?;
+        let mcp_watch = McpWatch::attach(settings).map_err(StartError::Queue)?;
         let acceptor = Acceptor::new(
             listeners,
             worker_links,
@@ -383,6 +390,7 @@ impl Broker {
             poller,
             acceptor,
             bridge,
+            main_lane,
             mcp_watch,
             stats,
             inbox,
@@ -638,7 +646,9 @@ impl Broker {
             bridge: self.bridge.counters(),
             mcp_watch: self.mcp_watch.counters(),
             control: self.control,
+            main_lane: self.main_lane.counters(),
             response_lane_used_bytes: self.bridge.lane_used_bytes(),
+            main_lane_used_bytes: self.main_lane.used_bytes(),
         }
     }
 
@@ -712,6 +722,7 @@ impl Broker {
                 self.on_customs(customs);
             }
             self.send_port_commands();
+            self.main_lane.publish();
             if mem::take(&mut self.stop_requested) {
                 self.begin_stop(&mut stopping, &mut stop_pending);
             }

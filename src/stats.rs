@@ -146,6 +146,17 @@ counters! {
 }
 
 counters! {
+    /// What the main thread's request lane did since start (its records are counted by the
+    /// actors that write them: the UDP actor, the acceptor's overload notices).
+    MainLaneCounters {
+        /// Times the main lane was published (one per loop turn with new records).
+        lane_publishes,
+        /// Times publishing woke a sleeping MCP through the FIFO.
+        lane_wakeups,
+    }
+}
+
+counters! {
     /// What the MCP watch saw since start.
     McpWatchCounters {
         /// 1 while MCP is attached to every request lane and reading it, else 0 (a gauge).

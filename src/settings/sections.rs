@@ -15,7 +15,8 @@ use serde::de::{self, Deserializer};
 
 use super::units::{ByteSize, KIB, MIB, parse_duration};
 
-/// Flow ids carry the worker index in 8 bits.
+/// Flow ids carry the request lane's index in 8 bits: workers `0..=254` and the main thread's
+/// lane right after the last worker (255 at most).
 pub(super) const MAX_WORKERS: usize = 255;
 
 /// `[broker]`: the worker threads and how connections are spread over them.

@@ -113,7 +113,7 @@ impl BrokerSettings {
         match self.workers {
             Some(0) => problems.push("broker.workers: must be at least 1".to_owned()),
             Some(n) if n > MAX_WORKERS => problems.push(format!(
-                "broker.workers: must be at most {MAX_WORKERS} (flow ids carry 8 bits of worker), got {n}"
+                "broker.workers: must be at most {MAX_WORKERS} (flow ids carry 8 bits of request lane, and the main thread has a lane after the workers'), got {n}"
             )),
             _ => {}
         }

@@ -71,7 +71,8 @@ impl fmt::Display for Limit {
 /// Accepts connections and spreads them over the workers.
 #[derive(Debug)]
 pub struct Acceptor {
-    listeners: Vec<Listening>,
+    /// By listener index (`Settings::listen`); `None` for UDP listeners.
+    listeners: Vec<Option<Listening>>,
     workers: Vec<WorkerLink>,
     dispatch: Dispatch,
     max_connections: usize,
@@ -83,10 +84,10 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    /// An acceptor for `listeners` (indexed like `Settings::listen`) that keeps at most
-    /// `max_connections` connections open over all of them.
+    /// An acceptor for `listeners` (indexed like `Settings::listen`, `None` where a listener is
+    /// not TCP) that keeps at most `max_connections` connections open over all of them.
     pub fn new(
-        listeners: Vec<Listening>,
+        listeners: Vec<Option<Listening>>,
         workers: Vec<WorkerLink>,
         dispatch: Dispatch,
         max_connections: usize,
@@ -110,6 +111,7 @@ impl Acceptor {
     /// The poller refused a listener.
     pub fn register(&self, poller: &Poller, first_key: usize) -> io::Result<()> {
         for (i, l) in self.listeners.iter().enumerate() {
+            let Some(l) = l else { continue };
             // SAFETY: the listeners live in `self` for as long as the main poller is used;
             // the process exits (closing both) rather than dropping an acceptor under a live poller.
             unsafe {
@@ -122,13 +124,13 @@ impl Acceptor {
     /// Stops accepting: takes the listeners out of the poller and closes them, so new clients are
     /// refused by the kernel.
     pub fn stop(&mut self, poller: &Poller) {
-        for l in self.listeners.drain(..) {
+        for l in self.listeners.drain(..).flatten() {
             // Deleted before it is closed (dropped), as the poller requires.
             let _ = poller.delete(&l.socket);
         }
     }
 
-    /// Number of listeners (poller keys used by [`register`](Acceptor::register)).
+    /// Number of listeners, TCP or not (poller keys reserved by [`register`](Acceptor::register)).
     pub fn listener_count(&self) -> usize {
         self.listeners.len()
     }
@@ -142,7 +144,7 @@ impl Acceptor {
     /// Readiness of a listener that [`stop`](Acceptor::stop) closed in the same turn is ignored.
     pub fn on_readable(&mut self, i: usize) {
         for _ in 0..ACCEPTS_PER_TURN {
-            let Some(listening) = self.listeners.get(i) else {
+            let Some(listening) = self.listeners.get(i).and_then(Option::as_ref) else {
                 return;
             };
             let (stream, peer) = match listening.socket.accept() {
@@ -158,7 +160,7 @@ impl Acceptor {
                 }
             };
             self.counters.accepted += 1;
-            if let Some(limit) = self.limit_reached(i) {
+            if let Some(limit) = self.limit_reached(listening, i) {
                 // Dropping the stream closes it: the client sees end of stream (or a reset).
                 drop(stream);
                 self.counters.refused_max_connections += 1;
@@ -173,7 +175,10 @@ impl Acceptor {
             }
             let w = self.pick_worker(stream.as_raw_fd());
             let link = &self.workers[w];
-            let listener_open = &self.listeners[i].open;
+            let Some(listening) = self.listeners[i].as_ref() else {
+                return;
+            };
+            let listener_open = &listening.open;
             link.open.fetch_add(1, Ordering::Relaxed);
             listener_open.fetch_add(1, Ordering::Relaxed);
             let msg = WorkerMsg::Connect(Connect {
@@ -198,8 +203,7 @@ impl Acceptor {
     }
 
     /// Which limit a new connection on listener `i` would exceed, if any.
-    fn limit_reached(&self, i: usize) -> Option<Limit> {
-        let listener = &self.listeners[i];
+    fn limit_reached(&self, listener: &Listening, i: usize) -> Option<Limit> {
         let max = listener.max_connections;
         if max != 0 && listener.open.load(Ordering::Relaxed) >= max {
             return Some(Limit::Listener(i, max));
@@ -241,7 +245,8 @@ mod tests {
             open: Arc::new(AtomicUsize::new(0)),
             max_connections: 0,
         };
-        let mut acceptor = Acceptor::new(vec![listening], Vec::new(), Dispatch::RoundRobin, 1);
+        let mut acceptor =
+            Acceptor::new(vec![Some(listening)], Vec::new(), Dispatch::RoundRobin, 1);
         let poller = Poller::new().unwrap();
         acceptor.register(&poller, 0).unwrap();
         // A client is waiting, so the listener was readable when the stop signal came.

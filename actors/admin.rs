@@ -307,6 +307,9 @@ fn stats_text(view: &AdminView<'_>) -> String {
     view.main.acceptor.for_each(|k, v| {
         let _ = write!(out, "STAT acceptor_{k} {v}\r\n");
     });
+    view.main.udp.for_each(|k, v| {
+        let _ = write!(out, "STAT udp_{k} {v}\r\n");
+    });
     view.main.bridge.for_each(|k, v| {
         let _ = write!(out, "STAT bridge_{k} {v}\r\n");
     });
@@ -416,6 +419,9 @@ fn metrics_text(view: &AdminView<'_>) -> String {
             out,
             "# TYPE ccsd_acceptor_{k} counter\nccsd_acceptor_{k} {v}"
         );
+    });
+    view.main.udp.for_each(|k, v| {
+        let _ = writeln!(out, "# TYPE ccsd_udp_{k} counter\nccsd_udp_{k} {v}");
     });
     view.main.bridge.for_each(|k, v| {
         let _ = writeln!(out, "# TYPE ccsd_bridge_{k} counter\nccsd_bridge_{k} {v}");

@@ -13,7 +13,7 @@ use crate::logging::LogLimiter;
 use crate::message::NotifyStat;
 use crate::stats::{
     AcceptorCounters, BridgeCounters, ControlCounters, MainLaneCounters, McpWatchCounters,
-    WorkerCounters,
+    UdpCounters, WorkerCounters,
 };
 
 /// The main thread's counters at report time.
@@ -21,6 +21,8 @@ use crate::stats::{
 pub struct MainCounters {
     /// The acceptor's counters.
     pub acceptor: AcceptorCounters,
+    /// The UDP actor's counters.
+    pub udp: UdpCounters,
     /// The MCP bridge's counters.
     pub bridge: BridgeCounters,
     /// The MCP watch's gauge and counter.
@@ -138,7 +140,7 @@ impl StatsReporter {
         }
     }
 
-    /// The status document: totals, then the acceptor, the bridge, the MCP watch, control
+    /// The status document: totals, then the acceptor, the UDP actor, the bridge, the MCP watch, control
     /// requests, the main thread's lane and each worker.
     fn render(&self, main: &MainCounters, now: Instant) -> String {
         let totals = self.totals();
@@ -154,6 +156,8 @@ impl StatsReporter {
         json_object(&mut out, |f| totals.for_each(f));
         out.push_str(",\"acceptor\":");
         json_object(&mut out, |f| main.acceptor.for_each(f));
+        out.push_str(",\"udp\":");
+        json_object(&mut out, |f| main.udp.for_each(f));
         out.push_str(",\"bridge\":");
         json_object(&mut out, |f| main.bridge.for_each(f));
         out.push_str(",\"mcp_watch\":");

@@ -6,8 +6,9 @@
 //! [`Broker::builder`] does the same for a binary of one's own that adds custom main-thread
 //! actors ([`crate::actor::MainActor`]) and framers.
 //!
-//! The main poller's keys: `0..L` the listeners, `L` the response lane's FIFO, `L+1` the signal
-//! socket, `L+2..` the admin port and its clients; custom actor `i` owns the keys from
+//! The main poller's keys: `0..L` the listeners (listener `i` under key `i`: the acceptor's when
+//! TCP, the UDP actor's when UDP), `L` the response lane's FIFO, `L+1` the signal socket, `L+2..`
+//! the admin port and its clients; custom actor `i` owns the keys from
 //! `ACTOR_KEY_BASE + i * ACTOR_TOKENS`.
 
 use std::collections::VecDeque;
@@ -38,6 +39,7 @@ use crate::actors::admin::{Admin, AdminAction, AdminView};
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
 use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
+use crate::actors::udp::{UdpActor, UdpListening};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
 use crate::fd_limit;
 use crate::framing::{self, FramerFactory};
@@ -49,7 +51,7 @@ use crate::mailbox::{Mailbox, mailbox};
 use crate::main_lane::MainLane;
 use crate::message::{CustomMcp, Disconnect, MainMsg, PortCommand, WorkerMsg};
 use crate::record::{CloseMode, CustomOp, Reason};
-use crate::settings::{Proto, Settings};
+use crate::settings::{ByteSize, Proto, Settings};
 use crate::stats::ControlCounters;
 
 /// Capacity of the main thread's mailbox (`NotifyStat` from workers).
@@ -114,6 +116,7 @@ impl std::error::Error for StartError {}
 pub struct Broker {
     poller: Arc<Poller>,
     acceptor: Acceptor,
+    udp: UdpActor,
     bridge: McpBridge,
     main_lane: MainLane,
     mcp_watch: McpWatch,
@@ -244,11 +247,13 @@ impl Broker {
         let needed = fd_limit::fd_budget(max_connections, worker_count, settings.listen.len());
         fd_limit::raise_for(needed, max_connections);
         // Ports first: a start that fails on a busy port must not touch the lanes.
+        // By listener index: TCP listeners go to the acceptor, UDP ones to the UDP actor.
         let mut listeners = Vec::with_capacity(settings.listen.len());
+        let mut udp_listeners = Vec::with_capacity(settings.listen.len());
         let mut infos = Vec::with_capacity(settings.listen.len());
         let mut local_addrs = Vec::with_capacity(settings.listen.len());
         for (i, l) in settings.listen.iter().enumerate() {
-            debug_assert_eq!(l.proto, Proto::Tcp, "validated by Settings");
+            // Built for UDP listeners too (unused there): workers index listeners by position.
             let framer = framing::build(l).map_err(|source| StartError::Framing {
                 listener: i,
                 source,
@@ -257,26 +262,50 @@ impl Broker {
                 addr: l.addr,
                 source,
             };
-            let options = ListenOptions {
-                backlog: l.backlog,
-                reuse_port: l.reuse_port,
-            };
-            let listener = listener::bind(l.addr, options).map_err(bind_err)?;
-            let local = listener.local_addr().map_err(bind_err)?;
-            info!(
-                "listening on tcp://{local} (listener {i}, framing {})",
-                framer.name()
-            );
             let open = Arc::new(AtomicUsize::new(0));
+            let local = match l.proto {
+                Proto::Tcp => {
+                    let options = ListenOptions {
+                        backlog: l.backlog,
+                        reuse_port: l.reuse_port,
+                    };
+                    let listener = listener::bind(l.addr, options).map_err(bind_err)?;
+                    let local = listener.local_addr().map_err(bind_err)?;
+                    info!(
+                        "listening on tcp://{local} (listener {i}, framing {})",
+                        framer.name()
+                    );
+                    listeners.push(Some(Listening {
+                        socket: listener,
+                        open: Arc::clone(&open),
+                        max_connections: l.max_connections,
+                    }));
+                    udp_listeners.push(None);
+                    local
+                }
+                Proto::Udp => {
+                    let socket = listener::bind_udp(l.addr, l.reuse_port).map_err(bind_err)?;
+                    let udp = UdpListening::new(
+                        socket,
+                        l.packet_limit() as usize,
+                        l.udp_send_queue.bytes() as usize,
+                        l.udp_send_timeout,
+                    )
+                    .map_err(bind_err)?;
+                    let local = udp.local_addr();
+                    info!(
+                        "listening on udp://{local} (listener {i}, max_packet {})",
+                        ByteSize(l.packet_limit())
+                    );
+                    listeners.push(None);
+                    udp_listeners.push(Some(udp));
+                    local
+                }
+            };
             infos.push(ListenerInfo {
                 framer,
                 port: local.port(),
-                open: Arc::clone(&open),
-            });
-            listeners.push(Listening {
-                socket: listener,
                 open,
-                max_connections: l.max_connections,
             });
             local_addrs.push(local);
         }
@@ -348,6 +377,8 @@ impl Broker {
             settings.broker.max_connections,
         );
         acceptor.register(&poller, 0).map_err(StartError::Runtime)?;
+        let udp = UdpActor::new(Arc::clone(&poller), udp_listeners, epoch, main_lane.index());
+        udp.register().map_err(StartError::Runtime)?;
         // SAFETY: the FIFO belongs to the bridge's lane, which lives in `Broker` next to the
         // poller for the rest of the process.
         unsafe {
@@ -389,6 +420,7 @@ impl Broker {
         Ok(Broker {
             poller,
             acceptor,
+            udp,
             bridge,
             main_lane,
             mcp_watch,
@@ -433,6 +465,7 @@ impl Broker {
         };
         info!("stopping: closing listeners, {grace:?} for pending replies");
         self.acceptor.stop(&self.poller);
+        self.udp.stop();
         if !*stopping {
             self.each_actor(|actor, ctx| actor.on_stop(ctx));
         }
@@ -643,6 +676,7 @@ impl Broker {
     fn main_counters(&self) -> MainCounters {
         MainCounters {
             acceptor: self.acceptor.counters(),
+            udp: self.udp.counters(),
             bridge: self.bridge.counters(),
             mcp_watch: self.mcp_watch.counters(),
             control: self.control,
@@ -681,7 +715,10 @@ impl Broker {
                 self.stats.time_to_next().min(STOP_POLL)
             } else {
                 let timeout = self.stats.time_to_next().min(self.mcp_watch.time_to_next());
-                actor_timer.map_or(timeout, |t| timeout.min(t))
+                let timeout = actor_timer.map_or(timeout, |t| timeout.min(t));
+                self.udp.next_expiry().map_or(timeout, |t| {
+                    timeout.min(t.saturating_duration_since(Instant::now()))
+                })
             };
             self.poller.wait(&mut events, Some(timeout))?;
             let mut fifo_fired = false;
@@ -705,6 +742,9 @@ impl Broker {
                     }
                 } else if ev.key >= ACTOR_KEY_BASE {
                     self.on_actor_event(&ev);
+                } else if self.udp.owns(ev.key) {
+                    let lane = &mut self.main_lane;
+                    self.udp.on_ready(ev.key, ev.readable, ev.writable, lane);
                 } else {
                     self.acceptor.on_readable(ev.key);
                 }
@@ -715,7 +755,11 @@ impl Broker {
             if let Some(admin) = &mut self.admin {
                 admin.sweep(&self.poller);
             }
-            let replies = self.bridge.drain();
+            let udp = &mut self.udp;
+            let replies = self
+                .bridge
+                .drain(&mut |header, payload| udp.on_reply(header, payload));
+            self.udp.expire(Instant::now());
             more_replies = replies == RECORDS_PER_TURN;
             let customs = self.bridge.take_customs();
             if !customs.is_empty() {

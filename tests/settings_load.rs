@@ -288,7 +288,7 @@ fn one_load_reports_a_problem_in_every_section() {
         "[broker]\nworkers = \"many\"\n\
          [queues]\nname = \"\"\n\
          [[listen]]\naddr = \"nowhere\"\n\
-         [[listen]]\naddr = \"127.0.0.1:7301\"\nproto = \"udp\"\n\
+         [[listen]]\naddr = \"127.0.0.1:7301\"\nproto = \"sctp\"\n\
          [log]\nlevel = \"chatty\"\n\
          [stats]\ninterval = \"1ms\"\n\
          [extra]\n",
@@ -423,7 +423,9 @@ fn built_in_settings_file_spells_out_every_key() {
             "max_connections",
             "max_packet",
             "proto",
-            "reuse_port"
+            "reuse_port",
+            "udp_send_queue",
+            "udp_send_timeout"
         ]
     );
     assert_eq!(keys(&root["log"]), ["level"]);

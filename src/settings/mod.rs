@@ -31,8 +31,8 @@ mod validate;
 
 pub use sections::{
     AdminSettings, BrokerSettings, Dispatch, Endian, LengthIncludes, LimitsSettings,
-    ListenSettings, LogSettings, McpSettings, OnFull, Proto, QueueSettings, StatsSettings,
-    WhenDown,
+    ListenSettings, LogSettings, MAX_DATAGRAM, McpSettings, OnFull, Proto, QueueSettings,
+    StatsSettings, WhenDown,
 };
 pub use units::{ByteSize, parse_duration};
 

@@ -177,6 +177,26 @@ pub struct ListenSettings {
     pub backlog: u32,
     /// Whether to set `SO_REUSEPORT`, so several processes can listen on the same address.
     pub reuse_port: bool,
+    /// UDP only: most bytes of replies waiting for the socket to take them (each datagram counts
+    /// its payload plus 64 bytes); a reply beyond it is dropped.
+    pub udp_send_queue: ByteSize,
+    /// UDP only: a reply that waited this long for the socket is dropped.
+    #[serde(deserialize_with = "duration")]
+    pub udp_send_timeout: Duration,
+}
+
+/// The largest UDP payload (an IPv6 datagram's length field is 16 bits).
+pub const MAX_DATAGRAM: u64 = 65535;
+
+impl ListenSettings {
+    /// The largest packet this listener hands to MCP: `max_packet`, and for UDP at most
+    /// [`MAX_DATAGRAM`] (no datagram is larger).
+    pub fn packet_limit(&self) -> u64 {
+        match self.proto {
+            Proto::Tcp => self.max_packet.bytes(),
+            Proto::Udp => self.max_packet.bytes().min(MAX_DATAGRAM),
+        }
+    }
 }
 
 impl Default for ListenSettings {
@@ -195,6 +215,8 @@ impl Default for ListenSettings {
             max_connections: 0,
             backlog: 1024,
             reuse_port: false,
+            udp_send_queue: ByteSize(MIB),
+            udp_send_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -205,7 +227,7 @@ pub enum Proto {
     /// `"tcp"`.
     #[default]
     Tcp,
-    /// `"udp"`: not available yet.
+    /// `"udp"`: every datagram is one packet; no framing.
     Udp,
 }
 

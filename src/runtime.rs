@@ -277,6 +277,7 @@ impl Broker {
                     );
                     listeners.push(Some(Listening {
                         socket: listener,
+                        port: local.port(),
                         open: Arc::clone(&open),
                         max_connections: l.max_connections,
                     }));
@@ -375,6 +376,7 @@ impl Broker {
             worker_links,
             settings.broker.dispatch,
             settings.broker.max_connections,
+            settings.mcp.overload_notices,
         );
         acceptor.register(&poller, 0).map_err(StartError::Runtime)?;
         let udp = UdpActor::new(Arc::clone(&poller), udp_listeners, epoch, main_lane.index());
@@ -746,7 +748,7 @@ impl Broker {
                     let lane = &mut self.main_lane;
                     self.udp.on_ready(ev.key, ev.readable, ev.writable, lane);
                 } else {
-                    self.acceptor.on_readable(ev.key);
+                    self.acceptor.on_readable(ev.key, &mut self.main_lane);
                 }
             }
             if !fifo_fired {

@@ -439,6 +439,7 @@ fn built_in_settings_file_spells_out_every_key() {
         keys(&root["mcp"]),
         [
             "connect_events",
+            "overload_notices",
             "reply_max_age",
             "stall_timeout",
             "when_down"

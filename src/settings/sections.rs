@@ -297,6 +297,9 @@ pub struct McpSettings {
     pub reply_max_age: Duration,
     /// Send MCP a connect record (kind 2) for every new connection.
     pub connect_events: bool,
+    /// Send MCP a disconnect record (reason overload, flow 0) for every connection the acceptor
+    /// closes at once (connection limit, full worker mailbox).
+    pub overload_notices: bool,
 }
 
 impl Default for McpSettings {
@@ -306,6 +309,7 @@ impl Default for McpSettings {
             when_down: WhenDown::default(),
             reply_max_age: Duration::ZERO,
             connect_events: false,
+            overload_notices: false,
         }
     }
 }

@@ -8,10 +8,14 @@
 //! Connection limits are checked right after `accept`: a connection that would exceed
 //! `broker.max_connections` (the sum of the workers' open gauges) or its listener's
 //! `max_connections` (the listener's open gauge, lowered by the worker on close) is closed at once.
+//!
+//! With `mcp.overload_notices`, every connection closed at once (a limit, or a full worker
+//! mailbox) is reported to MCP: a DISCONNECT record with reason overload, flow 0 (the connection
+//! never had a flow), its peer and listen port, written into the main thread's request lane.
 
 use std::fmt;
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,9 +24,13 @@ use crossbeam_channel::TrySendError;
 use log::warn;
 use polling::{Event, PollMode, Poller};
 
+use crate::clock::monotonic_ns;
+use crate::flow::FlowId;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
+use crate::main_lane::MainLane;
 use crate::message::{Connect, WorkerMsg};
+use crate::record::{Kind, Reason, RecordHeader, Transport};
 use crate::settings::Dispatch;
 use crate::stats::AcceptorCounters;
 
@@ -43,6 +51,8 @@ pub struct WorkerLink {
 pub struct Listening {
     /// The bound, non-blocking socket.
     pub socket: TcpListener,
+    /// Its local port (for overload notices).
+    pub port: u16,
     /// Open connections accepted here (raised here on hand-over, lowered by the worker on close;
     /// shared with the workers through `ListenerInfo::open`).
     pub open: Arc<AtomicUsize>,
@@ -71,10 +81,12 @@ impl fmt::Display for Limit {
 /// Accepts connections and spreads them over the workers.
 #[derive(Debug)]
 pub struct Acceptor {
-    listeners: Vec<Listening>,
+    /// By listener index (`Settings::listen`); `None` for UDP listeners.
+    listeners: Vec<Option<Listening>>,
     workers: Vec<WorkerLink>,
     dispatch: Dispatch,
     max_connections: usize,
+    overload_notices: bool,
     next_worker: usize,
     counters: AcceptorCounters,
     error_log: LogLimiter,
@@ -83,19 +95,22 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    /// An acceptor for `listeners` (indexed like `Settings::listen`) that keeps at most
-    /// `max_connections` connections open over all of them.
+    /// An acceptor for `listeners` (indexed like `Settings::listen`, `None` where a listener is
+    /// not TCP) that keeps at most `max_connections` connections open over all of them, and
+    /// tells MCP about each connection it refuses when `overload_notices` is set.
     pub fn new(
-        listeners: Vec<Listening>,
+        listeners: Vec<Option<Listening>>,
         workers: Vec<WorkerLink>,
         dispatch: Dispatch,
         max_connections: usize,
+        overload_notices: bool,
     ) -> Acceptor {
         Acceptor {
             listeners,
             workers,
             dispatch,
             max_connections,
+            overload_notices,
             next_worker: 0,
             counters: AcceptorCounters::default(),
             error_log: LogLimiter::default(),
@@ -110,6 +125,7 @@ impl Acceptor {
     /// The poller refused a listener.
     pub fn register(&self, poller: &Poller, first_key: usize) -> io::Result<()> {
         for (i, l) in self.listeners.iter().enumerate() {
+            let Some(l) = l else { continue };
             // SAFETY: the listeners live in `self` for as long as the main poller is used;
             // the process exits (closing both) rather than dropping an acceptor under a live poller.
             unsafe {
@@ -122,13 +138,13 @@ impl Acceptor {
     /// Stops accepting: takes the listeners out of the poller and closes them, so new clients are
     /// refused by the kernel.
     pub fn stop(&mut self, poller: &Poller) {
-        for l in self.listeners.drain(..) {
+        for l in self.listeners.drain(..).flatten() {
             // Deleted before it is closed (dropped), as the poller requires.
             let _ = poller.delete(&l.socket);
         }
     }
 
-    /// Number of listeners (poller keys used by [`register`](Acceptor::register)).
+    /// Number of listeners, TCP or not (poller keys reserved by [`register`](Acceptor::register)).
     pub fn listener_count(&self) -> usize {
         self.listeners.len()
     }
@@ -138,11 +154,12 @@ impl Acceptor {
         self.counters
     }
 
-    /// Accepts what is pending on listener `i` and hands each connection to a worker.
-    /// Readiness of a listener that [`stop`](Acceptor::stop) closed in the same turn is ignored.
-    pub fn on_readable(&mut self, i: usize) {
+    /// Accepts what is pending on listener `i` and hands each connection to a worker; overload
+    /// notices go into `lane`. Readiness of a listener that [`stop`](Acceptor::stop) closed in
+    /// the same turn is ignored.
+    pub fn on_readable(&mut self, i: usize, lane: &mut MainLane) {
         for _ in 0..ACCEPTS_PER_TURN {
-            let Some(listening) = self.listeners.get(i) else {
+            let Some(listening) = self.listeners.get(i).and_then(Option::as_ref) else {
                 return;
             };
             let (stream, peer) = match listening.socket.accept() {
@@ -158,13 +175,15 @@ impl Acceptor {
                 }
             };
             self.counters.accepted += 1;
-            if let Some(limit) = self.limit_reached(i) {
+            let port = listening.port;
+            if let Some(limit) = self.limit_reached(listening, i) {
                 // Dropping the stream closes it: the client sees end of stream (or a reset).
                 drop(stream);
                 self.counters.refused_max_connections += 1;
                 if let Some(n) = self.limit_log.allow() {
                     warn!("refusing a connection: {limit} ({n} similar suppressed)");
                 }
+                self.notify_overload(peer, port, lane);
                 continue;
             }
             if stream.set_nonblocking(true).is_err() {
@@ -173,7 +192,10 @@ impl Acceptor {
             }
             let w = self.pick_worker(stream.as_raw_fd());
             let link = &self.workers[w];
-            let listener_open = &self.listeners[i].open;
+            let Some(listening) = self.listeners[i].as_ref() else {
+                return;
+            };
+            let listener_open = &listening.open;
             link.open.fetch_add(1, Ordering::Relaxed);
             listener_open.fetch_add(1, Ordering::Relaxed);
             let msg = WorkerMsg::Connect(Connect {
@@ -193,13 +215,32 @@ impl Acceptor {
                     };
                     warn!("refusing a connection: worker {w} {why} ({n} similar suppressed)");
                 }
+                self.notify_overload(peer, port, lane);
             }
         }
     }
 
+    /// Tells MCP (with `mcp.overload_notices`) that the connection from `peer` to `port` was
+    /// closed at once: a DISCONNECT, reason overload, flow 0.
+    fn notify_overload(&mut self, peer: SocketAddr, port: u16, lane: &mut MainLane) {
+        if !self.overload_notices {
+            return;
+        }
+        let mut notice = RecordHeader::new(Kind::Disconnect, FlowId(0));
+        notice.code = Reason::Overload as u8;
+        notice.peer = peer;
+        notice.listen_port = port;
+        notice.transport = Transport::Tcp;
+        notice.timestamp_ns = monotonic_ns();
+        if lane.try_push(&[&notice.encode()]) {
+            self.counters.overload_notices += 1;
+        } else {
+            self.counters.dropped_overload_notices += 1;
+        }
+    }
+
     /// Which limit a new connection on listener `i` would exceed, if any.
-    fn limit_reached(&self, i: usize) -> Option<Limit> {
-        let listener = &self.listeners[i];
+    fn limit_reached(&self, listener: &Listening, i: usize) -> Option<Limit> {
         let max = listener.max_connections;
         if max != 0 && listener.open.load(Ordering::Relaxed) >= max {
             return Some(Limit::Listener(i, max));
@@ -229,25 +270,107 @@ impl Acceptor {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::PathBuf;
 
-    #[test]
-    fn readiness_of_a_listener_stopped_in_the_same_turn_is_ignored() {
+    use super::*;
+    use crate::lane::Lane;
+
+    /// A main lane in `/dev/shm`, removed when dropped (also when the test panics).
+    struct TestLane {
+        path: PathBuf,
+        lane: MainLane,
+    }
+
+    impl TestLane {
+        fn new(tag: &str) -> TestLane {
+            let path = PathBuf::from(format!(
+                "/dev/shm/ccsd-acceptortest-{tag}-{}.req",
+                std::process::id()
+            ));
+            let producer = Lane::create_or_attach(&path, 1 << 16)
+                .unwrap()
+                .into_producer();
+            TestLane {
+                path,
+                lane: MainLane::new(producer, 1),
+            }
+        }
+    }
+
+    impl Drop for TestLane {
+        fn drop(&mut self) {
+            let _ = Lane::remove_files(&self.path);
+        }
+    }
+
+    fn listening(max_connections: usize) -> (Listening, SocketAddr) {
         let socket = TcpListener::bind("127.0.0.1:0").unwrap();
         socket.set_nonblocking(true).unwrap();
         let addr = socket.local_addr().unwrap();
         let listening = Listening {
             socket,
+            port: addr.port(),
             open: Arc::new(AtomicUsize::new(0)),
-            max_connections: 0,
+            max_connections,
         };
-        let mut acceptor = Acceptor::new(vec![listening], Vec::new(), Dispatch::RoundRobin, 1);
+        (listening, addr)
+    }
+
+    #[test]
+    fn readiness_of_a_listener_stopped_in_the_same_turn_is_ignored() {
+        let mut lane = TestLane::new("stopped");
+        let (listening, addr) = listening(0);
+        let mut acceptor = Acceptor::new(
+            vec![Some(listening)],
+            Vec::new(),
+            Dispatch::RoundRobin,
+            1,
+            true,
+        );
         let poller = Poller::new().unwrap();
         acceptor.register(&poller, 0).unwrap();
         // A client is waiting, so the listener was readable when the stop signal came.
         let _client = std::net::TcpStream::connect(addr).unwrap();
         acceptor.stop(&poller);
-        acceptor.on_readable(0);
+        acceptor.on_readable(0, &mut lane.lane);
         assert_eq!(acceptor.counters().accepted, 0);
+    }
+
+    #[test]
+    fn a_refused_connection_is_announced_as_an_overload_disconnect_with_flow_0() {
+        let mut lane = TestLane::new("notice");
+        let (listening, addr) = listening(0);
+        // max_connections 0 over all workers: every connection is refused.
+        let mut acceptor = Acceptor::new(
+            vec![Some(listening)],
+            Vec::new(),
+            Dispatch::RoundRobin,
+            0,
+            true,
+        );
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while acceptor.counters().accepted == 0 {
+            assert!(std::time::Instant::now() < deadline, "never accepted");
+            acceptor.on_readable(0, &mut lane.lane);
+        }
+        lane.lane.publish();
+        let counters = acceptor.counters();
+        assert_eq!(
+            (counters.refused_max_connections, counters.overload_notices),
+            (1, 1)
+        );
+
+        let mut consumer = Lane::attach(&lane.path, None).unwrap().into_consumer();
+        let mut record = Vec::new();
+        assert!(consumer.pop_into(&mut record).unwrap().is_some());
+        let notice = RecordHeader::decode(&record).unwrap();
+        assert_eq!(notice.kind, Kind::Disconnect);
+        assert_eq!(notice.code, Reason::Overload as u8);
+        assert_eq!(notice.flow, FlowId(0));
+        assert_eq!(notice.peer, client.local_addr().unwrap());
+        assert_eq!(notice.listen_port, addr.port());
+        assert_eq!(notice.transport, Transport::Tcp);
+        assert_eq!(notice.payload_len, 0);
     }
 }

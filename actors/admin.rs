@@ -295,16 +295,20 @@ fn stats_text(view: &AdminView<'_>) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "STAT uptime_ms {}\r\nSTAT epoch {}\r\nSTAT response_lane_used_bytes {}\r\n",
+        "STAT uptime_ms {}\r\nSTAT epoch {}\r\nSTAT response_lane_used_bytes {}\r\nSTAT main_lane_used_bytes {}\r\n",
         view.stats.uptime().as_millis(),
         view.stats.epoch(),
-        view.main.response_lane_used_bytes
+        view.main.response_lane_used_bytes,
+        view.main.main_lane_used_bytes
     );
     view.stats.totals().for_each(|k, v| {
         let _ = write!(out, "STAT {k} {v}\r\n");
     });
     view.main.acceptor.for_each(|k, v| {
         let _ = write!(out, "STAT acceptor_{k} {v}\r\n");
+    });
+    view.main.udp.for_each(|k, v| {
+        let _ = write!(out, "STAT udp_{k} {v}\r\n");
     });
     view.main.bridge.for_each(|k, v| {
         let _ = write!(out, "STAT bridge_{k} {v}\r\n");
@@ -314,6 +318,9 @@ fn stats_text(view: &AdminView<'_>) -> String {
     });
     view.main.process.for_each(|k, v| {
         let _ = write!(out, "STAT process_{k} {v}\r\n");
+    });
+    view.main.main_lane.for_each(|k, v| {
+        let _ = write!(out, "STAT main_{k} {v}\r\n");
     });
     out.push_str("END\r\n");
     out
@@ -416,6 +423,9 @@ fn metrics_text(view: &AdminView<'_>) -> String {
             "# TYPE ccsd_acceptor_{k} counter\nccsd_acceptor_{k} {v}"
         );
     });
+    view.main.udp.for_each(|k, v| {
+        let _ = writeln!(out, "# TYPE ccsd_udp_{k} counter\nccsd_udp_{k} {v}");
+    });
     view.main.bridge.for_each(|k, v| {
         let _ = writeln!(out, "# TYPE ccsd_bridge_{k} counter\nccsd_bridge_{k} {v}");
     });
@@ -424,6 +434,9 @@ fn metrics_text(view: &AdminView<'_>) -> String {
     });
     view.main.process.for_each(|k, v| {
         let _ = writeln!(out, "# TYPE ccsd_process_{k} counter\nccsd_process_{k} {v}");
+    });
+    view.main.main_lane.for_each(|k, v| {
+        let _ = writeln!(out, "# TYPE ccsd_main_{k} counter\nccsd_main_{k} {v}");
     });
     let _ = writeln!(out, "# TYPE ccsd_mailbox_depth gauge");
     for (i, w) in view.stats.workers().iter().enumerate() {
@@ -435,6 +448,11 @@ fn metrics_text(view: &AdminView<'_>) -> String {
         let used = w.map_or(0, |s| s.lane_used_bytes);
         let _ = writeln!(out, "ccsd_request_lane_used_bytes{{worker=\"{i}\"}} {used}");
     }
+    let _ = writeln!(
+        out,
+        "# TYPE ccsd_main_lane_used_bytes gauge\nccsd_main_lane_used_bytes {}",
+        view.main.main_lane_used_bytes
+    );
     let _ = writeln!(
         out,
         "# TYPE ccsd_uptime_seconds gauge\nccsd_uptime_seconds {}",

@@ -15,6 +15,10 @@
 //! Custom records (kind custom) are not about a flow: the bridge copies each into a [`CustomMcp`]
 //! and the runtime hands them to the main thread's actors after the drain.
 //!
+//! Replies for flows of the main thread's lane (UDP peers: their worker field is the number of
+//! workers) go to the caller of [`McpBridge::drain`] at once, which hands them to the UDP actor
+//! on the same thread: no batch, no copy beyond the staging buffer.
+//!
 //! With `mcp.reply_max_age` set, a DATA reply whose header timestamp (MCP's `CLOCK_MONOTONIC` at
 //! send time) is older than that when the bridge reads it is dropped and counted: the client
 //! waited too long for it to matter. The connection stays open.
@@ -135,8 +139,9 @@ impl McpBridge {
     }
 
     /// Routes up to [`RECORDS_PER_TURN`] records and returns how many it read; when that is
-    /// `RECORDS_PER_TURN`, more may be waiting.
-    pub fn drain(&mut self) -> usize {
+    /// `RECORDS_PER_TURN`, more may be waiting. Records for flows of the main thread's lane go to
+    /// `main_thread` (header and payload), in lane order.
+    pub fn drain(&mut self, main_thread: &mut dyn FnMut(&RecordHeader, &[u8])) -> usize {
         self.retry_pending_closes();
         if self.reply_max_age_ns != 0 {
             self.now_ns = monotonic_ns();
@@ -147,7 +152,7 @@ impl McpBridge {
             match self.lane.pop_into(&mut self.record) {
                 Ok(Some(_)) => {
                     taken += 1;
-                    self.route();
+                    self.route(main_thread);
                 }
                 Ok(None) => break,
                 Err(corrupt) => {
@@ -173,7 +178,7 @@ impl McpBridge {
         mem::take(&mut self.customs)
     }
 
-    fn route(&mut self) {
+    fn route(&mut self, main_thread: &mut dyn FnMut(&RecordHeader, &[u8])) {
         self.counters.records_in += 1;
         let header = match RecordHeader::decode(&self.record) {
             Ok(h) => h,
@@ -215,6 +220,11 @@ impl McpBridge {
             return;
         }
         let w = header.flow.worker();
+        if w == self.links.len() {
+            self.counters.records_udp += 1;
+            main_thread(&header, &self.record[RECORD_HEADER_SIZE..]);
+            return;
+        }
         let Some(batch) = self.batches.get_mut(w) else {
             self.counters.dropped_bad_worker += 1;
             return;
@@ -311,6 +321,40 @@ mod tests {
         mcp.publish().unwrap();
     }
 
+    fn no_main_thread(header: &RecordHeader, _: &[u8]) {
+        panic!("no reply for the main thread was expected: {header:?}");
+    }
+
+    #[test]
+    fn replies_for_the_main_threads_lane_go_to_the_caller_and_beyond_it_are_dropped() {
+        let files = LaneFiles(PathBuf::from(format!(
+            "/dev/shm/ccsd-bridgetest-main-{}.rsp",
+            std::process::id()
+        )));
+        let consumer = Lane::create_or_attach(&files.0, 1 << 16)
+            .unwrap()
+            .into_consumer();
+        let mut mcp = Lane::attach(&files.0, None).unwrap().into_producer();
+        let (mailbox, inbox) = mailbox(4, Arc::new(Poller::new().unwrap()));
+        let (_recycle_tx, recycle) = crossbeam_channel::bounded(1);
+        let mut bridge = McpBridge::new(
+            consumer,
+            5,
+            vec![BridgeLink { mailbox, recycle }],
+            Duration::ZERO,
+        );
+        // One worker (index 0): index 1 is the main thread's lane, index 2 names nothing.
+        let udp = FlowId::new(5, 1, 0, 3);
+        reply(&mut mcp, udp, b"datagram");
+        reply(&mut mcp, FlowId::new(5, 2, 0, 3), b"nowhere");
+        let mut seen = Vec::new();
+        bridge.drain(&mut |h, p| seen.push((h.flow, p.to_vec())));
+        assert_eq!(seen, [(udp, b"datagram".to_vec())]);
+        assert_eq!(bridge.counters().records_udp, 1);
+        assert_eq!(bridge.counters().dropped_bad_worker, 1);
+        assert!(inbox.try_recv().is_err(), "no worker got anything");
+    }
+
     #[test]
     fn full_mailbox_drops_replies_then_closes_their_flows_once_it_has_room() {
         let files = LaneFiles(PathBuf::from(format!(
@@ -332,12 +376,12 @@ mod tests {
         let (a, b) = (FlowId::new(5, 0, 0, 1), FlowId::new(5, 0, 0, 2));
 
         reply(&mut mcp, a, b"a1");
-        bridge.drain(); // fills the one-message mailbox
+        bridge.drain(&mut no_main_thread); // fills the one-message mailbox
         reply(&mut mcp, b, b"b1");
-        bridge.drain(); // mailbox full: b1 dropped, b to be closed
+        bridge.drain(&mut no_main_thread); // mailbox full: b1 dropped, b to be closed
         reply(&mut mcp, b, b"b2");
         reply(&mut mcp, a, b"a2");
-        bridge.drain(); // b2 dropped because b awaits its close; a2 dropped, mailbox still full
+        bridge.drain(&mut no_main_thread); // b2 dropped because b awaits its close; a2 dropped, mailbox still full
         assert_eq!(bridge.counters().dropped_mailbox_full, 3);
         assert_eq!(bridge.counters().records_in, 4);
         assert_eq!(
@@ -352,7 +396,7 @@ mod tests {
         let payloads: Vec<_> = first.records().map(|(h, p)| (h.flow, p.to_vec())).collect();
         assert_eq!(payloads, [(a, b"a1".to_vec())]);
 
-        bridge.drain(); // room again: the pending closes go out
+        bridge.drain(&mut no_main_thread); // room again: the pending closes go out
         let Ok(WorkerMsg::Disconnect(d)) = inbox.try_recv() else {
             panic!("a Disconnect follows")
         };

@@ -68,15 +68,16 @@ pub struct McpWatch {
 }
 
 impl McpWatch {
-    /// Maps the `workers` request lanes named by `settings` (ccsd has created them) and checks
-    /// them once, so the [`down_flag`](McpWatch::down_flag) is right before the first client comes.
+    /// Maps every request lane named by `settings`, the workers' and the main thread's (ccsd
+    /// has created them), and checks them once, so the [`down_flag`](McpWatch::down_flag) is
+    /// right before the first client comes.
     ///
     /// # Errors
     /// A lane could not be attached.
-    pub fn attach(settings: &Settings, workers: usize) -> Result<McpWatch, LaneError> {
+    pub fn attach(settings: &Settings) -> Result<McpWatch, LaneError> {
         let now = Instant::now();
         let capacity = Some(settings.queues.capacity.bytes());
-        let lanes = (0..workers)
+        let lanes = (0..settings.request_lane_count())
             .map(|w| {
                 let lane = Lane::attach(&settings.request_lane_path(w), capacity)?;
                 Ok(Watched {

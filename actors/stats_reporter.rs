@@ -12,8 +12,8 @@ use log::{debug, warn};
 use crate::logging::LogLimiter;
 use crate::message::NotifyStat;
 use crate::stats::{
-    AcceptorCounters, BridgeCounters, ControlCounters, McpWatchCounters, ProcessCounters,
-    WorkerCounters,
+    AcceptorCounters, BridgeCounters, ControlCounters, MainLaneCounters, McpWatchCounters,
+    ProcessCounters, UdpCounters, WorkerCounters,
 };
 
 /// The main thread's counters at report time.
@@ -21,6 +21,8 @@ use crate::stats::{
 pub struct MainCounters {
     /// The acceptor's counters.
     pub acceptor: AcceptorCounters,
+    /// The UDP actor's counters.
+    pub udp: UdpCounters,
     /// The MCP bridge's counters.
     pub bridge: BridgeCounters,
     /// The MCP watch's gauge and counter.
@@ -29,8 +31,12 @@ pub struct MainCounters {
     pub control: ControlCounters,
     /// What the process did on signals.
     pub process: ProcessCounters,
+    /// The main thread's request lane.
+    pub main_lane: MainLaneCounters,
     /// Bytes in the response lane not read yet.
     pub response_lane_used_bytes: u64,
+    /// Bytes in the main thread's request lane not read by MCP yet.
+    pub main_lane_used_bytes: u64,
 }
 
 /// Collects counters and writes the status file.
@@ -136,21 +142,24 @@ impl StatsReporter {
         }
     }
 
-    /// The status document: totals, then the acceptor, the bridge, the MCP watch, the process's
-    /// signal handling and each worker.
+    /// The status document: totals, then the acceptor, the UDP actor, the bridge, the MCP watch,
+    /// control requests, the process's signal handling, the main thread's lane and each worker.
     fn render(&self, main: &MainCounters, now: Instant) -> String {
         let totals = self.totals();
         let mut out = String::with_capacity(4096);
         let _ = write!(
             out,
-            "{{\"uptime_ms\":{},\"epoch\":{},\"response_lane_used_bytes\":{},\"totals\":",
+            "{{\"uptime_ms\":{},\"epoch\":{},\"response_lane_used_bytes\":{},\"main_lane_used_bytes\":{},\"totals\":",
             now.duration_since(self.started).as_millis(),
             self.epoch,
-            main.response_lane_used_bytes
+            main.response_lane_used_bytes,
+            main.main_lane_used_bytes
         );
         json_object(&mut out, |f| totals.for_each(f));
         out.push_str(",\"acceptor\":");
         json_object(&mut out, |f| main.acceptor.for_each(f));
+        out.push_str(",\"udp\":");
+        json_object(&mut out, |f| main.udp.for_each(f));
         out.push_str(",\"bridge\":");
         json_object(&mut out, |f| main.bridge.for_each(f));
         out.push_str(",\"mcp_watch\":");
@@ -159,6 +168,8 @@ impl StatsReporter {
         json_object(&mut out, |f| main.control.for_each(f));
         out.push_str(",\"process\":");
         json_object(&mut out, |f| main.process.for_each(f));
+        out.push_str(",\"main_lane\":");
+        json_object(&mut out, |f| main.main_lane.for_each(f));
         out.push_str(",\"workers\":[");
         for (i, w) in self.workers.iter().enumerate() {
             if i > 0 {

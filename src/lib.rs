@@ -8,12 +8,14 @@
 //! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop;
 //!   [`listener`] opens its listening sockets; [`actor`]: the interface of custom main-thread
 //!   actors added with [`runtime::Broker::builder`].
-//! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker;
-//!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
-//!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`];
-//!   [`rate_limit`] is the lock-free request-rate window a listener's workers share.
+//! - [`actors`]: one actor per file — acceptor, UDP, MCP bridge, stats reporter (main thread),
+//!   worker; a worker's per-connection byte handling (buffers, framing into the lane, writing) is
+//!   in `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`];
+//!   [`rate_limit`] is the lock-free request-rate window a listener's workers share; a UDP
+//!   listener's queue of replies waiting for its socket is in `datagram_queue.rs`.
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
-//! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up.
+//! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up;
+//!   [`main_lane`]: the request lane the main thread produces into (UDP, overload notices).
 //! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
@@ -29,6 +31,7 @@ pub mod actor;
 pub mod actors;
 pub mod clock;
 pub(crate) mod connection;
+pub(crate) mod datagram_queue;
 pub mod demo;
 pub mod fd_limit;
 pub mod flow;
@@ -40,6 +43,7 @@ pub(crate) mod limits;
 pub mod listener;
 pub mod logging;
 pub mod mailbox;
+pub mod main_lane;
 pub mod mcp;
 pub mod message;
 pub mod pid_file;

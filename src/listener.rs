@@ -2,10 +2,11 @@
 //! on request, and a chosen `listen(2)` backlog — which `std::net::TcpListener::bind` cannot set.
 //!
 //! The socket is made with rustix and handed over as a plain non-blocking
-//! [`std::net::TcpListener`], so the rest of ccsd does not know how it was built.
+//! [`std::net::TcpListener`] (or [`std::net::UdpSocket`] for UDP listeners), so the rest of ccsd
+//! does not know how it was built.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
 
@@ -24,25 +25,44 @@ pub struct ListenOptions {
 /// # Errors
 /// Any failing step (`socket`, `setsockopt`, `bind`, `listen`), e.g. `AddrInUse`.
 pub fn bind(addr: SocketAddr, options: ListenOptions) -> io::Result<TcpListener> {
+    let fd = bound_socket(addr, SocketType::STREAM, options.reuse_port)?;
+    let backlog = i32::try_from(options.backlog).unwrap_or(i32::MAX);
+    rustix::net::listen(&fd, backlog)?;
+    Ok(TcpListener::from(fd))
+}
+
+/// Creates a non-blocking, close-on-exec UDP socket bound to `addr` (`SO_REUSEPORT` when
+/// `reuse_port`). The backlog does not apply.
+///
+/// # Errors
+/// Any failing step (`socket`, `setsockopt`, `bind`), e.g. `AddrInUse`.
+pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+    let fd = bound_socket(addr, SocketType::DGRAM, reuse_port)?;
+    Ok(UdpSocket::from(fd))
+}
+
+fn bound_socket(
+    addr: SocketAddr,
+    kind: SocketType,
+    reuse_port: bool,
+) -> io::Result<rustix::fd::OwnedFd> {
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::INET,
         SocketAddr::V6(_) => AddressFamily::INET6,
     };
     let fd = rustix::net::socket_with(
         family,
-        SocketType::STREAM,
+        kind,
         SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
         None,
     )?;
     // As std does: a restarted ccsd can bind while old connections sit in TIME_WAIT.
     sockopt::set_socket_reuseaddr(&fd, true)?;
-    if options.reuse_port {
+    if reuse_port {
         sockopt::set_socket_reuseport(&fd, true)?;
     }
     rustix::net::bind(&fd, &addr)?;
-    let backlog = i32::try_from(options.backlog).unwrap_or(i32::MAX);
-    rustix::net::listen(&fd, backlog)?;
-    Ok(TcpListener::from(fd))
+    Ok(fd)
 }
 
 #[cfg(test)]
@@ -74,6 +94,24 @@ mod tests {
         let first = bind(LOCAL.parse().unwrap(), options(true)).expect("first");
         let addr = first.local_addr().unwrap();
         bind(addr, options(true)).expect("second with reuse_port");
+    }
+
+    #[test]
+    fn bound_udp_socket_is_non_blocking_and_receives_datagrams() {
+        let socket = bind_udp(LOCAL.parse().unwrap(), false).expect("bind");
+        let mut buf = [0u8; 8];
+        let err = socket.recv_from(&mut buf).expect_err("nothing sent");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        let client = UdpSocket::bind(LOCAL).unwrap();
+        client
+            .send_to(b"ping", socket.local_addr().unwrap())
+            .unwrap();
+        socket.set_nonblocking(false).unwrap();
+        let (n, from) = socket.recv_from(&mut buf).expect("the datagram");
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"ping"[..], client.local_addr().unwrap())
+        );
     }
 
     #[test]

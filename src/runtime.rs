@@ -6,8 +6,9 @@
 //! [`Broker::builder`] does the same for a binary of one's own that adds custom main-thread
 //! actors ([`crate::actor::MainActor`]) and framers.
 //!
-//! The main poller's keys: `0..L` the listeners, `L` the response lane's FIFO, `L+1` the signal
-//! socket, `L+2..` the admin port and its clients; custom actor `i` owns the keys from
+//! The main poller's keys: `0..L` the listeners (listener `i` under key `i`: the acceptor's when
+//! TCP, the UDP actor's when UDP), `L` the response lane's FIFO, `L+1` the signal socket, `L+2..`
+//! the admin port and its clients; custom actor `i` owns the keys from
 //! `ACTOR_KEY_BASE + i * ACTOR_TOKENS`.
 
 use std::collections::VecDeque;
@@ -36,6 +37,7 @@ use crate::actors::admin::{Admin, AdminAction, AdminView};
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
 use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
+use crate::actors::udp::{UdpActor, UdpListening};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
 use crate::fd_limit;
 use crate::framing::{self, FramerFactory};
@@ -44,11 +46,12 @@ use crate::lane::{Lane, LaneError};
 use crate::listener::{self, ListenOptions};
 use crate::logging::LogLimiter;
 use crate::mailbox::{Mailbox, mailbox};
+use crate::main_lane::MainLane;
 use crate::message::{CustomMcp, Disconnect, MainMsg, PortCommand, WorkerMsg};
 use crate::pid_file::{PidFile, PidFileError};
 use crate::rate_limit::RateLimiter;
 use crate::record::{CloseMode, CustomOp, Reason};
-use crate::settings::{Proto, Settings, WhenDown};
+use crate::settings::{ByteSize, Proto, Settings, WhenDown};
 use crate::signals::Signals;
 use crate::stats::ControlCounters;
 
@@ -119,7 +122,9 @@ impl std::error::Error for StartError {}
 pub struct Broker {
     poller: Arc<Poller>,
     acceptor: Acceptor,
+    udp: UdpActor,
     bridge: McpBridge,
+    main_lane: MainLane,
     mcp_watch: McpWatch,
     stats: StatsReporter,
     inbox: Receiver<MainMsg>,
@@ -250,11 +255,13 @@ impl Broker {
         let needed = fd_limit::fd_budget(max_connections, worker_count, settings.listen.len());
         fd_limit::raise_for(needed, max_connections);
         // Ports first: a start that fails on a busy port must not touch the lanes.
+        // By listener index: TCP listeners go to the acceptor, UDP ones to the UDP actor.
         let mut listeners = Vec::with_capacity(settings.listen.len());
+        let mut udp_listeners = Vec::with_capacity(settings.listen.len());
         let mut infos = Vec::with_capacity(settings.listen.len());
         let mut local_addrs = Vec::with_capacity(settings.listen.len());
         for (i, l) in settings.listen.iter().enumerate() {
-            debug_assert_eq!(l.proto, Proto::Tcp, "validated by Settings");
+            // Built for UDP listeners too (unused there): workers index listeners by position.
             let framer = framing::build(l).map_err(|source| StartError::Framing {
                 listener: i,
                 source,
@@ -263,28 +270,55 @@ impl Broker {
                 addr: l.addr,
                 source,
             };
-            let options = ListenOptions {
-                backlog: l.backlog,
-                reuse_port: l.reuse_port,
-            };
-            let listener = listener::bind(l.addr, options).map_err(bind_err)?;
-            let local = listener.local_addr().map_err(bind_err)?;
-            info!(
-                "listening on tcp://{local} (listener {i}, framing {})",
-                framer.name()
-            );
             let open = Arc::new(AtomicUsize::new(0));
+            let rate = (l.max_requests_per_second > 0)
+                .then(|| Arc::new(RateLimiter::new(l.max_requests_per_second, RATE_WINDOW)));
+            let local = match l.proto {
+                Proto::Tcp => {
+                    let options = ListenOptions {
+                        backlog: l.backlog,
+                        reuse_port: l.reuse_port,
+                    };
+                    let listener = listener::bind(l.addr, options).map_err(bind_err)?;
+                    let local = listener.local_addr().map_err(bind_err)?;
+                    info!(
+                        "listening on tcp://{local} (listener {i}, framing {})",
+                        framer.name()
+                    );
+                    listeners.push(Some(Listening {
+                        socket: listener,
+                        port: local.port(),
+                        open: Arc::clone(&open),
+                        max_connections: l.max_connections,
+                    }));
+                    udp_listeners.push(None);
+                    local
+                }
+                Proto::Udp => {
+                    let socket = listener::bind_udp(l.addr, l.reuse_port).map_err(bind_err)?;
+                    let udp = UdpListening::new(
+                        socket,
+                        l.packet_limit() as usize,
+                        rate.clone(),
+                        l.udp_send_queue.bytes() as usize,
+                        l.udp_send_timeout,
+                    )
+                    .map_err(bind_err)?;
+                    let local = udp.local_addr();
+                    info!(
+                        "listening on udp://{local} (listener {i}, max_packet {})",
+                        ByteSize(l.packet_limit())
+                    );
+                    listeners.push(None);
+                    udp_listeners.push(Some(udp));
+                    local
+                }
+            };
             infos.push(ListenerInfo {
                 framer,
                 port: local.port(),
-                open: Arc::clone(&open),
-                rate: (l.max_requests_per_second > 0)
-                    .then(|| Arc::new(RateLimiter::new(l.max_requests_per_second, RATE_WINDOW))),
-            });
-            listeners.push(Listening {
-                socket: listener,
+                rate,
                 open,
-                max_connections: l.max_connections,
             });
             local_addrs.push(local);
         }
@@ -313,16 +347,21 @@ impl Broker {
             .map_err(StartError::Queue)?;
         let epoch_count = response.epoch().wrapping_add(1);
         let epoch = epoch_count as u16;
-        let mut requests = Vec::with_capacity(worker_count);
-        for w in 0..worker_count {
+        // One request lane per worker, then the main thread's (UDP, overload notices).
+        let mut requests = Vec::with_capacity(worker_count + 1);
+        for w in 0..settings.request_lane_count() {
             let lane = Lane::create_or_attach(&settings.request_lane_path(w), capacity)
                 .map_err(StartError::Queue)?;
             lane.set_epoch(epoch_count);
             requests.push(lane.into_producer());
         }
+        let main_lane = MainLane::new(
+            requests.pop().expect("the main thread's lane"),
+            worker_count as u8,
+        );
 
         // Before the workers: they read its verdict (`mcp.when_down`).
-        let mcp_watch = McpWatch::attach(settings, worker_count).map_err(StartError::Queue)?;
+        let mcp_watch = McpWatch::attach(settings).map_err(StartError::Queue)?;
         let poller = Arc::new(Poller::new().map_err(StartError::Runtime)?);
         let (main_mailbox, inbox) = mailbox(MAIN_MAILBOX, Arc::clone(&poller));
         let mut worker_links = Vec::with_capacity(worker_count);
@@ -342,7 +381,7 @@ impl Broker {
         // Publish the epoch and lane count only now, when the workers that own the request lanes
         // exist: an MCP that attaches sees a complete set.
         response.set_epoch(epoch_count);
-        response.set_request_lanes(worker_count as u32);
+        response.set_request_lanes(settings.request_lane_count() as u32);
         let bridge = McpBridge::new(
             response.into_consumer(),
             epoch,
@@ -354,8 +393,17 @@ impl Broker {
             worker_links,
             settings.broker.dispatch,
             settings.broker.max_connections,
+            settings.mcp.overload_notices,
         );
         acceptor.register(&poller, 0).map_err(StartError::Runtime)?;
+        let udp = UdpActor::new(
+            Arc::clone(&poller),
+            udp_listeners,
+            epoch,
+            main_lane.index(),
+            (settings.mcp.when_down == WhenDown::Refuse).then(|| mcp_watch.down_flag()),
+        );
+        udp.register().map_err(StartError::Runtime)?;
         // SAFETY: the FIFO belongs to the bridge's lane, which lives in `Broker` next to the
         // poller for the rest of the process.
         unsafe {
@@ -397,7 +445,9 @@ impl Broker {
         Ok(Broker {
             poller,
             acceptor,
+            udp,
             bridge,
+            main_lane,
             mcp_watch,
             stats,
             inbox,
@@ -441,6 +491,7 @@ impl Broker {
         };
         info!("stopping: closing listeners, {grace:?} for pending replies");
         self.acceptor.stop(&self.poller);
+        self.udp.stop();
         if !*stopping {
             self.each_actor(|actor, ctx| actor.on_stop(ctx));
         }
@@ -651,11 +702,14 @@ impl Broker {
     fn main_counters(&self) -> MainCounters {
         MainCounters {
             acceptor: self.acceptor.counters(),
+            udp: self.udp.counters(),
             bridge: self.bridge.counters(),
             mcp_watch: self.mcp_watch.counters(),
             control: self.control,
             process: self.signals.counters(),
+            main_lane: self.main_lane.counters(),
             response_lane_used_bytes: self.bridge.lane_used_bytes(),
+            main_lane_used_bytes: self.main_lane.used_bytes(),
         }
     }
 
@@ -688,7 +742,10 @@ impl Broker {
                 self.stats.time_to_next().min(STOP_POLL)
             } else {
                 let timeout = self.stats.time_to_next().min(self.mcp_watch.time_to_next());
-                actor_timer.map_or(timeout, |t| timeout.min(t))
+                let timeout = actor_timer.map_or(timeout, |t| timeout.min(t));
+                self.udp.next_expiry().map_or(timeout, |t| {
+                    timeout.min(t.saturating_duration_since(Instant::now()))
+                })
             };
             self.poller.wait(&mut events, Some(timeout))?;
             let mut fifo_fired = false;
@@ -717,8 +774,11 @@ impl Broker {
                     }
                 } else if ev.key >= ACTOR_KEY_BASE {
                     self.on_actor_event(&ev);
+                } else if self.udp.owns(ev.key) {
+                    let lane = &mut self.main_lane;
+                    self.udp.on_ready(ev.key, ev.readable, ev.writable, lane);
                 } else {
-                    self.acceptor.on_readable(ev.key);
+                    self.acceptor.on_readable(ev.key, &mut self.main_lane);
                 }
             }
             if !fifo_fired {
@@ -727,13 +787,18 @@ impl Broker {
             if let Some(admin) = &mut self.admin {
                 admin.sweep(&self.poller);
             }
-            let replies = self.bridge.drain();
+            let udp = &mut self.udp;
+            let replies = self
+                .bridge
+                .drain(&mut |header, payload| udp.on_reply(header, payload));
+            self.udp.expire(Instant::now());
             more_replies = replies == RECORDS_PER_TURN;
             let customs = self.bridge.take_customs();
             if !customs.is_empty() {
                 self.on_customs(customs);
             }
             self.send_port_commands();
+            self.main_lane.publish();
             if mem::take(&mut self.stop_requested) {
                 self.begin_stop(&mut stopping, &mut stop_pending);
             }

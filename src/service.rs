@@ -3,7 +3,8 @@
 //! A service answers one client packet at a time: it gets the packet and appends its reply. The
 //! loop ([`serve`]) takes records from the request lanes, hands data records to the service,
 //! queues the reply (in chunks of at most [`REPLY_CHUNK`] bytes, which ccsd writes to the client
-//! back to back, so a large reply fits even the smallest lane), closes the connection when the
+//! back to back, so a large reply fits even the smallest lane; a reply to a UDP datagram is one
+//! record, since ccsd sends each record as one datagram), closes the connection when the
 //! service says so, and publishes replies in batches. The echo MCP ([`crate::demo::Echo`]) and the
 //! example MCPs (`examples/kv_mcp`, `examples/http_mcp`) are services.
 
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::mcp::{McpEndpoint, McpError, Message};
-use crate::record::{CloseMode, Kind};
+use crate::record::{CloseMode, Kind, Transport};
 
 /// Largest payload of one reply record.
 pub const REPLY_CHUNK: usize = 16 * 1024;
@@ -47,6 +48,8 @@ pub struct ServeCounters {
     pub disconnects: u64,
     /// Records of other kinds, ignored.
     pub ignored: u64,
+    /// Replies to UDP datagrams too large for one record of the response lane, dropped.
+    pub dropped_too_large: u64,
 }
 
 /// Answers requests with `service` until `stop` is set. A reply that finds the response lane full
@@ -71,8 +74,18 @@ pub fn serve<S: Service>(
             Kind::Data => {
                 reply.clear();
                 let after = service.handle(msg.payload(), &mut reply);
-                for chunk in reply.chunks(REPLY_CHUNK) {
-                    mcp.when_room(|mcp| mcp.reply(header, chunk))?;
+                if header.transport == Transport::Udp {
+                    // One datagram in, one datagram out: a UDP reply is never cut into chunks.
+                    if !reply.is_empty() {
+                        match mcp.when_room(|mcp| mcp.reply(header, &reply)) {
+                            Err(McpError::TooLarge(_)) => counters.dropped_too_large += 1,
+                            other => other?,
+                        }
+                    }
+                } else {
+                    for chunk in reply.chunks(REPLY_CHUNK) {
+                        mcp.when_room(|mcp| mcp.reply(header, chunk))?;
+                    }
                 }
                 if after == After::Close {
                     mcp.when_room(|mcp| mcp.close(header.flow, CloseMode::AfterFlush))?;

@@ -108,6 +108,10 @@ counters! {
         refused_max_connections,
         /// `accept` failures other than "would block" (e.g. out of file descriptors).
         accept_errors,
+        /// Overload notices (`mcp.overload_notices`) written to the main thread's lane.
+        overload_notices,
+        /// Overload notices lost to a full main-thread lane.
+        dropped_overload_notices,
     }
 }
 
@@ -137,6 +141,8 @@ counters! {
         lane_corrupt_bytes,
         /// Custom records from MCP, handed to the main thread's actors.
         custom_records,
+        /// Records for flows of the main thread's lane (UDP peers), handed to the UDP actor.
+        records_udp,
     }
 }
 
@@ -151,6 +157,53 @@ counters! {
         port_commands,
         /// Listen-port commands dropped: a worker's mailbox stayed full and the retry queue was full.
         dropped_port_commands,
+    }
+}
+
+counters! {
+    /// What the UDP actor did since start, over every UDP listener.
+    UdpCounters {
+        /// Datagrams written to the main thread's request lane.
+        datagrams_in,
+        /// Bytes of those datagrams.
+        bytes_in,
+        /// Datagrams larger than their listener's `max_packet`, dropped.
+        dropped_truncated,
+        /// Datagrams dropped because the main thread's request lane was full.
+        dropped_queue_full,
+        /// Datagrams over their listener's `max_requests_per_second`, dropped.
+        dropped_rate_limited,
+        /// Datagrams dropped while MCP was down with `mcp.when_down = "refuse"`.
+        dropped_mcp_down,
+        /// `recvfrom` failures other than "would block".
+        recv_errors,
+        /// Replies sent to their peer.
+        datagrams_out,
+        /// Bytes of those replies.
+        bytes_out,
+        /// Replies that found the socket unable to take them and waited in its send queue.
+        send_queued,
+        /// Replies dropped because the send queue was full (`udp_send_queue`).
+        dropped_send_queue_full,
+        /// Replies dropped after waiting `udp_send_timeout` in the send queue.
+        dropped_send_expired,
+        /// Replies dropped because `sendto` failed (other than "would block").
+        send_errors,
+        /// Replies whose flow names no UDP listener, or whose `listen_port` is not its port.
+        dropped_bad_listener,
+        /// CLOSE records for a UDP flow (there is no connection to close), dropped.
+        dropped_close,
+    }
+}
+
+counters! {
+    /// What the main thread's request lane did since start (its records are counted by the
+    /// actors that write them: the UDP actor, the acceptor's overload notices).
+    MainLaneCounters {
+        /// Times the main lane was published (one per loop turn with new records).
+        lane_publishes,
+        /// Times publishing woke a sleeping MCP through the FIFO.
+        lane_wakeups,
     }
 }
 
@@ -185,6 +238,7 @@ mod tests {
             refused_mailbox_full: 2,
             refused_max_connections: 4,
             accept_errors: 3,
+            ..AcceptorCounters::default()
         };
         a.add(&a.clone());
         let mut seen = Vec::new();
@@ -195,7 +249,9 @@ mod tests {
                 ("accepted", 2),
                 ("refused_mailbox_full", 4),
                 ("refused_max_connections", 8),
-                ("accept_errors", 6)
+                ("accept_errors", 6),
+                ("overload_notices", 0),
+                ("dropped_overload_notices", 0)
             ]
         );
     }

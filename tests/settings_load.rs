@@ -292,7 +292,7 @@ fn one_load_reports_a_problem_in_every_section() {
         "[broker]\nworkers = \"many\"\n\
          [queues]\nname = \"\"\n\
          [[listen]]\naddr = \"nowhere\"\n\
-         [[listen]]\naddr = \"127.0.0.1:7301\"\nproto = \"udp\"\n\
+         [[listen]]\naddr = \"127.0.0.1:7301\"\nproto = \"sctp\"\n\
          [log]\nlevel = \"chatty\"\n\
          [stats]\ninterval = \"1ms\"\n\
          [extra]\n",
@@ -428,7 +428,9 @@ fn built_in_settings_file_spells_out_every_key() {
             "max_packet",
             "max_requests_per_second",
             "proto",
-            "reuse_port"
+            "reuse_port",
+            "udp_send_queue",
+            "udp_send_timeout"
         ]
     );
     assert_eq!(keys(&root["log"]), ["level"]);
@@ -447,6 +449,7 @@ fn built_in_settings_file_spells_out_every_key() {
         keys(&root["mcp"]),
         [
             "connect_events",
+            "overload_notices",
             "reply_max_age",
             "stall_timeout",
             "when_down"

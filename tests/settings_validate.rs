@@ -1,6 +1,7 @@
 //! The validation rules: ranges and rules spanning several keys, each problem naming its key.
 
 use std::path::Path;
+use std::time::Duration;
 
 use ccsd::settings::{ByteSize, Proto, Settings, SettingsError, WhenDown};
 
@@ -189,10 +190,57 @@ fn at_least_one_listener_is_required() {
 }
 
 #[test]
-fn udp_listeners_are_refused() {
+fn a_udp_listener_is_valid_and_its_max_packet_counts_up_to_one_datagram() {
+    assert!(problems_after(|s| s.listen[0].proto = Proto::Udp).is_empty());
+    // The default max_packet (16MiB) would not fit a 64KiB lane; no datagram is that large.
+    let fits = problems_after(|s| {
+        s.listen[0].proto = Proto::Udp;
+        s.queues.capacity = ByteSize(128 << 10);
+    });
+    assert!(fits.is_empty(), "{fits:?}");
     assert_eq!(
-        problems_after(|s| s.listen[0].proto = Proto::Udp),
-        ["listen[0].proto: udp is not available yet"]
+        problems_after(|s| {
+            s.listen[0].proto = Proto::Udp;
+            s.queues.capacity = ByteSize(64 << 10);
+        }),
+        [
+            "queues.capacity: 64KiB cannot hold listen[0].max_packet (65535B) plus 72 bytes of headers"
+        ]
+    );
+}
+
+#[test]
+fn udp_send_queue_and_timeout_have_bounds() {
+    assert_eq!(
+        problems_after(|s| s.listen[0].udp_send_queue = ByteSize(1024)),
+        ["listen[0].udp_send_queue: must be between 64KiB and 1GiB, got 1KiB"]
+    );
+    assert_eq!(
+        problems_after(|s| s.listen[0].udp_send_timeout = Duration::ZERO),
+        ["listen[0].udp_send_timeout: must be between 1ms and 10m, got 0ns"]
+    );
+    assert_eq!(
+        problems_after(|s| s.listen[0].udp_send_timeout = Duration::from_secs(601)),
+        ["listen[0].udp_send_timeout: must be between 1ms and 10m, got 601s"]
+    );
+}
+
+#[test]
+fn a_tcp_and_a_udp_listener_may_share_an_address_but_two_udp_listeners_may_not() {
+    let problems = problems_after(|s| {
+        let mut udp = s.listen[0].clone();
+        udp.proto = Proto::Udp;
+        s.listen.push(udp);
+    });
+    assert!(problems.is_empty(), "{problems:?}");
+    let problems = problems_after(|s| {
+        s.listen[0].proto = Proto::Udp;
+        let copy = s.listen[0].clone();
+        s.listen.push(copy);
+    });
+    assert_eq!(
+        problems,
+        ["listen[1].addr: 127.0.0.1:7300 is already used by listen[0]"]
     );
 }
 
@@ -302,7 +350,6 @@ fn duplicate_listen_addresses_are_refused_unless_port_zero() {
 
 #[test]
 fn stats_interval_must_be_at_least_10ms() {
-    use std::time::Duration;
     assert_eq!(
         problems_after(|s| s.stats.interval = Duration::from_millis(10)),
         Vec::<String>::new()
@@ -332,7 +379,7 @@ fn validate_reports_every_broken_rule() {
         s.broker.workers = Some(0);
         s.broker.mailbox_capacity = 1;
         s.queues.name = String::new();
-        s.listen[0].proto = Proto::Udp;
+        s.listen[0].udp_send_queue = ByteSize(0);
         s.listen[0].length_size = 3;
     });
     assert_eq!(problems.len(), 5, "{problems:?}");

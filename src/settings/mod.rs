@@ -31,8 +31,8 @@ mod validate;
 
 pub use sections::{
     AdminSettings, BrokerSettings, Dispatch, Endian, LengthIncludes, LimitsSettings,
-    ListenSettings, LogSettings, McpSettings, OnFull, Proto, QueueSettings, StatsSettings,
-    WhenDown,
+    ListenSettings, LogSettings, MAX_DATAGRAM, McpSettings, OnFull, Proto, QueueSettings,
+    StatsSettings, WhenDown,
 };
 pub use units::{ByteSize, parse_duration};
 
@@ -176,11 +176,17 @@ impl Settings {
         SettingsError::check(problems)
     }
 
-    /// Path of worker `worker`'s request lane: `{queues.dir}/{queues.name}.req.{worker}`.
-    pub fn request_lane_path(&self, worker: usize) -> PathBuf {
+    /// Path of request lane `lane`: `{queues.dir}/{queues.name}.req.{lane}`. Lanes `0..workers`
+    /// belong to the workers, lane `workers` to the main thread (UDP, overload notices).
+    pub fn request_lane_path(&self, lane: usize) -> PathBuf {
         self.queues
             .dir
-            .join(format!("{}.req.{worker}", self.queues.name))
+            .join(format!("{}.req.{lane}", self.queues.name))
+    }
+
+    /// How many request lanes ccsd creates: one per worker, plus the main thread's.
+    pub fn request_lane_count(&self) -> usize {
+        self.broker.worker_count() + 1
     }
 
     /// Path of the response lane: `{queues.dir}/{queues.name}.rsp`.

@@ -15,7 +15,8 @@ use serde::de::{self, Deserializer};
 
 use super::units::{ByteSize, KIB, MIB, parse_duration};
 
-/// Flow ids carry the worker index in 8 bits.
+/// Flow ids carry the request lane's index in 8 bits: workers `0..=254` and the main thread's
+/// lane right after the last worker (255 at most).
 pub(super) const MAX_WORKERS: usize = 255;
 
 /// `[broker]`: the worker threads and how connections are spread over them.
@@ -184,6 +185,26 @@ pub struct ListenSettings {
     /// Packets this listener's connections may send together per one-second window; the
     /// connection whose packet goes over is closed (reason overload). 0: no limit.
     pub max_requests_per_second: u64,
+    /// UDP only: most bytes of replies waiting for the socket to take them (each datagram counts
+    /// its payload plus 64 bytes); a reply beyond it is dropped.
+    pub udp_send_queue: ByteSize,
+    /// UDP only: a reply that waited this long for the socket is dropped.
+    #[serde(deserialize_with = "duration")]
+    pub udp_send_timeout: Duration,
+}
+
+/// The largest UDP payload (an IPv6 datagram's length field is 16 bits).
+pub const MAX_DATAGRAM: u64 = 65535;
+
+impl ListenSettings {
+    /// The largest packet this listener hands to MCP: `max_packet`, and for UDP at most
+    /// [`MAX_DATAGRAM`] (no datagram is larger).
+    pub fn packet_limit(&self) -> u64 {
+        match self.proto {
+            Proto::Tcp => self.max_packet.bytes(),
+            Proto::Udp => self.max_packet.bytes().min(MAX_DATAGRAM),
+        }
+    }
 }
 
 impl Default for ListenSettings {
@@ -203,6 +224,8 @@ impl Default for ListenSettings {
             backlog: 1024,
             reuse_port: false,
             max_requests_per_second: 0,
+            udp_send_queue: ByteSize(MIB),
+            udp_send_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -213,7 +236,7 @@ pub enum Proto {
     /// `"tcp"`.
     #[default]
     Tcp,
-    /// `"udp"`: not available yet.
+    /// `"udp"`: every datagram is one packet; no framing.
     Udp,
 }
 
@@ -283,6 +306,9 @@ pub struct McpSettings {
     pub reply_max_age: Duration,
     /// Send MCP a connect record (kind 2) for every new connection.
     pub connect_events: bool,
+    /// Send MCP a disconnect record (reason overload, flow 0) for every connection the acceptor
+    /// closes at once (connection limit, full worker mailbox).
+    pub overload_notices: bool,
 }
 
 impl Default for McpSettings {
@@ -292,6 +318,7 @@ impl Default for McpSettings {
             when_down: WhenDown::default(),
             reply_max_age: Duration::ZERO,
             connect_events: false,
+            overload_notices: false,
         }
     }
 }

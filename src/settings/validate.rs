@@ -7,7 +7,7 @@ use std::fs;
 use std::time::Duration;
 
 use super::sections::{
-    AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, McpSettings, Proto,
+    AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, McpSettings,
     QueueSettings, StatsSettings,
 };
 use super::units::{ByteSize, GIB, KIB};
@@ -35,6 +35,10 @@ const MIN_STALL_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The smallest `listen[i].http_max_header`: room for a request line and a `Host` field.
 const MIN_HTTP_HEADER: u64 = 64;
+/// The shortest `listen[i].udp_send_timeout` accepted.
+const MIN_UDP_SEND_TIMEOUT: Duration = Duration::from_millis(1);
+/// The longest `listen[i].udp_send_timeout` accepted: a reply older than that helps nobody.
+const MAX_UDP_SEND_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The sections to validate. `None` stands for a section (or `[[listen]]` table) that failed to
 /// deserialize: its problem is already reported, so the rules involving it are skipped.
@@ -101,10 +105,10 @@ fn check_lane_holds_packets(
 ) {
     for (i, listen) in listeners.iter().enumerate() {
         let Some(listen) = listen else { continue };
-        if listen.max_packet.bytes().saturating_add(LANE_OVERHEAD) > capacity.bytes() {
+        if listen.packet_limit().saturating_add(LANE_OVERHEAD) > capacity.bytes() {
             problems.push(format!(
                 "queues.capacity: {capacity} cannot hold listen[{i}].max_packet ({}) plus {LANE_OVERHEAD} bytes of headers",
-                listen.max_packet
+                ByteSize(listen.packet_limit())
             ));
         }
     }
@@ -115,7 +119,7 @@ impl BrokerSettings {
         match self.workers {
             Some(0) => problems.push("broker.workers: must be at least 1".to_owned()),
             Some(n) if n > MAX_WORKERS => problems.push(format!(
-                "broker.workers: must be at most {MAX_WORKERS} (flow ids carry 8 bits of worker), got {n}"
+                "broker.workers: must be at most {MAX_WORKERS} (flow ids carry 8 bits of request lane, and the main thread has a lane after the workers'), got {n}"
             )),
             _ => {}
         }
@@ -197,10 +201,12 @@ fn check_listeners(listeners: &[Option<&ListenSettings>], problems: &mut Vec<Str
         let Some(listen) = listen else { continue };
         listen.check(i, problems);
         let port = listen.addr.port();
-        if let Some(j) = listeners[..i]
-            .iter()
-            .position(|other| port != 0 && other.is_some_and(|other| other.addr == listen.addr))
-        {
+        // TCP and UDP ports are separate: one address may have a listener of each.
+        if let Some(j) = listeners[..i].iter().position(|other| {
+            port != 0
+                && other
+                    .is_some_and(|other| other.addr == listen.addr && other.proto == listen.proto)
+        }) {
             problems.push(format!(
                 "listen[{i}].addr: {} is already used by listen[{j}]",
                 listen.addr
@@ -211,8 +217,17 @@ fn check_listeners(listeners: &[Option<&ListenSettings>], problems: &mut Vec<Str
 
 impl ListenSettings {
     fn check(&self, i: usize, problems: &mut Vec<String>) {
-        if self.proto == Proto::Udp {
-            problems.push(format!("listen[{i}].proto: udp is not available yet"));
+        if !(64 * KIB..=GIB).contains(&self.udp_send_queue.bytes()) {
+            problems.push(format!(
+                "listen[{i}].udp_send_queue: must be between 64KiB and 1GiB, got {}",
+                self.udp_send_queue
+            ));
+        }
+        if !(MIN_UDP_SEND_TIMEOUT..=MAX_UDP_SEND_TIMEOUT).contains(&self.udp_send_timeout) {
+            problems.push(format!(
+                "listen[{i}].udp_send_timeout: must be between 1ms and 10m, got {:?}",
+                self.udp_send_timeout
+            ));
         }
         if !crate::framing::is_known(&self.framing) {
             problems.push(format!(

@@ -85,7 +85,8 @@ impl TestEnv {
     }
 
     /// Starts `cmd` (ccsd or a binary of one's own around `Broker`) with this test's config, and
-    /// waits until it is ready; the listeners' and the admin port's addresses are read from its log.
+    /// waits until it is ready; the listeners' (TCP and UDP, in listener order) and the admin
+    /// port's addresses are read from its log.
     pub fn start_broker(&self, mut cmd: Command, what: &'static str) -> Proc {
         cmd.arg("--config").arg(&self.config);
         let mut p = Proc::spawn(cmd, what);
@@ -93,7 +94,11 @@ impl TestEnv {
         p.addrs = p
             .lines
             .iter()
-            .filter_map(|l| l.split("listening on tcp://").nth(1))
+            .filter_map(|l| {
+                l.split("listening on tcp://")
+                    .nth(1)
+                    .or_else(|| l.split("listening on udp://").nth(1))
+            })
             .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
             .collect();
         p.admin = p

@@ -312,6 +312,12 @@ fn stats_text(view: &AdminView<'_>) -> String {
     view.main.control.for_each(|k, v| {
         let _ = write!(out, "STAT control_{k} {v}\r\n");
     });
+    view.stats
+        .latency_totals()
+        .write_stat_lines(&mut out, "latency");
+    view.main
+        .response_lane_wait
+        .write_stat_lines(&mut out, "response_lane_wait");
     out.push_str("END\r\n");
     out
 }
@@ -429,6 +435,21 @@ fn metrics_text(view: &AdminView<'_>) -> String {
         let used = w.map_or(0, |s| s.lane_used_bytes);
         let _ = writeln!(out, "ccsd_request_lane_used_bytes{{worker=\"{i}\"}} {used}");
     }
+    let _ = writeln!(
+        out,
+        "# TYPE ccsd_response_lane_used_bytes gauge\nccsd_response_lane_used_bytes {}",
+        view.main.response_lane_used_bytes
+    );
+    let _ = writeln!(out, "# TYPE ccsd_request_latency_seconds histogram");
+    for (i, w) in view.stats.workers().iter().enumerate() {
+        let latency = w.map(|s| s.latency).unwrap_or_default();
+        let labels = format!("worker=\"{i}\"");
+        latency.write_prometheus(&mut out, "ccsd_request_latency_seconds", &labels);
+    }
+    let _ = writeln!(out, "# TYPE ccsd_response_lane_wait_seconds histogram");
+    view.main
+        .response_lane_wait
+        .write_prometheus(&mut out, "ccsd_response_lane_wait_seconds", "");
     let _ = writeln!(
         out,
         "# TYPE ccsd_uptime_seconds gauge\nccsd_uptime_seconds {}",

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use crate::histogram::Histogram;
 use crate::logging::LogLimiter;
 use crate::message::NotifyStat;
 use crate::stats::{
@@ -28,6 +29,8 @@ pub struct MainCounters {
     pub control: ControlCounters,
     /// Bytes in the response lane not read yet.
     pub response_lane_used_bytes: u64,
+    /// How long replies waited in the response lane (the MCP bridge's histogram).
+    pub response_lane_wait: Histogram,
 }
 
 /// Collects counters and writes the status file.
@@ -83,6 +86,15 @@ impl StatsReporter {
         totals
     }
 
+    /// The request→reply latency of every worker's latest report, merged.
+    pub fn latency_totals(&self) -> Histogram {
+        let mut totals = Histogram::default();
+        for w in self.workers.iter().flatten() {
+            totals.merge(&w.latency);
+        }
+        totals
+    }
+
     /// Time since ccsd started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -113,13 +125,16 @@ impl StatsReporter {
         self.next_report = now + self.interval;
         let json = self.render(main, now);
         let totals = self.totals();
+        let latency = self.latency_totals();
         debug!(
-            "stats: {} open, {} packets in, {} replies out, {} stale, {} queue-full drops",
+            "stats: {} open, {} packets in, {} replies out, {} stale, {} queue-full drops, latency p50 {} us p99 {} us",
             totals.connections_open,
             totals.packets_in,
             totals.replies_out,
             totals.dropped_stale_flow + main.bridge.dropped_stale_epoch,
-            totals.dropped_queue_full
+            totals.dropped_queue_full,
+            latency.percentile_ns(0.5).unwrap_or(0) / 1_000,
+            latency.percentile_ns(0.99).unwrap_or(0) / 1_000
         );
         if let Some(path) = &self.file {
             if let Err(e) = write_atomically(path, &json) {
@@ -133,7 +148,8 @@ impl StatsReporter {
         }
     }
 
-    /// The status document: totals, then the acceptor, the bridge, the MCP watch and each worker.
+    /// The status document: totals, then the acceptor, the bridge, the MCP watch, the latency
+    /// histograms and each worker (with its own latency histogram).
     fn render(&self, main: &MainCounters, now: Instant) -> String {
         let totals = self.totals();
         let mut out = String::with_capacity(4096);
@@ -153,6 +169,10 @@ impl StatsReporter {
         json_object(&mut out, |f| main.mcp_watch.for_each(f));
         out.push_str(",\"control\":");
         json_object(&mut out, |f| main.control.for_each(f));
+        out.push_str(",\"request_latency\":");
+        self.latency_totals().write_json(&mut out);
+        out.push_str(",\"response_lane_wait\":");
+        main.response_lane_wait.write_json(&mut out);
         out.push_str(",\"workers\":[");
         for (i, w) in self.workers.iter().enumerate() {
             if i > 0 {
@@ -161,6 +181,7 @@ impl StatsReporter {
             let stat = w.unwrap_or(NotifyStat {
                 worker: i,
                 counters: WorkerCounters::default(),
+                latency: Histogram::default(),
                 mailbox_depth: 0,
                 lane_used_bytes: 0,
             });
@@ -170,6 +191,11 @@ impl StatsReporter {
                 f("lane_used_bytes", stat.lane_used_bytes);
                 stat.counters.for_each(f);
             });
+            // Reopen the worker's object for its histogram.
+            out.pop();
+            out.push_str(",\"request_latency\":");
+            stat.latency.write_json(&mut out);
+            out.push('}');
         }
         out.push_str("]}\n");
         out

@@ -28,6 +28,7 @@ use crate::connection::{
 };
 use crate::flow::{FlowId, FlowTable, StaleFlow};
 use crate::framing::Framer;
+use crate::histogram::Histogram;
 use crate::idle::IdleList;
 use crate::lane::Producer;
 use crate::limits::Limits;
@@ -138,6 +139,8 @@ pub struct Worker {
     /// When the current loop turn's wait returned: the time of its reads and writes.
     now: Instant,
     counters: WorkerCounters,
+    /// Request→reply latency of the replies written in full (`src/reply_timing.rs`).
+    latency: Histogram,
     full_log: LogLimiter,
     error_log: LogLimiter,
 }
@@ -179,6 +182,7 @@ impl Worker {
             limits: Limits::new(&setup.limits),
             now: Instant::now(),
             counters: WorkerCounters::default(),
+            latency: Histogram::default(),
             full_log: LogLimiter::default(),
             error_log: LogLimiter::default(),
         }
@@ -451,7 +455,7 @@ impl Worker {
     fn on_data_trans(&mut self, d: DataTrans) {
         for (header, payload) in d.records() {
             match header.kind {
-                Kind::Data => self.queue_reply(header.flow, payload),
+                Kind::Data => self.queue_reply(header.flow, payload, header.echo[0]),
                 Kind::Close if header.code == CloseMode::Force as u8 => {
                     if self.conns.check(header.flow).is_ok() {
                         self.close(header.flow, CloseCause::ByMcp);
@@ -516,11 +520,13 @@ impl Worker {
         }
     }
 
-    fn queue_reply(&mut self, flow: FlowId, payload: &[u8]) {
+    /// Queues a reply to a request whose first byte was read at `echo0_ns`.
+    fn queue_reply(&mut self, flow: FlowId, payload: &[u8], echo0_ns: u64) {
         match self.queue_bytes(flow, payload) {
             Queued::Yes => {
                 if let Ok(conn) = self.conns.get_mut(flow) {
                     conn.outstanding = conn.outstanding.saturating_sub(1);
+                    conn.unsent.reply_queued(echo0_ns);
                 }
                 self.counters.replies_out += 1;
             }
@@ -538,6 +544,10 @@ impl Worker {
                 let queued = queue_capped(conn, payload, max, &mut self.counters.bytes_out);
                 if self.counters.bytes_out != written_before {
                     self.idle.touch(flow.slot(), self.now);
+                    // Making room wrote earlier replies.
+                    let unwritten = conn.wbuf.len() - conn.wpos;
+                    conn.unsent
+                        .written(unwritten, monotonic_ns, &mut self.latency);
                 }
                 if let Err(cause) = queued {
                     self.close(flow, cause);
@@ -632,6 +642,9 @@ impl Worker {
         let result = write_pending(conn, &mut self.counters.bytes_out);
         if self.counters.bytes_out != written_before {
             self.idle.touch(flow.slot(), self.now);
+            let unwritten = conn.wbuf.len() - conn.wpos;
+            conn.unsent
+                .written(unwritten, monotonic_ns, &mut self.latency);
         }
         let want_write = match result {
             Ok(true) if conn.close_after_flush => return self.close(flow, CloseCause::ByMcp),
@@ -695,6 +708,7 @@ impl Worker {
         let stat = NotifyStat {
             worker: self.id,
             counters: self.counters,
+            latency: self.latency,
             mailbox_depth: self.inbox.len(),
             lane_used_bytes: self.lane.lane().used_bytes(),
         };

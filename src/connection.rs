@@ -17,6 +17,7 @@ use crate::lane::{Producer, PushError};
 use crate::limits::RequestWindow;
 use crate::logging::LogLimiter;
 use crate::record::{Kind, Reason, RecordHeader, Transport};
+use crate::reply_timing::UnsentReplies;
 use crate::settings::OnFull;
 use crate::stats::WorkerCounters;
 
@@ -103,6 +104,8 @@ pub(crate) struct Conn {
     pub(crate) outstanding: u64,
     /// Packets taken in the current `limits.max_requests_per_second` window.
     pub(crate) requests: RequestWindow,
+    /// Replies in `wbuf` not written in full yet, for the request→reply latency.
+    pub(crate) unsent: UnsentReplies,
 }
 
 /// Lane and counters a framing pass writes into (split from the worker to satisfy the borrow
@@ -134,6 +137,7 @@ impl Conn {
             close_after_flush: false,
             outstanding: 0,
             requests: RequestWindow::default(),
+            unsent: UnsentReplies::default(),
         }
     }
 }
@@ -333,6 +337,7 @@ pub(crate) fn queue_capped(
         conn.wpos = 0;
     }
     append_capped(&mut conn.wbuf, payload, max);
+    conn.unsent.queued(payload.len());
     Ok(())
 }
 

@@ -10,15 +10,17 @@
 //!   actors added with [`runtime::Broker::builder`].
 //! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker;
 //!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
-//!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`].
+//!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`];
+//!   the request→reply latency of replies still in a send buffer in `reply_timing.rs`.
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up.
 //! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
 //!   request loop of a simple MCP around a [`service::Service`]; [`demo`]: the echo service.
-//! - [`stats`], [`logging`], [`clock`]: counters, log setup, timestamps; [`instance`]: one ccsd
-//!   per queue name; [`fd_limit`]: the open-file limit raised to fit `broker.max_connections`.
+//! - [`stats`], [`histogram`], [`logging`], [`clock`]: counters, latency histograms, log setup,
+//!   timestamps; [`instance`]: one ccsd per queue name; [`fd_limit`]: the open-file limit raised
+//!   to fit `broker.max_connections`.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -31,6 +33,7 @@ pub mod demo;
 pub mod fd_limit;
 pub mod flow;
 pub mod framing;
+pub mod histogram;
 pub mod idle;
 pub mod instance;
 pub mod lane;
@@ -41,6 +44,7 @@ pub mod mailbox;
 pub mod mcp;
 pub mod message;
 pub mod record;
+pub(crate) mod reply_timing;
 pub mod runtime;
 pub mod service;
 pub mod settings;

@@ -5,7 +5,7 @@
 //!   for that worker's flows, in lane order.
 //! - [`Disconnect`]: MCP bridge → worker, close these flows (the bridge could not deliver their
 //!   replies).
-//! - [`NotifyStat`]: worker → main thread, the worker's counters.
+//! - [`NotifyStat`]: worker → main thread, the worker's counters and latency histogram.
 //! - [`CustomMcp`]: MCP bridge → main-thread actors, a custom record from MCP.
 //! - [`PortCommand`]: main thread → every worker, close or write to every connection of a listen
 //!   port (asked by MCP through a custom record, or by a custom actor).
@@ -14,6 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use crate::flow::FlowId;
+use crate::histogram::Histogram;
 use crate::record::{CloseMode, RECORD_HEADER_SIZE, Reason, RecordHeader};
 use crate::stats::WorkerCounters;
 
@@ -81,6 +82,9 @@ pub struct NotifyStat {
     pub worker: usize,
     /// Its counters since it started.
     pub counters: WorkerCounters,
+    /// Request→reply latency (first byte read to reply written in full) of every reply it wrote
+    /// in full since it started.
+    pub latency: Histogram,
     /// Messages waiting in its mailbox when it sent this.
     pub mailbox_depth: usize,
     /// Bytes waiting in its request lane for MCP.

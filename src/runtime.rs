@@ -639,6 +639,7 @@ impl Broker {
             mcp_watch: self.mcp_watch.counters(),
             control: self.control,
             response_lane_used_bytes: self.bridge.lane_used_bytes(),
+            response_lane_wait: self.bridge.response_lane_wait(),
         }
     }
 

@@ -3,12 +3,13 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{Kind, Reason};
-use common::{TestEnv, WAIT, assert_closed, connect, packet, round_trip};
+use common::{TestEnv, WAIT, assert_closed, connect, packet, round_trip, stat};
 
 /// An admin session: send a line, read the reply lines up to and including `END` (or one line).
 struct AdminClient {
@@ -61,6 +62,73 @@ fn http_get(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
     response
 }
 
+/// One Prometheus histogram series: its `le` bounds with their cumulative counts, sum and count.
+#[derive(Debug, Default)]
+struct PromHistogram {
+    buckets: Vec<(String, u64)>,
+    sum: f64,
+    count: u64,
+}
+
+/// The histograms called `name` in a Prometheus text body, by their labels other than `le`.
+fn prom_histograms(body: &str, name: &str) -> BTreeMap<String, PromHistogram> {
+    let mut out: BTreeMap<String, PromHistogram> = BTreeMap::new();
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').expect("name value");
+        let (metric, labels) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.strip_suffix('}').expect("closing brace")),
+            None => (series, ""),
+        };
+        let Some(suffix) = metric.strip_prefix(name) else {
+            continue;
+        };
+        let mut le = None;
+        let others: Vec<&str> = labels
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .filter(|l| match l.strip_prefix("le=") {
+                Some(v) => {
+                    le = Some(v.trim_matches('"').to_owned());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let h = out.entry(others.join(",")).or_default();
+        match suffix {
+            "_bucket" => h
+                .buckets
+                .push((le.expect("le label"), value.parse().expect("bucket count"))),
+            "_sum" => h.sum = value.parse().expect("sum"),
+            "_count" => h.count = value.parse().expect("count"),
+            other => panic!("unexpected series {name}{other}"),
+        }
+    }
+    out
+}
+
+/// Checks one histogram is well formed (increasing bounds ending at `+Inf`, cumulative counts
+/// that never decrease, `+Inf` equal to the count) and returns its count.
+fn checked_count(labels: &str, h: &PromHistogram) -> u64 {
+    assert_eq!(
+        h.buckets.last().map(|b| b.0.as_str()),
+        Some("+Inf"),
+        "{labels}: {h:?}"
+    );
+    let bounds: Vec<f64> = h.buckets[..h.buckets.len() - 1]
+        .iter()
+        .map(|(le, _)| le.parse().expect("numeric le"))
+        .collect();
+    assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{labels}: {h:?}");
+    assert!(
+        h.buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "{labels}: cumulative counts decrease: {h:?}"
+    );
+    assert_eq!(h.buckets.last().unwrap().1, h.count, "{labels}: {h:?}");
+    assert_eq!(h.count > 0, h.sum > 0.0, "{labels}: {h:?}");
+    h.count
+}
+
 #[test]
 fn stats_workers_and_metrics_report_the_traffic() {
     let env = TestEnv::new(2, "", "");
@@ -71,6 +139,34 @@ fn stats_workers_and_metrics_report_the_traffic() {
         assert_eq!(round_trip(&mut client, &[i; 10]), packet(&[i; 10]));
     }
     env.wait_stat("totals.packets_in", |v| v == 5);
+    // Replies are recorded once written in full: the client has them all, so they all count.
+    env.wait_stat("request_latency.count", |v| v == 5);
+    let doc = env.stats();
+    let per_worker: u64 = (0..2)
+        .map(|w| {
+            doc["workers"][w]["request_latency"]["count"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(per_worker, 5, "{doc}");
+    let latency = &doc["request_latency"];
+    let in_buckets: u64 = latency["buckets"]
+        .as_object()
+        .expect("buckets")
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(in_buckets, 5, "{latency}");
+    let figure = |name: &str| latency[name].as_u64().unwrap();
+    assert!(figure("min_us") <= figure("p50_us"), "{latency}");
+    assert!(figure("p50_us") <= figure("p99_us"), "{latency}");
+    assert!(figure("p99_us") <= figure("max_us"), "{latency}");
+    assert_eq!(
+        stat(&doc, "response_lane_wait.count"),
+        Some(5),
+        "the echo MCP stamps its replies: {doc}"
+    );
     let mut admin = AdminClient::connect(ccsd.admin.expect("admin port"));
 
     let help = admin.ask_until_end("help");
@@ -82,6 +178,22 @@ fn stats_workers_and_metrics_report_the_traffic() {
         stats.contains(&"STAT connections_open 1".to_owned()),
         "{stats:?}"
     );
+    assert!(
+        stats.contains(&"STAT latency_count 5".to_owned()),
+        "{stats:?}"
+    );
+    for name in [
+        "latency_p50_us",
+        "latency_p999_us",
+        "response_lane_wait_p99_us",
+    ] {
+        assert!(
+            stats
+                .iter()
+                .any(|l| l.starts_with(&format!("STAT {name} "))),
+            "{name}: {stats:?}"
+        );
+    }
     let workers = admin.ask_until_end("workers");
     assert_eq!(workers.len(), 2, "{workers:?}");
     assert!(
@@ -107,6 +219,17 @@ fn stats_workers_and_metrics_report_the_traffic() {
     }
     assert_eq!(packets_in, 5, "{body}");
     assert!(body.contains("# TYPE ccsd_connections_open gauge"));
+    assert!(body.contains("# TYPE ccsd_request_latency_seconds histogram"));
+    let latency = prom_histograms(body, "ccsd_request_latency_seconds");
+    assert_eq!(
+        latency.keys().collect::<Vec<_>>(),
+        ["worker=\"0\"", "worker=\"1\""],
+        "{body}"
+    );
+    let observed: u64 = latency.iter().map(|(l, h)| checked_count(l, h)).sum();
+    assert_eq!(observed, 5, "{body}");
+    let lane_wait = prom_histograms(body, "ccsd_response_lane_wait_seconds");
+    assert_eq!(checked_count("", &lane_wait[""]), 5, "{body}");
     assert!(http_get(ccsd.admin.unwrap(), "/nothing", None).starts_with("HTTP/1.1 404"));
 }
 

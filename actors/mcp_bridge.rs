@@ -110,6 +110,11 @@ impl McpBridge {
         }
     }
 
+    /// Applies a new `mcp.reply_max_age` (a reload); zero: replies never expire.
+    pub fn set_reply_max_age(&mut self, reply_max_age: Duration) {
+        self.reply_max_age_ns = u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX);
+    }
+
     /// The response lane's wake-up FIFO, to register in the main poller.
     pub fn wake_fd(&self) -> BorrowedFd<'_> {
         self.lane.wake_fd()

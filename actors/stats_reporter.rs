@@ -65,6 +65,12 @@ impl StatsReporter {
         }
     }
 
+    /// Applies a new `stats.interval` (a reload); the next report is due within it.
+    pub fn set_interval(&mut self, interval: Duration) {
+        self.interval = interval;
+        self.next_report = self.next_report.min(Instant::now() + interval);
+    }
+
     /// Keeps a worker's latest counters.
     pub fn on_notify_stat(&mut self, stat: NotifyStat) {
         if let Some(slot) = self.workers.get_mut(stat.worker) {

@@ -34,7 +34,10 @@ use crate::lane::Producer;
 use crate::limits::Limits;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
-use crate::message::{Connect, DataTrans, Disconnect, MainMsg, NotifyStat, PortCommand, WorkerMsg};
+use crate::message::{
+    ConnInfo, ConnSample, Connect, DataTrans, Disconnect, MainMsg, NotifyStat, PortCommand,
+    WorkerMsg, WorkerSettings,
+};
 use crate::record::{CloseMode, Kind, Reason, RecordHeader, Transport};
 use crate::settings::{LimitsSettings, OnFull};
 use crate::stats::WorkerCounters;
@@ -258,6 +261,8 @@ impl Worker {
                 Ok(WorkerMsg::DataTrans(d)) => self.on_data_trans(d),
                 Ok(WorkerMsg::Disconnect(d)) => self.on_disconnect(d),
                 Ok(WorkerMsg::Port(command)) => self.on_port_command(command),
+                Ok(WorkerMsg::SampleConns { token, max }) => self.on_sample_conns(token, max),
+                Ok(WorkerMsg::Reconfigure(settings)) => self.on_reconfigure(&settings),
                 Ok(WorkerMsg::Shutdown { deadline }) => self.on_shutdown(deadline),
                 Err(TryRecvError::Empty) => return Some(handled),
                 Err(TryRecvError::Disconnected) => return None,
@@ -521,6 +526,57 @@ impl Worker {
     }
 
     /// Queues a reply to a request whose first byte was read at `echo0_ns`.
+    /// Describes up to `max` connections to the main thread (admin `conns`).
+    fn on_sample_conns(&mut self, token: u64, max: usize) {
+        let now = Instant::now();
+        let conns = self
+            .conns
+            .flows()
+            .take(max)
+            .filter_map(|flow| {
+                let c = self.conns.peek(flow)?;
+                Some(ConnInfo {
+                    flow,
+                    peer: c.peer,
+                    listen_port: self.listeners[c.listener].port,
+                    age: now.saturating_duration_since(c.opened),
+                    buffered_in: c.rbuf.len(),
+                    buffered_out: c.wbuf.len() - c.wpos,
+                    outstanding: c.outstanding,
+                })
+            })
+            .collect();
+        let sample = ConnSample {
+            token,
+            worker: self.id,
+            open: self.conns.len(),
+            conns,
+        };
+        // A full main mailbox: the admin reports this worker as not answering.
+        let _ = self.main.try_send(MainMsg::ConnSample(sample));
+    }
+
+    /// Applies settings changed by a reload: the limits judge every connection from now on (an
+    /// idle timeout just turned on counts from now), NotifyStat follows the new interval.
+    fn on_reconfigure(&mut self, settings: &WorkerSettings) {
+        self.limits.set(&settings.limits);
+        let was_on = self.idle.is_on();
+        self.idle.set_timeout(settings.limits.idle_timeout);
+        if !was_on && self.idle.is_on() && self.stopping.is_none() {
+            let watched: Vec<usize> = self
+                .conns
+                .flows()
+                .filter(|&flow| self.conns.peek(flow).is_some_and(|c| !c.paused))
+                .map(FlowId::slot)
+                .collect();
+            for slot in watched {
+                self.idle.touch(slot, self.now);
+            }
+        }
+        self.stats_interval = settings.stats_interval;
+        self.next_stats = self.next_stats.min(Instant::now() + self.stats_interval);
+    }
+
     fn queue_reply(&mut self, flow: FlowId, payload: &[u8], echo0_ns: u64) {
         match self.queue_bytes(flow, payload) {
             Queued::Yes => {

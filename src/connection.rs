@@ -6,6 +6,7 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
 
 use log::warn;
 
@@ -106,6 +107,8 @@ pub(crate) struct Conn {
     pub(crate) requests: RequestWindow,
     /// Replies in `wbuf` not written in full yet, for the request→reply latency.
     pub(crate) unsent: UnsentReplies,
+    /// When the worker took the connection over (admin `conns`).
+    pub(crate) opened: Instant,
 }
 
 /// Lane and counters a framing pass writes into (split from the worker to satisfy the borrow
@@ -138,6 +141,7 @@ impl Conn {
             outstanding: 0,
             requests: RequestWindow::default(),
             unsent: UnsentReplies::default(),
+            opened: Instant::now(),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! Where things live (`docs/architecture.md` tells the whole story):
 //! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop;
 //!   [`listener`] opens its listening sockets; [`actor`]: the interface of custom main-thread
-//!   actors added with [`runtime::Broker::builder`].
+//!   actors added with [`runtime::Broker::builder`]; `reload.rs`: what the admin `reload`
+//!   command may change at run time.
 //! - [`actors`]: one actor per file — acceptor, MCP bridge, stats reporter (main thread), worker;
 //!   a worker's per-connection byte handling (buffers, framing into the lane, writing) is in
 //!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`];
@@ -44,6 +45,7 @@ pub mod mailbox;
 pub mod mcp;
 pub mod message;
 pub mod record;
+pub(crate) mod reload;
 pub(crate) mod reply_timing;
 pub mod runtime;
 pub mod service;

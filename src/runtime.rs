@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::thread::{self, JoinHandle};
@@ -34,7 +34,7 @@ use crate::actor::{
     StatsSnapshot,
 };
 use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
-use crate::actors::admin::{Admin, AdminAction, AdminView};
+use crate::actors::admin::Admin;
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
 use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
@@ -46,7 +46,7 @@ use crate::lane::{Lane, LaneError};
 use crate::listener::{self, ListenOptions};
 use crate::logging::LogLimiter;
 use crate::mailbox::{Mailbox, mailbox};
-use crate::message::{CustomMcp, Disconnect, MainMsg, PortCommand, WorkerMsg};
+use crate::message::{CustomMcp, Disconnect, MainMsg, PortCommand, WorkerMsg, WorkerSettings};
 use crate::record::{CloseMode, CustomOp, Reason};
 use crate::settings::{Proto, Settings};
 use crate::stats::ControlCounters;
@@ -59,6 +59,8 @@ const STOP_POLL: Duration = Duration::from_millis(10);
 const RECYCLED_BUFFERS: usize = 64;
 /// Listen-port commands kept per worker while its mailbox is full.
 const PENDING_PORT_COMMANDS: usize = 64;
+
+mod admin_requests;
 
 /// Why ccsd could not start.
 #[derive(Debug)]
@@ -132,8 +134,15 @@ pub struct Broker {
     pending_port_commands: Vec<VecDeque<PortCommand>>,
     control: ControlCounters,
     control_log: LogLimiter,
-    /// A custom actor asked for a graceful stop.
+    /// A custom actor or the admin asked for a graceful stop.
     stop_requested: bool,
+    /// The settings in force (those read at start, with what reloads changed).
+    settings: Settings,
+    /// Where admin `reload` reads the settings: `None` when the binary did not say
+    /// ([`BrokerBuilder::settings_file`]), `Some(None)` for the built-in defaults.
+    reload_from: Option<Option<PathBuf>>,
+    /// Settings a reload changed, per worker, until its mailbox takes them.
+    pending_reconfigure: Vec<Option<WorkerSettings>>,
     _instance: InstanceLock,
 }
 
@@ -160,6 +169,7 @@ struct ActorSlot {
 #[derive(Default)]
 pub struct BrokerBuilder {
     actors: Vec<Box<dyn MainActor>>,
+    reload_from: Option<Option<PathBuf>>,
 }
 
 impl fmt::Debug for BrokerBuilder {
@@ -185,12 +195,21 @@ impl BrokerBuilder {
         self
     }
 
+    /// Says where the settings came from: [`Settings::load`] of `path` (`None`: the built-in
+    /// defaults), so that the admin `reload` command can read them again. Without it `reload`
+    /// answers an error.
+    pub fn settings_file(mut self, path: Option<&Path>) -> BrokerBuilder {
+        self.reload_from = Some(path.map(Path::to_path_buf));
+        self
+    }
+
     /// Starts the broker with these actors; see [`Broker::start`].
     ///
     /// # Errors
     /// Any [`StartError`], including an actor whose `start` failed.
     pub fn start(self, settings: &Settings) -> Result<Broker, StartError> {
         let mut broker = Broker::start_bare(settings)?;
+        broker.reload_from = self.reload_from;
         for actor in self.actors {
             broker.actors.push(ActorSlot {
                 actor,
@@ -401,6 +420,9 @@ impl Broker {
             control: ControlCounters::default(),
             control_log: LogLimiter::default(),
             stop_requested: false,
+            settings: settings.clone(),
+            reload_from: None,
+            pending_reconfigure: vec![None; worker_count],
             _instance: instance,
         })
     }
@@ -431,19 +453,6 @@ impl Broker {
         *stopping = true;
         *stop_pending = (0..self.worker_mailboxes.len()).collect();
         self.stop_deadline = Instant::now() + grace;
-    }
-
-    /// Lets the admin handle readiness of `key` with a view of the current counters.
-    fn on_admin_event(&mut self, key: usize) -> Vec<AdminAction> {
-        let view = AdminView {
-            stats: &self.stats,
-            main: self.main_counters(),
-            workers: self.worker_mailboxes.len(),
-        };
-        match &mut self.admin {
-            Some(admin) => admin.on_event(&self.poller, key, &view),
-            None => Vec::new(),
-        }
     }
 
     /// Runs `f` on custom actor `i` with a context, then carries out what it asked.
@@ -672,6 +681,8 @@ impl Broker {
                 self.stats.time_to_next().min(STOP_POLL)
             } else {
                 let timeout = self.stats.time_to_next().min(self.mcp_watch.time_to_next());
+                let admin_timer = self.admin.as_ref().and_then(Admin::time_to_next);
+                let timeout = admin_timer.map_or(timeout, |t| timeout.min(t));
                 actor_timer.map_or(timeout, |t| timeout.min(t))
             };
             self.poller.wait(&mut events, Some(timeout))?;
@@ -686,14 +697,7 @@ impl Broker {
                     drain(&mut self.stop_signals);
                     self.begin_stop(&mut stopping, &mut stop_pending);
                 } else if self.admin.as_ref().is_some_and(|a| a.owns(ev.key)) {
-                    for action in self.on_admin_event(ev.key) {
-                        match action {
-                            AdminAction::Close(flow) => self.close_flow(flow),
-                            AdminAction::Shutdown => {
-                                self.begin_stop(&mut stopping, &mut stop_pending);
-                            }
-                        }
-                    }
+                    self.with_admin(|admin, poller, view| admin.on_event(poller, &ev, view));
                 } else if ev.key >= ACTOR_KEY_BASE {
                     self.on_actor_event(&ev);
                 } else {
@@ -703,9 +707,7 @@ impl Broker {
             if !fifo_fired {
                 self.bridge.cancel_sleep();
             }
-            if let Some(admin) = &mut self.admin {
-                admin.sweep(&self.poller);
-            }
+            self.with_admin(|admin, poller, view| admin.sweep(poller, view));
             let replies = self.bridge.drain();
             more_replies = replies == RECORDS_PER_TURN;
             let customs = self.bridge.take_customs();
@@ -713,6 +715,7 @@ impl Broker {
                 self.on_customs(customs);
             }
             self.send_port_commands();
+            self.send_reconfigure();
             if mem::take(&mut self.stop_requested) {
                 self.begin_stop(&mut stopping, &mut stop_pending);
             }
@@ -725,10 +728,8 @@ impl Broker {
                     .try_send(WorkerMsg::Shutdown { deadline })
                     .is_err()
             });
-            for msg in self.inbox.try_iter() {
-                match msg {
-                    MainMsg::NotifyStat(stat) => self.stats.on_notify_stat(stat),
-                }
+            while let Ok(msg) = self.inbox.try_recv() {
+                self.on_main_msg(msg);
             }
             self.mcp_watch.tick();
             if self.stats.tick(&self.main_counters()) {
@@ -736,8 +737,8 @@ impl Broker {
             }
             if stopping && stop_pending.is_empty() && self.workers.iter().all(|w| w.is_finished()) {
                 // The workers' last counters may have arrived after the drain above.
-                for MainMsg::NotifyStat(stat) in self.inbox.try_iter() {
-                    self.stats.on_notify_stat(stat);
+                while let Ok(msg) = self.inbox.try_recv() {
+                    self.on_main_msg(msg);
                 }
                 self.stats.report_now(&self.main_counters());
                 info!("stopped: every connection closed");

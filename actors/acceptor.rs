@@ -119,6 +119,18 @@ impl Acceptor {
         }
     }
 
+    /// Applies new connection limits (a reload): `broker.max_connections` and each listener's
+    /// `max_connections`, by listener index. Open connections are never closed for it; new ones
+    /// are refused until the count is below the limit.
+    pub fn set_max_connections(&mut self, max_connections: usize, per_listener: &[usize]) {
+        self.max_connections = max_connections;
+        for (l, &max) in self.listeners.iter_mut().zip(per_listener) {
+            if let Some(l) = l {
+                l.max_connections = max;
+            }
+        }
+    }
+
     /// Registers listener `i` under poller key `first_key + i`.
     ///
     /// # Errors

@@ -1,11 +1,14 @@
 //! Admin: the operators' port on the main thread. One TCP port speaks a line protocol usable
 //! with `nc` and answers `GET /metrics` over HTTP with Prometheus text.
 //!
-//! Line commands: `help`, `stats`, `workers`, `close FLOW`, `loglevel LEVEL`, `shutdown`,
-//! `quit`; with `admin.token` set, `auth TOKEN` must come first (HTTP: `Authorization: Bearer
-//! TOKEN`). Malformed input gets an `ERROR` line, a line over 1 KiB closes the client, and a
-//! client that sends nothing for `admin.idle_timeout` is closed. Commands that act on workers
-//! come back to the main loop as [`AdminAction`]s.
+//! Line commands: `help`, `stats`, `workers`, `conns [N]`, `close FLOW`, `loglevel LEVEL`,
+//! `reload`, `shutdown`, `quit`; with `admin.token` set, `auth TOKEN` must come first (HTTP:
+//! `Authorization: Bearer TOKEN`). Malformed input gets an `ERROR` line, a line over 1 KiB closes
+//! the client, and a client that sends nothing for `admin.idle_timeout` is closed. Commands that
+//! act on workers come back to the main loop as [`AdminAction`]s. `conns` and `reload` are
+//! answered later ([`Admin::conn_sample`], [`Admin::answer`]): until then the client is not read,
+//! so its next commands are answered in order after them. Answers are buffered per client and
+//! written as the socket takes them, so a large one never blocks the main loop.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -15,14 +18,18 @@ use std::time::{Duration, Instant};
 use log::{LevelFilter, info};
 use polling::{Event, PollMode, Poller};
 
+use crate::actors::admin_conns::{self, PendingSample};
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::flow::FlowId;
+use crate::message::ConnSample;
 use crate::settings::AdminSettings;
 
 /// Longest command line (or HTTP head) an admin client may send.
 const MAX_LINE: usize = 1024;
 /// Admin clients at once; more are refused.
 const MAX_CLIENTS: usize = 64;
+/// Most answer bytes waiting for one client; a client that reads slower is closed.
+const MAX_OUTPUT: usize = 16 << 20;
 
 /// What the main loop must do for an admin command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +38,20 @@ pub enum AdminAction {
     Close(FlowId),
     /// Stop gracefully, as on SIGTERM.
     Shutdown,
+    /// Ask every worker for at most `max` of its connections; hand each answer (or a full
+    /// mailbox) to [`Admin::conn_sample`].
+    SampleConns {
+        /// Identifies the request.
+        token: u64,
+        /// Connections per worker, at most.
+        max: usize,
+    },
+    /// Re-read the settings file and apply what can change at run time; hand the answer text to
+    /// [`Admin::answer`].
+    Reload {
+        /// Identifies the request.
+        token: u64,
+    },
 }
 
 /// What the admin reads from the rest of the main thread to answer.
@@ -44,9 +65,24 @@ pub struct AdminView<'a> {
     pub workers: usize,
 }
 
+/// A command answered later, by the main loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deferred {
+    SampleConns { max: usize },
+    Reload,
+}
+
 struct Client {
     stream: TcpStream,
     input: Vec<u8>,
+    /// Answer bytes not written yet.
+    output: Vec<u8>,
+    /// The poller interest set last: (readable, writable).
+    interest: (bool, bool),
+    /// Close once `output` is written (HTTP, `quit`, a bad token, a line too long).
+    close_when_written: bool,
+    /// The token of the deferred command it waits for; it is not read meanwhile.
+    awaiting: Option<u64>,
     authed: bool,
     last_activity: Instant,
 }
@@ -59,13 +95,52 @@ pub struct Admin {
     idle_timeout: Duration,
     first_key: usize,
     clients: Vec<Option<Client>>,
+    next_token: u64,
+    /// `conns` requests waiting for the workers.
+    samples: Vec<PendingSample>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("authed", &self.authed)
+            .field("awaiting", &self.awaiting)
             .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Queues `text` and writes what the socket takes now; `Err` when the client must go.
+    fn send(&mut self, text: &str) -> io::Result<()> {
+        if self.output.len() + text.len() > MAX_OUTPUT {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        self.output.extend_from_slice(text.as_bytes());
+        self.flush()
+    }
+
+    /// Writes queued answer bytes until the socket would block.
+    fn flush(&mut self) -> io::Result<()> {
+        let mut written = 0;
+        while written < self.output.len() {
+            match self.stream.write(&self.output[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.output.drain(..written);
+        Ok(())
+    }
+
+    /// Readable unless it waits for an answer or is closing; writable while output waits.
+    fn wanted_interest(&self) -> (bool, bool) {
+        (
+            self.awaiting.is_none() && !self.close_when_written,
+            !self.output.is_empty(),
+        )
     }
 }
 
@@ -83,12 +158,19 @@ impl Admin {
             idle_timeout: settings.idle_timeout,
             first_key: 0,
             clients: Vec::new(),
+            next_token: 1,
+            samples: Vec::new(),
         })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Applies a new `admin.idle_timeout` (a reload).
+    pub fn set_idle_timeout(&mut self, timeout: Duration) {
+        self.idle_timeout = timeout;
     }
 
     /// Registers the listener under `first_key`; clients get the keys after it.
@@ -106,38 +188,109 @@ impl Admin {
         (self.first_key..=self.first_key + MAX_CLIENTS).contains(&key)
     }
 
-    /// Handles readiness of `key`; returns what the main loop must do.
+    /// Handles readiness `ev` of one of the admin's keys; returns what the main loop must do.
     pub fn on_event(
         &mut self,
         poller: &Poller,
-        key: usize,
+        ev: &Event,
         view: &AdminView<'_>,
     ) -> Vec<AdminAction> {
-        if key == self.first_key {
+        if ev.key == self.first_key {
             self.accept(poller);
             return Vec::new();
         }
-        let slot = key - self.first_key - 1;
+        let slot = ev.key - self.first_key - 1;
         let mut actions = Vec::new();
-        if let Some(keep) = self.serve(slot, view, &mut actions) {
-            if !keep {
-                self.drop_client(poller, slot);
-            }
+        let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return actions;
+        };
+        let mut ok = true;
+        if ev.writable {
+            ok = client.flush().is_ok();
         }
+        if ev.readable && client.awaiting.is_some() {
+            // Not asked for while it waits: the poller reports a hang-up or an error.
+            ok = false;
+        } else if ok && ev.readable {
+            ok = self.serve(slot, view, &mut actions);
+        }
+        self.settle(poller, slot, ok);
         actions
     }
 
-    /// Closes clients idle for longer than `admin.idle_timeout`.
-    pub fn sweep(&mut self, poller: &Poller) {
+    /// The answer to the deferred command `token` (`reload`): written to the client that asked,
+    /// whose next commands are then answered. Nothing if that client has gone.
+    pub fn answer(
+        &mut self,
+        poller: &Poller,
+        token: u64,
+        text: &str,
+        view: &AdminView<'_>,
+    ) -> Vec<AdminAction> {
+        let mut actions = Vec::new();
+        let Some(slot) = self
+            .clients
+            .iter()
+            .position(|c| c.as_ref().is_some_and(|c| c.awaiting == Some(token)))
+        else {
+            return actions;
+        };
+        let client = self.clients[slot].as_mut().expect("found above");
+        client.awaiting = None;
+        let ok = client.send(text).is_ok() && self.answer_lines(slot, view, &mut actions);
+        self.settle(poller, slot, ok);
+        actions
+    }
+
+    /// Worker `worker`'s answer to the `conns` request `token` (`None`: its mailbox was full, so
+    /// it was never asked); once every worker has answered, the client gets the whole answer.
+    pub fn conn_sample(
+        &mut self,
+        poller: &Poller,
+        token: u64,
+        worker: usize,
+        sample: Option<ConnSample>,
+        view: &AdminView<'_>,
+    ) -> Vec<AdminAction> {
+        let Some(i) = self.samples.iter().position(|s| s.token == token) else {
+            // Already answered after the timeout.
+            return Vec::new();
+        };
+        self.samples[i].answer(worker, sample);
+        if !self.samples[i].is_complete() {
+            return Vec::new();
+        }
+        let done = self.samples.swap_remove(i);
+        self.answer(poller, token, &done.render(), view)
+    }
+
+    /// Closes clients idle for longer than `admin.idle_timeout` and answers the `conns`
+    /// requests some worker did not answer in time.
+    pub fn sweep(&mut self, poller: &Poller, view: &AdminView<'_>) -> Vec<AdminAction> {
         let now = Instant::now();
         for slot in 0..self.clients.len() {
-            let idle = self.clients[slot]
-                .as_ref()
-                .is_some_and(|c| now.duration_since(c.last_activity) >= self.idle_timeout);
+            let idle = self.clients[slot].as_ref().is_some_and(|c| {
+                c.awaiting.is_none() && now.duration_since(c.last_activity) >= self.idle_timeout
+            });
             if idle {
                 self.drop_client(poller, slot);
             }
         }
+        let mut actions = Vec::new();
+        while let Some(i) = self.samples.iter().position(|s| s.deadline() <= now) {
+            let late = self.samples.swap_remove(i);
+            actions.extend(self.answer(poller, late.token, &late.render(), view));
+        }
+        actions
+    }
+
+    /// Time until the earliest `conns` request times out, if one waits.
+    pub fn time_to_next(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.samples
+            .iter()
+            .map(|s| s.deadline().saturating_duration_since(now))
+            .min()
     }
 
     fn accept(&mut self, poller: &Poller) {
@@ -161,6 +314,10 @@ impl Admin {
                 self.clients[slot] = Some(Client {
                     stream,
                     input: Vec::new(),
+                    output: Vec::new(),
+                    interest: (true, false),
+                    close_when_written: false,
+                    awaiting: None,
                     authed: self.token.is_none(),
                     last_activity: Instant::now(),
                 });
@@ -185,50 +342,118 @@ impl Admin {
         }
     }
 
-    /// Reads what the client sent and answers each complete line (or HTTP request). `None` when
-    /// the slot is empty; `Some(false)` when the client must be closed.
-    fn serve(
+    /// After a client's turn: closes it if it failed (`ok` false) or has said its last word,
+    /// else sets its poller interest to what it waits for.
+    fn settle(&mut self, poller: &Poller, slot: usize, ok: bool) {
+        let key = self.first_key + 1 + slot;
+        let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if !ok || (client.close_when_written && client.output.is_empty()) {
+            return self.drop_client(poller, slot);
+        }
+        let wanted = client.wanted_interest();
+        if wanted == client.interest {
+            return;
+        }
+        client.interest = wanted;
+        let interest = match wanted {
+            (true, false) => Event::readable(key),
+            (true, true) => Event::all(key),
+            (false, true) => Event::writable(key),
+            (false, false) => Event::none(key),
+        };
+        if poller
+            .modify_with_mode(&client.stream, interest, PollMode::Level)
+            .is_err()
+        {
+            self.drop_client(poller, slot);
+        }
+    }
+
+    /// Reads what the client sent and answers each complete line (or HTTP request); false when
+    /// the client must be closed at once.
+    fn serve(&mut self, slot: usize, view: &AdminView<'_>, actions: &mut Vec<AdminAction>) -> bool {
+        let token = self.token.clone();
+        let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        let mut buf = [0u8; 1024];
+        match client.stream.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => client.input.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+        client.last_activity = Instant::now();
+        if client.input.starts_with(b"GET ") {
+            return serve_http(client, token.as_deref(), view).is_ok();
+        }
+        self.answer_lines(slot, view, actions)
+    }
+
+    /// Answers the client's complete lines until one is deferred; false when the client must be
+    /// closed at once.
+    fn answer_lines(
         &mut self,
         slot: usize,
         view: &AdminView<'_>,
         actions: &mut Vec<AdminAction>,
-    ) -> Option<bool> {
+    ) -> bool {
         let token = self.token.clone();
-        let client = self.clients.get_mut(slot)?.as_mut()?;
-        let mut buf = [0u8; 1024];
-        match client.stream.read(&mut buf) {
-            Ok(0) => return Some(false),
-            Ok(n) => client.input.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(true),
-            Err(_) => return Some(false),
-        }
-        client.last_activity = Instant::now();
-        if client.input.starts_with(b"GET ") {
-            return Some(serve_http(client, token.as_deref(), view));
-        }
-        while let Some(end) = client.input.iter().position(|&b| b == b'\n') {
+        let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        while client.awaiting.is_none() && !client.close_when_written {
+            let Some(end) = client.input.iter().position(|&b| b == b'\n') else {
+                break;
+            };
             let line: Vec<u8> = client.input.drain(..=end).collect();
             let line = String::from_utf8_lossy(&line).trim().to_owned();
-            let (reply, keep) = command(&line, client, token.as_deref(), view, actions);
-            if client.stream.write_all(reply.as_bytes()).is_err() || !keep {
-                return Some(false);
+            let mut deferred = None;
+            let (reply, keep) = command(
+                &line,
+                client,
+                token.as_deref(),
+                view,
+                actions,
+                &mut deferred,
+            );
+            client.close_when_written = !keep;
+            if client.send(&reply).is_err() {
+                return false;
+            }
+            if let Some(deferred) = deferred {
+                let token = self.next_token;
+                self.next_token += 1;
+                client.awaiting = Some(token);
+                actions.push(match deferred {
+                    Deferred::SampleConns { max } => {
+                        self.samples
+                            .push(PendingSample::new(token, max, view.workers));
+                        AdminAction::SampleConns { token, max }
+                    }
+                    Deferred::Reload => AdminAction::Reload { token },
+                });
             }
         }
-        if client.input.len() > MAX_LINE {
-            let _ = client.stream.write_all(b"ERROR line too long\r\n");
-            return Some(false);
+        if client.input.len() > MAX_LINE && client.awaiting.is_none() {
+            client.close_when_written = true;
+            return client.send("ERROR line too long\r\n").is_ok();
         }
-        Some(true)
+        true
     }
 }
 
-/// Answers one command line: the reply and whether to keep the client.
+/// Answers one command line: the reply and whether to keep the client. A command answered later
+/// by the main loop (`conns`, `reload`) sets `deferred` and replies nothing yet.
 fn command(
     line: &str,
     client: &mut Client,
     token: Option<&str>,
     view: &AdminView<'_>,
     actions: &mut Vec<AdminAction>,
+    deferred: &mut Option<Deferred>,
 ) -> (String, bool) {
     let mut words = line.split_whitespace();
     let verb = words.next().unwrap_or("");
@@ -252,11 +477,22 @@ fn command(
     match verb {
         "" => (String::new(), true),
         "help" => (
-            "help | stats | workers | close FLOW | loglevel off|error|warn|info|debug|trace | shutdown | quit\r\nGET /metrics over HTTP for Prometheus\r\nEND\r\n".into(),
+            "help | stats | workers | conns [N] | close FLOW | loglevel off|error|warn|info|debug|trace | reload | shutdown | quit\r\nGET /metrics over HTTP for Prometheus\r\nEND\r\n".into(),
             true,
         ),
         "stats" => (stats_text(view), true),
         "workers" => (workers_text(view), true),
+        "conns" => match admin_conns::parse_max(arg) {
+            Some(max) if words.next().is_none() => {
+                *deferred = Some(Deferred::SampleConns { max });
+                (String::new(), true)
+            }
+            _ => (admin_conns::USAGE.into(), true),
+        },
+        "reload" => {
+            *deferred = Some(Deferred::Reload);
+            (String::new(), true)
+        }
         "close" => match arg.and_then(parse_flow) {
             Some(flow) if flow.worker() < view.workers => {
                 actions.push(AdminAction::Close(flow));
@@ -322,6 +558,12 @@ fn stats_text(view: &AdminView<'_>) -> String {
     view.main.main_lane.for_each(|k, v| {
         let _ = write!(out, "STAT main_{k} {v}\r\n");
     });
+    view.stats
+        .latency_totals()
+        .write_stat_lines(&mut out, "latency");
+    view.main
+        .response_lane_wait
+        .write_stat_lines(&mut out, "response_lane_wait");
     out.push_str("END\r\n");
     out
 }
@@ -354,15 +596,15 @@ fn workers_text(view: &AdminView<'_>) -> String {
     out
 }
 
-/// Answers one HTTP request (once its head is complete) and closes; `true` while the head is
-/// still incomplete.
-fn serve_http(client: &mut Client, token: Option<&str>, view: &AdminView<'_>) -> bool {
+/// Answers one HTTP request once its head is complete, then closes the client once the response
+/// is written; `Err` when the client must be closed at once.
+fn serve_http(client: &mut Client, token: Option<&str>, view: &AdminView<'_>) -> io::Result<()> {
     let Some(end) = client.input.windows(4).position(|w| w == b"\r\n\r\n") else {
         if client.input.len() > MAX_LINE * 8 {
-            let _ = client.stream.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-            return false;
+            client.close_when_written = true;
+            return client.send("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
         }
-        return true;
+        return Ok(());
     };
     let head = String::from_utf8_lossy(&client.input[..end]).into_owned();
     let path = head.split_whitespace().nth(1).unwrap_or("");
@@ -385,8 +627,8 @@ fn serve_http(client: &mut Client, token: Option<&str>, view: &AdminView<'_>) ->
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = client.stream.write_all(response.as_bytes());
-    false
+    client.close_when_written = true;
+    client.send(&response)
 }
 
 /// Gauges among the worker counters (everything else only grows).
@@ -453,6 +695,21 @@ fn metrics_text(view: &AdminView<'_>) -> String {
         "# TYPE ccsd_main_lane_used_bytes gauge\nccsd_main_lane_used_bytes {}",
         view.main.main_lane_used_bytes
     );
+    let _ = writeln!(
+        out,
+        "# TYPE ccsd_response_lane_used_bytes gauge\nccsd_response_lane_used_bytes {}",
+        view.main.response_lane_used_bytes
+    );
+    let _ = writeln!(out, "# TYPE ccsd_request_latency_seconds histogram");
+    for (i, w) in view.stats.workers().iter().enumerate() {
+        let latency = w.map(|s| s.latency).unwrap_or_default();
+        let labels = format!("worker=\"{i}\"");
+        latency.write_prometheus(&mut out, "ccsd_request_latency_seconds", &labels);
+    }
+    let _ = writeln!(out, "# TYPE ccsd_response_lane_wait_seconds histogram");
+    view.main
+        .response_lane_wait
+        .write_prometheus(&mut out, "ccsd_response_lane_wait_seconds", "");
     let _ = writeln!(
         out,
         "# TYPE ccsd_uptime_seconds gauge\nccsd_uptime_seconds {}",

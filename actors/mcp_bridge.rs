@@ -22,6 +22,11 @@
 //! With `mcp.reply_max_age` set, a DATA reply whose header timestamp (MCP's `CLOCK_MONOTONIC` at
 //! send time) is older than that when the bridge reads it is dropped and counted: the client
 //! waited too long for it to matter. The connection stays open.
+//!
+//! The same timestamp measures how long each reply (DATA or CLOSE, of this start) waited in the
+//! response lane: the bridge records `now - timestamp_ns` in a histogram, reading the clock once
+//! per drain (so a record MCP wrote during the drain counts as no wait at all). A record whose
+//! timestamp is 0 (MCP did not stamp it) is not recorded.
 
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
@@ -32,6 +37,7 @@ use log::warn;
 
 use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
+use crate::histogram::Histogram;
 use crate::lane::Consumer;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
@@ -71,9 +77,11 @@ pub struct McpBridge {
     customs: Vec<CustomMcp>,
     /// `mcp.reply_max_age` in nanoseconds; 0: replies never expire.
     reply_max_age_ns: u64,
-    /// The clock at the start of the current drain (only read when replies can expire).
+    /// The clock in the current drain, read at its first reply; 0 until then.
     now_ns: u64,
     counters: BridgeCounters,
+    /// How long replies waited in the response lane.
+    lane_wait: Histogram,
     garbage_log: LogLimiter,
     overload_log: LogLimiter,
 }
@@ -100,9 +108,15 @@ impl McpBridge {
             reply_max_age_ns: u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX),
             now_ns: 0,
             counters: BridgeCounters::default(),
+            lane_wait: Histogram::default(),
             garbage_log: LogLimiter::default(),
             overload_log: LogLimiter::default(),
         }
+    }
+
+    /// Applies a new `mcp.reply_max_age` (a reload); zero: replies never expire.
+    pub fn set_reply_max_age(&mut self, reply_max_age: Duration) {
+        self.reply_max_age_ns = u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX);
     }
 
     /// The response lane's wake-up FIFO, to register in the main poller.
@@ -113,6 +127,12 @@ impl McpBridge {
     /// What the bridge counted so far.
     pub fn counters(&self) -> BridgeCounters {
         self.counters
+    }
+
+    /// How long the replies read so far waited in the response lane (their header's timestamp to
+    /// the drain that read them).
+    pub fn response_lane_wait(&self) -> Histogram {
+        self.lane_wait
     }
 
     /// Bytes MCP has written that the bridge has not read yet.
@@ -143,9 +163,7 @@ impl McpBridge {
     /// `main_thread` (header and payload), in lane order.
     pub fn drain(&mut self, main_thread: &mut dyn FnMut(&RecordHeader, &[u8])) -> usize {
         self.retry_pending_closes();
-        if self.reply_max_age_ns != 0 {
-            self.now_ns = monotonic_ns();
-        }
+        self.now_ns = 0;
         let mut taken = 0;
         while taken < RECORDS_PER_TURN {
             self.record.clear();
@@ -211,10 +229,17 @@ impl McpBridge {
             self.counters.dropped_stale_epoch += 1;
             return;
         }
-        // A timestamp ahead of our clock (MCP read it later than we did) is not expired.
+        if self.now_ns == 0 {
+            self.now_ns = monotonic_ns();
+        }
+        // A timestamp ahead of our clock (MCP read it later than we did) waited for nothing.
+        let waited_ns = self.now_ns.saturating_sub(header.timestamp_ns);
+        if header.timestamp_ns != 0 {
+            self.lane_wait.record_ns(waited_ns);
+        }
         if self.reply_max_age_ns != 0
             && header.kind == Kind::Data
-            && self.now_ns.saturating_sub(header.timestamp_ns) > self.reply_max_age_ns
+            && waited_ns > self.reply_max_age_ns
         {
             self.counters.dropped_expired += 1;
             return;

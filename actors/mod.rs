@@ -1,11 +1,13 @@
 //! The actors, one per file.
 //!
 //! Main thread: [`acceptor::Acceptor`], [`udp::UdpActor`], [`mcp_bridge::McpBridge`],
-//! [`mcp_watch::McpWatch`], [`admin::Admin`] and [`stats_reporter::StatsReporter`], all on one
-//! poller. Each worker thread runs one [`worker::Worker`] on its own poller.
+//! [`mcp_watch::McpWatch`], [`admin::Admin`] (its `conns` command gathers the workers' answers in
+//! `admin_conns`) and [`stats_reporter::StatsReporter`], all on one poller. Each worker thread runs
+//! one [`worker::Worker`] on its own poller.
 
 pub mod acceptor;
 pub mod admin;
+pub mod admin_conns;
 pub mod mcp_bridge;
 pub mod mcp_watch;
 pub mod stats_reporter;

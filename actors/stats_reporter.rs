@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use crate::histogram::Histogram;
 use crate::logging::LogLimiter;
 use crate::message::NotifyStat;
 use crate::stats::{
@@ -37,6 +38,8 @@ pub struct MainCounters {
     pub response_lane_used_bytes: u64,
     /// Bytes in the main thread's request lane not read by MCP yet.
     pub main_lane_used_bytes: u64,
+    /// How long replies waited in the response lane (the MCP bridge's histogram).
+    pub response_lane_wait: Histogram,
 }
 
 /// Collects counters and writes the status file.
@@ -71,6 +74,12 @@ impl StatsReporter {
         }
     }
 
+    /// Applies a new `stats.interval` (a reload); the next report is due within it.
+    pub fn set_interval(&mut self, interval: Duration) {
+        self.interval = interval;
+        self.next_report = self.next_report.min(Instant::now() + interval);
+    }
+
     /// Keeps a worker's latest counters.
     pub fn on_notify_stat(&mut self, stat: NotifyStat) {
         if let Some(slot) = self.workers.get_mut(stat.worker) {
@@ -88,6 +97,15 @@ impl StatsReporter {
         let mut totals = WorkerCounters::default();
         for w in self.workers.iter().flatten() {
             totals.add(&w.counters);
+        }
+        totals
+    }
+
+    /// The request→reply latency of every worker's latest report, merged.
+    pub fn latency_totals(&self) -> Histogram {
+        let mut totals = Histogram::default();
+        for w in self.workers.iter().flatten() {
+            totals.merge(&w.latency);
         }
         totals
     }
@@ -122,13 +140,16 @@ impl StatsReporter {
         self.next_report = now + self.interval;
         let json = self.render(main, now);
         let totals = self.totals();
+        let latency = self.latency_totals();
         debug!(
-            "stats: {} open, {} packets in, {} replies out, {} stale, {} queue-full drops",
+            "stats: {} open, {} packets in, {} replies out, {} stale, {} queue-full drops, latency p50 {} us p99 {} us",
             totals.connections_open,
             totals.packets_in,
             totals.replies_out,
             totals.dropped_stale_flow + main.bridge.dropped_stale_epoch,
-            totals.dropped_queue_full
+            totals.dropped_queue_full,
+            latency.percentile_ns(0.5).unwrap_or(0) / 1_000,
+            latency.percentile_ns(0.99).unwrap_or(0) / 1_000
         );
         if let Some(path) = &self.file {
             if let Err(e) = write_atomically(path, &json) {
@@ -143,7 +164,8 @@ impl StatsReporter {
     }
 
     /// The status document: totals, then the acceptor, the UDP actor, the bridge, the MCP watch,
-    /// control requests, the process's signal handling, the main thread's lane and each worker.
+    /// control requests, the process's signal handling, the main thread's lane, the latency
+    /// histograms and each worker (with its own latency histogram).
     fn render(&self, main: &MainCounters, now: Instant) -> String {
         let totals = self.totals();
         let mut out = String::with_capacity(4096);
@@ -170,6 +192,10 @@ impl StatsReporter {
         json_object(&mut out, |f| main.process.for_each(f));
         out.push_str(",\"main_lane\":");
         json_object(&mut out, |f| main.main_lane.for_each(f));
+        out.push_str(",\"request_latency\":");
+        self.latency_totals().write_json(&mut out);
+        out.push_str(",\"response_lane_wait\":");
+        main.response_lane_wait.write_json(&mut out);
         out.push_str(",\"workers\":[");
         for (i, w) in self.workers.iter().enumerate() {
             if i > 0 {
@@ -178,6 +204,7 @@ impl StatsReporter {
             let stat = w.unwrap_or(NotifyStat {
                 worker: i,
                 counters: WorkerCounters::default(),
+                latency: Histogram::default(),
                 mailbox_depth: 0,
                 lane_used_bytes: 0,
             });
@@ -187,6 +214,11 @@ impl StatsReporter {
                 f("lane_used_bytes", stat.lane_used_bytes);
                 stat.counters.for_each(f);
             });
+            // Reopen the worker's object for its histogram.
+            out.pop();
+            out.push_str(",\"request_latency\":");
+            stat.latency.write_json(&mut out);
+            out.push('}');
         }
         out.push_str("]}\n");
         out

@@ -34,12 +34,16 @@ use crate::connection::{
 };
 use crate::flow::{FlowId, FlowTable, StaleFlow};
 use crate::framing::Framer;
+use crate::histogram::Histogram;
 use crate::idle::IdleList;
 use crate::lane::Producer;
 use crate::limits::Limits;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
-use crate::message::{Connect, DataTrans, Disconnect, MainMsg, NotifyStat, PortCommand, WorkerMsg};
+use crate::message::{
+    ConnInfo, ConnSample, Connect, DataTrans, Disconnect, MainMsg, NotifyStat, PortCommand,
+    WorkerMsg, WorkerSettings,
+};
 use crate::rate_limit::RateLimiter;
 use crate::record::{CloseMode, Kind, Reason, RecordHeader, Transport};
 use crate::settings::{LimitsSettings, OnFull};
@@ -152,6 +156,8 @@ pub struct Worker {
     /// When the current loop turn's wait returned: the time of its reads and writes.
     now: Instant,
     counters: WorkerCounters,
+    /// Request→reply latency of the replies written in full (`src/reply_timing.rs`).
+    latency: Histogram,
     full_log: LogLimiter,
     error_log: LogLimiter,
     /// The MCP watch's verdict (`mcp.when_down = "refuse"` only).
@@ -199,6 +205,7 @@ impl Worker {
             limits: Limits::new(&setup.limits),
             now: Instant::now(),
             counters: WorkerCounters::default(),
+            latency: Histogram::default(),
             full_log: LogLimiter::default(),
             error_log: LogLimiter::default(),
             mcp_down: setup.mcp_down,
@@ -286,6 +293,8 @@ impl Worker {
                 Ok(WorkerMsg::DataTrans(d)) => self.on_data_trans(d),
                 Ok(WorkerMsg::Disconnect(d)) => self.on_disconnect(d),
                 Ok(WorkerMsg::Port(command)) => self.on_port_command(command),
+                Ok(WorkerMsg::SampleConns { token, max }) => self.on_sample_conns(token, max),
+                Ok(WorkerMsg::Reconfigure(settings)) => self.on_reconfigure(&settings),
                 Ok(WorkerMsg::Shutdown { deadline }) => self.on_shutdown(deadline),
                 Err(TryRecvError::Empty) => return Some(handled),
                 Err(TryRecvError::Disconnected) => return None,
@@ -525,7 +534,7 @@ impl Worker {
     fn on_data_trans(&mut self, d: DataTrans) {
         for (header, payload) in d.records() {
             match header.kind {
-                Kind::Data => self.queue_reply(header.flow, payload),
+                Kind::Data => self.queue_reply(header.flow, payload, header.echo[0]),
                 Kind::Close if header.code == CloseMode::Force as u8 => {
                     if self.conns.check(header.flow).is_ok() {
                         self.close(header.flow, CloseCause::ByMcp);
@@ -590,11 +599,64 @@ impl Worker {
         }
     }
 
-    fn queue_reply(&mut self, flow: FlowId, payload: &[u8]) {
+    /// Queues a reply to a request whose first byte was read at `echo0_ns`.
+    /// Describes up to `max` connections to the main thread (admin `conns`).
+    fn on_sample_conns(&mut self, token: u64, max: usize) {
+        let now = Instant::now();
+        let conns = self
+            .conns
+            .flows()
+            .take(max)
+            .filter_map(|flow| {
+                let c = self.conns.peek(flow)?;
+                Some(ConnInfo {
+                    flow,
+                    peer: c.peer,
+                    listen_port: self.listeners[c.listener].port,
+                    age: now.saturating_duration_since(c.opened),
+                    buffered_in: c.rbuf.len(),
+                    buffered_out: c.wbuf.len() - c.wpos,
+                    outstanding: c.outstanding,
+                })
+            })
+            .collect();
+        let sample = ConnSample {
+            token,
+            worker: self.id,
+            open: self.conns.len(),
+            conns,
+        };
+        // A full main mailbox: the admin reports this worker as not answering.
+        let _ = self.main.try_send(MainMsg::ConnSample(sample));
+    }
+
+    /// Applies settings changed by a reload: the limits judge every connection from now on (an
+    /// idle timeout just turned on counts from now), NotifyStat follows the new interval.
+    fn on_reconfigure(&mut self, settings: &WorkerSettings) {
+        self.limits.set(&settings.limits);
+        let was_on = self.idle.is_on();
+        self.idle.set_timeout(settings.limits.idle_timeout);
+        if !was_on && self.idle.is_on() && self.stopping.is_none() {
+            let watched: Vec<usize> = self
+                .conns
+                .flows()
+                .filter(|&flow| self.conns.peek(flow).is_some_and(|c| !c.paused))
+                .map(FlowId::slot)
+                .collect();
+            for slot in watched {
+                self.idle.touch(slot, self.now);
+            }
+        }
+        self.stats_interval = settings.stats_interval;
+        self.next_stats = self.next_stats.min(Instant::now() + self.stats_interval);
+    }
+
+    fn queue_reply(&mut self, flow: FlowId, payload: &[u8], echo0_ns: u64) {
         match self.queue_bytes(flow, payload) {
             Queued::Yes => {
                 if let Ok(conn) = self.conns.get_mut(flow) {
                     conn.outstanding = conn.outstanding.saturating_sub(1);
+                    conn.unsent.reply_queued(echo0_ns);
                 }
                 self.counters.replies_out += 1;
             }
@@ -612,6 +674,10 @@ impl Worker {
                 let queued = queue_capped(conn, payload, max, &mut self.counters.bytes_out);
                 if self.counters.bytes_out != written_before && !conn.half_closed {
                     self.idle.touch(flow.slot(), self.now);
+                    // Making room wrote earlier replies.
+                    let unwritten = conn.wbuf.len() - conn.wpos;
+                    conn.unsent
+                        .written(unwritten, monotonic_ns, &mut self.latency);
                 }
                 if let Err(cause) = queued {
                     self.close(flow, cause);
@@ -711,6 +777,9 @@ impl Worker {
         let result = write_pending(conn, &mut self.counters.bytes_out);
         if self.counters.bytes_out != written_before && !conn.half_closed {
             self.idle.touch(flow.slot(), self.now);
+            let unwritten = conn.wbuf.len() - conn.wpos;
+            conn.unsent
+                .written(unwritten, monotonic_ns, &mut self.latency);
         }
         let want_write = match result {
             Ok(true) if conn.close_after_flush => return self.close(flow, CloseCause::ByMcp),
@@ -781,6 +850,7 @@ impl Worker {
         let stat = NotifyStat {
             worker: self.id,
             counters: self.counters,
+            latency: self.latency,
             mailbox_depth: self.inbox.len(),
             lane_used_bytes: self.lane.lane().used_bytes(),
         };

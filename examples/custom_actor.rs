@@ -297,7 +297,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let audit = AuditFeed::new(args.audit, args.heartbeat);
-    let broker = match Broker::builder().actor(audit).start(&settings) {
+    let broker = match Broker::builder()
+        .actor(audit)
+        .settings_file(args.config.as_deref())
+        .start(&settings)
+    {
         Ok(b) => b,
         Err(e) => {
             eprintln!("custom_actor: {e}");

@@ -6,6 +6,7 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
 
 use log::warn;
 
@@ -18,6 +19,7 @@ use crate::limits::RequestWindow;
 use crate::logging::LogLimiter;
 use crate::rate_limit::RateLimiter;
 use crate::record::{Kind, Reason, RecordHeader, Transport};
+use crate::reply_timing::UnsentReplies;
 use crate::settings::OnFull;
 use crate::stats::WorkerCounters;
 
@@ -120,6 +122,10 @@ pub(crate) struct Conn {
     /// The client shut down its side (a read of 0) while requests were unanswered: no longer
     /// read, kept until they are answered (`limits.half_close_timeout`).
     pub(crate) half_closed: bool,
+    /// Replies in `wbuf` not written in full yet, for the request→reply latency.
+    pub(crate) unsent: UnsentReplies,
+    /// When the worker took the connection over (admin `conns`).
+    pub(crate) opened: Instant,
 }
 
 /// Lane and counters a framing pass writes into (split from the worker to satisfy the borrow
@@ -156,6 +162,8 @@ impl Conn {
             requests: RequestWindow::default(),
             listener_rate_paid: false,
             half_closed: false,
+            unsent: UnsentReplies::default(),
+            opened: Instant::now(),
         }
     }
 
@@ -412,6 +420,7 @@ pub(crate) fn queue_capped(
         conn.wpos = 0;
     }
     append_capped(&mut conn.wbuf, payload, max);
+    conn.unsent.queued(payload.len());
     Ok(())
 }
 

@@ -54,6 +54,25 @@ impl IdleList {
         }
     }
 
+    /// Whether the timeout is on (not zero).
+    pub fn is_on(&self) -> bool {
+        !self.timeout.is_zero()
+    }
+
+    /// Changes the timeout (a reload). The order by last activity stays valid for any timeout;
+    /// turning it off empties the list, and after turning it on the caller touches every slot
+    /// that should be watched.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+        if timeout.is_zero() {
+            for node in &mut self.nodes {
+                node.linked = false;
+            }
+            self.head = NIL;
+            self.tail = NIL;
+        }
+    }
+
     /// Records activity on `slot` at `now`: it moves to the tail (joining the list if it was not
     /// in it). Does nothing when the timeout is off.
     pub fn touch(&mut self, slot: usize, now: Instant) {
@@ -160,6 +179,25 @@ mod tests {
         list.touch(2, t + MINUTE);
         assert_eq!(list.expired(t + MINUTE), None);
         assert_eq!(drain_expired(&mut list, t + MINUTE * 2), [2]);
+    }
+
+    #[test]
+    fn a_new_timeout_applies_to_the_listed_slots_and_zero_empties_the_list() {
+        let t = Instant::now();
+        let mut list = IdleList::new(MINUTE);
+        list.touch(1, t);
+        list.touch(2, t + Duration::from_secs(5));
+        list.set_timeout(Duration::from_secs(10));
+        assert_eq!(drain_expired(&mut list, t + Duration::from_secs(12)), [1]);
+        list.set_timeout(Duration::ZERO);
+        assert!(!list.is_on());
+        assert_eq!(list.until_next_expiry(t), None);
+        list.touch(2, t);
+        assert_eq!(list.expired(t + MINUTE), None, "off: nothing joins");
+        list.set_timeout(MINUTE);
+        list.touch(3, t);
+        list.touch(2, t + Duration::from_secs(1));
+        assert_eq!(drain_expired(&mut list, t + MINUTE * 2), [3, 2]);
     }
 
     #[test]

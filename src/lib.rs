@@ -7,12 +7,14 @@
 //! Where things live (`docs/architecture.md` tells the whole story):
 //! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop;
 //!   [`listener`] opens its listening sockets; [`actor`]: the interface of custom main-thread
-//!   actors added with [`runtime::Broker::builder`].
+//!   actors added with [`runtime::Broker::builder`]; `reload.rs`: what the admin `reload`
+//!   command may change at run time.
 //! - [`actors`]: one actor per file — acceptor, UDP, MCP bridge, stats reporter (main thread),
 //!   worker; a worker's per-connection byte handling (buffers, framing into the lane, writing) is
 //!   in `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`];
 //!   [`rate_limit`] is the lock-free request-rate window a listener's workers share; a UDP
-//!   listener's queue of replies waiting for its socket is in `datagram_queue.rs`.
+//!   listener's queue of replies waiting for its socket is in `datagram_queue.rs`; the
+//!   request→reply latency of replies still in a send buffer in `reply_timing.rs`.
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up;
 //!   [`main_lane`]: the request lane the main thread produces into (UDP, overload notices).
@@ -20,9 +22,10 @@
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
 //!   request loop of a simple MCP around a [`service::Service`]; [`demo`]: the echo service.
-//! - [`stats`], [`logging`], [`clock`]: counters, log setup (and its reopening), timestamps;
-//!   [`signals`]: SIGTERM/SIGINT (stop) and SIGHUP (reopen the log file); [`instance`]: one ccsd
-//!   per queue name; [`pid_file`]: the optional pid file; [`fd_limit`]: the open-file limit raised to fit `broker.max_connections`.
+//! - [`stats`], [`histogram`], [`logging`], [`clock`]: counters, latency histograms, log setup
+//!   (and its reopening), timestamps; [`signals`]: SIGTERM/SIGINT (stop) and SIGHUP (reopen the
+//!   log file); [`instance`]: one ccsd per queue name; [`pid_file`]: the optional pid file;
+//!   [`fd_limit`]: the open-file limit raised to fit `broker.max_connections`.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -36,6 +39,7 @@ pub mod demo;
 pub mod fd_limit;
 pub mod flow;
 pub mod framing;
+pub mod histogram;
 pub mod idle;
 pub mod instance;
 pub mod lane;
@@ -49,6 +53,8 @@ pub mod message;
 pub mod pid_file;
 pub mod rate_limit;
 pub mod record;
+pub(crate) mod reload;
+pub(crate) mod reply_timing;
 pub mod runtime;
 pub mod service;
 pub mod settings;

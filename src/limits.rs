@@ -52,6 +52,13 @@ impl Limits {
         }
     }
 
+    /// Applies new `[limits]` (a reload); connections are judged by them from now on.
+    pub(crate) fn set(&mut self, settings: &LimitsSettings) {
+        let fresh = Limits::new(settings);
+        self.max_send_buffer = fresh.max_send_buffer;
+        self.max_requests_per_second = fresh.max_requests_per_second;
+    }
+
     /// Logs, at most once per ten seconds per limit, that worker `worker` closed the connection
     /// from `peer` (on listener `listener`) for `cause`, if `cause` is one of the limits.
     pub(crate) fn log_close(

@@ -19,11 +19,14 @@ use log::LevelFilter;
 
 /// Sends log records at `level` and above to stderr and, when given, appended to `file`.
 ///
+/// The level is the `log` crate's global maximum only (fern itself passes everything), so
+/// `log::set_max_level` (admin `loglevel`, `reload`) can raise it later as well as lower it.
+///
 /// # Errors
 /// The log file cannot be opened, or a logger is already installed.
 pub fn init(level: LevelFilter, file: Option<&Path>) -> io::Result<()> {
     let mut dispatch = fern::Dispatch::new()
-        .level(level)
+        .level(LevelFilter::Trace)
         .format(|out, message, record| {
             out.finish(format_args!(
                 "{} {:<5} {}: {}",
@@ -50,7 +53,9 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> io::Result<()> {
     }
     dispatch
         .apply()
-        .map_err(|e| io::Error::new(io::ErrorKind::AlreadyExists, e))
+        .map_err(|e| io::Error::new(io::ErrorKind::AlreadyExists, e))?;
+    log::set_max_level(level);
+    Ok(())
 }
 
 /// The log file set up by [`init`]: its path and the open file the logger writes to.

@@ -88,7 +88,10 @@ fn main() -> ExitCode {
         eprintln!("ccsd: {e}");
         return ExitCode::from(2);
     }
-    let broker = match Broker::start(&settings) {
+    let broker = match Broker::builder()
+        .settings_file(args.config.as_deref())
+        .start(&settings)
+    {
         Ok(b) => b,
         Err(e) => {
             error!("{e}");

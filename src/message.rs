@@ -5,16 +5,22 @@
 //!   for that worker's flows, in lane order.
 //! - [`Disconnect`]: MCP bridge → worker, close these flows (the bridge could not deliver their
 //!   replies).
-//! - [`NotifyStat`]: worker → main thread, the worker's counters.
+//! - [`NotifyStat`]: worker → main thread, the worker's counters and latency histogram.
 //! - [`CustomMcp`]: MCP bridge → main-thread actors, a custom record from MCP.
 //! - [`PortCommand`]: main thread → every worker, close or write to every connection of a listen
 //!   port (asked by MCP through a custom record, or by a custom actor).
+//! - `WorkerMsg::SampleConns` / [`ConnSample`]: main thread → every worker and back, a sample of
+//!   each worker's connections for the admin `conns` command.
+//! - [`WorkerSettings`]: main thread → every worker, the settings a reload changed.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::flow::FlowId;
+use crate::histogram::Histogram;
 use crate::record::{CloseMode, RECORD_HEADER_SIZE, Reason, RecordHeader};
+use crate::settings::LimitsSettings;
 use crate::stats::WorkerCounters;
 
 /// A new client connection for a worker to own.
@@ -81,6 +87,9 @@ pub struct NotifyStat {
     pub worker: usize,
     /// Its counters since it started.
     pub counters: WorkerCounters,
+    /// Request→reply latency (first byte read to reply written in full) of every reply it wrote
+    /// in full since it started.
+    pub latency: Histogram,
     /// Messages waiting in its mailbox when it sent this.
     pub mailbox_depth: usize,
     /// Bytes waiting in its request lane for MCP.
@@ -116,6 +125,47 @@ pub enum PortCommand {
     },
 }
 
+/// One connection as the admin `conns` command shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Its flow.
+    pub flow: FlowId,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The local port of the listener that accepted it.
+    pub listen_port: u16,
+    /// How long its worker has held it.
+    pub age: Duration,
+    /// Bytes of an incomplete packet (or of packets waiting for room in the request lane).
+    pub buffered_in: usize,
+    /// Reply bytes not written to the client yet.
+    pub buffered_out: usize,
+    /// Requests sent to MCP not answered yet.
+    pub outstanding: u64,
+}
+
+/// A worker's answer to `WorkerMsg::SampleConns`.
+#[derive(Debug, Clone)]
+pub struct ConnSample {
+    /// The request this answers.
+    pub token: u64,
+    /// The worker answering.
+    pub worker: usize,
+    /// Its open connections.
+    pub open: usize,
+    /// At most the number asked for, in slot order.
+    pub conns: Vec<ConnInfo>,
+}
+
+/// The worker settings a reload can change, sent to every worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// `[limits]`.
+    pub limits: LimitsSettings,
+    /// `stats.interval`: how often the worker sends `NotifyStat`.
+    pub stats_interval: Duration,
+}
+
 /// What a worker's mailbox carries.
 #[derive(Debug)]
 pub enum WorkerMsg {
@@ -127,6 +177,15 @@ pub enum WorkerMsg {
     Disconnect(Disconnect),
     /// Close or write to every connection of a listen port.
     Port(PortCommand),
+    /// Answer with a [`ConnSample`] of at most `max` connections (admin `conns`).
+    SampleConns {
+        /// Identifies the request in the answer.
+        token: u64,
+        /// Connections to describe at most.
+        max: usize,
+    },
+    /// Apply settings changed by a reload.
+    Reconfigure(WorkerSettings),
     /// ccsd is stopping: stop reading, close each connection once its requests are answered,
     /// close the rest at `deadline`, then end the thread.
     Shutdown {
@@ -136,8 +195,13 @@ pub enum WorkerMsg {
 }
 
 /// What the main thread's mailbox carries.
+// `NotifyStat` (counters and a histogram, about 430 bytes) is the common message; boxing it would
+// allocate at every stats interval to save slots of a channel that is allocated once.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum MainMsg {
     /// A worker's counters.
     NotifyStat(NotifyStat),
+    /// A worker's answer to `WorkerMsg::SampleConns`.
+    ConnSample(ConnSample),
 }

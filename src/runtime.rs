@@ -18,7 +18,7 @@ use std::mem;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::thread::{self, JoinHandle};
@@ -33,7 +33,7 @@ use crate::actor::{
     StatsSnapshot,
 };
 use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
-use crate::actors::admin::{Admin, AdminAction, AdminView};
+use crate::actors::admin::Admin;
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge, RECORDS_PER_TURN};
 use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
@@ -47,7 +47,7 @@ use crate::listener::{self, ListenOptions};
 use crate::logging::LogLimiter;
 use crate::mailbox::{Mailbox, mailbox};
 use crate::main_lane::MainLane;
-use crate::message::{CustomMcp, Disconnect, MainMsg, PortCommand, WorkerMsg};
+use crate::message::{CustomMcp, Disconnect, MainMsg, PortCommand, WorkerMsg, WorkerSettings};
 use crate::pid_file::{PidFile, PidFileError};
 use crate::rate_limit::RateLimiter;
 use crate::record::{CloseMode, CustomOp, Reason};
@@ -65,6 +65,8 @@ const RECYCLED_BUFFERS: usize = 64;
 const PENDING_PORT_COMMANDS: usize = 64;
 /// The window of `listen[i].max_requests_per_second`.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+mod admin_requests;
 
 /// Why ccsd could not start.
 #[derive(Debug)]
@@ -143,10 +145,17 @@ pub struct Broker {
     pending_port_commands: Vec<VecDeque<PortCommand>>,
     control: ControlCounters,
     control_log: LogLimiter,
-    /// A custom actor asked for a graceful stop.
+    /// A custom actor or the admin asked for a graceful stop.
     stop_requested: bool,
     /// Declared before `_instance`: removed before the instance lock is released.
     _pid_file: Option<PidFile>,
+    /// The settings in force (those read at start, with what reloads changed).
+    settings: Settings,
+    /// Where admin `reload` reads the settings: `None` when the binary did not say
+    /// ([`BrokerBuilder::settings_file`]), `Some(None)` for the built-in defaults.
+    reload_from: Option<Option<PathBuf>>,
+    /// Settings a reload changed, per worker, until its mailbox takes them.
+    pending_reconfigure: Vec<Option<WorkerSettings>>,
     _instance: InstanceLock,
 }
 
@@ -173,6 +182,7 @@ struct ActorSlot {
 #[derive(Default)]
 pub struct BrokerBuilder {
     actors: Vec<Box<dyn MainActor>>,
+    reload_from: Option<Option<PathBuf>>,
 }
 
 impl fmt::Debug for BrokerBuilder {
@@ -198,12 +208,21 @@ impl BrokerBuilder {
         self
     }
 
+    /// Says where the settings came from: [`Settings::load`] of `path` (`None`: the built-in
+    /// defaults), so that the admin `reload` command can read them again. Without it `reload`
+    /// answers an error.
+    pub fn settings_file(mut self, path: Option<&Path>) -> BrokerBuilder {
+        self.reload_from = Some(path.map(Path::to_path_buf));
+        self
+    }
+
     /// Starts the broker with these actors; see [`Broker::start`].
     ///
     /// # Errors
     /// Any [`StartError`], including an actor whose `start` failed.
     pub fn start(self, settings: &Settings) -> Result<Broker, StartError> {
         let mut broker = Broker::start_bare(settings)?;
+        broker.reload_from = self.reload_from;
         for actor in self.actors {
             broker.actors.push(ActorSlot {
                 actor,
@@ -467,6 +486,9 @@ impl Broker {
             control_log: LogLimiter::default(),
             stop_requested: false,
             _pid_file: pid_file,
+            settings: settings.clone(),
+            reload_from: None,
+            pending_reconfigure: vec![None; worker_count],
             _instance: instance,
         })
     }
@@ -498,19 +520,6 @@ impl Broker {
         *stopping = true;
         *stop_pending = (0..self.worker_mailboxes.len()).collect();
         self.stop_deadline = Instant::now() + grace;
-    }
-
-    /// Lets the admin handle readiness of `key` with a view of the current counters.
-    fn on_admin_event(&mut self, key: usize) -> Vec<AdminAction> {
-        let view = AdminView {
-            stats: &self.stats,
-            main: self.main_counters(),
-            workers: self.worker_mailboxes.len(),
-        };
-        match &mut self.admin {
-            Some(admin) => admin.on_event(&self.poller, key, &view),
-            None => Vec::new(),
-        }
     }
 
     /// Runs `f` on custom actor `i` with a context, then carries out what it asked.
@@ -710,6 +719,7 @@ impl Broker {
             main_lane: self.main_lane.counters(),
             response_lane_used_bytes: self.bridge.lane_used_bytes(),
             main_lane_used_bytes: self.main_lane.used_bytes(),
+            response_lane_wait: self.bridge.response_lane_wait(),
         }
     }
 
@@ -742,6 +752,8 @@ impl Broker {
                 self.stats.time_to_next().min(STOP_POLL)
             } else {
                 let timeout = self.stats.time_to_next().min(self.mcp_watch.time_to_next());
+                let admin_timer = self.admin.as_ref().and_then(Admin::time_to_next);
+                let timeout = admin_timer.map_or(timeout, |t| timeout.min(t));
                 let timeout = actor_timer.map_or(timeout, |t| timeout.min(t));
                 self.udp.next_expiry().map_or(timeout, |t| {
                     timeout.min(t.saturating_duration_since(Instant::now()))
@@ -764,14 +776,7 @@ impl Broker {
                         self.begin_stop(&mut stopping, &mut stop_pending);
                     }
                 } else if self.admin.as_ref().is_some_and(|a| a.owns(ev.key)) {
-                    for action in self.on_admin_event(ev.key) {
-                        match action {
-                            AdminAction::Close(flow) => self.close_flow(flow),
-                            AdminAction::Shutdown => {
-                                self.begin_stop(&mut stopping, &mut stop_pending);
-                            }
-                        }
-                    }
+                    self.with_admin(|admin, poller, view| admin.on_event(poller, &ev, view));
                 } else if ev.key >= ACTOR_KEY_BASE {
                     self.on_actor_event(&ev);
                 } else if self.udp.owns(ev.key) {
@@ -784,9 +789,7 @@ impl Broker {
             if !fifo_fired {
                 self.bridge.cancel_sleep();
             }
-            if let Some(admin) = &mut self.admin {
-                admin.sweep(&self.poller);
-            }
+            self.with_admin(|admin, poller, view| admin.sweep(poller, view));
             let udp = &mut self.udp;
             let replies = self
                 .bridge
@@ -799,6 +802,7 @@ impl Broker {
             }
             self.send_port_commands();
             self.main_lane.publish();
+            self.send_reconfigure();
             if mem::take(&mut self.stop_requested) {
                 self.begin_stop(&mut stopping, &mut stop_pending);
             }
@@ -811,10 +815,8 @@ impl Broker {
                     .try_send(WorkerMsg::Shutdown { deadline })
                     .is_err()
             });
-            for msg in self.inbox.try_iter() {
-                match msg {
-                    MainMsg::NotifyStat(stat) => self.stats.on_notify_stat(stat),
-                }
+            while let Ok(msg) = self.inbox.try_recv() {
+                self.on_main_msg(msg);
             }
             self.mcp_watch.tick();
             if self.stats.tick(&self.main_counters()) {
@@ -822,8 +824,8 @@ impl Broker {
             }
             if stopping && stop_pending.is_empty() && self.workers.iter().all(|w| w.is_finished()) {
                 // The workers' last counters may have arrived after the drain above.
-                for MainMsg::NotifyStat(stat) in self.inbox.try_iter() {
-                    self.stats.on_notify_stat(stat);
+                while let Ok(msg) = self.inbox.try_recv() {
+                    self.on_main_msg(msg);
                 }
                 self.stats.report_now(&self.main_counters());
                 info!("stopped: every connection closed");

@@ -15,6 +15,13 @@
 //! It stops being read and closes as soon as its replies are written, when a write fails or a
 //! reset arrives (the client had closed fully, not just shut down its sending side: a read of 0
 //! cannot tell the two apart), or at the half-close timeout, whichever comes first.
+//!
+//! This file holds the loop and the read side; `replies.rs` the write side (MCP's records, send
+//! buffers, latency), `control.rs` the control messages (port commands, `conns` samples, reloads,
+//! the graceful stop).
+
+mod control;
+mod replies;
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -29,10 +36,8 @@ use log::{debug, error, warn};
 use polling::{Event, Events, PollMode, Poller};
 
 use crate::clock::monotonic_ns;
-use crate::connection::{
-    CloseCause, Conn, Ingested, LaneSink, frame_connection, queue_capped, write_pending,
-};
-use crate::flow::{FlowId, FlowTable, StaleFlow};
+use crate::connection::{CloseCause, Conn, Ingested, LaneSink, frame_connection};
+use crate::flow::{FlowId, FlowTable};
 use crate::framing::Framer;
 use crate::histogram::Histogram;
 use crate::idle::IdleList;
@@ -40,12 +45,9 @@ use crate::lane::Producer;
 use crate::limits::Limits;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
-use crate::message::{
-    ConnInfo, ConnSample, Connect, DataTrans, Disconnect, MainMsg, NotifyStat, PortCommand,
-    WorkerMsg, WorkerSettings,
-};
+use crate::message::{Connect, MainMsg, NotifyStat, WorkerMsg};
 use crate::rate_limit::RateLimiter;
-use crate::record::{CloseMode, Kind, Reason, RecordHeader, Transport};
+use crate::record::{Kind, RecordHeader, Transport};
 use crate::settings::{LimitsSettings, OnFull};
 use crate::stats::WorkerCounters;
 
@@ -525,218 +527,6 @@ impl Worker {
             .modify_with_mode(&conn.stream, interest, PollMode::Level)
     }
 
-    fn on_writable(&mut self, slot: usize) {
-        if let Some((flow, _)) = self.conns.by_slot_mut(slot) {
-            self.flush(flow);
-        }
-    }
-
-    fn on_data_trans(&mut self, d: DataTrans) {
-        for (header, payload) in d.records() {
-            match header.kind {
-                Kind::Data => self.queue_reply(header.flow, payload, header.echo[0]),
-                Kind::Close if header.code == CloseMode::Force as u8 => {
-                    if self.conns.check(header.flow).is_ok() {
-                        self.close(header.flow, CloseCause::ByMcp);
-                    } else {
-                        self.counters.dropped_stale_flow += 1;
-                    }
-                }
-                Kind::Close => {
-                    if self.close_after_flush(header.flow).is_err() {
-                        self.counters.dropped_stale_flow += 1;
-                    }
-                }
-                _ => self.counters.dropped_unexpected_kind += 1,
-            }
-        }
-        let mut batch = d.batch;
-        batch.clear();
-        // The bridge allocates a new buffer when none comes back; a full channel just frees this one.
-        let _ = self.recycle.try_send(batch);
-    }
-
-    /// Marks `flow` to close once its queued replies are written.
-    fn close_after_flush(&mut self, flow: FlowId) -> Result<(), StaleFlow> {
-        let conn = self.conns.get_mut(flow)?;
-        conn.close_after_flush = true;
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(flow);
-        }
-        Ok(())
-    }
-
-    /// Closes or writes to every connection of one listen port.
-    fn on_port_command(&mut self, command: PortCommand) {
-        let port = match &command {
-            PortCommand::Close { port, .. } | PortCommand::Broadcast { port, .. } => *port,
-        };
-        let flows: Vec<FlowId> = self
-            .conns
-            .flows()
-            .filter(|&flow| {
-                self.conns
-                    .peek(flow)
-                    .is_some_and(|c| self.listeners[c.listener].port == port)
-            })
-            .collect();
-        for flow in flows {
-            match &command {
-                PortCommand::Close {
-                    mode: CloseMode::Force,
-                    ..
-                } => self.close(flow, CloseCause::ByMcp),
-                PortCommand::Close { .. } => {
-                    let _ = self.close_after_flush(flow);
-                }
-                PortCommand::Broadcast { payload, .. } => {
-                    if self.queue_bytes(flow, payload) == Queued::Yes {
-                        self.counters.broadcast_writes += 1;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Queues a reply to a request whose first byte was read at `echo0_ns`.
-    /// Describes up to `max` connections to the main thread (admin `conns`).
-    fn on_sample_conns(&mut self, token: u64, max: usize) {
-        let now = Instant::now();
-        let conns = self
-            .conns
-            .flows()
-            .take(max)
-            .filter_map(|flow| {
-                let c = self.conns.peek(flow)?;
-                Some(ConnInfo {
-                    flow,
-                    peer: c.peer,
-                    listen_port: self.listeners[c.listener].port,
-                    age: now.saturating_duration_since(c.opened),
-                    buffered_in: c.rbuf.len(),
-                    buffered_out: c.wbuf.len() - c.wpos,
-                    outstanding: c.outstanding,
-                })
-            })
-            .collect();
-        let sample = ConnSample {
-            token,
-            worker: self.id,
-            open: self.conns.len(),
-            conns,
-        };
-        // A full main mailbox: the admin reports this worker as not answering.
-        let _ = self.main.try_send(MainMsg::ConnSample(sample));
-    }
-
-    /// Applies settings changed by a reload: the limits judge every connection from now on (an
-    /// idle timeout just turned on counts from now), NotifyStat follows the new interval.
-    fn on_reconfigure(&mut self, settings: &WorkerSettings) {
-        self.limits.set(&settings.limits);
-        let was_on = self.idle.is_on();
-        self.idle.set_timeout(settings.limits.idle_timeout);
-        if !was_on && self.idle.is_on() && self.stopping.is_none() {
-            let watched: Vec<usize> = self
-                .conns
-                .flows()
-                .filter(|&flow| self.conns.peek(flow).is_some_and(|c| !c.paused))
-                .map(FlowId::slot)
-                .collect();
-            for slot in watched {
-                self.idle.touch(slot, self.now);
-            }
-        }
-        self.stats_interval = settings.stats_interval;
-        self.next_stats = self.next_stats.min(Instant::now() + self.stats_interval);
-    }
-
-    fn queue_reply(&mut self, flow: FlowId, payload: &[u8], echo0_ns: u64) {
-        match self.queue_bytes(flow, payload) {
-            Queued::Yes => {
-                if let Ok(conn) = self.conns.get_mut(flow) {
-                    conn.outstanding = conn.outstanding.saturating_sub(1);
-                    conn.unsent.reply_queued(echo0_ns);
-                }
-                self.counters.replies_out += 1;
-            }
-            Queued::OverCap => {}
-            Queued::NoConnection => self.counters.dropped_stale_flow += 1,
-        }
-    }
-
-    /// Queues `payload` for `flow`, closing it when that passes `limits.max_send_buffer`.
-    fn queue_bytes(&mut self, flow: FlowId, payload: &[u8]) -> Queued {
-        match self.conns.get_mut(flow) {
-            Ok(conn) if !conn.close_after_flush => {
-                let written_before = self.counters.bytes_out;
-                let max = self.limits.max_send_buffer;
-                let queued = queue_capped(conn, payload, max, &mut self.counters.bytes_out);
-                if self.counters.bytes_out != written_before && !conn.half_closed {
-                    self.idle.touch(flow.slot(), self.now);
-                    // Making room wrote earlier replies.
-                    let unwritten = conn.wbuf.len() - conn.wpos;
-                    conn.unsent
-                        .written(unwritten, monotonic_ns, &mut self.latency);
-                }
-                if let Err(cause) = queued {
-                    self.close(flow, cause);
-                    return Queued::OverCap;
-                }
-                if !conn.dirty {
-                    conn.dirty = true;
-                    self.dirty.push(flow);
-                }
-                Queued::Yes
-            }
-            _ => Queued::NoConnection,
-        }
-    }
-
-    /// Stops reading every connection; from now on each turn closes the answered ones.
-    fn on_shutdown(&mut self, deadline: Instant) {
-        self.stopping = Some(self.stopping.map_or(deadline, |d| d.min(deadline)));
-        self.paused.clear();
-        let flows: Vec<FlowId> = self.conns.flows().collect();
-        for flow in flows {
-            if let Ok(conn) = self.conns.get_mut(flow) {
-                conn.paused = true;
-            }
-            if self.update_interest(flow).is_err() {
-                self.close(flow, CloseCause::SocketError);
-            }
-        }
-    }
-
-    /// While stopping: closes each connection whose requests are all answered and written, and
-    /// every connection once the deadline has passed.
-    fn close_answered(&mut self) {
-        let Some(deadline) = self.stopping else {
-            return;
-        };
-        let now = Instant::now();
-        let done: Vec<FlowId> = self
-            .conns
-            .flows()
-            .filter(|&flow| now >= deadline || self.conns.peek(flow).is_some_and(Conn::answered))
-            .collect();
-        for flow in done {
-            self.close(flow, CloseCause::Shutdown);
-        }
-    }
-
-    fn on_disconnect(&mut self, d: Disconnect) {
-        for flow in d.flows {
-            if self.conns.check(flow).is_ok() {
-                let cause = match d.reason {
-                    Reason::Local => CloseCause::ByMcp,
-                    _ => CloseCause::Overload,
-                };
-                self.close(flow, cause);
-            }
-        }
-    }
-
     /// Closes every connection inactive for `limits.idle_timeout`, least recently active first.
     fn close_idle(&mut self) {
         while let Some(slot) = self.idle.expired(self.now) {
@@ -754,48 +544,6 @@ impl Worker {
             match self.conns.by_slot_mut(slot) {
                 Some((flow, _)) => self.close(flow, CloseCause::HalfCloseTimeout),
                 None => self.half_closed.remove(slot),
-            }
-        }
-    }
-
-    /// Writes every connection that got replies or a close request this turn.
-    fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for flow in dirty.drain(..) {
-            self.flush(flow);
-        }
-        self.dirty = dirty;
-    }
-
-    /// Writes what `flow` has pending, then closes it or sets its write interest accordingly.
-    fn flush(&mut self, flow: FlowId) {
-        let Ok(conn) = self.conns.get_mut(flow) else {
-            return;
-        };
-        conn.dirty = false;
-        let written_before = self.counters.bytes_out;
-        let result = write_pending(conn, &mut self.counters.bytes_out);
-        if self.counters.bytes_out != written_before && !conn.half_closed {
-            self.idle.touch(flow.slot(), self.now);
-            let unwritten = conn.wbuf.len() - conn.wpos;
-            conn.unsent
-                .written(unwritten, monotonic_ns, &mut self.latency);
-        }
-        let want_write = match result {
-            Ok(true) if conn.close_after_flush => return self.close(flow, CloseCause::ByMcp),
-            Ok(true) if conn.half_closed && conn.outstanding == 0 => {
-                return self.close(flow, CloseCause::Peer);
-            }
-            Ok(true) => false,
-            Ok(false) => true,
-            // The client closed fully (EPIPE, reset): no one reads the other replies.
-            Err(_) if conn.half_closed => return self.close(flow, CloseCause::Peer),
-            Err(_) => return self.close(flow, CloseCause::SocketError),
-        };
-        if want_write != conn.write_armed {
-            conn.write_armed = want_write;
-            if self.update_interest(flow).is_err() {
-                self.close(flow, CloseCause::SocketError);
             }
         }
     }

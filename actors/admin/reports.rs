@@ -1,0 +1,163 @@
+//! The admin's reports: `stats` (memcached-style `STAT` lines), `workers` (a line per worker)
+//! and `/metrics` (Prometheus text exposition), all rendered from one [`AdminView`].
+
+use std::fmt::Write as _;
+
+use super::AdminView;
+
+/// Every counter as `STAT name value` lines, then `END`, like memcached's `stats`.
+pub(super) fn stats_text(view: &AdminView<'_>) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "STAT uptime_ms {}\r\nSTAT epoch {}\r\nSTAT response_lane_used_bytes {}\r\nSTAT main_lane_used_bytes {}\r\n",
+        view.stats.uptime().as_millis(),
+        view.stats.epoch(),
+        view.main.response_lane_used_bytes,
+        view.main.main_lane_used_bytes
+    );
+    view.stats.totals().for_each(|k, v| {
+        let _ = write!(out, "STAT {k} {v}\r\n");
+    });
+    view.main.acceptor.for_each(|k, v| {
+        let _ = write!(out, "STAT acceptor_{k} {v}\r\n");
+    });
+    view.main.udp.for_each(|k, v| {
+        let _ = write!(out, "STAT udp_{k} {v}\r\n");
+    });
+    view.main.bridge.for_each(|k, v| {
+        let _ = write!(out, "STAT bridge_{k} {v}\r\n");
+    });
+    view.main.control.for_each(|k, v| {
+        let _ = write!(out, "STAT control_{k} {v}\r\n");
+    });
+    view.main.process.for_each(|k, v| {
+        let _ = write!(out, "STAT process_{k} {v}\r\n");
+    });
+    view.main.main_lane.for_each(|k, v| {
+        let _ = write!(out, "STAT main_{k} {v}\r\n");
+    });
+    view.stats
+        .latency_totals()
+        .write_stat_lines(&mut out, "latency");
+    view.main
+        .response_lane_wait
+        .write_stat_lines(&mut out, "response_lane_wait");
+    out.push_str("END\r\n");
+    out
+}
+
+/// One line per worker: its main figures.
+pub(super) fn workers_text(view: &AdminView<'_>) -> String {
+    let mut out = String::new();
+    for (i, w) in view.stats.workers().iter().enumerate() {
+        match w {
+            Some(s) => {
+                let c = &s.counters;
+                let _ = write!(
+                    out,
+                    "worker {i} connections {} packets_in {} bytes_in {} replies_out {} bytes_out {} mailbox_depth {} lane_used_bytes {}\r\n",
+                    c.connections_open,
+                    c.packets_in,
+                    c.bytes_in,
+                    c.replies_out,
+                    c.bytes_out,
+                    s.mailbox_depth,
+                    s.lane_used_bytes
+                );
+            }
+            None => {
+                let _ = write!(out, "worker {i} no report yet\r\n");
+            }
+        }
+    }
+    out.push_str("END\r\n");
+    out
+}
+
+/// Gauges among the worker counters (everything else only grows).
+const GAUGES: [&str; 1] = ["connections_open"];
+
+/// Prometheus text exposition: worker counters per `worker` label, then the acceptor's and the
+/// bridge's, then per-worker mailbox depth and request-lane fill.
+pub(super) fn metrics_text(view: &AdminView<'_>) -> String {
+    let mut out = String::new();
+    let mut names = Vec::new();
+    view.stats.totals().for_each(|k, _| names.push(k));
+    for name in names {
+        let kind = if GAUGES.contains(&name) {
+            "gauge"
+        } else {
+            "counter"
+        };
+        let _ = writeln!(out, "# TYPE ccsd_{name} {kind}");
+        for (i, w) in view.stats.workers().iter().enumerate() {
+            let mut value = 0;
+            if let Some(s) = w {
+                s.counters.for_each(|k, v| {
+                    if k == name {
+                        value = v;
+                    }
+                });
+            }
+            let _ = writeln!(out, "ccsd_{name}{{worker=\"{i}\"}} {value}");
+        }
+    }
+    view.main.acceptor.for_each(|k, v| {
+        let _ = writeln!(
+            out,
+            "# TYPE ccsd_acceptor_{k} counter\nccsd_acceptor_{k} {v}"
+        );
+    });
+    view.main.udp.for_each(|k, v| {
+        let _ = writeln!(out, "# TYPE ccsd_udp_{k} counter\nccsd_udp_{k} {v}");
+    });
+    view.main.bridge.for_each(|k, v| {
+        let _ = writeln!(out, "# TYPE ccsd_bridge_{k} counter\nccsd_bridge_{k} {v}");
+    });
+    view.main.control.for_each(|k, v| {
+        let _ = writeln!(out, "# TYPE ccsd_control_{k} counter\nccsd_control_{k} {v}");
+    });
+    view.main.process.for_each(|k, v| {
+        let _ = writeln!(out, "# TYPE ccsd_process_{k} counter\nccsd_process_{k} {v}");
+    });
+    view.main.main_lane.for_each(|k, v| {
+        let _ = writeln!(out, "# TYPE ccsd_main_{k} counter\nccsd_main_{k} {v}");
+    });
+    let _ = writeln!(out, "# TYPE ccsd_mailbox_depth gauge");
+    for (i, w) in view.stats.workers().iter().enumerate() {
+        let depth = w.map_or(0, |s| s.mailbox_depth);
+        let _ = writeln!(out, "ccsd_mailbox_depth{{worker=\"{i}\"}} {depth}");
+    }
+    let _ = writeln!(out, "# TYPE ccsd_request_lane_used_bytes gauge");
+    for (i, w) in view.stats.workers().iter().enumerate() {
+        let used = w.map_or(0, |s| s.lane_used_bytes);
+        let _ = writeln!(out, "ccsd_request_lane_used_bytes{{worker=\"{i}\"}} {used}");
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE ccsd_main_lane_used_bytes gauge\nccsd_main_lane_used_bytes {}",
+        view.main.main_lane_used_bytes
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE ccsd_response_lane_used_bytes gauge\nccsd_response_lane_used_bytes {}",
+        view.main.response_lane_used_bytes
+    );
+    let _ = writeln!(out, "# TYPE ccsd_request_latency_seconds histogram");
+    for (i, w) in view.stats.workers().iter().enumerate() {
+        let latency = w.map(|s| s.latency).unwrap_or_default();
+        let labels = format!("worker=\"{i}\"");
+        latency.write_prometheus(&mut out, "ccsd_request_latency_seconds", &labels);
+    }
+    let _ = writeln!(out, "# TYPE ccsd_response_lane_wait_seconds histogram");
+    view.main
+        .response_lane_wait
+        .write_prometheus(&mut out, "ccsd_response_lane_wait_seconds", "");
+    let _ = writeln!(
+        out,
+        "# TYPE ccsd_uptime_seconds gauge\nccsd_uptime_seconds {}",
+        view.stats.uptime().as_secs()
+    );
+    out
+}

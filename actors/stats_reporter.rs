@@ -7,11 +7,12 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{Level, log, warn};
 
 use crate::histogram::Histogram;
 use crate::logging::LogLimiter;
 use crate::message::NotifyStat;
+use crate::settings::StatsSettings;
 use crate::stats::{
     AcceptorCounters, BridgeCounters, ControlCounters, MainLaneCounters, McpWatchCounters,
     ProcessCounters, UdpCounters, WorkerCounters,
@@ -48,6 +49,9 @@ pub struct StatsReporter {
     file: Option<PathBuf>,
     interval: Duration,
     next_report: Instant,
+    /// `stats.log_interval`: how often the summary line is logged at info level (zero: never).
+    log_interval: Duration,
+    next_log: Instant,
     started: Instant,
     epoch: u16,
     workers: Vec<Option<NotifyStat>>,
@@ -55,18 +59,16 @@ pub struct StatsReporter {
 }
 
 impl StatsReporter {
-    /// A reporter for `workers` workers, writing `file` (if any) every `interval`.
-    pub fn new(
-        file: Option<PathBuf>,
-        interval: Duration,
-        epoch: u16,
-        workers: usize,
-    ) -> StatsReporter {
+    /// A reporter for `workers` workers, writing `settings.file` (if any) every
+    /// `settings.interval` and logging a summary every `settings.log_interval`.
+    pub fn new(settings: &StatsSettings, epoch: u16, workers: usize) -> StatsReporter {
         let now = Instant::now();
         StatsReporter {
-            file,
-            interval,
-            next_report: now + interval,
+            file: settings.file.clone(),
+            interval: settings.interval,
+            next_report: now + settings.interval,
+            log_interval: settings.log_interval,
+            next_log: now + settings.log_interval,
             started: now,
             epoch,
             workers: vec![None; workers],
@@ -129,19 +131,35 @@ impl StatsReporter {
     pub fn tick(&mut self, main: &MainCounters) -> bool {
         let due = Instant::now() >= self.next_report;
         if due {
-            self.report_now(main);
+            self.report(main, false);
         }
         due
     }
 
-    /// Writes a report now (the last one, at a stop).
+    /// Writes a report now (the last one, at a stop), with its summary at info level.
     pub fn report_now(&mut self, main: &MainCounters) {
+        self.report(main, true);
+    }
+
+    /// Writes the status file and logs the summary line: at info level when `last` or when
+    /// `stats.log_interval` has passed since the last info summary, at debug level otherwise.
+    fn report(&mut self, main: &MainCounters, last: bool) {
         let now = Instant::now();
         self.next_report = now + self.interval;
         let json = self.render(main, now);
         let totals = self.totals();
         let latency = self.latency_totals();
-        debug!(
+        let log_due = !self.log_interval.is_zero() && now >= self.next_log;
+        if log_due {
+            self.next_log = now + self.log_interval;
+        }
+        let level = if last || log_due {
+            Level::Info
+        } else {
+            Level::Debug
+        };
+        log!(
+            level,
             "stats: {} open, {} packets in, {} replies out, {} stale, {} queue-full drops, latency p50 {} us p99 {} us",
             totals.connections_open,
             totals.packets_in,

@@ -228,12 +228,7 @@ impl Broker {
                 .register(&poller, acceptor.listener_count() + 2)
                 .map_err(StartError::Runtime)?;
         }
-        let stats = StatsReporter::new(
-            settings.stats.file.clone(),
-            settings.stats.interval,
-            epoch,
-            worker_count,
-        );
+        let stats = StatsReporter::new(&settings.stats, epoch, worker_count);
         info!(
             "ccsd ready: epoch {epoch}, {worker_count} workers, queues {}",
             queue_glob(settings).display()

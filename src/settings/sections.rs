@@ -374,6 +374,10 @@ pub struct StatsSettings {
     /// JSON status file, replaced atomically; `None` (or an empty string) means none.
     #[serde(deserialize_with = "optional_path")]
     pub file: Option<PathBuf>,
+    /// How often the one-line summary is logged at info level (at every interval it is logged at
+    /// debug level); zero: never at info.
+    #[serde(deserialize_with = "duration")]
+    pub log_interval: Duration,
 }
 
 impl Default for StatsSettings {
@@ -381,6 +385,7 @@ impl Default for StatsSettings {
         StatsSettings {
             interval: Duration::from_secs(1),
             file: None,
+            log_interval: Duration::from_secs(60),
         }
     }
 }

@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::Duration;
 
 use ccsd::flow::FlowId;
 use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{Kind, Reason};
-use common::{TestEnv, WAIT, assert_closed, connect, packet};
+use common::{TestEnv, WAIT, assert_closed, assert_open_and_silent, connect, packet};
 
 const LIMIT: usize = 20;
 
@@ -29,16 +28,6 @@ fn data_from_one_flow(mcp: &mut McpEndpoint, msg: &mut Message, n: usize) -> Flo
         assert_eq!(*flow.get_or_insert(msg.header().flow), msg.header().flow);
     }
     flow.expect("n > 0")
-}
-
-fn assert_open_and_silent(client: &mut TcpStream) {
-    client
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    match client.read(&mut [0u8; 1]) {
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-        other => panic!("the connection should be open and silent, got {other:?}"),
-    }
 }
 
 #[test]

@@ -4,23 +4,9 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
+use std::io::Write;
 
-use common::{TestEnv, connect, packet, read_n, round_trip};
-
-/// Asserts the connection is open and nothing arrives on it for a moment.
-fn assert_open_and_silent(client: &mut TcpStream) {
-    client
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    match client.read(&mut [0u8; 1]) {
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-        other => panic!("the connection should be open and silent, got {other:?}"),
-    }
-    client.set_read_timeout(Some(common::WAIT)).unwrap();
-}
+use common::{TestEnv, assert_open_and_silent, connect, packet, read_n, round_trip};
 
 #[test]
 fn requests_are_dropped_while_mcp_is_down_and_answered_once_it_is_back() {

@@ -5,9 +5,8 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{Proc, TestEnv, WAIT};
+use common::TestEnv;
 use rustix::process::{Pid, Signal, kill_process};
 
 fn with_pid_file(env: &TestEnv, path: &Path) {
@@ -15,17 +14,6 @@ fn with_pid_file(env: &TestEnv, path: &Path) {
         "broker",
         &format!("pid_file = {:?}", path.display().to_string()),
     );
-}
-
-fn exit_code(p: &mut Proc) -> Option<i32> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = p.child.try_wait().unwrap() {
-            return status.code();
-        }
-        assert!(Instant::now() < deadline, "ccsd did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn pid_in(path: &Path) -> u32 {
@@ -42,7 +30,7 @@ fn pid_file_holds_the_pid_while_running_and_is_removed_at_a_clean_exit() {
     assert_eq!(pid_in(&path), ccsd.child.id());
 
     kill_process(Pid::from_child(&ccsd.child), Signal::TERM).unwrap();
-    assert_eq!(exit_code(&mut ccsd), Some(0));
+    assert_eq!(ccsd.exit_code(), Some(0));
     assert!(!path.exists(), "the pid file outlived ccsd");
 }
 

@@ -17,17 +17,6 @@ fn signal(p: &Proc, sig: Signal) {
     kill_process(pid, sig).expect("send signal");
 }
 
-fn exit_code(p: &mut Proc) -> Option<i32> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = p.child.try_wait().unwrap() {
-            return status.code();
-        }
-        assert!(Instant::now() < deadline, "ccsd did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Waits until new connections are refused (the listener is closed).
 fn wait_refused(p: &Proc) {
     let deadline = Instant::now() + WAIT;
@@ -77,7 +66,7 @@ fn sigterm_waits_for_the_outstanding_reply_then_closes_and_exits_zero() {
         (notice.flow, Reason::from_u8(notice.code)),
         (req.flow, Some(Reason::Shutdown))
     );
-    assert_eq!(exit_code(&mut ccsd), Some(0));
+    assert_eq!(ccsd.exit_code(), Some(0));
     // A probe of `wait_refused` accepted just before the listener closed is closed by the
     // shutdown too, so this client's close is at least one of them.
     let closed = common::stat(&env.stats(), "totals.closed_shutdown").unwrap_or(0);
@@ -102,7 +91,7 @@ fn unanswered_connections_close_when_the_grace_period_ends() {
     let (mut ccsd, _mcp, mut client, _env) = unanswered_request("300ms");
     signal(&ccsd, Signal::INT);
     assert_closed(&mut client);
-    assert_eq!(exit_code(&mut ccsd), Some(0));
+    assert_eq!(ccsd.exit_code(), Some(0));
 }
 
 #[test]
@@ -112,5 +101,5 @@ fn a_second_signal_closes_everything_at_once() {
     wait_refused(&ccsd);
     signal(&ccsd, Signal::TERM);
     assert_closed(&mut client);
-    assert_eq!(exit_code(&mut ccsd), Some(0));
+    assert_eq!(ccsd.exit_code(), Some(0));
 }

@@ -241,6 +241,18 @@ impl Proc {
         }
     }
 
+    /// Waits (at most [`WAIT`]) for the process to exit on its own; its exit code.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "{} did not exit", self.what);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
     }
@@ -255,6 +267,22 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Asserts the connection is open and nothing arrives on it for 100 ms.
+pub fn assert_open_and_silent(client: &mut TcpStream) {
+    client
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    match client.read(&mut [0u8; 1]) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("the connection should be open and silent, got {other:?}"),
+    }
+    client.set_read_timeout(Some(WAIT)).unwrap();
 }
 
 /// The peak resident set (`VmHWM` in `/proc/<pid>/status`) of `p`, in bytes.

@@ -29,7 +29,8 @@ use crate::lane::Consumer;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::message::{DataTrans, Disconnect, WorkerMsg};
-use crate::record::{Kind, Reason, RecordHeader};
+use crate::record::Reason;
+use crate::response::{Destination, Rejection, ResponseCheck};
 use crate::stats::BridgeCounters;
 
 /// A batch is sent as soon as it holds this many bytes or [`BATCH_RECORDS`] records: large
@@ -54,14 +55,12 @@ pub struct BridgeLink {
 #[derive(Debug)]
 pub struct McpBridge {
     lane: Consumer,
-    epoch: u16,
+    check: ResponseCheck,
     links: Vec<BridgeLink>,
     batches: Vec<Vec<u8>>,
     batch_records: Vec<usize>,
     pending_closes: Vec<Vec<FlowId>>,
     record: Vec<u8>,
-    /// `mcp.reply_max_age` in nanoseconds; 0: replies never expire.
-    reply_max_age_ns: u64,
     /// The clock at the start of the current drain (only read when replies can expire).
     now_ns: u64,
     counters: BridgeCounters,
@@ -81,13 +80,16 @@ impl McpBridge {
         let n = links.len();
         McpBridge {
             lane,
-            epoch,
+            check: ResponseCheck {
+                epoch,
+                workers: n,
+                reply_max_age_ns: u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX),
+            },
             links,
             batches: vec![Vec::new(); n],
             batch_records: vec![0; n],
             pending_closes: vec![Vec::new(); n],
             record: Vec::new(),
-            reply_max_age_ns: u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX),
             now_ns: 0,
             counters: BridgeCounters::default(),
             garbage_log: LogLimiter::default(),
@@ -132,7 +134,7 @@ impl McpBridge {
     /// `RECORDS_PER_TURN`, more may be waiting.
     pub fn drain(&mut self) -> usize {
         self.retry_pending_closes();
-        if self.reply_max_age_ns != 0 {
+        if self.check.reply_max_age_ns != 0 {
             self.now_ns = monotonic_ns();
         }
         let mut taken = 0;
@@ -164,45 +166,13 @@ impl McpBridge {
 
     fn route(&mut self) {
         self.counters.records_in += 1;
-        let header = match RecordHeader::decode(&self.record) {
-            Ok(h) => h,
-            Err(e) => {
-                self.counters.dropped_malformed += 1;
-                if let Some(n) = self.garbage_log.allow() {
-                    warn!(
-                        "response lane: dropping a malformed record: {e} ({n} similar suppressed)"
-                    );
-                }
-                return;
-            }
-        };
-        match header.kind {
-            Kind::Data | Kind::Close => {}
-            Kind::Custom => {
+        let (header, w) = match self.check.classify(&self.record, self.now_ns) {
+            Ok((header, Destination::Worker(w))) => (header, w),
+            Ok((_, Destination::MainThread)) => {
                 self.counters.custom_records += 1;
                 return;
             }
-            Kind::Connect | Kind::Disconnect => {
-                self.counters.dropped_unexpected_kind += 1;
-                return;
-            }
-        }
-        if header.flow.epoch() != self.epoch {
-            self.counters.dropped_stale_epoch += 1;
-            return;
-        }
-        // A timestamp ahead of our clock (MCP read it later than we did) is not expired.
-        if self.reply_max_age_ns != 0
-            && header.kind == Kind::Data
-            && self.now_ns.saturating_sub(header.timestamp_ns) > self.reply_max_age_ns
-        {
-            self.counters.dropped_expired += 1;
-            return;
-        }
-        let w = header.flow.worker();
-        let Some(batch) = self.batches.get_mut(w) else {
-            self.counters.dropped_bad_worker += 1;
-            return;
+            Err(rejection) => return self.count_rejection(rejection),
         };
         // A flow that lost replies must not get later ones before its close: the client would
         // see a stream with a hole in it.
@@ -210,11 +180,29 @@ impl McpBridge {
             self.counters.dropped_mailbox_full += 1;
             return;
         }
+        let batch = &mut self.batches[w];
         batch.extend_from_slice(&self.record);
         self.counters.records_routed += 1;
         self.batch_records[w] += 1;
         if batch.len() >= BATCH_BYTES || self.batch_records[w] >= BATCH_RECORDS {
             self.send_batch(w);
+        }
+    }
+
+    fn count_rejection(&mut self, rejection: Rejection) {
+        match rejection {
+            Rejection::Malformed(e) => {
+                self.counters.dropped_malformed += 1;
+                if let Some(n) = self.garbage_log.allow() {
+                    warn!(
+                        "response lane: dropping a malformed record: {e} ({n} similar suppressed)"
+                    );
+                }
+            }
+            Rejection::UnexpectedKind(_) => self.counters.dropped_unexpected_kind += 1,
+            Rejection::StaleEpoch => self.counters.dropped_stale_epoch += 1,
+            Rejection::Expired => self.counters.dropped_expired += 1,
+            Rejection::BadWorker => self.counters.dropped_bad_worker += 1,
         }
     }
 
@@ -279,6 +267,7 @@ mod tests {
     use super::*;
     use crate::lane::{Lane, Producer};
     use crate::mailbox::mailbox;
+    use crate::record::{Kind, RecordHeader};
 
     /// Removes the test lane's files, also when the test panics.
     struct LaneFiles(PathBuf);

@@ -12,7 +12,8 @@
 //!   `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`].
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up.
-//! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
+//! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it;
+//!   [`response`]: the checks the MCP bridge applies to each record MCP sends.
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
 //!   request loop of a simple MCP around a [`service::Service`]; [`demo`]: the echo service.
@@ -39,6 +40,7 @@ pub mod mailbox;
 pub mod mcp;
 pub mod message;
 pub mod record;
+pub mod response;
 pub mod runtime;
 pub mod service;
 pub mod settings;

@@ -42,7 +42,8 @@ use crate::lane::Consumer;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::message::{CustomMcp, DataTrans, Disconnect, WorkerMsg};
-use crate::record::{Kind, RECORD_HEADER_SIZE, Reason, RecordHeader};
+use crate::record::{RECORD_HEADER_SIZE, Reason, RecordHeader};
+use crate::response::{Destination, Rejection, ResponseCheck};
 use crate::stats::BridgeCounters;
 
 /// A batch is sent as soon as it holds this many bytes or [`BATCH_RECORDS`] records: large
@@ -67,7 +68,7 @@ pub struct BridgeLink {
 #[derive(Debug)]
 pub struct McpBridge {
     lane: Consumer,
-    epoch: u16,
+    check: ResponseCheck,
     links: Vec<BridgeLink>,
     batches: Vec<Vec<u8>>,
     batch_records: Vec<usize>,
@@ -75,9 +76,7 @@ pub struct McpBridge {
     record: Vec<u8>,
     /// Custom records read in this drain, for the runtime to hand out.
     customs: Vec<CustomMcp>,
-    /// `mcp.reply_max_age` in nanoseconds; 0: replies never expire.
-    reply_max_age_ns: u64,
-    /// The clock in the current drain, read at its first reply; 0 until then.
+    /// The clock in the current drain, read at its first record; 0 until then.
     now_ns: u64,
     counters: BridgeCounters,
     /// How long replies waited in the response lane.
@@ -98,14 +97,17 @@ impl McpBridge {
         let n = links.len();
         McpBridge {
             lane,
-            epoch,
+            check: ResponseCheck {
+                epoch,
+                workers: n,
+                reply_max_age_ns: u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX),
+            },
             links,
             batches: vec![Vec::new(); n],
             batch_records: vec![0; n],
             pending_closes: vec![Vec::new(); n],
             record: Vec::new(),
             customs: Vec::new(),
-            reply_max_age_ns: u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX),
             now_ns: 0,
             counters: BridgeCounters::default(),
             lane_wait: Histogram::default(),
@@ -116,7 +118,7 @@ impl McpBridge {
 
     /// Applies a new `mcp.reply_max_age` (a reload); zero: replies never expire.
     pub fn set_reply_max_age(&mut self, reply_max_age: Duration) {
-        self.reply_max_age_ns = u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX);
+        self.check.reply_max_age_ns = u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX);
     }
 
     /// The response lane's wake-up FIFO, to register in the main poller.
@@ -198,21 +200,21 @@ impl McpBridge {
 
     fn route(&mut self, main_thread: &mut dyn FnMut(&RecordHeader, &[u8])) {
         self.counters.records_in += 1;
-        let header = match RecordHeader::decode(&self.record) {
-            Ok(h) => h,
-            Err(e) => {
-                self.counters.dropped_malformed += 1;
-                if let Some(n) = self.garbage_log.allow() {
-                    warn!(
-                        "response lane: dropping a malformed record: {e} ({n} similar suppressed)"
-                    );
-                }
+        if self.now_ns == 0 {
+            self.now_ns = monotonic_ns();
+        }
+        let (header, w) = match self.check.classify(&self.record, self.now_ns) {
+            Ok((header, Destination::Worker(w))) => {
+                self.record_wait(&header);
+                (header, w)
+            }
+            Ok((header, Destination::MainLane)) => {
+                self.record_wait(&header);
+                self.counters.records_udp += 1;
+                main_thread(&header, &self.record[RECORD_HEADER_SIZE..]);
                 return;
             }
-        };
-        match header.kind {
-            Kind::Data | Kind::Close => {}
-            Kind::Custom => {
+            Ok((header, Destination::Custom)) => {
                 self.counters.custom_records += 1;
                 self.customs.push(CustomMcp {
                     header,
@@ -220,39 +222,7 @@ impl McpBridge {
                 });
                 return;
             }
-            Kind::Connect | Kind::Disconnect => {
-                self.counters.dropped_unexpected_kind += 1;
-                return;
-            }
-        }
-        if header.flow.epoch() != self.epoch {
-            self.counters.dropped_stale_epoch += 1;
-            return;
-        }
-        if self.now_ns == 0 {
-            self.now_ns = monotonic_ns();
-        }
-        // A timestamp ahead of our clock (MCP read it later than we did) waited for nothing.
-        let waited_ns = self.now_ns.saturating_sub(header.timestamp_ns);
-        if header.timestamp_ns != 0 {
-            self.lane_wait.record_ns(waited_ns);
-        }
-        if self.reply_max_age_ns != 0
-            && header.kind == Kind::Data
-            && waited_ns > self.reply_max_age_ns
-        {
-            self.counters.dropped_expired += 1;
-            return;
-        }
-        let w = header.flow.worker();
-        if w == self.links.len() {
-            self.counters.records_udp += 1;
-            main_thread(&header, &self.record[RECORD_HEADER_SIZE..]);
-            return;
-        }
-        let Some(batch) = self.batches.get_mut(w) else {
-            self.counters.dropped_bad_worker += 1;
-            return;
+            Err(rejection) => return self.count_rejection(rejection),
         };
         // A flow that lost replies must not get later ones before its close: the client would
         // see a stream with a hole in it.
@@ -260,11 +230,41 @@ impl McpBridge {
             self.counters.dropped_mailbox_full += 1;
             return;
         }
+        let batch = &mut self.batches[w];
         batch.extend_from_slice(&self.record);
         self.counters.records_routed += 1;
         self.batch_records[w] += 1;
         if batch.len() >= BATCH_BYTES || self.batch_records[w] >= BATCH_RECORDS {
             self.send_batch(w);
+        }
+    }
+
+    /// Adds how long an accepted reply waited in the lane (from MCP's timestamp) to the histogram;
+    /// a timestamp ahead of our clock (MCP read it later than we did) waited for nothing.
+    fn record_wait(&mut self, header: &RecordHeader) {
+        if header.timestamp_ns != 0 {
+            self.lane_wait
+                .record_ns(self.now_ns.saturating_sub(header.timestamp_ns));
+        }
+    }
+
+    fn count_rejection(&mut self, rejection: Rejection) {
+        match rejection {
+            Rejection::Malformed(e) => {
+                self.counters.dropped_malformed += 1;
+                if let Some(n) = self.garbage_log.allow() {
+                    warn!(
+                        "response lane: dropping a malformed record: {e} ({n} similar suppressed)"
+                    );
+                }
+            }
+            Rejection::UnexpectedKind(_) => self.counters.dropped_unexpected_kind += 1,
+            Rejection::StaleEpoch => self.counters.dropped_stale_epoch += 1,
+            Rejection::Expired { waited_ns } => {
+                self.lane_wait.record_ns(waited_ns);
+                self.counters.dropped_expired += 1;
+            }
+            Rejection::BadWorker => self.counters.dropped_bad_worker += 1,
         }
     }
 
@@ -329,6 +329,7 @@ mod tests {
     use super::*;
     use crate::lane::{Lane, Producer};
     use crate::mailbox::mailbox;
+    use crate::record::{Kind, RecordHeader};
 
     /// Removes the test lane's files, also when the test panics.
     struct LaneFiles(PathBuf);

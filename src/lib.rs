@@ -18,7 +18,8 @@
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up;
 //!   [`main_lane`]: the request lane the main thread produces into (UDP, overload notices).
-//! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
+//! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it;
+//!   [`response`]: the checks the MCP bridge applies to each record MCP sends.
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
 //!   request loop of a simple MCP around a [`service::Service`]; [`demo`]: the echo service.
@@ -55,6 +56,7 @@ pub mod rate_limit;
 pub mod record;
 pub(crate) mod reload;
 pub(crate) mod reply_timing;
+pub mod response;
 pub mod runtime;
 pub mod service;
 pub mod settings;

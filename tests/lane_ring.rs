@@ -5,6 +5,7 @@ mod lane_common;
 
 use std::collections::VecDeque;
 use std::fs;
+use std::os::unix::fs::FileExt;
 
 use ccsd::lane::{Consumer, LANE_HEADER_SIZE, LANE_MAGIC, Lane, Producer, PushError};
 use lane_common::ShmFiles;
@@ -448,4 +449,31 @@ fn random_operations_match_a_vecdeque_model() {
         random_operations_match_the_model(seed, CAPACITY, 20_000);
     }
     random_operations_match_the_model(99, 8192, 20_000);
+}
+
+#[test]
+fn positions_near_the_top_of_u64_wrap_past_zero_without_losing_a_record() {
+    // A peer can leave any aligned positions in the header; both ends count modulo 2^64.
+    let files = ShmFiles::new();
+    Lane::create_or_attach(files.path(), CAPACITY).unwrap();
+    let start = 0u64.wrapping_sub(CAPACITY + 80); // a ring and 80 bytes before zero
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(files.path())
+        .unwrap();
+    for offset in [128, 256] {
+        file.write_all_at(&start.to_le_bytes(), offset).unwrap();
+    }
+    let (mut producer, mut consumer) = pair(&files, CAPACITY);
+    let mut rng = Rng(7);
+    for _ in 0..50 {
+        let len = rng.below(3000) as usize;
+        let record = rng.bytes(len);
+        round_trip(&mut producer, &mut consumer, &record);
+    }
+    let head = consumer.lane().head_position();
+    assert!(
+        head < start,
+        "the positions wrapped past zero (head {head})"
+    );
 }

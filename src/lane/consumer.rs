@@ -90,7 +90,8 @@ impl Consumer {
                     return Ok(None);
                 }
             }
-            let available = self.tail - self.head;
+            // Positions are counted modulo 2^64: a peer may have left them anywhere.
+            let available = self.tail.wrapping_sub(self.head);
             if self.head % 8 != 0 || available < FRAME_HEADER {
                 return Err(self.corrupt(self.tail, 0, 0, "frame boundary is not 8-aligned"));
             }
@@ -111,7 +112,7 @@ impl Consumer {
                     if to_end > available {
                         return Err(self.corrupt(self.tail, len, flags, "frame extends past tail"));
                     }
-                    self.release(self.head + to_end);
+                    self.release(self.head.wrapping_add(to_end));
                 }
                 FLAG_RECORD => {
                     let frame = frame_size(u64::from(len));
@@ -138,7 +139,7 @@ impl Consumer {
                             ptr::copy_nonoverlapping(src, out.as_mut_ptr().add(out.len()), len);
                             out.set_len(out.len() + len);
                         }
-                        self.release(self.head + frame);
+                        self.release(self.head.wrapping_add(frame));
                         return Ok(Some(len));
                     };
                     return Err(self.corrupt(self.tail, len, flags, problem));

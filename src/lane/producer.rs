@@ -117,7 +117,8 @@ impl Producer {
             }
             ptr::write_bytes(dst, 0, (frame - FRAME_HEADER) as usize - len);
         }
-        self.tail += frame;
+        // Positions are counted modulo 2^64, as the consumer counts them.
+        self.tail = self.tail.wrapping_add(frame);
         Ok(())
     }
 
@@ -135,7 +136,7 @@ impl Producer {
             u64::from(len) | u64::from(FLAG_PAD) << 32,
             Ordering::Relaxed,
         );
-        self.tail += pad;
+        self.tail = self.tail.wrapping_add(pad);
     }
 
     /// Makes pushed records visible and wakes a sleeping consumer. Ok(true) if it wrote to the

@@ -258,6 +258,14 @@ impl McpBridge {
                     );
                 }
             }
+            Rejection::UnknownCloseMode(code) => {
+                self.counters.dropped_malformed += 1;
+                if let Some(n) = self.garbage_log.allow() {
+                    warn!(
+                        "response lane: dropping a CLOSE with unknown mode {code} ({n} similar suppressed)"
+                    );
+                }
+            }
             Rejection::UnexpectedKind(_) => self.counters.dropped_unexpected_kind += 1,
             Rejection::StaleEpoch => self.counters.dropped_stale_epoch += 1,
             Rejection::Expired { waited_ns } => {

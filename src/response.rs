@@ -3,7 +3,7 @@
 //! runs. MCP is not trusted: every field that routing depends on is checked here, and each way a
 //! record can fail has its own [`Rejection`] (and bridge counter).
 
-use crate::record::{Kind, RecordError, RecordHeader};
+use crate::record::{CloseMode, Kind, RecordError, RecordHeader};
 
 /// What the bridge judges a record against: this ccsd start, its workers, the reply age limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,8 @@ pub enum Rejection {
     Malformed(RecordError),
     /// CONNECT or DISCONNECT: kinds only ccsd sends (`dropped_unexpected_kind`).
     UnexpectedKind(Kind),
+    /// A CLOSE whose `code` is no close mode (`dropped_malformed`).
+    UnknownCloseMode(u8),
     /// The flow belongs to another ccsd start (`dropped_stale_epoch`).
     StaleEpoch,
     /// A DATA reply older than `reply_max_age` (`dropped_expired`), after waiting this long.
@@ -62,6 +64,9 @@ impl ResponseCheck {
             Kind::Data | Kind::Close => {}
             Kind::Custom => return Ok((header, Destination::Custom)),
             Kind::Connect | Kind::Disconnect => return Err(Rejection::UnexpectedKind(header.kind)),
+        }
+        if header.kind == Kind::Close && header.code > CloseMode::Force as u8 {
+            return Err(Rejection::UnknownCloseMode(header.code));
         }
         if header.flow.epoch() != self.epoch {
             return Err(Rejection::StaleEpoch);
@@ -151,6 +156,12 @@ mod tests {
         assert_eq!(
             verdict(&record(Kind::Disconnect, flow, 9_500)),
             Err(Rejection::UnexpectedKind(Kind::Disconnect))
+        );
+        let mut close = RecordHeader::new(Kind::Close, flow);
+        close.code = 2;
+        assert_eq!(
+            verdict(&close.encode()),
+            Err(Rejection::UnknownCloseMode(2))
         );
         assert_eq!(
             verdict(&record(Kind::Data, FlowId::new(6, 0, 0, 1), 9_500)),

@@ -86,7 +86,7 @@ fn check_record(
         }
     };
     check_round_trip(&header, record)?;
-    let routable = matches!(header.kind, Kind::Data | Kind::Close);
+    let routable = header.kind == Kind::Data || (header.kind == Kind::Close && header.code <= 1);
     let same_epoch = header.flow.epoch() == check.epoch;
     let expired = check.reply_max_age_ns != 0
         && header.kind == Kind::Data
@@ -107,6 +107,11 @@ fn check_record(
         }
         Err(Rejection::UnexpectedKind(kind))
             if kind == header.kind && matches!(kind, Kind::Connect | Kind::Disconnect) =>
+        {
+            return Ok(None);
+        }
+        Err(Rejection::UnknownCloseMode(code))
+            if header.kind == Kind::Close && code == header.code && code > 1 =>
         {
             return Ok(None);
         }

@@ -1,10 +1,41 @@
 //! Command-line option values, as the example drivers (`loadgen`, `soak`) parse them: whole
-//! numbers, positive numbers, fractions and seconds, with errors naming the flag.
+//! numbers, positive numbers, fractions and seconds, with errors naming the flag; and what a
+//! parsed command line asks for ([`Command`], [`args_or_exit`]).
 //!
 //! A driver includes this file with `#[path = "../common/flags.rs"] mod flags;`.
 #![allow(dead_code)] // each driver uses a different subset
 
+use std::process::ExitCode;
 use std::time::Duration;
+
+/// What a driver's command line asks for.
+#[derive(Debug)]
+pub enum Command<A> {
+    /// Print the usage text.
+    Help,
+    /// Run with these options.
+    Run(A),
+}
+
+/// The options to run with; or, after printing the usage text (`--help`) or the error, the exit
+/// code to leave with (0, or 2 for bad options).
+pub fn args_or_exit<A>(
+    parsed: Result<Command<A>, String>,
+    program: &str,
+    usage: &str,
+) -> Result<A, ExitCode> {
+    match parsed {
+        Ok(Command::Run(args)) => Ok(args),
+        Ok(Command::Help) => {
+            println!("{usage}");
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{program}: {e}\n({program} --help lists the options)");
+            Err(ExitCode::from(2))
+        }
+    }
+}
 
 /// A whole number.
 pub fn number<T: std::str::FromStr>(flag: &str, s: &str) -> Result<T, String> {

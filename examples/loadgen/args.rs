@@ -3,7 +3,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::flags::{number, positive, positive_float, seconds};
+use crate::flags::{Command, number, positive, positive_float, seconds};
 use crate::protocol::MAX_PAYLOAD;
 
 /// The usage text `--help` prints.
@@ -109,20 +109,11 @@ pub struct Args {
     pub seed: u64,
 }
 
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Command {
-    /// Print the usage text.
-    Help,
-    /// Generate load.
-    Run(Args),
-}
-
 /// Parses the arguments after the program name.
 ///
 /// # Errors
 /// A message naming the bad or missing option.
-pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Command, String> {
+pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Command<Args>, String> {
     let mut argv = argv.into_iter();
     let mut addr = None;
     let mut protocol = Protocol::Length;

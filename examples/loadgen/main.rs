@@ -26,22 +26,19 @@ use std::process::ExitCode;
 use std::sync::{Barrier, OnceLock};
 use std::thread;
 
-use args::{Args, Command};
+use args::Args;
 use driver::{Assigned, Shared};
 use protocol::Codec;
 use report::Totals;
 
 fn main() -> ExitCode {
-    let args = match args::parse(std::env::args().skip(1)) {
-        Ok(Command::Run(args)) => args,
-        Ok(Command::Help) => {
-            println!("{}", args::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("loadgen: {e}\n(loadgen --help lists the options)");
-            return ExitCode::from(2);
-        }
+    let args = match flags::args_or_exit(
+        args::parse(std::env::args().skip(1)),
+        "loadgen",
+        args::USAGE,
+    ) {
+        Ok(args) => args,
+        Err(code) => return code,
     };
     let (totals, seconds) = run(&args);
     if args.json {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::flags::{fraction, number, positive, positive_float, seconds};
+use crate::flags::{Command, fraction, number, positive, positive_float, seconds};
 use crate::payload::{MAX_BODY, MIN_BODY};
 
 /// The usage text `--help` prints.
@@ -68,20 +68,11 @@ pub struct Args {
     pub json: bool,
 }
 
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Command {
-    /// Print the usage text.
-    Help,
-    /// Run the soak.
-    Run(Args),
-}
-
 /// Parses the arguments after the program name.
 ///
 /// # Errors
 /// A message naming the bad or missing option.
-pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Command, String> {
+pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Command<Args>, String> {
     let mut argv = argv.into_iter();
     let mut args = Args {
         duration: Duration::from_secs(600),

@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use args::{Args, Command};
+use args::Args;
 use load::{Plan, Progress};
 use report::{Counts, Report, Rss};
 use rng::Rng;
@@ -49,16 +49,10 @@ const STATS_PATIENCE: Duration = Duration::from_secs(5);
 const STOP_PATIENCE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let args = match args::parse(std::env::args().skip(1)) {
-        Ok(Command::Run(args)) => args,
-        Ok(Command::Help) => {
-            println!("{}", args::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("soak: {e}\n(soak --help lists the options)");
-            return ExitCode::from(2);
-        }
+    let args = match flags::args_or_exit(args::parse(std::env::args().skip(1)), "soak", args::USAGE)
+    {
+        Ok(args) => args,
+        Err(code) => return code,
     };
     let report = match run(&args) {
         Ok(r) => r,

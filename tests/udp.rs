@@ -302,3 +302,21 @@ fn datagrams_are_dropped_while_mcp_is_down_with_when_down_refuse_and_answered_af
     env.wait_stat("mcp_watch.mcp_alive", |v| v == 1);
     echo(&c, server, b"now answered");
 }
+
+#[test]
+fn the_udp_load_example_gets_every_reply_matched_to_its_datagram() {
+    let env = TestEnv::new(1, UDP, "");
+    let ccsd = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+    let out = std::process::Command::new(common::example_bin("udp_load"))
+        .args(["--addr", &ccsd.addr().to_string(), "--sockets", "2"])
+        .args(["--in-flight", "4", "--requests", "200", "--json"])
+        .output()
+        .expect("run udp_load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(report["answered"], 200, "{report}");
+    assert_eq!(report["wrong"], 0, "{report}");
+    env.wait_stat("udp.datagrams_out", |v| v >= 200);
+}

@@ -87,6 +87,17 @@ struct Outcome {
     wrong: u64,
 }
 
+impl Outcome {
+    fn new() -> Outcome {
+        Outcome {
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            answered: 0,
+            lost: 0,
+            wrong: 0,
+        }
+    }
+}
+
 /// Drives one socket until `target` replies came.
 fn run_socket(args: &Args, target: u64, epoch: Instant) -> io::Result<Outcome> {
     let local = if args.addr.is_ipv4() {
@@ -97,12 +108,7 @@ fn run_socket(args: &Args, target: u64, epoch: Instant) -> io::Result<Outcome> {
     let socket = UdpSocket::bind(local)?;
     socket.connect(args.addr)?;
     socket.set_read_timeout(Some(args.timeout))?;
-    let mut out = Outcome {
-        latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
-        answered: 0,
-        lost: 0,
-        wrong: 0,
-    };
+    let mut out = Outcome::new();
     let mut datagram = vec![0u8; args.size];
     let mut reply = vec![0u8; args.size + 1];
     // Sequence numbers of the datagrams in flight, oldest first.
@@ -123,7 +129,12 @@ fn run_socket(args: &Args, target: u64, epoch: Instant) -> io::Result<Outcome> {
         }
         let n = match socket.recv(&mut reply) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 // Nothing for a whole timeout: every datagram in flight is lost.
                 out.lost += in_flight.len() as u64;
                 in_flight.clear();
@@ -132,7 +143,10 @@ fn run_socket(args: &Args, target: u64, epoch: Instant) -> io::Result<Outcome> {
             Err(e) => return Err(e),
         };
         let seq = u64::from_le_bytes(reply[..8].try_into().expect("8 bytes"));
-        let Some(pos) = in_flight.iter().position(|&s| s == seq).filter(|_| n == args.size)
+        let Some(pos) = in_flight
+            .iter()
+            .position(|&s| s == seq)
+            .filter(|_| n == args.size)
         else {
             out.wrong += 1;
             continue;
@@ -172,12 +186,7 @@ fn main() -> ExitCode {
             .collect()
     });
     let seconds = epoch.elapsed().as_secs_f64();
-    let mut total = Outcome {
-        latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
-        answered: 0,
-        lost: 0,
-        wrong: 0,
-    };
+    let mut total = Outcome::new();
     for outcome in outcomes {
         match outcome {
             Ok(o) => {
@@ -194,30 +203,16 @@ fn main() -> ExitCode {
     }
     let throughput = total.answered as f64 / seconds;
     let q = |p: f64| total.latency.value_at_quantile(p);
+    let (p50, p99, p999, max) = (q(0.5), q(0.99), q(0.999), total.latency.max());
+    let (answered, lost, wrong) = (total.answered, total.lost, total.wrong);
     if args.json {
         println!(
-            "{{\"sockets\":{},\"in_flight\":{},\"size\":{},\"answered\":{},\"lost\":{},\"wrong\":{},\"seconds\":{seconds:.3},\"throughput\":{throughput:.0},\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{}}}}}",
-            args.sockets,
-            args.in_flight,
-            args.size,
-            total.answered,
-            total.lost,
-            total.wrong,
-            q(0.5),
-            q(0.99),
-            q(0.999),
-            total.latency.max()
+            "{{\"sockets\":{},\"in_flight\":{},\"size\":{},\"answered\":{answered},\"lost\":{lost},\"wrong\":{wrong},\"seconds\":{seconds:.3},\"throughput\":{throughput:.0},\"latency_us\":{{\"p50\":{p50},\"p99\":{p99},\"p999\":{p999},\"max\":{max}}}}}",
+            args.sockets, args.in_flight, args.size
         );
     } else {
         println!(
-            "{} replies in {seconds:.2} s: {throughput:.0}/s; {} lost, {} wrong\nround trip: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
-            total.answered,
-            total.lost,
-            total.wrong,
-            q(0.5),
-            q(0.99),
-            q(0.999),
-            total.latency.max()
+            "{answered} replies in {seconds:.2} s: {throughput:.0}/s; {lost} lost, {wrong} wrong\nround trip: p50 {p50} us, p99 {p99} us, p99.9 {p999} us, max {max} us"
         );
     }
     if total.wrong > 0 {

@@ -314,7 +314,11 @@ fn the_udp_load_example_gets_every_reply_matched_to_its_datagram() {
         .output()
         .expect("run udp_load");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
     assert_eq!(report["answered"], 200, "{report}");
     assert_eq!(report["wrong"], 0, "{report}");

@@ -328,17 +328,22 @@ mod tests {
         (listening, addr)
     }
 
+    /// An acceptor with one listener, no workers and overload notices on.
+    fn acceptor(listening: Listening, max_connections: usize) -> Acceptor {
+        Acceptor::new(
+            vec![Some(listening)],
+            Vec::new(),
+            Dispatch::RoundRobin,
+            max_connections,
+            true,
+        )
+    }
+
     #[test]
     fn readiness_of_a_listener_stopped_in_the_same_turn_is_ignored() {
         let mut lane = TestLane::new("stopped");
         let (listening, addr) = listening(0);
-        let mut acceptor = Acceptor::new(
-            vec![Some(listening)],
-            Vec::new(),
-            Dispatch::RoundRobin,
-            1,
-            true,
-        );
+        let mut acceptor = acceptor(listening, 1);
         let poller = Poller::new().unwrap();
         acceptor.register(&poller, 0).unwrap();
         // A client is waiting, so the listener was readable when the stop signal came.
@@ -353,13 +358,7 @@ mod tests {
         let mut lane = TestLane::new("notice");
         let (listening, addr) = listening(0);
         // max_connections 0 over all workers: every connection is refused.
-        let mut acceptor = Acceptor::new(
-            vec![Some(listening)],
-            Vec::new(),
-            Dispatch::RoundRobin,
-            0,
-            true,
-        );
+        let mut acceptor = acceptor(listening, 0);
         let client = std::net::TcpStream::connect(addr).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while acceptor.counters().accepted == 0 {

@@ -5,6 +5,17 @@ use std::fmt::Write as _;
 
 use super::AdminView;
 
+/// The main thread's counters with the group prefix `stats` and `/metrics` give them, in order.
+fn each_main_counter(view: &AdminView<'_>, mut f: impl FnMut(&str, &'static str, u64)) {
+    let main = view.main;
+    main.acceptor.for_each(|k, v| f("acceptor", k, v));
+    main.udp.for_each(|k, v| f("udp", k, v));
+    main.bridge.for_each(|k, v| f("bridge", k, v));
+    main.control.for_each(|k, v| f("control", k, v));
+    main.process.for_each(|k, v| f("process", k, v));
+    main.main_lane.for_each(|k, v| f("main", k, v));
+}
+
 /// Every counter as `STAT name value` lines, then `END`, like memcached's `stats`.
 pub(super) fn stats_text(view: &AdminView<'_>) -> String {
     let mut out = String::new();
@@ -19,23 +30,8 @@ pub(super) fn stats_text(view: &AdminView<'_>) -> String {
     view.stats.totals().for_each(|k, v| {
         let _ = write!(out, "STAT {k} {v}\r\n");
     });
-    view.main.acceptor.for_each(|k, v| {
-        let _ = write!(out, "STAT acceptor_{k} {v}\r\n");
-    });
-    view.main.udp.for_each(|k, v| {
-        let _ = write!(out, "STAT udp_{k} {v}\r\n");
-    });
-    view.main.bridge.for_each(|k, v| {
-        let _ = write!(out, "STAT bridge_{k} {v}\r\n");
-    });
-    view.main.control.for_each(|k, v| {
-        let _ = write!(out, "STAT control_{k} {v}\r\n");
-    });
-    view.main.process.for_each(|k, v| {
-        let _ = write!(out, "STAT process_{k} {v}\r\n");
-    });
-    view.main.main_lane.for_each(|k, v| {
-        let _ = write!(out, "STAT main_{k} {v}\r\n");
+    each_main_counter(view, |group, k, v| {
+        let _ = write!(out, "STAT {group}_{k} {v}\r\n");
     });
     view.stats
         .latency_totals()
@@ -103,26 +99,8 @@ pub(super) fn metrics_text(view: &AdminView<'_>) -> String {
             let _ = writeln!(out, "ccsd_{name}{{worker=\"{i}\"}} {value}");
         }
     }
-    view.main.acceptor.for_each(|k, v| {
-        let _ = writeln!(
-            out,
-            "# TYPE ccsd_acceptor_{k} counter\nccsd_acceptor_{k} {v}"
-        );
-    });
-    view.main.udp.for_each(|k, v| {
-        let _ = writeln!(out, "# TYPE ccsd_udp_{k} counter\nccsd_udp_{k} {v}");
-    });
-    view.main.bridge.for_each(|k, v| {
-        let _ = writeln!(out, "# TYPE ccsd_bridge_{k} counter\nccsd_bridge_{k} {v}");
-    });
-    view.main.control.for_each(|k, v| {
-        let _ = writeln!(out, "# TYPE ccsd_control_{k} counter\nccsd_control_{k} {v}");
-    });
-    view.main.process.for_each(|k, v| {
-        let _ = writeln!(out, "# TYPE ccsd_process_{k} counter\nccsd_process_{k} {v}");
-    });
-    view.main.main_lane.for_each(|k, v| {
-        let _ = writeln!(out, "# TYPE ccsd_main_{k} counter\nccsd_main_{k} {v}");
+    each_main_counter(view, |group, k, v| {
+        let _ = writeln!(out, "# TYPE ccsd_{group}_{k} counter\nccsd_{group}_{k} {v}");
     });
     let _ = writeln!(out, "# TYPE ccsd_mailbox_depth gauge");
     for (i, w) in view.stats.workers().iter().enumerate() {

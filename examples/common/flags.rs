@@ -17,6 +17,16 @@ pub enum Command<A> {
     Run(A),
 }
 
+impl<A> Command<A> {
+    /// The options to run with; `Err` for `--help` (for tests of a driver's parser).
+    pub fn into_run(self) -> Result<A, String> {
+        match self {
+            Command::Run(args) => Ok(args),
+            Command::Help => Err("help".into()),
+        }
+    }
+}
+
 /// The options to run with; or, after printing the usage text (`--help`) or the error, the exit
 /// code to leave with (0, or 2 for bad options).
 pub fn args_or_exit<A>(

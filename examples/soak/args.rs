@@ -139,10 +139,7 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Args, String> {
-        match parse(args.iter().map(|s| s.to_string()))? {
-            Command::Run(a) => Ok(a),
-            Command::Help => Err("help".into()),
-        }
+        parse(args.iter().map(|s| s.to_string()))?.into_run()
     }
 
     #[test]

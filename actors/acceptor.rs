@@ -208,7 +208,7 @@ impl Acceptor {
 
     /// Puts the listeners back into the poller once a pause is over.
     pub fn resume_if_due(&mut self) {
-        if !self.pause.is_over(Instant::now()) {
+        if !self.pause.is_paused() || !self.pause.is_over(Instant::now()) {
             return;
         }
         self.pause.end();

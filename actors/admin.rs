@@ -383,9 +383,11 @@ impl Admin {
                 Ok((stream, used_reserve)) => {
                     if used_reserve {
                         self.counters.reserve_used += 1;
-                        warn!(
-                            "admin: out of file descriptors; a client got in on the reserve descriptor"
-                        );
+                        if let Some(n) = self.pause_log.allow() {
+                            warn!(
+                                "admin: out of file descriptors; a client got in on the reserve descriptor ({n} similar suppressed)"
+                            );
+                        }
                     }
                     stream
                 }

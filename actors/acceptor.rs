@@ -184,9 +184,9 @@ impl Acceptor {
         self.pause.end();
     }
 
-    /// Out of descriptors (`cause`, on listener `i`): takes every listener out of the poller
+    /// Out of descriptors (`cause` says where it showed): takes every listener out of the poller
     /// until a pause, twice as long as the last one, is over; counted and logged.
-    fn pause_accepting(&mut self, i: usize, cause: &io::Error) {
+    fn pause_accepting(&mut self, cause: fmt::Arguments<'_>) {
         let pause = self.pause.start(Instant::now());
         self.counters.accept_pauses += 1;
         if let Some((poller, _)) = &self.registered {
@@ -201,7 +201,7 @@ impl Acceptor {
                 .map(|w| w.open.load(Ordering::Relaxed))
                 .sum();
             warn!(
-                "out of file descriptors (accept on listener {i}: {cause}) with {open} connections open: accepting paused for {pause:?}, new clients wait in the backlog; raise the open-file limit (RLIMIT_NOFILE, e.g. LimitNOFILE=) or lower broker.max_connections ({n} similar suppressed)"
+                "out of file descriptors ({cause}) with {open} connections open: accepting paused for {pause:?}, new clients wait in the backlog; raise the open-file limit (RLIMIT_NOFILE, e.g. LimitNOFILE=) or lower broker.max_connections ({n} similar suppressed)"
             );
         }
     }
@@ -214,7 +214,9 @@ impl Acceptor {
         self.pause.end();
         if let Err(e) = self.add_listeners() {
             // Some listeners may be in already: take them out and try again after a pause.
-            self.pause_accepting(0, &e);
+            self.pause_accepting(format_args!(
+                "cannot put the listeners back into the poller: {e}"
+            ));
         }
     }
 
@@ -249,7 +251,9 @@ impl Acceptor {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_out_of_descriptors(&e) => return self.pause_accepting(i, &e),
+                Err(e) if is_out_of_descriptors(&e) => {
+                    return self.pause_accepting(format_args!("accept on listener {i}: {e}"));
+                }
                 Err(e) => {
                     self.counters.accept_errors += 1;
                     if let Some(n) = self.error_log.allow() {

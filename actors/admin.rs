@@ -356,7 +356,13 @@ impl Admin {
     pub fn time_to_next(&self) -> Option<Duration> {
         let now = Instant::now();
         let samples = self.samples.iter().map(|s| s.deadline());
-        let clients = self.clients.iter().flatten().map(|c| {
+        // A client waiting for a deferred answer is looked at again once it has it.
+        let clients = self
+            .clients
+            .iter()
+            .flatten()
+            .filter(|c| c.awaiting.is_none());
+        let clients = clients.map(|c| {
             if c.logged_in {
                 c.last_activity + self.idle_timeout
             } else {

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -93,7 +93,11 @@ fn admin_stat(addr: SocketAddr, name: &str) -> u64 {
 
 #[test]
 fn out_of_descriptors_accepting_pauses_admin_answers_and_accepting_resumes() {
-    let env = TestEnv::new(1, "", "");
+    let env = TestEnv::new(
+        1,
+        "",
+        "[[listen]]\naddr = \"127.0.0.1:0\"\nproto = \"udp\"\n",
+    );
     // Hard and soft limit: ccsd can raise neither. Its clients soon take every descriptor left.
     let mut sh = Command::new("sh");
     sh.arg("-c")
@@ -119,6 +123,18 @@ fn out_of_descriptors_accepting_pauses_admin_answers_and_accepting_resumes() {
         cpu < elapsed / 10,
         "the main thread used {cpu:?} of CPU in {elapsed:?} while out of descriptors"
     );
+
+    // Connections already open are served (worker, lanes, bridge), and so are UDP peers.
+    assert_eq!(
+        round_trip(&mut clients[0], b"still served"),
+        packet(b"still served")
+    );
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(WAIT)).unwrap();
+    udp.send_to(b"datagram", ccsd.addrs[1]).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = udp.recv_from(&mut buf).expect("the UDP echo");
+    assert_eq!(&buf[..n], b"datagram");
 
     // A new admin client gets in on the admin's reserve descriptor.
     assert!(admin_stat(admin, "admin_reserve_used") >= 1);

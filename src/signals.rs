@@ -42,6 +42,7 @@ pub struct Signals {
     user2: Arc<AtomicBool>,
     counters: ProcessCounters,
     reopen_log: LogLimiter,
+    ignored_log: LogLimiter,
 }
 
 impl Signals {
@@ -75,6 +76,7 @@ impl Signals {
             user2,
             counters: ProcessCounters::default(),
             reopen_log: LogLimiter::default(),
+            ignored_log: LogLimiter::default(),
         })
     }
 
@@ -106,7 +108,11 @@ impl Signals {
         }
         if received.user2 {
             self.counters.ignored_signals += 1;
-            info!("SIGUSR2: ignored (reserved for hot restart, which this version does not have)");
+            if let Some(held) = self.ignored_log.allow() {
+                info!(
+                    "SIGUSR2: ignored (reserved for hot restart, which this version does not have) ({held} similar suppressed)"
+                );
+            }
         }
     }
 

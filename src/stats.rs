@@ -253,7 +253,8 @@ counters! {
         log_reopens,
         /// Times it could not be (lines kept going to the old file).
         log_reopen_errors,
-        /// Signals received and ignored (SIGUSR2, reserved for hot restart).
+        /// Times SIGUSR2 (reserved for hot restart) was received and ignored; several arriving
+        /// before the main loop looks count once.
         ignored_signals,
     }
 }

@@ -401,16 +401,20 @@ fn admin_login_timeout_is_from_100ms_to_1h_and_the_unix_path_fits_a_socket_addre
             "{problems:?}"
         );
     }
-    let fits = format!("/run/{}", "a".repeat(102));
+    let fits = format!("/tmp/{}", "a".repeat(102));
     assert_eq!(
         problems_after(|s| s.admin.unix = Some(fits.into())),
         Vec::<String>::new()
     );
-    let long = format!("/run/{}", "a".repeat(103));
+    let long = format!("/tmp/{}", "a".repeat(103));
     let problems = problems_after(|s| s.admin.unix = Some(long.into()));
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
         problems[0].starts_with("admin.unix: a socket path holds at most 107 bytes"),
         "{problems:?}"
+    );
+    assert_eq!(
+        problems_after(|s| s.admin.unix = Some("/nonexistent-ccsd-dir/admin.sock".into())),
+        ["admin.unix: the directory /nonexistent-ccsd-dir does not exist"]
     );
 }

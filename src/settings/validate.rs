@@ -4,6 +4,7 @@
 //! every broken rule.
 
 use std::fs;
+use std::path::Path;
 use std::time::Duration;
 
 use super::sections::{
@@ -107,6 +108,16 @@ impl AdminSettings {
                 problems.push(format!(
                     "admin.unix: a socket path holds at most {MAX_UNIX_PATH} bytes, {} has {len}",
                     path.display()
+                ));
+            }
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                problems.push(format!(
+                    "admin.unix: the directory {} does not exist",
+                    dir.display()
                 ));
             }
         }

@@ -142,6 +142,33 @@ fn out_of_descriptors_accepting_pauses_admin_answers_and_accepting_resumes() {
     let accepted = admin_stat(admin, "acceptor_accepted");
     assert!(accepted < 100, "{accepted} accepted under a limit of 64");
 
+    // One admin client holds the reserve; a second one waits: the admin must not spin either.
+    let mut held = connect(admin);
+    held.write_all(b"help\n").unwrap();
+    let mut waiting = connect(admin);
+    waiting.write_all(b"stats\n").unwrap();
+    let cpu_before = thread_cpu_time(pid, pid);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = thread_cpu_time(pid, pid) - cpu_before;
+    let elapsed = started.elapsed();
+    assert!(
+        cpu < elapsed / 10,
+        "the main thread used {cpu:?} of CPU in {elapsed:?} with an admin client waiting"
+    );
+    // The first leaves: the reserve comes back and lets the second in.
+    drop(held);
+    let answer: Vec<String> = BufReader::new(waiting)
+        .lines()
+        .map(Result::unwrap)
+        .take_while(|l| l != "END")
+        .collect();
+    let pauses = answer
+        .iter()
+        .find_map(|l| l.strip_prefix("STAT admin_accept_pauses "))
+        .expect("admin_accept_pauses in stats");
+    assert!(pauses.parse::<u64>().unwrap() >= 1, "{answer:?}");
+
     // Descriptors free up: the clients waiting in the backlog are accepted, and new ones served.
     clients.clear();
     let deadline = Instant::now() + WAIT;

@@ -108,8 +108,9 @@ counters! {
         refused_max_connections,
         /// `accept` failures other than "would block" and running out of descriptors.
         accept_errors,
-        /// Times accepting was paused because `accept` found no file descriptor left (EMFILE,
-        /// ENFILE): the listeners leave the poller for a pause that doubles up to 1 s.
+        /// Times accepting was paused because `accept` found no file descriptor (EMFILE, ENFILE)
+        /// or socket memory (ENOBUFS, ENOMEM) left: the listeners leave the poller for a pause
+        /// that doubles from 10 ms up to 1 s.
         accept_pauses,
         /// Overload notices (`mcp.overload_notices`) written to the main thread's lane.
         overload_notices,

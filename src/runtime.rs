@@ -11,9 +11,9 @@
 //! `admin_requests.rs` the admin commands that reach beyond the admin actor.
 //!
 //! The main poller's keys: `0..L` the listeners (listener `i` under key `i`: the acceptor's when
-//! TCP, the UDP actor's when UDP), `L` the response lane's FIFO, `L+1` the signal socket, `L+2..`
-//! the admin port and its clients; custom actor `i` owns the keys from
-//! `ACTOR_KEY_BASE + i * ACTOR_TOKENS`.
+//! TCP, the UDP actor's when UDP), `L` the response lane's FIFO, `L+1` the signal socket, `L+2`
+//! the admin port, `L+3` the admin Unix socket, `L+4..` the admin clients; custom actor `i` owns
+//! the keys from `ACTOR_KEY_BASE + i * ACTOR_TOKENS`.
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -205,18 +205,26 @@ mod tests {
     fn other_changes_are_named_and_not_applied() {
         let current = settings("[[listen]]\naddr = \"127.0.0.1:0\"\n");
         let file = settings(
-            "[broker]\nworkers = 3\n[admin]\ntoken = \"t\"\n[limits]\nidle_timeout = \"1s\"\n\
+            "[broker]\nworkers = 3\n[admin]\ntoken = \"t\"\nunix = \"/tmp/a.sock\"\nlogin_timeout = \"2s\"\n\
+             [limits]\nidle_timeout = \"1s\"\n\
              [[listen]]\naddr = \"127.0.0.1:1\"\nmax_connections = 3\n[[listen]]\naddr = \"127.0.0.1:2\"\n",
         );
         let plan = plan(&current, LevelFilter::Info, &file);
-        assert_eq!(plan.changed, ["limits.idle_timeout 60s -> 1s"]);
+        assert_eq!(
+            plan.changed,
+            [
+                "limits.idle_timeout 60s -> 1s",
+                "admin.login_timeout 5s -> 2s"
+            ]
+        );
         assert_eq!(
             plan.needs_restart,
             [
                 "listen[0]",
                 "listen (2 tables, 1 running)",
                 "broker.workers",
-                "admin.token"
+                "admin.token",
+                "admin.unix"
             ]
         );
         assert_eq!(plan.next.broker.workers, None);

@@ -9,6 +9,11 @@
 //! `broker.max_connections` (the sum of the workers' open gauges) or its listener's
 //! `max_connections` (the listener's open gauge, lowered by the worker on close) is closed at once.
 //!
+//! Out of file descriptors (EMFILE, ENFILE), `accept` fails while the listener stays readable: the
+//! acceptor then takes every listener out of the poller for a short, growing pause
+//! ([`AcceptPause`]) instead of spinning, and puts them back when it is over
+//! ([`Acceptor::resume_if_due`]); clients wait in the kernel's backlog meanwhile.
+//!
 //! With `mcp.overload_notices`, every connection closed at once (a limit, or a full worker
 //! mailbox) is reported to MCP: a DISCONNECT record with reason overload, flow 0 (the connection
 //! never had a flow), its peer and listen port, written into the main thread's request lane.
@@ -19,11 +24,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::TrySendError;
 use log::warn;
 use polling::{Event, PollMode, Poller};
 
+use crate::actors::accept_pause::{AcceptPause, is_out_of_descriptors};
 use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
 use crate::logging::LogLimiter;
@@ -89,9 +96,15 @@ pub struct Acceptor {
     overload_notices: bool,
     next_worker: usize,
     counters: AcceptorCounters,
+    /// The poller the listeners are registered in, and the key of listener 0 (set by
+    /// [`register`](Acceptor::register)); a pause takes them out and puts them back.
+    registered: Option<(Arc<Poller>, usize)>,
+    /// Accepting paused for lack of file descriptors.
+    pause: AcceptPause,
     error_log: LogLimiter,
     refused_log: LogLimiter,
     limit_log: LogLimiter,
+    pause_log: LogLimiter,
 }
 
 impl Acceptor {
@@ -113,9 +126,12 @@ impl Acceptor {
             overload_notices,
             next_worker: 0,
             counters: AcceptorCounters::default(),
+            registered: None,
+            pause: AcceptPause::default(),
             error_log: LogLimiter::default(),
             refused_log: LogLimiter::default(),
             limit_log: LogLimiter::default(),
+            pause_log: LogLimiter::default(),
         }
     }
 
@@ -131,15 +147,25 @@ impl Acceptor {
         }
     }
 
-    /// Registers listener `i` under poller key `first_key + i`.
+    /// Registers listener `i` under poller key `first_key + i`, and keeps the poller to take
+    /// them out and put them back during a pause.
     ///
     /// # Errors
     /// The poller refused a listener.
-    pub fn register(&self, poller: &Poller, first_key: usize) -> io::Result<()> {
+    pub fn register(&mut self, poller: &Arc<Poller>, first_key: usize) -> io::Result<()> {
+        self.registered = Some((Arc::clone(poller), first_key));
+        self.add_listeners()
+    }
+
+    fn add_listeners(&self) -> io::Result<()> {
+        let Some((poller, first_key)) = &self.registered else {
+            return Ok(());
+        };
         for (i, l) in self.listeners.iter().enumerate() {
             let Some(l) = l else { continue };
-            // SAFETY: the listeners live in `self` for as long as the main poller is used;
-            // the process exits (closing both) rather than dropping an acceptor under a live poller.
+            // SAFETY: the listeners live in `self` for as long as the main poller is used, and
+            // are deleted from it before they are closed (`stop`); the process exits (closing
+            // both) rather than dropping an acceptor under a live poller.
             unsafe {
                 poller.add_with_mode(&l.socket, Event::readable(first_key + i), PollMode::Level)?;
             }
@@ -151,9 +177,52 @@ impl Acceptor {
     /// refused by the kernel.
     pub fn stop(&mut self, poller: &Poller) {
         for l in self.listeners.drain(..).flatten() {
-            // Deleted before it is closed (dropped), as the poller requires.
+            // Deleted before it is closed (dropped), as the poller requires. A paused listener is
+            // not in the poller: the error is expected.
             let _ = poller.delete(&l.socket);
         }
+        self.pause.end();
+    }
+
+    /// Out of descriptors (`cause` says where it showed): takes every listener out of the poller
+    /// until a pause, twice as long as the last one, is over; counted and logged.
+    fn pause_accepting(&mut self, cause: fmt::Arguments<'_>) {
+        let pause = self.pause.start(Instant::now());
+        self.counters.accept_pauses += 1;
+        if let Some((poller, _)) = &self.registered {
+            for l in self.listeners.iter().flatten() {
+                let _ = poller.delete(&l.socket);
+            }
+        }
+        if let Some(n) = self.pause_log.allow() {
+            let open: usize = self
+                .workers
+                .iter()
+                .map(|w| w.open.load(Ordering::Relaxed))
+                .sum();
+            warn!(
+                "out of file descriptors ({cause}) with {open} connections open: accepting paused for {pause:?}, new clients wait in the backlog; raise the open-file limit (RLIMIT_NOFILE, e.g. LimitNOFILE=) or lower broker.max_connections ({n} similar suppressed)"
+            );
+        }
+    }
+
+    /// Puts the listeners back into the poller once a pause is over.
+    pub fn resume_if_due(&mut self) {
+        if !self.pause.is_paused() || !self.pause.is_over(Instant::now()) {
+            return;
+        }
+        self.pause.end();
+        if let Err(e) = self.add_listeners() {
+            // Some listeners may be in already: take them out and try again after a pause.
+            self.pause_accepting(format_args!(
+                "cannot put the listeners back into the poller: {e}"
+            ));
+        }
+    }
+
+    /// Time until a pause is over, if accepting is paused (the main loop wakes up then).
+    pub fn time_to_resume(&self) -> Option<Duration> {
+        self.pause.time_left(Instant::now())
     }
 
     /// Number of listeners, TCP or not (poller keys reserved by [`register`](Acceptor::register)).
@@ -170,6 +239,10 @@ impl Acceptor {
     /// notices go into `lane`. Readiness of a listener that [`stop`](Acceptor::stop) closed in
     /// the same turn is ignored.
     pub fn on_readable(&mut self, i: usize, lane: &mut MainLane) {
+        if self.pause.is_paused() {
+            // Readiness reported in the same turn as the pause began.
+            return;
+        }
         for _ in 0..ACCEPTS_PER_TURN {
             let Some(listening) = self.listeners.get(i).and_then(Option::as_ref) else {
                 return;
@@ -178,6 +251,9 @@ impl Acceptor {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_out_of_descriptors(&e) => {
+                    return self.pause_accepting(format_args!("accept on listener {i}: {e}"));
+                }
                 Err(e) => {
                     self.counters.accept_errors += 1;
                     if let Some(n) = self.error_log.allow() {
@@ -187,6 +263,7 @@ impl Acceptor {
                 }
             };
             self.counters.accepted += 1;
+            self.pause.accepted();
             let port = listening.port;
             if let Some(limit) = self.limit_reached(listening, i) {
                 // Dropping the stream closes it: the client sees end of stream (or a reset).
@@ -344,7 +421,7 @@ mod tests {
         let mut lane = TestLane::new("stopped");
         let (listening, addr) = listening(0);
         let mut acceptor = acceptor(listening, 1);
-        let poller = Poller::new().unwrap();
+        let poller = Arc::new(Poller::new().unwrap());
         acceptor.register(&poller, 0).unwrap();
         // A client is waiting, so the listener was readable when the stop signal came.
         let _client = std::net::TcpStream::connect(addr).unwrap();

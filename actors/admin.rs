@@ -1,35 +1,52 @@
 //! Admin: the operators' port on the main thread. One TCP port speaks a line protocol usable
-//! with `nc` and answers `GET /metrics` over HTTP with Prometheus text.
+//! with `nc` and answers `GET /metrics` over HTTP with Prometheus text; an optional Unix socket
+//! (`admin.unix`, mode 0600) serves the same line commands to ccsd's own user without a token.
 //!
 //! Line commands: `help`, `stats`, `workers`, `conns [N]`, `close FLOW`, `loglevel LEVEL`,
-//! `reload`, `shutdown`, `quit`; with `admin.token` set, `auth TOKEN` must come first (HTTP:
-//! `Authorization: Bearer TOKEN`). Malformed input gets an `ERROR` line, a line over 1 KiB closes
-//! the client, and a client that sends nothing for `admin.idle_timeout` is closed. Commands that
-//! act on workers come back to the main loop as [`AdminAction`]s. `conns` and `reload` are
+//! `reload`, `shutdown`, `quit`; with `admin.token` set, `auth TOKEN` must come first on the TCP
+//! port (HTTP: `Authorization: Bearer TOKEN`), compared in constant time. With `admin.unix` set
+//! and no token, the TCP port refuses the commands that change something (`close`, `loglevel`,
+//! `reload`, `shutdown`): on a shared host only ccsd's user can give them.
+//!
+//! Malformed input gets an `ERROR` line, a line over 1 KiB closes the client. A client that has
+//! not authenticated (or, without a token, sent a command) within `admin.login_timeout` is
+//! closed, and one that then sends nothing for `admin.idle_timeout`. When every slot is taken, a
+//! new client closes the oldest idle one (not logged in first); it is refused only when every
+//! slot holds a client being answered. Commands that act on workers come back to the main loop
+//! as [`AdminAction`]s. `conns` and `reload` are
 //! answered later ([`Admin::conn_sample`], [`Admin::answer`]): until then the client is not read,
 //! so its next commands are answered in order after them. Answers are buffered per client and
 //! written as the socket takes them, so a large one never blocks the main loop.
 
+mod listen;
 mod reports;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use log::{LevelFilter, info};
+use log::{LevelFilter, info, warn};
 use polling::{Event, PollMode, Poller};
 
+use crate::actors::accept_pause::is_out_of_descriptors;
 use crate::actors::admin_conns::{self, PendingSample};
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::flow::FlowId;
+use crate::logging::LogLimiter;
 use crate::message::ConnSample;
 use crate::settings::AdminSettings;
+use crate::stats::AdminCounters;
+pub use listen::AdminBindError;
+use listen::{AdminListeners, AdminStream, Origin};
 use reports::{metrics_text, stats_text, workers_text};
 
 /// Longest command line (or HTTP head) an admin client may send.
 const MAX_LINE: usize = 1024;
-/// Admin clients at once; more are refused.
+/// Admin clients at once (over the TCP port and the Unix socket).
 const MAX_CLIENTS: usize = 64;
+/// Poller keys after the admin's first: the TCP listener, the Unix listener, then the clients.
+const LISTENER_KEYS: usize = 2;
 /// Most answer bytes waiting for one client; a client that reads slower is closed.
 const MAX_OUTPUT: usize = 16 << 20;
 
@@ -75,7 +92,7 @@ enum Deferred {
 }
 
 struct Client {
-    stream: TcpStream,
+    stream: AdminStream,
     input: Vec<u8>,
     /// Answer bytes not written yet.
     output: Vec<u8>,
@@ -86,26 +103,39 @@ struct Client {
     /// The token of the deferred command it waits for; it is not read meanwhile.
     awaiting: Option<u64>,
     authed: bool,
+    /// Authenticated (with a token) or sent a command (without): past the login deadline.
+    logged_in: bool,
+    /// May give the commands that change something (see the module header).
+    may_control: bool,
+    /// When it connected (the login deadline runs from here).
+    connected: Instant,
     last_activity: Instant,
 }
 
 /// The admin port and its clients.
 #[derive(Debug)]
 pub struct Admin {
-    listener: TcpListener,
+    listeners: AdminListeners,
     token: Option<String>,
     idle_timeout: Duration,
+    login_timeout: Duration,
     first_key: usize,
     clients: Vec<Option<Client>>,
     next_token: u64,
     /// `conns` requests waiting for the workers.
     samples: Vec<PendingSample>,
+    counters: AdminCounters,
+    auth_log: LogLimiter,
+    slots_log: LogLimiter,
+    pause_log: LogLimiter,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
+            .field("origin", &self.stream.origin())
             .field("authed", &self.authed)
+            .field("logged_in", &self.logged_in)
             .field("awaiting", &self.awaiting)
             .finish_non_exhaustive()
     }
@@ -137,6 +167,11 @@ impl Client {
         Ok(())
     }
 
+    /// Nothing in progress: no deferred answer awaited, no answer bytes unwritten.
+    fn is_idle(&self) -> bool {
+        self.awaiting.is_none() && self.output.is_empty()
+    }
+
     /// Readable unless it waits for an answer or is closing; writable while output waits.
     fn wanted_interest(&self) -> (bool, bool) {
         (
@@ -147,47 +182,61 @@ impl Client {
 }
 
 impl Admin {
-    /// Binds the admin port.
+    /// Binds the admin port and, with `admin.unix`, the admin Unix socket.
     ///
     /// # Errors
-    /// The address cannot be bound.
-    pub fn bind(settings: &AdminSettings) -> io::Result<Admin> {
-        let listener = TcpListener::bind(settings.addr)?;
-        listener.set_nonblocking(true)?;
+    /// The address cannot be bound, or the Unix socket cannot be made.
+    pub fn bind(settings: &AdminSettings) -> Result<Admin, AdminBindError> {
         Ok(Admin {
-            listener,
+            listeners: AdminListeners::bind(settings)?,
             token: settings.token.clone(),
             idle_timeout: settings.idle_timeout,
+            login_timeout: settings.login_timeout,
             first_key: 0,
             clients: Vec::new(),
             next_token: 1,
             samples: Vec::new(),
+            counters: AdminCounters::default(),
+            auth_log: LogLimiter::default(),
+            slots_log: LogLimiter::default(),
+            pause_log: LogLimiter::default(),
         })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners.local_addr()
     }
 
-    /// Applies a new `admin.idle_timeout` (a reload).
-    pub fn set_idle_timeout(&mut self, timeout: Duration) {
-        self.idle_timeout = timeout;
+    /// The Unix socket's path, when `admin.unix` is set.
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.listeners.unix_path()
     }
 
-    /// Registers the listener under `first_key`; clients get the keys after it.
+    /// Applies a new `admin.idle_timeout` and `admin.login_timeout` (a reload).
+    pub fn set_timeouts(&mut self, idle: Duration, login: Duration) {
+        self.idle_timeout = idle;
+        self.login_timeout = login;
+    }
+
+    /// What the admin counted so far.
+    pub fn counters(&self) -> AdminCounters {
+        self.counters
+    }
+
+    /// Registers the TCP listener under `first_key` and the Unix one under the next key;
+    /// clients get the keys after them.
     ///
     /// # Errors
-    /// The poller refused the listener.
+    /// The poller refused a listener.
     pub fn register(&mut self, poller: &Poller, first_key: usize) -> io::Result<()> {
         self.first_key = first_key;
-        // SAFETY: the listener lives in `self` for as long as the main poller is used.
-        unsafe { poller.add_with_mode(&self.listener, Event::readable(first_key), PollMode::Level) }
+        self.listeners.register(poller, first_key)
     }
 
     /// Whether poller key `key` belongs to the admin.
     pub fn owns(&self, key: usize) -> bool {
-        (self.first_key..=self.first_key + MAX_CLIENTS).contains(&key)
+        (self.first_key..self.first_key + LISTENER_KEYS + MAX_CLIENTS).contains(&key)
     }
 
     /// Handles readiness `ev` of one of the admin's keys; returns what the main loop must do.
@@ -197,11 +246,16 @@ impl Admin {
         ev: &Event,
         view: &AdminView<'_>,
     ) -> Vec<AdminAction> {
-        if ev.key == self.first_key {
-            self.accept(poller);
+        if ev.key < self.first_key + LISTENER_KEYS {
+            let origin = if ev.key == self.first_key {
+                Origin::Tcp
+            } else {
+                Origin::Unix
+            };
+            self.accept(poller, origin);
             return Vec::new();
         }
-        let slot = ev.key - self.first_key - 1;
+        let slot = ev.key - self.first_key - LISTENER_KEYS;
         let mut actions = Vec::new();
         let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return actions;
@@ -266,17 +320,28 @@ impl Admin {
         self.answer(poller, token, &done.render(), view)
     }
 
-    /// Closes clients idle for longer than `admin.idle_timeout` and answers the `conns`
-    /// requests some worker did not answer in time.
+    /// Closes clients past the login deadline or idle for longer than `admin.idle_timeout`,
+    /// answers the `conns` requests some worker did not answer in time, and puts paused
+    /// listeners back.
     pub fn sweep(&mut self, poller: &Poller, view: &AdminView<'_>) -> Vec<AdminAction> {
         let now = Instant::now();
         for slot in 0..self.clients.len() {
-            let idle = self.clients[slot].as_ref().is_some_and(|c| {
-                c.awaiting.is_none() && now.duration_since(c.last_activity) >= self.idle_timeout
-            });
-            if idle {
+            let Some(c) = &self.clients[slot] else {
+                continue;
+            };
+            if c.awaiting.is_some() {
+                continue;
+            }
+            if !c.logged_in && now.duration_since(c.connected) >= self.login_timeout {
+                self.counters.closed_login_timeout += 1;
+                self.drop_client(poller, slot);
+            } else if now.duration_since(c.last_activity) >= self.idle_timeout {
+                self.counters.closed_idle += 1;
                 self.drop_client(poller, slot);
             }
+        }
+        if self.listeners.tick(poller, now).is_err() {
+            self.pause_listeners(poller, "the poller refused the admin listeners");
         }
         let mut actions = Vec::new();
         while let Some(i) = self.samples.iter().position(|s| s.deadline() <= now) {
@@ -286,33 +351,82 @@ impl Admin {
         actions
     }
 
-    /// Time until the earliest `conns` request times out, if one waits.
+    /// Time until the admin must look again: the earliest `conns` request timing out, client
+    /// login or idle deadline, or end of a listener pause.
     pub fn time_to_next(&self) -> Option<Duration> {
         let now = Instant::now();
-        self.samples
+        let samples = self.samples.iter().map(|s| s.deadline());
+        // A client waiting for a deferred answer is looked at again once it has it.
+        let clients = self
+            .clients
             .iter()
-            .map(|s| s.deadline().saturating_duration_since(now))
+            .flatten()
+            .filter(|c| c.awaiting.is_none());
+        let clients = clients.map(|c| {
+            if c.logged_in {
+                c.last_activity + self.idle_timeout
+            } else {
+                (c.connected + self.login_timeout).min(c.last_activity + self.idle_timeout)
+            }
+        });
+        let next = samples
+            .chain(clients)
             .min()
+            .map(|at| at.saturating_duration_since(now));
+        match (next, self.listeners.time_to_resume(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    fn accept(&mut self, poller: &Poller) {
-        while let Ok((stream, _)) = self.listener.accept() {
-            let Some(slot) = self.free_slot() else {
+    fn accept(&mut self, poller: &Poller, origin: Origin) {
+        if self.listeners.is_paused() {
+            // Readiness reported in the same turn as the pause began.
+            return;
+        }
+        loop {
+            let stream = match self.listeners.accept(origin) {
+                Ok((stream, used_reserve)) => {
+                    if used_reserve {
+                        self.counters.reserve_used += 1;
+                        if let Some(n) = self.pause_log.allow() {
+                            warn!(
+                                "admin: out of file descriptors; a client got in on the reserve descriptor ({n} similar suppressed)"
+                            );
+                        }
+                    }
+                    stream
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_out_of_descriptors(&e) => {
+                    return self.pause_listeners(poller, &e.to_string());
+                }
+                // The client went away before it was accepted (ECONNABORTED) or the like.
+                Err(_) => return,
+            };
+            self.counters.clients_accepted += 1;
+            let Some(slot) = self.slot_for_new_client(poller) else {
                 // Dropped: the client sees the connection close.
+                self.counters.refused_busy += 1;
+                if let Some(n) = self.slots_log.allow() {
+                    warn!(
+                        "admin: refused a client: all {MAX_CLIENTS} slots hold clients being answered ({n} similar suppressed)"
+                    );
+                }
                 continue;
             };
-            if stream.set_nonblocking(true).is_err() {
-                continue;
-            }
             // SAFETY: the stream is deleted from the poller in `drop_client` before it is dropped.
             let added = unsafe {
                 poller.add_with_mode(
                     &stream,
-                    Event::readable(self.first_key + 1 + slot),
+                    Event::readable(self.first_key + LISTENER_KEYS + slot),
                     PollMode::Level,
                 )
             };
             if added.is_ok() {
+                let now = Instant::now();
+                let unix = stream.origin() == Origin::Unix;
                 self.clients[slot] = Some(Client {
                     stream,
                     input: Vec::new(),
@@ -320,34 +434,70 @@ impl Admin {
                     interest: (true, false),
                     close_when_written: false,
                     awaiting: None,
-                    authed: self.token.is_none(),
-                    last_activity: Instant::now(),
+                    // The Unix socket's file mode is its authentication.
+                    authed: self.token.is_none() || unix,
+                    logged_in: false,
+                    may_control: unix
+                        || self.token.is_some()
+                        || self.listeners.unix_path().is_none(),
+                    connected: now,
+                    last_activity: now,
                 });
             }
         }
     }
 
-    fn free_slot(&mut self) -> Option<usize> {
+    /// Out of descriptors without a reserve: pauses the listeners (counted, logged).
+    fn pause_listeners(&mut self, poller: &Poller, cause: &str) {
+        let pause = self.listeners.pause(poller);
+        self.counters.accept_pauses += 1;
+        if let Some(n) = self.pause_log.allow() {
+            warn!(
+                "admin: cannot accept ({cause}): admin listeners paused for {pause:?} ({n} similar suppressed)"
+            );
+        }
+    }
+
+    /// A free slot, or else the slot of the idle client that closing hurts least (one not
+    /// logged in, then the longest silent), which is closed; `None` when every client is being
+    /// answered.
+    fn slot_for_new_client(&mut self, poller: &Poller) -> Option<usize> {
         if let Some(i) = self.clients.iter().position(Option::is_none) {
             return Some(i);
         }
-        (self.clients.len() < MAX_CLIENTS).then(|| {
+        if self.clients.len() < MAX_CLIENTS {
             self.clients.push(None);
-            self.clients.len() - 1
-        })
+            return Some(self.clients.len() - 1);
+        }
+        let (slot, _) = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().filter(|c| c.is_idle()).map(|c| (i, c)))
+            .min_by_key(|(_, c)| (c.logged_in, c.last_activity))?;
+        self.counters.evicted_idle += 1;
+        if let Some(n) = self.slots_log.allow() {
+            warn!(
+                "admin: all {MAX_CLIENTS} slots taken: closed the longest idle client for a new one ({n} similar suppressed)"
+            );
+        }
+        self.drop_client(poller, slot);
+        Some(slot)
     }
 
     fn drop_client(&mut self, poller: &Poller, slot: usize) {
         if let Some(client) = self.clients.get_mut(slot).and_then(Option::take) {
             // Out of the poller before it is closed.
             let _ = poller.delete(&client.stream);
+            drop(client);
+            self.listeners.client_closed();
         }
     }
 
     /// After a client's turn: closes it if it failed (`ok` false) or has said its last word,
     /// else sets its poller interest to what it waits for.
     fn settle(&mut self, poller: &Poller, slot: usize, ok: bool) {
-        let key = self.first_key + 1 + slot;
+        let key = self.first_key + LISTENER_KEYS + slot;
         let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -389,7 +539,15 @@ impl Admin {
         }
         client.last_activity = Instant::now();
         if client.input.starts_with(b"GET ") {
-            return serve_http(client, token.as_deref(), view).is_ok();
+            return match serve_http(client, token.as_deref(), view) {
+                Ok(true) => true,
+                Ok(false) => {
+                    self.counters.auth_failures += 1;
+                    log_bad_token(&mut self.auth_log, client);
+                    true
+                }
+                Err(_) => false,
+            };
         }
         self.answer_lines(slot, view, actions)
     }
@@ -413,7 +571,7 @@ impl Admin {
             let line: Vec<u8> = client.input.drain(..=end).collect();
             let line = String::from_utf8_lossy(&line).trim().to_owned();
             let mut deferred = None;
-            let (reply, keep) = command(
+            let (reply, outcome) = command(
                 &line,
                 client,
                 token.as_deref(),
@@ -421,7 +579,16 @@ impl Admin {
                 actions,
                 &mut deferred,
             );
-            client.close_when_written = !keep;
+            match outcome {
+                Outcome::Keep => {}
+                Outcome::Close => client.close_when_written = true,
+                Outcome::BadToken => {
+                    client.close_when_written = true;
+                    self.counters.auth_failures += 1;
+                    log_bad_token(&mut self.auth_log, client);
+                }
+                Outcome::Denied => self.counters.denied_commands += 1,
+            }
             if client.send(&reply).is_err() {
                 return false;
             }
@@ -447,8 +614,24 @@ impl Admin {
     }
 }
 
-/// Answers one command line: the reply and whether to keep the client. A command answered later
-/// by the main loop (`conns`, `reload`) sets `deferred` and replies nothing yet.
+/// What a command line leads to besides its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The session goes on.
+    Keep,
+    /// The client is closed once the reply is written (`quit`).
+    Close,
+    /// A wrong or missing token: counted, logged, and the client is closed.
+    BadToken,
+    /// A command that changes something, refused on the TCP port (see the module header).
+    Denied,
+}
+
+/// The commands that change something: with `admin.unix` set and no token, the Unix socket's.
+const CONTROL_COMMANDS: [&str; 4] = ["close", "loglevel", "reload", "shutdown"];
+
+/// Answers one command line: the reply and what follows. A command answered later by the main
+/// loop (`conns`, `reload`) sets `deferred` and replies nothing yet.
 fn command(
     line: &str,
     client: &mut Client,
@@ -456,68 +639,99 @@ fn command(
     view: &AdminView<'_>,
     actions: &mut Vec<AdminAction>,
     deferred: &mut Option<Deferred>,
-) -> (String, bool) {
+) -> (String, Outcome) {
+    use Outcome::Keep;
     let mut words = line.split_whitespace();
     let verb = words.next().unwrap_or("");
     let arg = words.next();
     if verb == "auth" {
         return match (token, arg) {
-            (Some(t), Some(given)) if t == given => {
+            (Some(t), Some(given)) if tokens_match(t.as_bytes(), given.as_bytes()) => {
                 client.authed = true;
-                ("OK\r\n".into(), true)
+                client.logged_in = true;
+                ("OK\r\n".into(), Keep)
             }
-            (None, _) => ("OK no token needed\r\n".into(), true),
-            _ => ("ERROR bad token\r\n".into(), false),
+            (None, _) => {
+                client.logged_in = true;
+                ("OK no token needed\r\n".into(), Keep)
+            }
+            _ if client.stream.origin() == Origin::Unix => {
+                ("OK no token needed on the Unix socket\r\n".into(), Keep)
+            }
+            _ => ("ERROR bad token\r\n".into(), Outcome::BadToken),
         };
     }
     if !client.authed {
         return (
             "ERROR auth required: send auth TOKEN first\r\n".into(),
-            true,
+            Keep,
+        );
+    }
+    if !verb.is_empty() {
+        client.logged_in = true;
+    }
+    if CONTROL_COMMANDS.contains(&verb) && !client.may_control {
+        return (
+            format!(
+                "ERROR {verb} is served on the admin Unix socket only (admin.unix is set and admin.token is not)\r\n"
+            ),
+            Outcome::Denied,
         );
     }
     match verb {
-        "" => (String::new(), true),
+        "" => (String::new(), Keep),
         "help" => (
             "help | stats | workers | conns [N] | close FLOW | loglevel off|error|warn|info|debug|trace | reload | shutdown | quit\r\nGET /metrics over HTTP for Prometheus\r\nEND\r\n".into(),
-            true,
+            Keep,
         ),
-        "stats" => (stats_text(view), true),
-        "workers" => (workers_text(view), true),
+        "stats" => (stats_text(view), Keep),
+        "workers" => (workers_text(view), Keep),
         "conns" => match admin_conns::parse_max(arg) {
             Some(max) if words.next().is_none() => {
                 *deferred = Some(Deferred::SampleConns { max });
-                (String::new(), true)
+                (String::new(), Keep)
             }
-            _ => (admin_conns::USAGE.into(), true),
+            _ => (admin_conns::USAGE.into(), Keep),
         },
         "reload" => {
             *deferred = Some(Deferred::Reload);
-            (String::new(), true)
+            (String::new(), Keep)
         }
         "close" => match arg.and_then(parse_flow) {
             Some(flow) if flow.worker() < view.workers => {
                 actions.push(AdminAction::Close(flow));
-                (format!("OK closing {flow}\r\n"), true)
+                (format!("OK closing {flow}\r\n"), Keep)
             }
-            Some(flow) => (format!("ERROR flow {flow} names no worker\r\n"), true),
-            None => ("ERROR usage: close FLOW (hex 0x... or decimal)\r\n".into(), true),
+            Some(flow) => (format!("ERROR flow {flow} names no worker\r\n"), Keep),
+            None => ("ERROR usage: close FLOW (hex 0x... or decimal)\r\n".into(), Keep),
         },
         "loglevel" => match arg.and_then(|a| a.parse::<LevelFilter>().ok()) {
             Some(level) => {
                 log::set_max_level(level);
                 info!("admin: log level set to {level}");
-                (format!("OK log level {level}\r\n"), true)
+                (format!("OK log level {level}\r\n"), Keep)
             }
-            None => ("ERROR usage: loglevel off|error|warn|info|debug|trace\r\n".into(), true),
+            None => ("ERROR usage: loglevel off|error|warn|info|debug|trace\r\n".into(), Keep),
         },
         "shutdown" => {
             actions.push(AdminAction::Shutdown);
-            ("OK stopping\r\n".into(), true)
+            ("OK stopping\r\n".into(), Keep)
         }
-        "quit" => (String::new(), false),
-        other => (format!("ERROR unknown command '{other}' (try help)\r\n"), true),
+        "quit" => (String::new(), Outcome::Close),
+        other => (format!("ERROR unknown command '{other}' (try help)\r\n"), Keep),
     }
+}
+
+/// Whether `given` equals `expected`, in a time that depends on the lengths only: every byte
+/// is compared whatever the first difference, so the answer time tells nothing about how much
+/// of a guess was right.
+fn tokens_match(expected: &[u8], given: &[u8]) -> bool {
+    let mut differ = u8::from(expected.len() != given.len());
+    for (i, &e) in expected.iter().enumerate() {
+        differ |= e ^ given.get(i).copied().unwrap_or(!e);
+    }
+    // Keeps the compiler from turning the loop back into an early exit.
+    std::hint::black_box(differ) == 0
 }
 
 fn parse_flow(text: &str) -> Option<FlowId> {
@@ -529,25 +743,29 @@ fn parse_flow(text: &str) -> Option<FlowId> {
 }
 
 /// Answers one HTTP request once its head is complete, then closes the client once the response
-/// is written; `Err` when the client must be closed at once.
-fn serve_http(client: &mut Client, token: Option<&str>, view: &AdminView<'_>) -> io::Result<()> {
+/// is written; `Ok(false)` when it was refused for a wrong or missing token, `Err` when the client
+/// must be closed at once.
+fn serve_http(client: &mut Client, token: Option<&str>, view: &AdminView<'_>) -> io::Result<bool> {
     let Some(end) = client.input.windows(4).position(|w| w == b"\r\n\r\n") else {
         if client.input.len() > MAX_LINE * 8 {
             client.close_when_written = true;
-            return client.send("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+            client.send("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")?;
         }
-        return Ok(());
+        return Ok(true);
     };
     let head = String::from_utf8_lossy(&client.input[..end]).into_owned();
     let path = head.split_whitespace().nth(1).unwrap_or("");
-    let authorized = token.is_none_or(|t| {
-        head.lines().any(|l| {
-            l.split_once(':').is_some_and(|(name, value)| {
-                name.trim().eq_ignore_ascii_case("authorization")
-                    && value.trim() == format!("Bearer {t}")
+    let authorized = client.stream.origin() == Origin::Unix
+        || token.is_none_or(|t| {
+            head.lines().any(|l| {
+                l.split_once(':').is_some_and(|(name, value)| {
+                    name.trim().eq_ignore_ascii_case("authorization")
+                        && value.trim().strip_prefix("Bearer ").is_some_and(|given| {
+                            tokens_match(t.as_bytes(), given.trim().as_bytes())
+                        })
+                })
             })
-        })
-    });
+        });
     let (status, body) = if !authorized {
         ("401 Unauthorized", String::new())
     } else if path == "/metrics" {
@@ -560,5 +778,36 @@ fn serve_http(client: &mut Client, token: Option<&str>, view: &AdminView<'_>) ->
         body.len()
     );
     client.close_when_written = true;
-    client.send(&response)
+    client.logged_in = true;
+    client.send(&response)?;
+    Ok(authorized)
+}
+
+/// Logs (rate-limited) a wrong or missing token, naming the client's address.
+fn log_bad_token(limiter: &mut LogLimiter, client: &Client) {
+    if let Some(n) = limiter.allow() {
+        let peer = match &client.stream {
+            AdminStream::Tcp(s) => s
+                .peer_addr()
+                .map_or_else(|_| "an unknown address".to_owned(), |a| a.to_string()),
+            AdminStream::Unix(_) => "the Unix socket".to_owned(),
+        };
+        warn!("admin: wrong or missing token from {peer} ({n} similar suppressed)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_when_equal_in_length_and_every_byte() {
+        assert!(tokens_match(b"s3cret", b"s3cret"));
+        assert!(!tokens_match(b"s3cret", b"s3creT"));
+        assert!(!tokens_match(b"s3cret", b"s3cre"));
+        assert!(!tokens_match(b"s3cret", b"s3crett"));
+        assert!(!tokens_match(b"s3cret", b""));
+        assert!(!tokens_match(b"\xff", b""));
+        assert!(tokens_match(b"", b""));
+    }
 }

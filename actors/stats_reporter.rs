@@ -14,8 +14,8 @@ use crate::logging::LogLimiter;
 use crate::message::NotifyStat;
 use crate::settings::StatsSettings;
 use crate::stats::{
-    AcceptorCounters, BridgeCounters, ControlCounters, MainLaneCounters, McpWatchCounters,
-    ProcessCounters, UdpCounters, WorkerCounters,
+    AcceptorCounters, AdminCounters, BridgeCounters, ControlCounters, MainLaneCounters,
+    McpWatchCounters, ProcessCounters, UdpCounters, WorkerCounters,
 };
 
 /// The main thread's counters at report time.
@@ -33,6 +33,8 @@ pub struct MainCounters {
     pub control: ControlCounters,
     /// What the process did on signals.
     pub process: ProcessCounters,
+    /// The admin port's clients (all zero without an admin port).
+    pub admin: AdminCounters,
     /// The main thread's request lane.
     pub main_lane: MainLaneCounters,
     /// Bytes in the response lane not read yet.
@@ -182,7 +184,7 @@ impl StatsReporter {
     }
 
     /// The status document: totals, then the acceptor, the UDP actor, the bridge, the MCP watch,
-    /// control requests, the process's signal handling, the main thread's lane, the latency
+    /// control requests, the process's signal handling, the admin, the main thread's lane, the latency
     /// histograms and each worker (with its own latency histogram).
     fn render(&self, main: &MainCounters, now: Instant) -> String {
         let totals = self.totals();
@@ -208,6 +210,8 @@ impl StatsReporter {
         json_object(&mut out, |f| main.control.for_each(f));
         out.push_str(",\"process\":");
         json_object(&mut out, |f| main.process.for_each(f));
+        out.push_str(",\"admin\":");
+        json_object(&mut out, |f| main.admin.for_each(f));
         out.push_str(",\"main_lane\":");
         json_object(&mut out, |f| main.main_lane.for_each(f));
         out.push_str(",\"request_latency\":");

@@ -3,7 +3,8 @@
 //! Every connection is a file descriptor, and so are the listeners, the pollers, the lanes and
 //! their FIFOs, the lock, log and stats files. [`fd_budget`] says how many ccsd needs;
 //! [`raise_for`] raises the soft limit toward the hard limit to fit it, and only warns when it
-//! cannot: ccsd still runs, and accepts beyond the limit fail (counted as `accept_errors`).
+//! cannot: ccsd still runs, and once descriptors run out the acceptor pauses accepting (counted
+//! as `accept_pauses`) until some are free again.
 
 use log::{info, warn};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};

@@ -2,7 +2,8 @@
 //!
 //! Reloadable keys (applied at once, by message where another thread owns them): `log.level`,
 //! `[limits]` but `half_close_timeout` (every worker), `broker.max_connections` and `listen[i].max_connections` (the
-//! acceptor), `mcp.reply_max_age` (the MCP bridge), `admin.idle_timeout`, `stats.interval` (the
+//! acceptor), `mcp.reply_max_age` (the MCP bridge), `admin.idle_timeout` and
+//! `admin.login_timeout`, `stats.interval` (the
 //! stats reporter and every worker). Any other change needs a restart: it is named in the answer
 //! and not applied, so it stays pending (and is named again) until ccsd restarts. The runtime
 //! carries out the plan; this module only compares.
@@ -69,6 +70,10 @@ pub(crate) fn plan(current: &Settings, level_now: LevelFilter, file: &Settings) 
         take_over(&mut next.admin.idle_timeout, &file.admin.idle_timeout),
     );
     take(
+        "admin.login_timeout",
+        take_over(&mut next.admin.login_timeout, &file.admin.login_timeout),
+    );
+    take(
         "stats.interval",
         take_over(&mut next.stats.interval, &file.stats.interval),
     );
@@ -117,7 +122,7 @@ pub(crate) fn plan(current: &Settings, level_now: LevelFilter, file: &Settings) 
     restart_keys!(queues: dir, name, capacity, on_full);
     restart_keys!(log: file);
     restart_keys!(stats: file, log_interval);
-    restart_keys!(admin: enabled, addr, token);
+    restart_keys!(admin: enabled, addr, token, unix);
     restart_keys!(mcp: stall_timeout, when_down, connect_events, overload_notices);
     restart_keys!(limits: half_close_timeout);
     restart(
@@ -200,18 +205,26 @@ mod tests {
     fn other_changes_are_named_and_not_applied() {
         let current = settings("[[listen]]\naddr = \"127.0.0.1:0\"\n");
         let file = settings(
-            "[broker]\nworkers = 3\n[admin]\ntoken = \"t\"\n[limits]\nidle_timeout = \"1s\"\n\
+            "[broker]\nworkers = 3\n[admin]\ntoken = \"t\"\nunix = \"/tmp/a.sock\"\nlogin_timeout = \"2s\"\n\
+             [limits]\nidle_timeout = \"1s\"\n\
              [[listen]]\naddr = \"127.0.0.1:1\"\nmax_connections = 3\n[[listen]]\naddr = \"127.0.0.1:2\"\n",
         );
         let plan = plan(&current, LevelFilter::Info, &file);
-        assert_eq!(plan.changed, ["limits.idle_timeout 60s -> 1s"]);
+        assert_eq!(
+            plan.changed,
+            [
+                "limits.idle_timeout 60s -> 1s",
+                "admin.login_timeout 5s -> 2s"
+            ]
+        );
         assert_eq!(
             plan.needs_restart,
             [
                 "listen[0]",
                 "listen (2 tables, 1 running)",
                 "broker.workers",
-                "admin.token"
+                "admin.token",
+                "admin.unix"
             ]
         );
         assert_eq!(plan.next.broker.workers, None);

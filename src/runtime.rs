@@ -11,9 +11,9 @@
 //! `admin_requests.rs` the admin commands that reach beyond the admin actor.
 //!
 //! The main poller's keys: `0..L` the listeners (listener `i` under key `i`: the acceptor's when
-//! TCP, the UDP actor's when UDP), `L` the response lane's FIFO, `L+1` the signal socket, `L+2..`
-//! the admin port and its clients; custom actor `i` owns the keys from
-//! `ACTOR_KEY_BASE + i * ACTOR_TOKENS`.
+//! TCP, the UDP actor's when UDP), `L` the response lane's FIFO, `L+1` the signal socket, `L+2`
+//! the admin port, `L+3` the admin Unix socket, `L+4..` the admin clients; custom actor `i` owns
+//! the keys from `ACTOR_KEY_BASE + i * ACTOR_TOKENS`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -32,7 +32,7 @@ use polling::{Events, Poller};
 
 use crate::actor::{ACTOR_KEY_BASE, ActorRequest};
 use crate::actors::acceptor::Acceptor;
-use crate::actors::admin::Admin;
+use crate::actors::admin::{Admin, AdminBindError};
 use crate::actors::mcp_bridge::{McpBridge, RECORDS_PER_TURN};
 use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
@@ -81,6 +81,8 @@ pub enum StartError {
         /// Why.
         source: io::Error,
     },
+    /// The admin Unix socket (`admin.unix`) could not be made.
+    AdminUnix(AdminBindError),
     /// A poller or a thread could not be created.
     Runtime(io::Error),
     /// A custom actor's `start` failed.
@@ -102,6 +104,7 @@ impl fmt::Display for StartError {
             StartError::Framing { listener, source } => {
                 write!(f, "listen[{listener}].framing: {source}")
             }
+            StartError::AdminUnix(e) => write!(f, "{e}"),
             StartError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
             StartError::Actor { name, source } => write!(f, "actor {name}: {source}"),
         }
@@ -226,6 +229,7 @@ impl Broker {
             mcp_watch: self.mcp_watch.counters(),
             control: self.control,
             process: self.signals.counters(),
+            admin: self.admin.as_ref().map(Admin::counters).unwrap_or_default(),
             main_lane: self.main_lane.counters(),
             response_lane_used_bytes: self.bridge.lane_used_bytes(),
             main_lane_used_bytes: self.main_lane.used_bytes(),
@@ -264,6 +268,8 @@ impl Broker {
                 let timeout = self.stats.time_to_next().min(self.mcp_watch.time_to_next());
                 let admin_timer = self.admin.as_ref().and_then(Admin::time_to_next);
                 let timeout = admin_timer.map_or(timeout, |t| timeout.min(t));
+                let resume = self.acceptor.time_to_resume();
+                let timeout = resume.map_or(timeout, |t| timeout.min(t));
                 let timeout = actor_timer.map_or(timeout, |t| timeout.min(t));
                 self.udp.next_expiry().map_or(timeout, |t| {
                     timeout.min(t.saturating_duration_since(Instant::now()))
@@ -279,9 +285,7 @@ impl Broker {
                     }
                 } else if ev.key == signal_key {
                     let received = self.signals.take();
-                    if received.hangup {
-                        self.signals.reopen_log();
-                    }
+                    self.signals.handle(received);
                     if received.stop {
                         self.begin_stop(&mut stopping, &mut stop_pending);
                     }
@@ -299,6 +303,7 @@ impl Broker {
             if !fifo_fired {
                 self.bridge.cancel_sleep();
             }
+            self.acceptor.resume_if_due();
             self.with_admin(|admin, poller, view| admin.sweep(poller, view));
             let udp = &mut self.udp;
             let replies = self

@@ -1,5 +1,6 @@
-//! The process's signals: SIGTERM and SIGINT ask for a graceful stop, SIGHUP for reopening the
-//! log file (logrotate).
+//! The process's signals: SIGTERM and SIGINT ask for a graceful stop, SIGHUP and SIGUSR1 for
+//! reopening the log file (logrotate; SIGUSR1 as nginx gives it), and SIGUSR2, reserved for a
+//! later hot restart, is ignored with a log line, so that none of them can kill ccsd.
 //!
 //! The signal handlers (signal-hook) only set a flag and then write a byte to a socket that sits in
 //! the main poller; the main loop does the work. The flag tells the signals apart (the byte is the
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{error, info};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
 use crate::logging::{LogLimiter, reopen_log_file};
 use crate::stats::ProcessCounters;
@@ -25,6 +26,10 @@ pub struct Received {
     pub stop: bool,
     /// SIGHUP: reopen the log file.
     pub hangup: bool,
+    /// SIGUSR1: reopen the log file, as SIGHUP.
+    pub user1: bool,
+    /// SIGUSR2: reserved for hot restart; ignored for now.
+    pub user2: bool,
 }
 
 /// The installed handlers and the socket they write to.
@@ -33,12 +38,15 @@ pub struct Signals {
     wake: UnixStream,
     stop: Arc<AtomicBool>,
     hangup: Arc<AtomicBool>,
+    user1: Arc<AtomicBool>,
+    user2: Arc<AtomicBool>,
     counters: ProcessCounters,
     reopen_log: LogLimiter,
+    ignored_log: LogLimiter,
 }
 
 impl Signals {
-    /// Installs the handlers for SIGTERM, SIGINT and SIGHUP.
+    /// Installs the handlers for SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2.
     ///
     /// # Errors
     /// The socket pair or a handler could not be set up.
@@ -47,7 +55,15 @@ impl Signals {
         wake.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let hangup = Arc::new(AtomicBool::new(false));
-        for (signal, flag) in [(SIGTERM, &stop), (SIGINT, &stop), (SIGHUP, &hangup)] {
+        let user1 = Arc::new(AtomicBool::new(false));
+        let user2 = Arc::new(AtomicBool::new(false));
+        for (signal, flag) in [
+            (SIGTERM, &stop),
+            (SIGINT, &stop),
+            (SIGHUP, &hangup),
+            (SIGUSR1, &user1),
+            (SIGUSR2, &user2),
+        ] {
             // The flag first: actions run in registration order, so it is set before the byte.
             signal_hook::flag::register(signal, Arc::clone(flag))?;
             signal_hook::low_level::pipe::register(signal, write.try_clone()?)?;
@@ -56,8 +72,11 @@ impl Signals {
             wake,
             stop,
             hangup,
+            user1,
+            user2,
             counters: ProcessCounters::default(),
             reopen_log: LogLimiter::default(),
+            ignored_log: LogLimiter::default(),
         })
     }
 
@@ -73,23 +92,45 @@ impl Signals {
         Received {
             stop: self.stop.swap(false, Ordering::SeqCst),
             hangup: self.hangup.swap(false, Ordering::SeqCst),
+            user1: self.user1.swap(false, Ordering::SeqCst),
+            user2: self.user2.swap(false, Ordering::SeqCst),
         }
     }
 
-    /// SIGHUP: reopens the log file at its configured path, so lines go to a new file after
-    /// logrotate renamed the old one. A failure keeps the old file and is logged (rate-limited).
-    pub fn reopen_log(&mut self) {
+    /// Carries out what the signals in `received` ask for, but stopping (the caller's part):
+    /// SIGHUP and SIGUSR1 reopen the log file (once, if both came), SIGUSR2 is logged and ignored.
+    pub fn handle(&mut self, received: Received) {
+        match (received.hangup, received.user1) {
+            (true, true) => self.reopen_log("SIGHUP and SIGUSR1"),
+            (true, false) => self.reopen_log("SIGHUP"),
+            (false, true) => self.reopen_log("SIGUSR1"),
+            (false, false) => {}
+        }
+        if received.user2 {
+            self.counters.ignored_signals += 1;
+            if let Some(held) = self.ignored_log.allow() {
+                info!(
+                    "SIGUSR2: ignored (reserved for hot restart, which this version does not have) ({held} similar suppressed)"
+                );
+            }
+        }
+    }
+
+    /// SIGHUP or SIGUSR1 (named by `signal` in the log line): reopens the log file at its
+    /// configured path, so lines go to a new file after logrotate renamed the old one. A failure
+    /// keeps the old file and is logged (rate-limited).
+    fn reopen_log(&mut self, signal: &str) {
         match reopen_log_file() {
             Ok(Some(path)) => {
                 self.counters.log_reopens += 1;
-                info!("SIGHUP: reopened the log file {}", path.display());
+                info!("{signal}: reopened the log file {}", path.display());
             }
-            Ok(None) => info!("SIGHUP: no log file to reopen (log.file is not set)"),
+            Ok(None) => info!("{signal}: no log file to reopen (log.file is not set)"),
             Err(e) => {
                 self.counters.log_reopen_errors += 1;
                 if let Some(held) = self.reopen_log.allow() {
                     error!(
-                        "SIGHUP: cannot reopen the log, still writing to the old file: {e} ({held} similar suppressed)"
+                        "{signal}: cannot reopen the log, still writing to the old file: {e} ({held} similar suppressed)"
                     );
                 }
             }

@@ -106,8 +106,12 @@ counters! {
         /// Accepted connections closed at once because `broker.max_connections` or the
         /// listener's `max_connections` was reached.
         refused_max_connections,
-        /// `accept` failures other than "would block" (e.g. out of file descriptors).
+        /// `accept` failures other than "would block" and running out of descriptors.
         accept_errors,
+        /// Times accepting was paused because `accept` found no file descriptor (EMFILE, ENFILE)
+        /// or socket memory (ENOBUFS, ENOMEM) left: the listeners leave the poller for a pause
+        /// that doubles from 10 ms up to 1 s.
+        accept_pauses,
         /// Overload notices (`mcp.overload_notices`) written to the main thread's lane.
         overload_notices,
         /// Overload notices lost to a full main-thread lane.
@@ -218,12 +222,41 @@ counters! {
 }
 
 counters! {
+    /// What the admin port (and the admin Unix socket) did since start.
+    AdminCounters {
+        /// Admin clients accepted (TCP and Unix socket).
+        clients_accepted,
+        /// Clients closed for not authenticating (with a token) or not sending a command
+        /// (without) within `admin.login_timeout`.
+        closed_login_timeout,
+        /// Clients closed after `admin.idle_timeout` without sending anything.
+        closed_idle,
+        /// Idle clients closed to make room for a new client when every slot was taken.
+        evicted_idle,
+        /// New clients closed at once because every slot held a client being served.
+        refused_busy,
+        /// `auth` lines (or HTTP requests) with a wrong or missing token.
+        auth_failures,
+        /// `close`, `loglevel`, `reload` or `shutdown` refused on the TCP port because
+        /// `admin.unix` is set and `admin.token` is not.
+        denied_commands,
+        /// Times a client got in only thanks to the reserve descriptor (out of descriptors).
+        reserve_used,
+        /// Times the admin listeners were paused because no descriptor was left.
+        accept_pauses,
+    }
+}
+
+counters! {
     /// What the process did on signals since start.
     ProcessCounters {
-        /// Times the log file was reopened on SIGHUP.
+        /// Times the log file was reopened on SIGHUP or SIGUSR1.
         log_reopens,
         /// Times it could not be (lines kept going to the old file).
         log_reopen_errors,
+        /// Times SIGUSR2 (reserved for hot restart) was received and ignored; several arriving
+        /// before the main loop looks count once.
+        ignored_signals,
     }
 }
 
@@ -250,6 +283,7 @@ mod tests {
                 ("refused_mailbox_full", 4),
                 ("refused_max_connections", 8),
                 ("accept_errors", 6),
+                ("accept_pauses", 0),
                 ("overload_notices", 0),
                 ("dropped_overload_notices", 0)
             ]

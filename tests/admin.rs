@@ -1,15 +1,19 @@
 //! The admin port: every line command, `GET /metrics` in Prometheus text, authentication,
-//! malformed input and idle clients, through the real binary.
+//! malformed input, idle and silent clients, and the admin Unix socket, through the real binary.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 
 use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{Kind, Reason};
-use common::{TestEnv, WAIT, assert_closed, connect, packet, round_trip, stat};
+use common::{
+    TestEnv, WAIT, assert_closed, assert_open_and_silent, connect, packet, round_trip, stat,
+};
 
 /// An admin session: send a line, read the reply lines up to and including `END` (or one line).
 struct AdminClient {
@@ -280,7 +284,168 @@ fn a_token_is_required_first_when_configured() {
     assert_eq!(wrong.ask("auth nope"), "ERROR bad token");
     assert_closed(&mut wrong.writer);
     assert!(http_get(addr, "/metrics", None).starts_with("HTTP/1.1 401"));
+    assert!(http_get(addr, "/metrics", Some("s3cre")).starts_with("HTTP/1.1 401"));
     assert!(http_get(addr, "/metrics", Some("s3cret")).starts_with("HTTP/1.1 200"));
+    let stats = admin.ask_until_end("stats");
+    assert!(
+        stats.contains(&"STAT admin_auth_failures 3".to_owned()),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_client_that_does_not_log_in_is_closed_at_the_login_deadline() {
+    let env = TestEnv::new(1, "", "");
+    env.add_setting("admin", "token = \"s3cret\"\nlogin_timeout = \"300ms\"");
+    let ccsd = env.start_ccsd();
+    let addr = ccsd.admin.unwrap();
+    let mut operator = AdminClient::connect(addr);
+    assert_eq!(operator.ask("auth s3cret"), "OK");
+    let mut silent = connect(addr);
+    // Talking without the token is not logging in.
+    let mut chatty = AdminClient::connect(addr);
+    assert!(chatty.ask("stats").starts_with("ERROR auth required"));
+    assert_closed(&mut silent);
+    assert_closed(&mut chatty.writer);
+    env.wait_stat("admin.closed_login_timeout", |v| v == 2);
+    // The operator logged in: only admin.idle_timeout (60s) applies to it.
+    assert_open_and_silent(&mut operator.writer);
+    assert!(
+        operator
+            .ask_until_end("stats")
+            .contains(&"STAT admin_closed_login_timeout 2".to_owned())
+    );
+}
+
+#[test]
+fn without_a_token_a_client_must_send_a_command_before_the_login_deadline() {
+    let env = TestEnv::new(1, "", "");
+    env.add_setting("admin", "login_timeout = \"300ms\"");
+    let ccsd = env.start_ccsd();
+    let addr = ccsd.admin.unwrap();
+    let mut talker = AdminClient::connect(addr);
+    assert!(talker.ask_until_end("help")[0].contains("stats"));
+    let mut silent = connect(addr);
+    assert_closed(&mut silent);
+    env.wait_stat("admin.closed_login_timeout", |v| v == 1);
+    assert_open_and_silent(&mut talker.writer);
+}
+
+#[test]
+fn silent_clients_in_every_slot_never_keep_the_operator_out() {
+    let env = TestEnv::new(1, "", "");
+    // A login deadline far away: the operator gets in because a silent client makes room.
+    env.add_setting("admin", "token = \"s3cret\"\nlogin_timeout = \"1h\"");
+    let ccsd = env.start_ccsd();
+    let addr = ccsd.admin.unwrap();
+    let mut silent: Vec<TcpStream> = Vec::new();
+    for _ in 0..64 {
+        silent.push(connect(addr));
+        // One at a time, so the first is the longest silent.
+        let accepted = silent.len() as u64;
+        env.wait_stat("admin.clients_accepted", |v| v == accepted);
+    }
+    let mut operator = AdminClient::connect(addr);
+    assert_eq!(operator.ask("auth s3cret"), "OK");
+    let stats = operator.ask_until_end("stats");
+    assert!(
+        stats.contains(&"STAT admin_evicted_idle 1".to_owned()),
+        "{stats:?}"
+    );
+    assert!(
+        stats.contains(&"STAT admin_refused_busy 0".to_owned()),
+        "{stats:?}"
+    );
+    // The longest silent client made room; the others are still connected.
+    assert_closed(&mut silent[0]);
+    assert_open_and_silent(&mut silent[63]);
+    // Another operator: a silent client goes again, never the one logged in.
+    let mut second = AdminClient::connect(addr);
+    assert_eq!(second.ask("auth s3cret"), "OK");
+    assert_closed(&mut silent[1]);
+    assert!(
+        operator
+            .ask_until_end("stats")
+            .contains(&"STAT admin_evicted_idle 2".to_owned())
+    );
+}
+
+/// A session on the admin Unix socket: send a line, read reply lines.
+struct UnixAdmin {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl UnixAdmin {
+    fn connect(path: &std::path::Path) -> UnixAdmin {
+        let s = UnixStream::connect(path).expect("connect to the admin Unix socket");
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        UnixAdmin {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("admin reply");
+        line.trim_end().to_owned()
+    }
+
+    fn ask(&mut self, command: &str) -> String {
+        writeln!(self.writer, "{command}").unwrap();
+        self.line()
+    }
+
+    fn until_end(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            match self.line() {
+                line if line == "END" => return lines,
+                line if line.is_empty() => panic!("closed before END: {lines:?}"),
+                line => lines.push(line),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_unix_socket_is_private_and_alone_may_change_things_when_there_is_no_token() {
+    let env = TestEnv::new(1, "", "");
+    let path = env.dir.join("admin.sock");
+    env.add_setting("admin", &format!("unix = {:?}", path.display().to_string()));
+    let mut ccsd = env.start_ccsd();
+    let announced = format!("admin on unix://{}", path.display());
+    assert!(
+        ccsd.lines.iter().any(|l| l.contains(&announced)),
+        "{:?}",
+        ccsd.lines
+    );
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+
+    let mut tcp = AdminClient::connect(ccsd.admin.unwrap());
+    assert!(tcp.ask_until_end("stats")[0].starts_with("STAT uptime_ms"));
+    for denied in ["shutdown", "reload", "close 1", "loglevel debug"] {
+        let verb = denied.split(' ').next().unwrap();
+        assert_eq!(
+            tcp.ask(denied),
+            format!(
+                "ERROR {verb} is served on the admin Unix socket only (admin.unix is set and admin.token is not)"
+            )
+        );
+    }
+    let mut unix = UnixAdmin::connect(&path);
+    assert_eq!(unix.ask("loglevel debug"), "OK log level DEBUG");
+    writeln!(unix.writer, "stats").unwrap();
+    let stats = unix.until_end();
+    assert!(
+        stats.contains(&"STAT admin_denied_commands 4".to_owned()),
+        "{stats:?}"
+    );
+    assert_eq!(unix.ask("shutdown"), "OK stopping");
+    assert_eq!(ccsd.exit_code(), Some(0));
+    assert!(!path.exists(), "the socket file was left behind");
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! SIGHUP reopens the log file at its configured path (logrotate): after the file is renamed, new
-//! lines go to a new file there; a reopen that fails keeps the old file and is counted; without a
-//! log file SIGHUP is harmless.
+//! SIGHUP (and SIGUSR1, as in nginx) reopens the log file at its configured path (logrotate):
+//! after the file is renamed, new lines go to a new file there; a reopen that fails keeps the old
+//! file and is counted; without a log file SIGHUP is harmless. SIGUSR2 (reserved for hot restart)
+//! is ignored with a log line: neither signal kills ccsd.
 
 mod common;
 
@@ -12,6 +13,10 @@ use rustix::process::{Pid, Signal, kill_process};
 
 fn hangup(p: &Proc) {
     kill_process(Pid::from_child(&p.child), Signal::HUP).expect("send SIGHUP");
+}
+
+fn signal(p: &Proc, signal: Signal) {
+    kill_process(Pid::from_child(&p.child), signal).expect("send the signal");
 }
 
 fn with_log_file(env: &TestEnv, path: &Path) {
@@ -108,4 +113,53 @@ fn sighup_without_a_log_file_leaves_ccsd_serving() {
     let mut client = connect(ccsd.addr());
     assert_eq!(round_trip(&mut client, b"hello"), packet(b"hello"));
     assert_eq!(ccsd.child.try_wait().unwrap(), None);
+}
+
+#[test]
+fn sigusr1_reopens_the_log_file_as_sighup_does() {
+    let env = TestEnv::new(1, "", "");
+    let log = env.dir.join("ccsd.log");
+    let rotated = env.dir.join("ccsd.log.1");
+    with_log_file(&env, &log);
+    let mut ccsd = env.start_ccsd();
+    wait_for_text(&log, "ccsd ready");
+
+    std::fs::rename(&log, &rotated).unwrap();
+    signal(&ccsd, Signal::USR1);
+    env.wait_stat("process.log_reopens", |v| v == 1);
+    ccsd.wait_for_line("SIGUSR1: reopened the log file");
+    wait_for_text(&log, "SIGUSR1: reopened the log file");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(
+        old.contains("ccsd ready") && !old.contains("SIGUSR1"),
+        "{old}"
+    );
+    assert_eq!(ccsd.child.try_wait().unwrap(), None, "SIGUSR1 stopped ccsd");
+}
+
+#[test]
+fn sigusr1_and_sigusr2_leave_ccsd_serving_and_it_still_stops_cleanly() {
+    let env = TestEnv::new(1, "", "");
+    let pid_file = env.dir.join("ccsd.pid");
+    env.add_setting(
+        "broker",
+        &format!("pid_file = {:?}", pid_file.display().to_string()),
+    );
+    let mut ccsd = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+    signal(&ccsd, Signal::USR1);
+    ccsd.wait_for_line("SIGUSR1: no log file to reopen");
+    signal(&ccsd, Signal::USR2);
+    let line = ccsd.wait_for_line("SIGUSR2: ignored");
+    assert!(line.contains("reserved for hot restart"), "{line}");
+    env.wait_stat("process.ignored_signals", |v| v == 1);
+
+    let mut client = connect(ccsd.addr());
+    assert_eq!(round_trip(&mut client, b"alive"), packet(b"alive"));
+    assert_eq!(ccsd.child.try_wait().unwrap(), None);
+    assert!(pid_file.exists());
+    drop(client);
+    signal(&ccsd, Signal::TERM);
+    assert_eq!(ccsd.exit_code(), Some(0));
+    assert!(!pid_file.exists(), "the pid file was left behind");
 }

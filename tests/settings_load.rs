@@ -435,7 +435,10 @@ fn built_in_settings_file_spells_out_every_key() {
     );
     assert_eq!(keys(&root["log"]), ["level"]);
     assert_eq!(keys(&root["stats"]), ["interval", "log_interval"]);
-    assert_eq!(keys(&root["admin"]), ["addr", "enabled", "idle_timeout"]);
+    assert_eq!(
+        keys(&root["admin"]),
+        ["addr", "enabled", "idle_timeout", "login_timeout"]
+    );
     assert_eq!(
         keys(&root["limits"]),
         [

@@ -384,3 +384,37 @@ fn validate_reports_every_broken_rule() {
     });
     assert_eq!(problems.len(), 5, "{problems:?}");
 }
+
+#[test]
+fn admin_login_timeout_is_from_100ms_to_1h_and_the_unix_path_fits_a_socket_address() {
+    for ok in [Duration::from_millis(100), Duration::from_secs(3600)] {
+        assert_eq!(
+            problems_after(|s| s.admin.login_timeout = ok),
+            Vec::<String>::new()
+        );
+    }
+    for bad in [Duration::from_millis(99), Duration::from_secs(3601)] {
+        let problems = problems_after(|s| s.admin.login_timeout = bad);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("admin.login_timeout: from 100ms to 3600s"),
+            "{problems:?}"
+        );
+    }
+    let fits = format!("/tmp/{}", "a".repeat(102));
+    assert_eq!(
+        problems_after(|s| s.admin.unix = Some(fits.into())),
+        Vec::<String>::new()
+    );
+    let long = format!("/tmp/{}", "a".repeat(103));
+    let problems = problems_after(|s| s.admin.unix = Some(long.into()));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("admin.unix: a socket path holds at most 107 bytes"),
+        "{problems:?}"
+    );
+    assert_eq!(
+        problems_after(|s| s.admin.unix = Some("/nonexistent-ccsd-dir/admin.sock".into())),
+        ["admin.unix: the directory /nonexistent-ccsd-dir does not exist"]
+    );
+}

@@ -13,6 +13,7 @@ fn each_main_counter(view: &AdminView<'_>, mut f: impl FnMut(&str, &'static str,
     main.bridge.for_each(|k, v| f("bridge", k, v));
     main.control.for_each(|k, v| f("control", k, v));
     main.process.for_each(|k, v| f("process", k, v));
+    main.admin.for_each(|k, v| f("admin", k, v));
     main.main_lane.for_each(|k, v| f("main", k, v));
 }
 

@@ -147,7 +147,7 @@ impl Broker {
             .set_max_connections(next.broker.max_connections, &per_listener);
         self.bridge.set_reply_max_age(next.mcp.reply_max_age);
         if let Some(admin) = &mut self.admin {
-            admin.set_idle_timeout(next.admin.idle_timeout);
+            admin.set_timeouts(next.admin.idle_timeout, next.admin.login_timeout);
         }
         self.stats.set_interval(next.stats.interval);
         if next.limits != old.limits || next.stats.interval != old.stats.interval {

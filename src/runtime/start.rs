@@ -16,7 +16,7 @@ use polling::{Event, PollMode, Poller};
 
 use super::{Broker, StartError};
 use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
-use crate::actors::admin::Admin;
+use crate::actors::admin::{Admin, AdminBindError};
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge};
 use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::StatsReporter;
@@ -124,8 +124,14 @@ impl Broker {
                 addr: settings.admin.addr,
                 source,
             };
-            let admin = Admin::bind(&settings.admin).map_err(bind_err)?;
+            let admin = Admin::bind(&settings.admin).map_err(|e| match e {
+                AdminBindError::Tcp(source) => bind_err(source),
+                unix => StartError::AdminUnix(unix),
+            })?;
             info!("admin on tcp://{}", admin.local_addr().map_err(bind_err)?);
+            if let Some(path) = admin.unix_path() {
+                info!("admin on unix://{}", path.display());
+            }
             Some(admin)
         } else {
             None
@@ -184,7 +190,7 @@ impl Broker {
             bridge_links,
             settings.mcp.reply_max_age,
         );
-        let acceptor = Acceptor::new(
+        let mut acceptor = Acceptor::new(
             listeners,
             worker_links,
             settings.broker.dispatch,

@@ -406,6 +406,14 @@ pub struct AdminSettings {
     /// An admin client that sends nothing for this long is closed.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
+    /// An admin client that has not authenticated (with `token`) or sent a command (without)
+    /// this long after it connected is closed, so silent clients cannot hold the slots.
+    #[serde(deserialize_with = "duration")]
+    pub login_timeout: Duration,
+    /// An admin Unix socket serving the same commands (mode 0600, so only ccsd's user and root
+    /// can connect; no token asked); `None` (or an empty string): none.
+    #[serde(deserialize_with = "optional_path")]
+    pub unix: Option<PathBuf>,
 }
 
 impl Default for AdminSettings {
@@ -415,6 +423,8 @@ impl Default for AdminSettings {
             addr: SocketAddr::from(([127, 0, 0, 1], 7301)),
             token: None,
             idle_timeout: Duration::from_secs(60),
+            login_timeout: Duration::from_secs(5),
+            unix: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! every broken rule.
 
 use std::fs;
+use std::path::Path;
 use std::time::Duration;
 
 use super::sections::{
@@ -95,8 +96,40 @@ impl AdminSettings {
                 self.idle_timeout
             ));
         }
+        if !(MIN_ADMIN_LOGIN_TIMEOUT..=MAX_ADMIN_LOGIN_TIMEOUT).contains(&self.login_timeout) {
+            problems.push(format!(
+                "admin.login_timeout: from {MIN_ADMIN_LOGIN_TIMEOUT:?} to {MAX_ADMIN_LOGIN_TIMEOUT:?}, got {:?}",
+                self.login_timeout
+            ));
+        }
+        if let Some(path) = &self.unix {
+            let len = path.as_os_str().len();
+            if len > MAX_UNIX_PATH {
+                problems.push(format!(
+                    "admin.unix: a socket path holds at most {MAX_UNIX_PATH} bytes, {} has {len}",
+                    path.display()
+                ));
+            }
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                problems.push(format!(
+                    "admin.unix: the directory {} does not exist",
+                    dir.display()
+                ));
+            }
+        }
     }
 }
+
+/// The shortest `admin.login_timeout`: a client needs a moment to send its first line.
+const MIN_ADMIN_LOGIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// The longest `admin.login_timeout`: a silent client should not hold a slot longer than this.
+const MAX_ADMIN_LOGIN_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
+const MAX_UNIX_PATH: usize = 107;
 
 fn check_lane_holds_packets(
     capacity: ByteSize,

@@ -23,6 +23,7 @@ use crate::actors::stats_reporter::StatsReporter;
 use crate::actors::udp::{UdpActor, UdpListening};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
 use crate::fd_limit;
+use crate::flow::next_epoch;
 use crate::framing;
 use crate::instance::InstanceLock;
 use crate::lane::Lane;
@@ -141,8 +142,9 @@ impl Broker {
         let capacity = settings.queues.capacity.bytes();
         let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
             .map_err(StartError::Queue)?;
-        let epoch_count = response.epoch().wrapping_add(1);
-        let epoch = epoch_count as u16;
+        // Never an epoch of an earlier start on these lane files: see `flow`.
+        let epoch = next_epoch(response.epoch(), response.path()).map_err(StartError::Queue)?;
+        let epoch_count = u64::from(epoch);
         // One request lane per worker, then the main thread's (UDP, overload notices).
         let mut requests = Vec::with_capacity(worker_count + 1);
         for w in 0..settings.request_lane_count() {

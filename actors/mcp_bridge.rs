@@ -175,6 +175,15 @@ impl McpBridge {
                     self.route(main_thread);
                 }
                 Ok(None) => break,
+                Err(corrupt) if corrupt.tail_out_of_range => {
+                    // The head stays: moving it back would deliver replies again.
+                    self.counters.lane_bad_tails += 1;
+                    if let Some(n) = self.garbage_log.allow() {
+                        warn!(
+                            "response lane: {corrupt}; reading resumes when MCP publishes a tail in range ({n} similar suppressed)"
+                        );
+                    }
+                }
                 Err(corrupt) => {
                     let skipped = self.lane.discard_all();
                     self.counters.lane_corruptions += 1;

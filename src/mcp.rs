@@ -143,6 +143,12 @@ pub struct EndpointCounters {
     pub malformed_records: u64,
     /// Times a request lane held a corrupt frame and was emptied.
     pub lane_corruptions: u64,
+    /// Times a request lane's published tail was behind our head or more than the capacity
+    /// ahead (once per value): nothing was read from it and nothing is read twice.
+    pub lane_bad_tails: u64,
+    /// Times ccsd's head in the response lane could not follow our tail, and we continued
+    /// writing at ccsd's head.
+    pub response_resyncs: u64,
 }
 
 /// MCP's end of ccsd's lanes.
@@ -228,7 +234,10 @@ impl McpEndpoint {
 
     /// Records skipped as invalid so far.
     pub fn counters(&self) -> EndpointCounters {
-        self.counters
+        EndpointCounters {
+            response_resyncs: self.responses.resyncs(),
+            ..self.counters
+        }
     }
 
     /// Whether any request lane has published frames not read yet. This may be true for a lane
@@ -262,6 +271,8 @@ impl McpEndpoint {
                         }
                     },
                     Ok(None) => break,
+                    // The head stays: moving it back would hand us requests again.
+                    Err(corrupt) if corrupt.tail_out_of_range => self.counters.lane_bad_tails += 1,
                     Err(_) => {
                         self.requests[idx].discard_all();
                         self.counters.lane_corruptions += 1;

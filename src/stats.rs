@@ -139,6 +139,9 @@ counters! {
         lane_corruptions,
         /// Bytes discarded with those corrupt frames.
         lane_corrupt_bytes,
+        /// Times MCP published a response-lane tail behind ccsd's head or more than the capacity
+        /// ahead of it (once per value): nothing is read, nothing is delivered twice.
+        lane_bad_tails,
         /// Custom records from MCP, handed to the main thread's actors.
         custom_records,
         /// Records for flows of the main thread's lane (UDP peers), handed to the UDP actor.

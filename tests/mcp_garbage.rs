@@ -89,3 +89,35 @@ fn garbage_in_the_response_lane_is_counted_and_the_lane_stays_usable() {
     assert_eq!(read_n(&mut client, 8), packet(b"pong"));
     env.wait_stat("bridge.records_routed", |v| v == 1);
 }
+
+#[test]
+fn a_response_tail_behind_the_head_never_replays_delivered_replies() {
+    let env = TestEnv::new(1, "", "");
+    let _ccsd = env.start_ccsd();
+    let ccsd_addr = _ccsd.addr();
+    let _mcp = env.start_echo_mcp();
+    let settings = env.settings();
+    let mut client = connect(ccsd_addr);
+    for i in 0..5u8 {
+        let body = [b'a' + i; 4];
+        client.write_all(&packet(&body)).unwrap();
+        assert_eq!(read_n(&mut client, 8), packet(&body));
+    }
+
+    // A corrupt writer publishes a tail behind the bridge's head, which is past the five replies.
+    let file = OpenOptions::new()
+        .write(true)
+        .open(settings.response_lane_path())
+        .unwrap();
+    file.write_all_at(&0u64.to_le_bytes(), OFF_TAIL).unwrap();
+    env.wait_stat("bridge.lane_bad_tails", |v| v == 1);
+
+    // Echo MCP's next publish puts its own tail back: only the new reply is delivered.
+    client.write_all(&packet(b"last")).unwrap();
+    assert_eq!(read_n(&mut client, 8), packet(b"last"));
+    common::assert_open_and_silent(&mut client);
+    let stats = env.stats();
+    assert_eq!(common::stat(&stats, "bridge.records_in"), Some(6));
+    assert_eq!(common::stat(&stats, "bridge.lane_corrupt_bytes"), Some(0));
+    assert_eq!(common::stat(&stats, "bridge.lane_bad_tails"), Some(1));
+}

@@ -81,7 +81,9 @@ static GENERATIONS: Lazy<u32> = Lazy::new(|| {
     };
     match value.to_str().and_then(|v| v.parse::<u32>().ok()) {
         Some(n @ 1..=SLOT_GENERATIONS) => {
-            warn!("{GENERATIONS_ENV}={n}: flow slots retire after {n} generations (for tests only)");
+            warn!(
+                "{GENERATIONS_ENV}={n}: flow slots retire after {n} generations (for tests only)"
+            );
             n
         }
         _ => {
@@ -451,7 +453,10 @@ mod tests {
     fn epochs_run_from_1_to_the_last_one_a_flow_id_carries() {
         let lane = Path::new("/dev/shm/x.rsp");
         assert_eq!(next_epoch(0, lane).unwrap(), 1);
-        assert_eq!(next_epoch(u64::from(MAX_EPOCH) - 1, lane).unwrap(), MAX_EPOCH);
+        assert_eq!(
+            next_epoch(u64::from(MAX_EPOCH) - 1, lane).unwrap(),
+            MAX_EPOCH
+        );
         for exhausted in [u64::from(MAX_EPOCH), 1 << 20, u64::MAX] {
             let err = next_epoch(exhausted, lane).unwrap_err();
             assert!(

@@ -24,6 +24,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Only one MCP consumes a set of lanes at a time: [`McpEndpoint::attach`] first takes the lock
+//! [`consumer_lock::lock_path`] names and fails with [`McpError::Busy`], naming the holder's pid,
+//! while another process holds it.
+//!
 //! Replies are not visible to ccsd until [`McpEndpoint::flush`] (or until 16 have been queued,
 //! when the endpoint publishes by itself, so a busy MCP never holds replies back for long);
 //! flushing once per batch of requests (when no more are pending) saves a fence and a possible
@@ -37,9 +41,14 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::flow::FlowId;
+use crate::instance::InstanceError;
 use crate::lane::{Consumer, Lane, LaneError, Producer, PushError};
 use crate::record::{CloseMode, Kind, RECORD_HEADER_SIZE, RecordHeader};
 use crate::settings::Settings;
+
+pub mod consumer_lock;
+
+use consumer_lock::ConsumerLock;
 
 /// Why an MCP operation failed.
 #[derive(Debug)]
@@ -54,6 +63,15 @@ pub enum McpError {
     TooLarge(usize),
     /// Waiting on the wake-up FIFOs failed.
     Io(io::Error),
+    /// Another MCP consumes these lanes: it holds their MCP lock.
+    Busy {
+        /// The lock file.
+        lock: PathBuf,
+        /// The pid the holder wrote into it, if readable.
+        pid: Option<u32>,
+    },
+    /// The MCP lock file could not be opened, locked or written.
+    Lock(InstanceError),
 }
 
 impl fmt::Display for McpError {
@@ -68,6 +86,19 @@ impl fmt::Display for McpError {
             McpError::Full => write!(f, "response lane full"),
             McpError::TooLarge(n) => write!(f, "a reply of {n} bytes does not fit in a lane"),
             McpError::Io(e) => write!(f, "waiting for requests: {e}"),
+            McpError::Busy { lock, pid } => {
+                match pid {
+                    Some(pid) => write!(f, "another MCP (pid {pid})")?,
+                    None => write!(f, "another MCP")?,
+                }
+                write!(
+                    f,
+                    " already consumes these lanes ({} is locked): a lane has one consumer at a \
+                     time; stop that one first",
+                    lock.display()
+                )
+            }
+            McpError::Lock(e) => write!(f, "MCP lock: {e}"),
         }
     }
 }
@@ -164,6 +195,8 @@ pub struct McpEndpoint {
     fired: Vec<bool>,
     /// Records queued since the last publish.
     unpublished: usize,
+    /// Held while this endpoint consumes the lanes.
+    _lock: ConsumerLock,
 }
 
 impl McpEndpoint {
@@ -171,8 +204,11 @@ impl McpEndpoint {
     /// The number of request lanes is read from the response lane, where ccsd wrote it.
     ///
     /// # Errors
-    /// A lane is missing, not ready, or of another version or capacity.
+    /// [`McpError::Busy`] when another MCP holds the lanes' MCP lock; a lane is missing, not
+    /// ready, or of another version or capacity.
     pub fn attach(settings: &Settings) -> Result<McpEndpoint, McpError> {
+        // Before any lane: attaching as consumer writes consumer_pid, which is ccsd's to watch.
+        let lock = ConsumerLock::acquire(&consumer_lock::lock_path(settings))?;
         let capacity = Some(settings.queues.capacity.bytes());
         let response =
             Lane::attach(&settings.response_lane_path(), capacity).map_err(McpError::Lane)?;
@@ -195,6 +231,7 @@ impl McpEndpoint {
             last_record: Instant::now(),
             fired: vec![false; lanes],
             unpublished: 0,
+            _lock: lock,
         })
     }
 

@@ -217,6 +217,12 @@ counters! {
         mcp_alive,
         /// Times MCP went from alive to down (process gone, or a request lane stalled).
         mcp_down_events,
+        /// Checks that found another process attached to a lane as MCP, after the previous one
+        /// exited or gave up the MCP lock (an MCP restart).
+        mcp_consumer_changes,
+        /// Checks that found a second MCP on the lanes: a process attached while the previous
+        /// consumer still runs, without holding the MCP lock.
+        mcp_consumer_contention,
     }
 }
 

@@ -125,9 +125,7 @@ fn a_start_past_the_last_epoch_a_flow_id_carries_is_refused() {
 
     let mut last = env.start_ccsd();
     assert!(
-        last.lines
-            .iter()
-            .any(|l| l.contains("0 ccsd starts left")),
+        last.lines.iter().any(|l| l.contains("0 ccsd starts left")),
         "ccsd warns that the lane files are almost used up: {:?}",
         last.lines
     );

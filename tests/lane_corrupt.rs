@@ -173,11 +173,18 @@ fn tail_behind_head_never_moves_the_head_back_nor_replays_records() {
     assert!(err.tail_out_of_range, "{err}");
     assert_eq!((err.position, err.tail), (80, 48));
     assert!(!consumer.has_records());
-    assert!(consumer.prepare_sleep(), "nothing to read: the consumer may sleep");
+    assert!(
+        consumer.prepare_sleep(),
+        "nothing to read: the consumer may sleep"
+    );
     consumer.cancel_sleep();
     assert_eq!(consumer.pop_into(&mut out), Ok(None));
     assert_eq!(consumer.discard_all(), 0);
-    assert_eq!(consumer.lane().head_position(), head, "the head never moves back");
+    assert_eq!(
+        consumer.lane().head_position(),
+        head,
+        "the head never moves back"
+    );
 
     producer.try_push(&[b"sixth"]).unwrap();
     producer.publish().unwrap();

@@ -97,7 +97,12 @@ impl Consumer {
                     }
                     return Err(LaneCorrupt {
                         tail_out_of_range: true,
-                        ..self.corrupt(tail, 0, 0, "tail is behind head or more than capacity ahead")
+                        ..self.corrupt(
+                            tail,
+                            0,
+                            0,
+                            "tail is behind head or more than capacity ahead",
+                        )
                     });
                 }
                 self.bad_tail = None;

@@ -202,7 +202,7 @@ fn producer_continues_at_a_head_ahead_of_its_tail() {
     while producer.try_push(&[&[7u8; 56]]).is_ok() {}
     producer.publish().unwrap();
     // Someone stores a head beyond everything published: the ring would look full forever.
-    let ahead = 2 * CAPACITY;
+    let ahead = 2 * CAPACITY + 1000;
     write_raw(files.path(), 256, &ahead.to_le_bytes());
     producer.try_push(&[b"after resync"]).unwrap();
     producer.publish().unwrap();

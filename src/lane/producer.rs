@@ -91,7 +91,10 @@ impl Producer {
             // SYNC POINT: Acquire load of head, pairs with the consumer's Release store: its
             // reads of the space we are about to reuse are done.
             self.head = self.lane.head().load(Ordering::Acquire);
-            self.resync_if_head_out_of_range();
+            if self.resync_if_head_out_of_range() {
+                // Offsets and the PAD depend on the tail: start over (once: the pair is valid now).
+                return self.try_push(parts);
+            }
             let free = self.free();
             if pad + frame > free {
                 if pad != 0 && pad <= free {
@@ -139,14 +142,17 @@ impl Producer {
     /// full forever. The consumer's head is where reading continues, and a consumer never moves
     /// it backwards, so continue writing there: nothing already read is offered again. Done only
     /// when every pushed frame is published (a caller that gets `Full` publishes, then retries)
-    /// and the head is 8-aligned, as frames must be; counted in [`Producer::resyncs`].
-    fn resync_if_head_out_of_range(&mut self) {
+    /// and the head is 8-aligned, as frames must be; counted in [`Producer::resyncs`]. Returns
+    /// whether it moved the tail.
+    fn resync_if_head_out_of_range(&mut self) -> bool {
         let out_of_range = self.tail.wrapping_sub(self.head) > self.lane.capacity;
-        if out_of_range && self.tail == self.published && self.head % 8 == 0 {
-            self.tail = self.head;
-            self.published = self.head;
-            self.resyncs += 1;
+        if !(out_of_range && self.tail == self.published && self.head % 8 == 0) {
+            return false;
         }
+        self.tail = self.head;
+        self.published = self.head;
+        self.resyncs += 1;
+        true
     }
 
     /// Times the tail was moved to a consumer's head that could not follow it (see

@@ -215,6 +215,7 @@ impl Consumer {
         }
         let skipped = tail.wrapping_sub(self.head);
         self.tail = tail;
+        self.bad_tail = None;
         self.release(tail);
         skipped
     }

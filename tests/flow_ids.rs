@@ -14,6 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::process::Command;
 
 use ccsd::flow::{GENERATIONS_ENV, MAX_EPOCH};
+use ccsd::lane::Lane;
 use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{Kind, RecordHeader};
 use common::{Proc, TestEnv, WAIT, assert_open_and_silent, connect, packet, read_n};
@@ -142,4 +143,23 @@ fn a_start_past_the_last_epoch_a_flow_id_carries_is_refused() {
         "the message names the lane: {line}"
     );
     assert_eq!(refused.exit_code(), Some(2));
+}
+
+#[test]
+fn a_lane_file_recreated_alone_does_not_reset_the_epoch() {
+    let env = TestEnv::new(1, "", "");
+    for epoch in 1..=2 {
+        let mut ccsd = env.start_ccsd();
+        let ready = format!("ready: epoch {epoch},");
+        assert!(ccsd.lines.iter().any(|l| l.contains(&ready)), "{ready}");
+        ccsd.kill();
+    }
+    // The response lane is removed; the request lanes still count two starts.
+    Lane::remove_files(&env.settings().response_lane_path()).unwrap();
+    let ccsd = env.start_ccsd();
+    assert!(
+        ccsd.lines.iter().any(|l| l.contains("ready: epoch 3,")),
+        "{:?}",
+        ccsd.lines
+    );
 }

@@ -41,7 +41,6 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::flow::FlowId;
-use crate::instance::InstanceError;
 use crate::lane::{Consumer, Lane, LaneError, Producer, PushError};
 use crate::record::{CloseMode, Kind, RECORD_HEADER_SIZE, RecordHeader};
 use crate::settings::Settings;
@@ -70,8 +69,22 @@ pub enum McpError {
         /// The pid the holder wrote into it, if readable.
         pid: Option<u32>,
     },
+    /// The MCP lock file is not a regular file of ours.
+    UnsafeLock {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The MCP lock file could not be opened, locked or written.
-    Lock(InstanceError),
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What we were doing.
+        op: &'static str,
+        /// The error from the system.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for McpError {
@@ -98,12 +111,27 @@ impl fmt::Display for McpError {
                     lock.display()
                 )
             }
-            McpError::Lock(e) => write!(f, "MCP lock: {e}"),
+            McpError::UnsafeLock { path, reason } => write!(
+                f,
+                "MCP lock {}: {reason}: refusing to use it",
+                path.display()
+            ),
+            McpError::Lock { path, op, source } => {
+                write!(f, "MCP lock {}: {op} failed: {source}", path.display())
+            }
         }
     }
 }
 
-impl std::error::Error for McpError {}
+impl std::error::Error for McpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            McpError::Lane(e) => Some(e),
+            McpError::Io(e) | McpError::Lock { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl McpError {
     /// True when the lanes are missing or not set up yet: ccsd may still be starting.

@@ -1,7 +1,9 @@
 //! MCP bridge: reads MCP's replies from the response lane and routes each to its worker.
 //!
 //! The bridge runs on the main thread. It validates every record (MCP is not ours: garbage is
-//! counted and dropped, never trusted), checks the flow's epoch, and appends the record to a
+//! counted and dropped, never trusted; a corrupt frame discards what is published, and a tail
+//! published behind the bridge's head is counted and never moves the head back, so no reply is
+//! delivered twice), checks the flow's epoch, and appends the record to a
 //! per-worker batch; each batch goes to its worker as one `DataTrans`, so a burst of replies costs
 //! one message and one wake-up per worker. Workers send emptied batch buffers back for reuse.
 //!
@@ -175,6 +177,15 @@ impl McpBridge {
                     self.route(main_thread);
                 }
                 Ok(None) => break,
+                Err(corrupt) if corrupt.tail_out_of_range => {
+                    // The head stays: moving it back would deliver replies again.
+                    self.counters.lane_bad_tails += 1;
+                    if let Some(n) = self.garbage_log.allow() {
+                        warn!(
+                            "response lane: {corrupt}; reading resumes when MCP publishes a tail in range ({n} similar suppressed)"
+                        );
+                    }
+                }
                 Err(corrupt) => {
                     let skipped = self.lane.discard_all();
                     self.counters.lane_corruptions += 1;

@@ -13,10 +13,20 @@
 //! ([`McpWatch::down_flag`]): no lock and no message on the data path, and a worker sees a change
 //! at its next turn.
 //!
+//! It also notices who attaches: MCP writes its pid into `consumer_pid` of every request lane
+//! and `producer_pid` of the response lane. When one of those changes, the watch reads the pid in
+//! the MCP lock file (`{queues.name}.mcp.lock`, see `ccsd::mcp::consumer_lock`): a new process
+//! that holds the lock, or that follows one which no longer exists, is an MCP restart (one info
+//! line, `mcp_consumer_changes`); a new process that does not hold the lock while the previous
+//! one, or the lock's holder, still runs is a second MCP on the same lanes (a warning,
+//! `mcp_consumer_contention`): replies may be lost or doubled until one of them stops.
+//!
 //! Limits: a pid is only meaningful in ccsd's pid namespace, an exited but unreaped MCP (a
 //! zombie) still counts as a process, and a reused pid looks alive; the stall rule catches all
 //! three as soon as requests wait unread.
 
+use std::mem;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +36,8 @@ use rustix::io::Errno;
 use rustix::process::{Pid, test_kill_process};
 
 use crate::lane::{Lane, LaneError};
+use crate::logging::LogLimiter;
+use crate::mcp::consumer_lock;
 use crate::settings::{Settings, WhenDown};
 use crate::stats::McpWatchCounters;
 
@@ -51,6 +63,19 @@ struct Watched {
     head: u64,
     /// When the head last moved or the lane was last empty.
     since: Instant,
+    /// Its `consumer_pid` at the last check.
+    consumer: u32,
+}
+
+/// What changed in who is attached as MCP since the last check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Takeover {
+    /// Request lane index, or `None` for the response lane.
+    lane: Option<usize>,
+    /// The MCP before (for a contention: the one that still runs).
+    previous: u32,
+    /// The process that attached.
+    current: u32,
 }
 
 /// Watches the request lanes' consumer: MCP.
@@ -65,11 +90,23 @@ pub struct McpWatch {
     down_flag: Arc<AtomicBool>,
     when_down: WhenDown,
     counters: McpWatchCounters,
+    /// The response lane, whose `producer_pid` is MCP's.
+    response: Lane,
+    /// Its `producer_pid` at the last check.
+    response_producer: u32,
+    /// The MCP lock file, read when the pid of a lane's MCP side changes.
+    lock_path: PathBuf,
+    change_log: LogLimiter,
+    contention_log: LogLimiter,
+    /// The MCP last counted as a change.
+    last_change: Option<u32>,
+    /// The rivals (still running, attached) last counted as a contention.
+    last_contention: Option<(u32, u32)>,
 }
 
 impl McpWatch {
-    /// Maps every request lane named by `settings`, the workers' and the main thread's (ccsd
-    /// has created them), and checks them once, so the [`down_flag`](McpWatch::down_flag) is
+    /// Maps every request lane named by `settings`, the workers' and the main thread's, and the
+    /// response lane (ccsd has created them), and checks them once, so the [`down_flag`](McpWatch::down_flag) is
     /// right before the first client comes.
     ///
     /// # Errors
@@ -82,11 +119,13 @@ impl McpWatch {
                 let lane = Lane::attach(&settings.request_lane_path(w), capacity)?;
                 Ok(Watched {
                     head: lane.head_position(),
+                    consumer: lane.consumer_pid(),
                     lane,
                     since: now,
                 })
             })
             .collect::<Result<Vec<_>, LaneError>>()?;
+        let response = Lane::attach(&settings.response_lane_path(), capacity)?;
         let mut watch = McpWatch {
             lanes,
             stall_timeout: settings.mcp.stall_timeout,
@@ -95,6 +134,13 @@ impl McpWatch {
             down_flag: Arc::new(AtomicBool::new(false)),
             when_down: settings.mcp.when_down,
             counters: McpWatchCounters::default(),
+            response_producer: response.producer_pid(),
+            response,
+            lock_path: consumer_lock::lock_path(settings),
+            change_log: LogLimiter::default(),
+            contention_log: LogLimiter::default(),
+            last_change: None,
+            last_contention: None,
         };
         watch.tick();
         Ok(watch)
@@ -122,6 +168,7 @@ impl McpWatch {
             return;
         }
         self.next_check = now + CHECK_EVERY;
+        self.check_takeovers();
         let down = self.check(now);
         let was = self.down.replace(down);
         // SYNC POINT: pairs with the workers' Acquire load; nothing else is published with it.
@@ -139,6 +186,88 @@ impl McpWatch {
             (None, Some(why)) => info!("MCP is not serving yet: {}", describe(why)),
             (Some(Some(_)) | None, None) => info!("MCP is up: reading every request lane"),
             _ => {}
+        }
+    }
+
+    /// Compares the pids MCP wrote into the lanes with the last check's; counts and logs an MCP
+    /// restart or a second MCP (see the module header), at most one of each per check.
+    fn check_takeovers(&mut self) {
+        let mut seen = self
+            .lanes
+            .iter_mut()
+            .enumerate()
+            .map(|(i, w)| (Some(i), w.lane.consumer_pid(), &mut w.consumer))
+            .chain([(
+                None,
+                self.response.producer_pid(),
+                &mut self.response_producer,
+            )]);
+        let (mut change, mut contention) = (None, None);
+        let mut holder = None;
+        for (lane, current, last) in &mut seen {
+            if current == *last {
+                continue;
+            }
+            let previous = mem::replace(last, current);
+            let holder = *holder.get_or_insert_with(|| consumer_lock::holder_pid(&self.lock_path));
+            // Another live process that consumes, or holds the lock, while this one does not.
+            let rival = if holder == Some(current) {
+                None
+            } else {
+                [holder, Some(previous)]
+                    .into_iter()
+                    .flatten()
+                    .find(|&p| p != 0 && p != current && process_exists(p))
+            };
+            match rival {
+                Some(rival) => {
+                    contention = Some(Takeover {
+                        lane,
+                        previous: rival,
+                        current,
+                    })
+                }
+                // 0: the first MCP since the lanes were created.
+                None if previous != 0 => {
+                    change = Some(Takeover {
+                        lane,
+                        previous,
+                        current,
+                    })
+                }
+                None => {}
+            }
+        }
+        // One MCP attaches to the lanes one after the other, perhaps across checks: count each
+        // new MCP, and each pair of rivals, once.
+        if let Some(t) = change.filter(|t| self.last_change != Some(t.current)) {
+            self.last_change = Some(t.current);
+            self.counters.mcp_consumer_changes += 1;
+            if let Some(n) = self.change_log.allow() {
+                info!(
+                    "MCP changed: process {} attached to {} after process {} ({n} similar suppressed)",
+                    t.current,
+                    lane_name(t.lane),
+                    t.previous
+                );
+            }
+        }
+        if let Some(t) =
+            contention.filter(|t| self.last_contention != Some((t.previous, t.current)))
+        {
+            self.last_contention = Some((t.previous, t.current));
+            self.counters.mcp_consumer_contention += 1;
+            if let Some(n) = self.contention_log.allow() {
+                warn!(
+                    "two MCPs on these lanes: process {} attached to {} while process {} still runs, \
+                     and it does not hold {}; replies may be lost or doubled until one stops \
+                     ({n} similar suppressed)",
+                    t.current,
+                    lane_name(t.lane),
+                    t.previous,
+                    self.lock_path.display()
+                );
+            }
         }
     }
 
@@ -189,6 +318,13 @@ fn process_exists(pid: u32) -> bool {
         return false;
     };
     !matches!(test_kill_process(pid), Err(Errno::SRCH))
+}
+
+fn lane_name(lane: Option<usize>) -> String {
+    match lane {
+        Some(i) => format!("request lane {i}"),
+        None => "the response lane".to_owned(),
+    }
 }
 
 fn describe(why: Down) -> String {

@@ -9,18 +9,46 @@
 //! +------------+---------+----------------+----------------+
 //! ```
 //!
-//! - `epoch` changes at every ccsd start, so a reply addressed to a connection of an earlier run
-//!   (left in the response lane across a restart) is recognised as stale.
-//! - `worker` is the owning worker; the MCP bridge routes a reply by this field alone.
-//! - `slot` indexes the owner's [`FlowTable`]; `generation` counts how often that slot was reused,
-//!   so a late reply for a closed connection never reaches the next occupant of its slot.
+//! - `epoch` is this ccsd start, counted in the lane headers (1 for the first start on new lane
+//!   files, then one more at every start; see [`next_epoch`]), so a reply addressed to a
+//!   connection of an earlier run (left in the response lane across a restart) is recognised as
+//!   stale.
+//! - `worker` is the worker the connection was born on; the MCP bridge routes a reply by it.
+//! - `slot` indexes the owner's [`FlowTable`]; `generation` counts how often that slot was used
+//!   before, so a late reply for a closed connection never reaches the next occupant of its slot.
+//!
+//! **No flow id is issued twice within the life of the lane files.** The argument, which
+//! `docs/protocol.md` states for MCP authors:
+//!
+//! 1. Two starts on the same lane files never share an epoch: each start stores its epoch in the
+//!    lane headers before it issues a flow, the next start takes the stored value plus one, and a
+//!    start that would need an epoch past [`MAX_EPOCH`] refuses to run ([`next_epoch`]) instead
+//!    of wrapping. Epoch 0 is never used, so no flow id is 0 (flow 0 means "no connection").
+//! 2. Within one start, a worker issues flows only of its own index.
+//! 3. Within one worker, a slot's generation only grows: it goes up by one each time the slot
+//!    is freed, and a slot whose next generation would not fit the field is *retired* (never
+//!    used again in this start) instead of wrapping to 0. So a (slot, generation) pair is
+//!    issued at most once.
+//!
+//! Retiring costs O(1) and a slot is retired only after 2^20 connections went through it, so a
+//! worker can issue about 2^40 flows per start; when every slot is live or retired, new
+//! connections are refused (`closed_table_full`) until a restart opens a new epoch.
 //!
 //! Freed slots are reused first-in first-out, so a slot comes back only after every other free
-//! slot did; with 20 generation bits a misroute would need a reply to wait through about a million
-//! reuses of one slot.
+//! slot did.
+//!
+//! For tests, the environment variable [`GENERATIONS_ENV`] makes slots retire after fewer
+//! generations, so that the retirement is reachable without a million connections.
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::path::Path;
+
+use log::warn;
+use once_cell::sync::Lazy;
+
+use crate::lane::LaneError;
+use crate::logging::LogLimiter;
 
 const SLOT_BITS: u32 = 20;
 const GENERATION_BITS: u32 = 20;
@@ -33,6 +61,64 @@ const WORKER_MASK: u64 = (1 << WORKER_BITS) - 1;
 pub const MAX_SLOTS: usize = 1 << SLOT_BITS;
 /// Most workers a flow id can name.
 pub const MAX_WORKERS: usize = 1 << WORKER_BITS;
+/// Generations a slot serves before it is retired: every value of the generation field.
+pub const SLOT_GENERATIONS: u32 = 1 << GENERATION_BITS;
+/// The last epoch a flow id can carry; a start that would need the next one refuses to run.
+pub const MAX_EPOCH: u16 = u16::MAX;
+
+/// Below this many starts left, every start warns that the lane files must be recreated soon.
+const EPOCHS_LEFT_WARNING: u16 = 1000;
+
+/// Test-only: when set to a number from 1 to 2^20, slots retire after that many generations
+/// instead of [`SLOT_GENERATIONS`], so tests reach the retirement without a million
+/// connections. Not a setting: nothing else changes, and a warning is logged when it is used.
+pub const GENERATIONS_ENV: &str = "CCSDTEST_SLOT_GENERATIONS";
+
+/// The generations per slot of every [`FlowTable`] of this process ([`GENERATIONS_ENV`]).
+static GENERATIONS: Lazy<u32> = Lazy::new(|| {
+    let Some(value) = std::env::var_os(GENERATIONS_ENV) else {
+        return SLOT_GENERATIONS;
+    };
+    match value.to_str().and_then(|v| v.parse::<u32>().ok()) {
+        Some(n @ 1..=SLOT_GENERATIONS) => {
+            warn!(
+                "{GENERATIONS_ENV}={n}: flow slots retire after {n} generations (for tests only)"
+            );
+            n
+        }
+        _ => {
+            warn!("{GENERATIONS_ENV} ignored: not a number from 1 to {SLOT_GENERATIONS}");
+            SLOT_GENERATIONS
+        }
+    }
+});
+
+/// The epoch of the start after the one whose epoch count the lane header at `lane` holds
+/// (`previous`: 0 on new lane files).
+///
+/// # Errors
+/// [`LaneError::EpochsExhausted`] when `previous` is [`MAX_EPOCH`] or more: these lane files
+/// have served every epoch a flow id can carry, and another would repeat flow ids of an earlier
+/// start.
+pub fn next_epoch(previous: u64, lane: &Path) -> Result<u16, LaneError> {
+    match u16::try_from(previous.saturating_add(1)) {
+        Ok(epoch) => {
+            let left = MAX_EPOCH - epoch;
+            if left < EPOCHS_LEFT_WARNING {
+                warn!(
+                    "lane {}: {left} ccsd starts left before these lane files must be removed \
+                     (flow ids carry 16 bits of epoch)",
+                    lane.display()
+                );
+            }
+            Ok(epoch)
+        }
+        Err(_) => Err(LaneError::EpochsExhausted {
+            path: lane.to_path_buf(),
+            starts: previous,
+        }),
+    }
+}
 
 /// The id of one connection: epoch, owning worker, generation and slot packed in a `u64`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -102,6 +188,7 @@ pub enum StaleFlow {
 }
 
 struct Slot<T> {
+    /// The generation of the flow in the slot, or of the next one; `generations` once retired.
     generation: u32,
     value: Option<T>,
 }
@@ -113,6 +200,11 @@ pub struct FlowTable<T> {
     slots: Vec<Slot<T>>,
     free: VecDeque<u32>,
     len: usize,
+    /// Generations a slot serves before it is retired.
+    generations: u32,
+    /// Slots retired so far.
+    retired: usize,
+    exhausted_log: LogLimiter,
 }
 
 impl<T> fmt::Debug for FlowTable<T> {
@@ -122,6 +214,7 @@ impl<T> fmt::Debug for FlowTable<T> {
             .field("worker", &self.worker)
             .field("len", &self.len)
             .field("slots", &self.slots.len())
+            .field("retired", &self.retired)
             .finish()
     }
 }
@@ -129,13 +222,27 @@ impl<T> fmt::Debug for FlowTable<T> {
 impl<T> FlowTable<T> {
     /// An empty table for `worker` in ccsd start `epoch`.
     pub fn new(epoch: u16, worker: u8) -> FlowTable<T> {
+        FlowTable::with_generations(epoch, worker, *GENERATIONS)
+    }
+
+    /// An empty table whose slots retire after `generations` (1 to [`SLOT_GENERATIONS`]).
+    fn with_generations(epoch: u16, worker: u8, generations: u32) -> FlowTable<T> {
+        debug_assert!((1..=SLOT_GENERATIONS).contains(&generations));
         FlowTable {
             epoch,
             worker,
             slots: Vec::new(),
             free: VecDeque::new(),
             len: 0,
+            generations,
+            retired: 0,
+            exhausted_log: LogLimiter::default(),
         }
+    }
+
+    /// Slots retired because every generation they could carry was issued.
+    pub fn retired(&self) -> usize {
+        self.retired
     }
 
     /// Live connections.
@@ -149,7 +256,7 @@ impl<T> FlowTable<T> {
     }
 
     /// Stores `value` in a free slot and returns its new flow id, or `None` when all
-    /// [`MAX_SLOTS`] slots are taken.
+    /// [`MAX_SLOTS`] slots are live or retired.
     pub fn insert(&mut self, value: T) -> Option<FlowId> {
         let slot = match self.free.pop_front() {
             Some(slot) => slot as usize,
@@ -160,7 +267,18 @@ impl<T> FlowTable<T> {
                 });
                 self.slots.len() - 1
             }
-            None => return None,
+            None => {
+                if self.retired > 0
+                    && let Some(n) = self.exhausted_log.allow()
+                {
+                    warn!(
+                        "worker {}: every flow id of epoch {} is live or issued ({} slots retired); \
+                         refusing connections until a restart opens a new epoch ({n} similar suppressed)",
+                        self.worker, self.epoch, self.retired
+                    );
+                }
+                return None;
+            }
         };
         let entry = &mut self.slots[slot];
         entry.value = Some(value);
@@ -211,13 +329,18 @@ impl<T> FlowTable<T> {
     }
 
     /// Removes the connection `flow` names; its slot goes to the back of the free list with the
-    /// next generation.
+    /// next generation, or is retired when that generation would not fit (see the module
+    /// header: a (slot, generation) pair is never issued twice).
     pub fn remove(&mut self, flow: FlowId) -> Option<T> {
         self.check(flow).ok()?;
         let s = &mut self.slots[flow.slot()];
         let value = s.value.take();
-        s.generation = (s.generation + 1) & GENERATION_MASK as u32;
-        self.free.push_back(flow.slot() as u32);
+        s.generation += 1;
+        if s.generation < self.generations {
+            self.free.push_back(flow.slot() as u32);
+        } else {
+            self.retired += 1;
+        }
         self.len -= 1;
         value
     }
@@ -280,14 +403,66 @@ mod tests {
     }
 
     #[test]
-    fn generation_wraps_within_its_width() {
-        let mut t = FlowTable::new(0, 0);
+    fn a_slot_is_retired_instead_of_wrapping_its_generation() {
+        let mut t = FlowTable::with_generations(1, 0, 3);
+        let mut seen = std::collections::HashSet::new();
         let mut last = t.insert(()).unwrap();
-        for _ in 0..(1u32 << GENERATION_BITS) {
+        seen.insert(last);
+        for _ in 0..10 {
+            t.remove(last);
+            last = t.insert(()).unwrap();
+            assert!(seen.insert(last), "{last:?} was issued twice");
+        }
+        assert_eq!(t.retired(), 3, "slots 0, 1 and 2 served 3 generations each");
+        assert_eq!((last.slot(), last.generation()), (3, 1));
+    }
+
+    #[test]
+    fn the_full_generation_field_is_used_before_a_slot_retires() {
+        let mut t = FlowTable::with_generations(1, 0, SLOT_GENERATIONS);
+        let mut last = t.insert(()).unwrap();
+        for _ in 1..SLOT_GENERATIONS {
             t.remove(last);
             last = t.insert(()).unwrap();
         }
-        assert_eq!(last.generation(), 0);
-        assert_eq!(last.slot(), 0);
+        assert_eq!((last.slot(), last.generation()), (0, SLOT_GENERATIONS - 1));
+        t.remove(last);
+        let next = t.insert(()).unwrap();
+        assert_eq!((next.slot(), next.generation()), (1, 0));
+        assert_eq!(t.retired(), 1);
+        assert_eq!(t.check(last), Err(StaleFlow::Closed));
+    }
+
+    #[test]
+    fn a_table_whose_slots_are_all_live_or_retired_refuses() {
+        let mut t = FlowTable::with_generations(1, 0, 1);
+        t.slots.reserve_exact(MAX_SLOTS);
+        for _ in 0..MAX_SLOTS - 1 {
+            let f = t.insert(()).unwrap();
+            t.remove(f);
+        }
+        let live = t.insert(()).unwrap();
+        assert_eq!(live.slot(), MAX_SLOTS - 1);
+        assert_eq!(t.insert(()), None);
+        t.remove(live);
+        assert_eq!(t.insert(()), None, "a retired slot is never reused");
+        assert_eq!(t.retired(), MAX_SLOTS);
+    }
+
+    #[test]
+    fn epochs_run_from_1_to_the_last_one_a_flow_id_carries() {
+        let lane = Path::new("/dev/shm/x.rsp");
+        assert_eq!(next_epoch(0, lane).unwrap(), 1);
+        assert_eq!(
+            next_epoch(u64::from(MAX_EPOCH) - 1, lane).unwrap(),
+            MAX_EPOCH
+        );
+        for exhausted in [u64::from(MAX_EPOCH), 1 << 20, u64::MAX] {
+            let err = next_epoch(exhausted, lane).unwrap_err();
+            assert!(
+                matches!(err, LaneError::EpochsExhausted { starts, .. } if starts == exhausted)
+            );
+            assert!(err.to_string().contains("/dev/shm/x.rsp"), "{err}");
+        }
     }
 }

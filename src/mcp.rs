@@ -24,6 +24,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Only one MCP consumes a set of lanes at a time: [`McpEndpoint::attach`] first takes the lock
+//! [`consumer_lock::lock_path`] names and fails with [`McpError::Busy`], naming the holder's pid,
+//! while another process holds it.
+//!
 //! Replies are not visible to ccsd until [`McpEndpoint::flush`] (or until 16 have been queued,
 //! when the endpoint publishes by itself, so a busy MCP never holds replies back for long);
 //! flushing once per batch of requests (when no more are pending) saves a fence and a possible
@@ -41,6 +45,10 @@ use crate::lane::{Consumer, Lane, LaneError, Producer, PushError};
 use crate::record::{CloseMode, Kind, RECORD_HEADER_SIZE, RecordHeader};
 use crate::settings::Settings;
 
+pub mod consumer_lock;
+
+use consumer_lock::ConsumerLock;
+
 /// Why an MCP operation failed.
 #[derive(Debug)]
 pub enum McpError {
@@ -54,6 +62,29 @@ pub enum McpError {
     TooLarge(usize),
     /// Waiting on the wake-up FIFOs failed.
     Io(io::Error),
+    /// Another MCP consumes these lanes: it holds their MCP lock.
+    Busy {
+        /// The lock file.
+        lock: PathBuf,
+        /// The pid the holder wrote into it, if readable.
+        pid: Option<u32>,
+    },
+    /// The MCP lock file is not a regular file of ours.
+    UnsafeLock {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The MCP lock file could not be opened, locked or written.
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What we were doing.
+        op: &'static str,
+        /// The error from the system.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for McpError {
@@ -68,11 +99,39 @@ impl fmt::Display for McpError {
             McpError::Full => write!(f, "response lane full"),
             McpError::TooLarge(n) => write!(f, "a reply of {n} bytes does not fit in a lane"),
             McpError::Io(e) => write!(f, "waiting for requests: {e}"),
+            McpError::Busy { lock, pid } => {
+                match pid {
+                    Some(pid) => write!(f, "another MCP (pid {pid})")?,
+                    None => write!(f, "another MCP")?,
+                }
+                write!(
+                    f,
+                    " already consumes these lanes ({} is locked): a lane has one consumer at a \
+                     time; stop that one first",
+                    lock.display()
+                )
+            }
+            McpError::UnsafeLock { path, reason } => write!(
+                f,
+                "MCP lock {}: {reason}: refusing to use it",
+                path.display()
+            ),
+            McpError::Lock { path, op, source } => {
+                write!(f, "MCP lock {}: {op} failed: {source}", path.display())
+            }
         }
     }
 }
 
-impl std::error::Error for McpError {}
+impl std::error::Error for McpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            McpError::Lane(e) => Some(e),
+            McpError::Io(e) | McpError::Lock { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl McpError {
     /// True when the lanes are missing or not set up yet: ccsd may still be starting.
@@ -143,6 +202,12 @@ pub struct EndpointCounters {
     pub malformed_records: u64,
     /// Times a request lane held a corrupt frame and was emptied.
     pub lane_corruptions: u64,
+    /// Times a request lane's published tail was behind our head or more than the capacity
+    /// ahead (once per value): nothing was read from it and nothing is read twice.
+    pub lane_bad_tails: u64,
+    /// Times ccsd's head in the response lane could not follow our tail, and we continued
+    /// writing at ccsd's head.
+    pub response_resyncs: u64,
 }
 
 /// MCP's end of ccsd's lanes.
@@ -158,6 +223,8 @@ pub struct McpEndpoint {
     fired: Vec<bool>,
     /// Records queued since the last publish.
     unpublished: usize,
+    /// Held while this endpoint consumes the lanes.
+    _lock: ConsumerLock,
 }
 
 impl McpEndpoint {
@@ -165,8 +232,11 @@ impl McpEndpoint {
     /// The number of request lanes is read from the response lane, where ccsd wrote it.
     ///
     /// # Errors
-    /// A lane is missing, not ready, or of another version or capacity.
+    /// [`McpError::Busy`] when another MCP holds the lanes' MCP lock; a lane is missing, not
+    /// ready, or of another version or capacity.
     pub fn attach(settings: &Settings) -> Result<McpEndpoint, McpError> {
+        // Before any lane: attaching as consumer writes consumer_pid, which is ccsd's to watch.
+        let lock = ConsumerLock::acquire(&consumer_lock::lock_path(settings))?;
         let capacity = Some(settings.queues.capacity.bytes());
         let response =
             Lane::attach(&settings.response_lane_path(), capacity).map_err(McpError::Lane)?;
@@ -189,6 +259,7 @@ impl McpEndpoint {
             last_record: Instant::now(),
             fired: vec![false; lanes],
             unpublished: 0,
+            _lock: lock,
         })
     }
 
@@ -228,7 +299,10 @@ impl McpEndpoint {
 
     /// Records skipped as invalid so far.
     pub fn counters(&self) -> EndpointCounters {
-        self.counters
+        EndpointCounters {
+            response_resyncs: self.responses.resyncs(),
+            ..self.counters
+        }
     }
 
     /// Whether any request lane has published frames not read yet. This may be true for a lane
@@ -262,6 +336,8 @@ impl McpEndpoint {
                         }
                     },
                     Ok(None) => break,
+                    // The head stays: moving it back would hand us requests again.
+                    Err(corrupt) if corrupt.tail_out_of_range => self.counters.lane_bad_tails += 1,
                     Err(_) => {
                         self.requests[idx].discard_all();
                         self.counters.lane_corruptions += 1;

@@ -143,6 +143,9 @@ counters! {
         lane_corruptions,
         /// Bytes discarded with those corrupt frames.
         lane_corrupt_bytes,
+        /// Times MCP published a response-lane tail behind ccsd's head or more than the capacity
+        /// ahead of it (once per value): nothing is read, nothing is delivered twice.
+        lane_bad_tails,
         /// Custom records from MCP, handed to the main thread's actors.
         custom_records,
         /// Records for flows of the main thread's lane (UDP peers), handed to the UDP actor.
@@ -218,6 +221,12 @@ counters! {
         mcp_alive,
         /// Times MCP went from alive to down (process gone, or a request lane stalled).
         mcp_down_events,
+        /// Checks that found another process attached to a lane as MCP, after the previous one
+        /// exited or gave up the MCP lock (an MCP restart).
+        mcp_consumer_changes,
+        /// Checks that found a second MCP on the lanes: a process attached while the previous
+        /// consumer still runs, without holding the MCP lock.
+        mcp_consumer_contention,
     }
 }
 

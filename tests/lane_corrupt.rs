@@ -1,5 +1,7 @@
 //! A buggy producer must not make the consumer read outside the lane or lose its place: every
-//! broken frame is reported as LaneCorrupt without moving head, and discard_all recovers.
+//! broken frame is reported as LaneCorrupt without moving head, and discard_all recovers. A tail
+//! out of range never moves the head (backwards, it would replay records), and a producer whose
+//! consumer's head cannot follow its tail continues at that head.
 
 mod lane_common;
 
@@ -128,9 +130,9 @@ fn pad_that_does_not_reach_the_end_is_corrupt() {
 }
 
 #[test]
-fn tail_beyond_capacity_is_corrupt() {
+fn tail_beyond_capacity_is_reported_once_and_the_head_stays() {
     let files = ShmFiles::new();
-    let (producer, mut consumer) = pair(&files);
+    let (mut producer, mut consumer) = pair(&files);
     write_raw(files.path(), TAIL, &(CAPACITY + 8).to_le_bytes());
     let mut out = Vec::new();
     let err = consumer.pop_into(&mut out).unwrap_err();
@@ -138,14 +140,79 @@ fn tail_beyond_capacity_is_corrupt() {
         (err.position, err.tail, err.len, err.flags),
         (0, CAPACITY + 8, 0, 0)
     );
-    assert_eq!(consumer.discard_all(), CAPACITY + 8);
-    // A restarted producer continues from the tail in the header.
-    drop(producer);
-    let mut producer = Lane::attach(files.path(), None).unwrap().into_producer();
+    assert!(err.tail_out_of_range);
+    assert_eq!(consumer.pop_into(&mut out), Ok(None), "reported once");
+    assert_eq!(consumer.discard_all(), 0, "nothing the data area holds");
+    assert_eq!(consumer.lane().head_position(), 0);
+    // The producer publishes its own tail again: reading resumes.
     producer.try_push(&[b"again"]).unwrap();
     producer.publish().unwrap();
     assert_eq!(consumer.pop_into(&mut out), Ok(Some(5)));
     assert_eq!(out, b"again");
+}
+
+#[test]
+fn tail_behind_head_never_moves_the_head_back_nor_replays_records() {
+    let files = ShmFiles::new();
+    let (mut producer, mut consumer) = pair(&files);
+    for i in 0..5u8 {
+        producer.try_push(&[&[i; 8]]).unwrap();
+    }
+    producer.publish().unwrap();
+    let mut out = Vec::new();
+    for _ in 0..5 {
+        out.clear();
+        assert_eq!(consumer.pop_into(&mut out), Ok(Some(8)));
+    }
+    let head = consumer.lane().head_position();
+    assert_eq!(head, 80);
+
+    // A writer publishes a tail two records behind the head.
+    write_raw(files.path(), TAIL, &48u64.to_le_bytes());
+    let err = consumer.pop_into(&mut out).unwrap_err();
+    assert!(err.tail_out_of_range, "{err}");
+    assert_eq!((err.position, err.tail), (80, 48));
+    assert!(!consumer.has_records());
+    assert!(
+        consumer.prepare_sleep(),
+        "nothing to read: the consumer may sleep"
+    );
+    consumer.cancel_sleep();
+    assert_eq!(consumer.pop_into(&mut out), Ok(None));
+    assert_eq!(consumer.discard_all(), 0);
+    assert_eq!(
+        consumer.lane().head_position(),
+        head,
+        "the head never moves back"
+    );
+
+    producer.try_push(&[b"sixth"]).unwrap();
+    producer.publish().unwrap();
+    out.clear();
+    assert_eq!(consumer.pop_into(&mut out), Ok(Some(5)));
+    assert_eq!(out, b"sixth", "only the new record, none of the five again");
+    assert_eq!(consumer.pop_into(&mut out), Ok(None));
+}
+
+#[test]
+fn producer_continues_at_a_head_ahead_of_its_tail() {
+    let files = ShmFiles::new();
+    let (mut producer, consumer) = pair(&files);
+    drop(consumer);
+    while producer.try_push(&[&[7u8; 56]]).is_ok() {}
+    producer.publish().unwrap();
+    // Someone stores a head beyond everything published: the ring would look full forever.
+    let ahead = 2 * CAPACITY + 1000;
+    write_raw(files.path(), 256, &ahead.to_le_bytes());
+    producer.try_push(&[b"after resync"]).unwrap();
+    producer.publish().unwrap();
+    assert_eq!(producer.resyncs(), 1);
+
+    let mut consumer = Lane::attach(files.path(), None).unwrap().into_consumer();
+    let mut out = Vec::new();
+    assert_eq!(consumer.pop_into(&mut out), Ok(Some(12)));
+    assert_eq!(out, b"after resync");
+    assert_eq!(consumer.lane().head_position(), ahead + 24);
 }
 
 #[test]

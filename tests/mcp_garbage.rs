@@ -1,15 +1,18 @@
 //! Garbage from MCP: the test plays MCP on the real lanes and writes into the response lane
 //! records and frames no honest MCP would, then checks that ccsd counts and drops each one and
-//! that the lane still carries a valid reply to its client afterwards.
+//! that the lane still carries a valid reply to its client afterwards. A tail published behind
+//! the consumer's head, in either direction, makes neither side read anything twice.
 
 mod common;
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
+use std::time::Duration;
 
 use ccsd::flow::FlowId;
 use ccsd::lane::{LANE_HEADER_SIZE, Lane, Producer};
+use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{Kind, RecordHeader};
 use common::{TestEnv, WAIT, connect, packet, read_n};
 
@@ -88,4 +91,73 @@ fn garbage_in_the_response_lane_is_counted_and_the_lane_stays_usable() {
     push(&mut mcp, &[&reply.encode(), &packet(b"pong")]);
     assert_eq!(read_n(&mut client, 8), packet(b"pong"));
     env.wait_stat("bridge.records_routed", |v| v == 1);
+}
+
+#[test]
+fn a_response_tail_behind_the_head_never_replays_delivered_replies() {
+    let env = TestEnv::new(1, "", "");
+    let ccsd = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+    let settings = env.settings();
+    let mut client = connect(ccsd.addr());
+    for i in 0..5u8 {
+        let body = [b'a' + i; 4];
+        client.write_all(&packet(&body)).unwrap();
+        assert_eq!(read_n(&mut client, 8), packet(&body));
+    }
+
+    // A corrupt writer publishes a tail behind the bridge's head, which is past the five replies.
+    let file = OpenOptions::new()
+        .write(true)
+        .open(settings.response_lane_path())
+        .unwrap();
+    file.write_all_at(&0u64.to_le_bytes(), OFF_TAIL).unwrap();
+    env.wait_stat("bridge.lane_bad_tails", |v| v == 1);
+
+    // Echo MCP's next publish puts its own tail back: only the new reply is delivered.
+    client.write_all(&packet(b"last")).unwrap();
+    assert_eq!(read_n(&mut client, 8), packet(b"last"));
+    common::assert_open_and_silent(&mut client);
+    let stats = env.stats();
+    assert_eq!(common::stat(&stats, "bridge.records_in"), Some(6));
+    assert_eq!(common::stat(&stats, "bridge.lane_corrupt_bytes"), Some(0));
+    assert_eq!(common::stat(&stats, "bridge.lane_bad_tails"), Some(1));
+}
+
+#[test]
+fn a_request_tail_behind_mcps_head_never_hands_mcp_a_request_twice() {
+    let env = TestEnv::new(1, "", "");
+    let ccsd = env.start_ccsd();
+    let settings = env.settings();
+    let mut mcp = McpEndpoint::attach_wait(&settings, WAIT).expect("attach");
+    let mut msg = Message::new();
+    let mut client = connect(ccsd.addr());
+    for body in [b"one", b"two", b"six"] {
+        client.write_all(&packet(body)).unwrap();
+        assert!(mcp.recv(&mut msg, Some(WAIT)).unwrap());
+        assert_eq!(msg.payload(), packet(body));
+    }
+
+    // A corrupt writer publishes a tail behind MCP's head in the worker's request lane.
+    let file = OpenOptions::new()
+        .write(true)
+        .open(settings.request_lane_path(0))
+        .unwrap();
+    file.write_all_at(&0u64.to_le_bytes(), OFF_TAIL).unwrap();
+    assert!(
+        !mcp.try_recv(&mut msg),
+        "nothing to read, nothing read again"
+    );
+    assert!(!mcp.try_recv(&mut msg));
+    assert_eq!(mcp.counters().lane_bad_tails, 1, "reported once");
+
+    // ccsd's next publish puts its own tail back: MCP gets the new request only.
+    client.write_all(&packet(b"new")).unwrap();
+    assert!(mcp.recv(&mut msg, Some(WAIT)).unwrap());
+    assert_eq!(msg.payload(), packet(b"new"));
+    assert!(
+        !mcp.recv(&mut msg, Some(Duration::from_millis(100)))
+            .unwrap()
+    );
+    assert_eq!(mcp.counters().lane_corruptions, 0);
 }

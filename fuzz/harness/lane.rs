@@ -12,10 +12,13 @@
 //! Checked, besides "nothing panics" (the fuzz build has overflow checks on): the consumer
 //! returns only a record that is in the ring at its head, after nothing but PAD frames, never
 //! consumes more than a ring's worth in one call, and refuses a frame only when the frame breaks
-//! a rule of `docs/protocol.md`; `discard_all` skips exactly to the tail; attaching refuses only
-//! positions that cannot be; the producer writes its frame, and a PAD before it, where the
-//! protocol puts them and nothing else, and reports "full" only when the frame does not fit;
-//! and while every write came from the real ends, records come out exactly as they went in.
+//! a rule of `docs/protocol.md`; a tail out of range (behind the head or more than a ring ahead)
+//! never moves the head and is reported once per value; `discard_all` skips exactly to a tail in
+//! range and leaves the head alone otherwise; attaching refuses only positions that cannot be;
+//! the producer writes its frame, and a PAD before it, where the protocol puts them and nothing
+//! else, reports "full" only when the frame does not fit, and moves its tail to the head only
+//! when that head cannot follow it and everything is published; and while every write came from
+//! the real ends, records come out exactly as they went in.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -64,6 +67,8 @@ pub fn check_input(path: &Path, input: &[u8]) -> Result<(), String> {
         producer,
         consumer_head: head,
         producer_tail: next_frame_position(tail),
+        producer_published: next_frame_position(tail),
+        reported_bad_tail: None,
         honest: head == tail,
         unpublished: VecDeque::new(),
         published: VecDeque::new(),
@@ -267,6 +272,10 @@ struct Ring<'a> {
     consumer_head: u64,
     /// Where the producer writes its next frame.
     producer_tail: u64,
+    /// The tail the producer last published (or attached at).
+    producer_published: u64,
+    /// The out-of-range tail the consumer reported last, until it reads a tail in range again.
+    reported_bad_tail: Option<u64>,
     /// Every byte in the ring and both positions came from the real ends.
     honest: bool,
     /// Records pushed since the last publish, and the published ones not popped yet (both only
@@ -294,8 +303,21 @@ impl Ring<'_> {
         let before = self.data()?;
         let head = read_u64(self.file, OFF_HEAD)?;
         let (first, second) = record.split_at(len / 2);
+        let resyncs = self.producer.resyncs();
         let pushed = self.producer.try_push(&[first, second]);
         let after = self.data()?;
+        if self.producer.resyncs() != resyncs {
+            ensure!(
+                self.producer_tail.wrapping_sub(head) > CAPACITY
+                    && self.producer_tail == self.producer_published
+                    && head % 8 == 0,
+                "the producer at {} (published {}) moved to head {head}",
+                self.producer_tail,
+                self.producer_published
+            );
+            self.producer_tail = head;
+            self.producer_published = head;
+        }
 
         let off = offset(self.producer_tail);
         let to_end = CAPACITY - off as u64;
@@ -371,6 +393,7 @@ impl Ring<'_> {
             "publish stored tail {tail}; the producer wrote up to {}",
             self.producer_tail
         );
+        self.producer_published = self.producer_tail;
         self.published.append(&mut self.unpublished);
         Ok(())
     }
@@ -382,10 +405,21 @@ impl Ring<'_> {
         let data = self.data()?;
         let tail = read_u64(self.file, OFF_TAIL)?;
         match popped {
+            Ok(None) if tail.wrapping_sub(before) > CAPACITY => {
+                ensure!(
+                    out.is_empty() && self.reported_bad_tail == Some(tail),
+                    "tail {tail} out of range of head {before} was not reported before"
+                );
+                ensure!(
+                    !self.honest,
+                    "an honest lane has tail {tail} and head {before}"
+                );
+            }
             Ok(None) => {
                 ensure!(out.is_empty(), "an empty pop returned {} bytes", out.len());
                 skipped_only_pads(&data, before, tail)?;
                 self.consumer_head = tail;
+                self.reported_bad_tail = None;
                 ensure!(
                     !self.honest || self.published.is_empty(),
                     "the lane looks empty with {} published records unread",
@@ -412,6 +446,7 @@ impl Ring<'_> {
                     "a pop returned {len} bytes that are not the record frame at {start}"
                 );
                 self.consumer_head = head;
+                self.reported_bad_tail = None;
                 if self.honest {
                     ensure!(
                         head.wrapping_sub(before) <= tail.wrapping_sub(before),
@@ -441,6 +476,14 @@ impl Ring<'_> {
                     "the error names a frame header that is not there: {corrupt}"
                 );
                 ensure!(!self.honest, "an honest lane was refused: {corrupt}");
+                ensure!(
+                    corrupt.tail_out_of_range
+                        == (corrupt.tail == tail && tail.wrapping_sub(at) > CAPACITY),
+                    "tail_out_of_range is {} for tail {} at {at} (header tail {tail})",
+                    corrupt.tail_out_of_range,
+                    corrupt.tail
+                );
+                self.reported_bad_tail = corrupt.tail_out_of_range.then_some(tail);
                 self.consumer_head = at;
             }
         }
@@ -449,8 +492,18 @@ impl Ring<'_> {
 
     fn discard(&mut self) -> Result<(), String> {
         let tail = read_u64(self.file, OFF_TAIL)?;
+        let head_before = read_u64(self.file, OFF_HEAD)?;
         let skipped = self.consumer.discard_all();
         let head = read_u64(self.file, OFF_HEAD)?;
+        if tail.wrapping_sub(self.consumer_head) > CAPACITY {
+            ensure!(
+                skipped == 0 && head == head_before,
+                "discard_all at {} with tail {tail} out of range skipped {skipped} bytes, head now {head}",
+                self.consumer_head
+            );
+            return Ok(());
+        }
+        self.reported_bad_tail = None;
         ensure!(
             skipped == tail.wrapping_sub(self.consumer_head) && head == tail,
             "discard_all from {} to tail {tail} skipped {skipped} bytes, head now {head}",
@@ -490,9 +543,11 @@ impl Ring<'_> {
         if consumer {
             self.consumer = lane.into_consumer();
             self.consumer_head = head;
+            self.reported_bad_tail = None;
         } else {
             self.producer = lane.into_producer();
             self.producer_tail = next_frame_position(tail);
+            self.producer_published = self.producer_tail;
             // What the old producer had not published is lost; the new one writes over it.
             self.unpublished.clear();
         }

@@ -16,8 +16,11 @@ use rustix::io::Errno;
 use super::Lane;
 use super::layout::{FLAG_PAD, FLAG_RECORD, FRAME_HEADER, FRAME_HEADER_SIZE, frame_size};
 
-/// A frame the consumer refused: the producer broke the protocol. The head stays in front of
-/// the frame; [`Consumer::discard_all`] gets past it.
+/// A frame or tail the consumer refused: the producer broke the protocol. The head stays in
+/// front of the frame; [`Consumer::discard_all`] gets past it. A published tail that is behind
+/// the head, or more than the capacity ahead of it, is reported once per value: the head never
+/// moves backwards (that would deliver records again) nor jumps past the data area, so nothing is
+/// read until the producer publishes a tail in range again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaneCorrupt {
     /// The lane file.
@@ -32,6 +35,9 @@ pub struct LaneCorrupt {
     pub flags: u32,
     /// What is wrong.
     pub problem: &'static str,
+    /// True when the published tail itself is out of range (behind the head or more than the
+    /// capacity ahead): nothing can be discarded, the head stays.
+    pub tail_out_of_range: bool,
 }
 
 impl fmt::Display for LaneCorrupt {
@@ -60,6 +66,9 @@ pub struct Consumer {
     /// The tail last loaded (checked); reloaded only when head reaches it.
     pub(super) tail: u64,
     pub(super) mask: u64,
+    /// The out-of-range tail last reported, so that a producer that leaves it there is reported
+    /// once, not at every look.
+    pub(super) bad_tail: Option<u64>,
 }
 
 impl Consumer {
@@ -82,9 +91,21 @@ impl Consumer {
                 // SYNC POINT: Acquire load of tail, pairs with the producer's Release store:
                 // every frame before it is fully written.
                 let tail = self.lane.tail().load(Ordering::Acquire);
-                if tail.wrapping_sub(self.head) > capacity {
-                    return Err(self.corrupt(tail, 0, 0, "tail is behind head or beyond capacity"));
+                if !self.in_range(tail) {
+                    if self.bad_tail.replace(tail) == Some(tail) {
+                        return Ok(None);
+                    }
+                    return Err(LaneCorrupt {
+                        tail_out_of_range: true,
+                        ..self.corrupt(
+                            tail,
+                            0,
+                            0,
+                            "tail is behind head or more than capacity ahead",
+                        )
+                    });
                 }
+                self.bad_tail = None;
                 self.tail = tail;
                 if self.head == tail {
                     return Ok(None);
@@ -172,24 +193,39 @@ impl Consumer {
             len,
             flags,
             problem,
+            tail_out_of_range: false,
         }
     }
 
-    /// Drops every published record (head = tail); returns bytes skipped. Used after
-    /// LaneCorrupt so the lane stays usable.
+    /// Whether `tail` can follow our head: at most `capacity` bytes ahead of it. Positions are
+    /// counted modulo 2^64, so a tail behind the head is far ahead and out of range too.
+    fn in_range(&self, tail: u64) -> bool {
+        tail.wrapping_sub(self.head) <= self.lane.capacity
+    }
+
+    /// Drops every published record (head = tail) and returns the bytes skipped (at most the
+    /// capacity). Used after LaneCorrupt so the lane stays usable. A tail out of range (behind
+    /// the head or more than the capacity ahead) is left alone: the head never moves backwards
+    /// and never past bytes the data area cannot hold; 0 is returned.
     pub fn discard_all(&mut self) -> u64 {
         // SYNC POINT: Acquire load of tail, as in pop_into.
         let tail = self.lane.tail().load(Ordering::Acquire);
+        if !self.in_range(tail) {
+            return 0;
+        }
         let skipped = tail.wrapping_sub(self.head);
         self.tail = tail;
+        self.bad_tail = None;
         self.release(tail);
         skipped
     }
 
-    /// True when published records are waiting (Acquire load of tail vs our head).
+    /// True when published records are waiting (Acquire load of tail vs our head); a tail out of
+    /// range holds nothing to read.
     pub fn has_records(&self) -> bool {
         // SYNC POINT: Acquire load of tail, as in pop_into.
-        self.lane.tail().load(Ordering::Acquire) != self.head
+        let tail = self.lane.tail().load(Ordering::Acquire);
+        tail != self.head && self.in_range(tail)
     }
 
     /// Announces that we are about to sleep. Returns false when records arrived meanwhile (do
@@ -206,8 +242,7 @@ impl Consumer {
         // with the fence in Producer::publish (Dekker): either we see its new tail here, or it
         // sees our flag and writes the FIFO.
         fence(Ordering::SeqCst);
-        // SYNC POINT: Acquire load of tail, as in pop_into.
-        if self.lane.tail().load(Ordering::Acquire) != self.head {
+        if self.has_records() {
             waiting.store(0, Ordering::Relaxed);
             return false;
         }

@@ -95,6 +95,14 @@ pub enum LaneError {
         /// Tail in the header.
         tail: u64,
     },
+    /// The lane files have served every epoch a flow id can carry: another start would issue
+    /// flow ids of an earlier one.
+    EpochsExhausted {
+        /// The lane whose header counts the starts.
+        path: PathBuf,
+        /// The epoch count in its header.
+        starts: u64,
+    },
     /// A system call failed.
     Io {
         /// The file it was about.
@@ -191,6 +199,13 @@ impl fmt::Display for LaneError {
             LaneError::BadPositions { path, head, tail } => write!(
                 f,
                 "lane {} is corrupt: head {head} and tail {tail} do not fit its capacity",
+                path.display()
+            ),
+            LaneError::EpochsExhausted { path, starts } => write!(
+                f,
+                "lane {} has served {starts} ccsd starts, every epoch a flow id can carry: another \
+                 start would reuse flow ids of an earlier one. Stop MCP, remove the lane files \
+                 (ccsd creates them anew, at epoch 1) and start again",
                 path.display()
             ),
             LaneError::Io { path, op, source } => {

@@ -214,6 +214,7 @@ impl Lane {
             tail,
             published: tail,
             head,
+            resyncs: 0,
         }
     }
 
@@ -229,6 +230,7 @@ impl Lane {
             lane: self,
             head,
             tail: head,
+            bad_tail: None,
         }
     }
 

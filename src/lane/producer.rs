@@ -50,6 +50,8 @@ pub struct Producer {
     /// The head last seen; refreshed only when the ring looks full.
     pub(super) head: u64,
     pub(super) mask: u64,
+    /// Times the tail was moved to a head that could not follow it.
+    pub(super) resyncs: u64,
 }
 
 impl Producer {
@@ -70,7 +72,9 @@ impl Producer {
     /// [`PushError::TooLarge`] when the record exceeds [`Producer::max_record`];
     /// [`PushError::Full`] when it does not fit the free space now. A `Full` may still have
     /// written a PAD frame to the end of the data area (so the record can go at offset 0 once
-    /// the consumer drained); publish either way.
+    /// the consumer drained); publish either way. A head in the header that cannot follow our
+    /// tail (behind it by more than the capacity, or ahead of it) moves our tail to it once
+    /// everything pushed is published.
     pub fn try_push(&mut self, parts: &[&[u8]]) -> Result<(), PushError> {
         let len = parts
             .iter()
@@ -87,6 +91,10 @@ impl Producer {
             // SYNC POINT: Acquire load of head, pairs with the consumer's Release store: its
             // reads of the space we are about to reuse are done.
             self.head = self.lane.head().load(Ordering::Acquire);
+            if self.resync_if_head_out_of_range() {
+                // Offsets and the PAD depend on the tail: start over (once: the pair is valid now).
+                return self.try_push(parts);
+            }
             let free = self.free();
             if pad + frame > free {
                 if pad != 0 && pad <= free {
@@ -127,6 +135,30 @@ impl Producer {
         self.lane
             .capacity
             .saturating_sub(self.tail.wrapping_sub(self.head))
+    }
+
+    /// When the consumer's head cannot follow our tail (it is ahead of the tail, or more than the
+    /// capacity behind it: a consumer or another writer broke the protocol), the ring would stay
+    /// full forever. The consumer's head is where reading continues, and a consumer never moves
+    /// it backwards, so continue writing there: nothing already read is offered again. Done only
+    /// when every pushed frame is published (a caller that gets `Full` publishes, then retries)
+    /// and the head is 8-aligned, as frames must be; counted in [`Producer::resyncs`]. Returns
+    /// whether it moved the tail.
+    fn resync_if_head_out_of_range(&mut self) -> bool {
+        let out_of_range = self.tail.wrapping_sub(self.head) > self.lane.capacity;
+        if !(out_of_range && self.tail == self.published && self.head % 8 == 0) {
+            return false;
+        }
+        self.tail = self.head;
+        self.published = self.head;
+        self.resyncs += 1;
+        true
+    }
+
+    /// Times the tail was moved to a consumer's head that could not follow it (see
+    /// [`Producer::try_push`]).
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs
     }
 
     /// Writes a PAD frame covering `pad` bytes from data offset `off` to the end of the area.

@@ -23,6 +23,7 @@ use crate::actors::stats_reporter::StatsReporter;
 use crate::actors::udp::{UdpActor, UdpListening};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
 use crate::fd_limit;
+use crate::flow::next_epoch;
 use crate::framing;
 use crate::instance::InstanceLock;
 use crate::lane::Lane;
@@ -147,16 +148,26 @@ impl Broker {
         let capacity = settings.queues.capacity.bytes();
         let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
             .map_err(StartError::Queue)?;
-        let epoch_count = response.epoch().wrapping_add(1);
-        let epoch = epoch_count as u16;
         // One request lane per worker, then the main thread's (UDP, overload notices).
-        let mut requests = Vec::with_capacity(worker_count + 1);
-        for w in 0..settings.request_lane_count() {
-            let lane = Lane::create_or_attach(&settings.request_lane_path(w), capacity)
-                .map_err(StartError::Queue)?;
-            lane.set_epoch(epoch_count);
-            requests.push(lane.into_producer());
-        }
+        let request_lanes = (0..settings.request_lane_count())
+            .map(|w| Lane::create_or_attach(&settings.request_lane_path(w), capacity))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::Queue)?;
+        // Never an epoch of an earlier start on these lane files (any of them may have been
+        // recreated alone): see `flow`.
+        let previous = request_lanes
+            .iter()
+            .map(Lane::epoch)
+            .fold(response.epoch(), u64::max);
+        let epoch = next_epoch(previous, response.path()).map_err(StartError::Queue)?;
+        let epoch_count = u64::from(epoch);
+        let mut requests: Vec<_> = request_lanes
+            .into_iter()
+            .map(|lane| {
+                lane.set_epoch(epoch_count);
+                lane.into_producer()
+            })
+            .collect();
         let main_lane = MainLane::new(
             requests.pop().expect("the main thread's lane"),
             worker_count as u8,

@@ -74,7 +74,9 @@ fn drip(framing: &str, head: &[u8], filler: &[u8], tail: &[u8], probe: &[u8]) ->
     packet.extend_from_slice(tail);
     dripper.set_read_timeout(Some(WAIT)).unwrap();
     let mut echoed = vec![0; packet.len()];
-    dripper.read_exact(&mut echoed).expect("the whole packet echoed");
+    dripper
+        .read_exact(&mut echoed)
+        .expect("the whole packet echoed");
     assert!(echoed == packet, "the dripped packet came back changed");
     env.wait_stat("totals.closed_protocol", |n| n == 0);
     spent

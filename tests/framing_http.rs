@@ -279,17 +279,32 @@ fn expect_100_continue_asks_for_an_interim_response_once_the_head_is_in_and_the_
     let head = EXPECTING.len() - 5;
     let continue_ = Some(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
     // The head arrives, then the body: asked once, when the head is in.
-    assert_eq!(interim_after_reads(&framer(), EXPECTING, head), [continue_, None]);
-    assert_eq!(interim_after_reads(&framer(), EXPECTING, head + 2), [continue_, None]);
+    assert_eq!(
+        interim_after_reads(&framer(), EXPECTING, head),
+        [continue_, None]
+    );
+    assert_eq!(
+        interim_after_reads(&framer(), EXPECTING, head + 2),
+        [continue_, None]
+    );
     // Half the head, then the rest with the body: the request is complete, nothing to ask.
-    assert_eq!(interim_after_reads(&framer(), EXPECTING, head - 3), [None, None]);
+    assert_eq!(
+        interim_after_reads(&framer(), EXPECTING, head - 3),
+        [None, None]
+    );
     // Off by setting, and never for HTTP/1.0 (RFC 9110, section 10.1.1).
     let off = framer().with_continue(false);
     assert_eq!(interim_after_reads(&off, EXPECTING, head), [None, None]);
     let old = b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx";
-    assert_eq!(interim_after_reads(&framer(), old, old.len() - 1), [None, None]);
+    assert_eq!(
+        interim_after_reads(&framer(), old, old.len() - 1),
+        [None, None]
+    );
     let plain = b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx";
-    assert_eq!(interim_after_reads(&framer(), plain, plain.len() - 1), [None, None]);
+    assert_eq!(
+        interim_after_reads(&framer(), plain, plain.len() - 1),
+        [None, None]
+    );
 }
 
 #[test]
@@ -300,9 +315,14 @@ fn http_continue_defaults_to_on_and_reaches_the_framer() {
         http_continue: false,
         ..ListenSettings::default()
     };
-    assert!(!HttpFramer::from_listen(&listen).expect("builds").sends_continue());
-    let settings = Settings::from_toml_str("[[listen]]\nframing = \"http\"\nhttp_continue = false\n")
-        .expect("valid");
+    assert!(
+        !HttpFramer::from_listen(&listen)
+            .expect("builds")
+            .sends_continue()
+    );
+    let settings =
+        Settings::from_toml_str("[[listen]]\nframing = \"http\"\nhttp_continue = false\n")
+            .expect("valid");
     assert!(!settings.listen[0].http_continue);
 }
 

@@ -22,7 +22,10 @@ fn a_request_expecting_100_continue_gets_it_before_sending_its_body() {
     client.write_all(HEAD).expect("write head");
     assert_eq!(read_n(&mut client, CONTINUE.len()), CONTINUE);
     client.write_all(BODY).expect("write body");
-    assert_eq!(read_n(&mut client, HEAD.len() + BODY.len()), [HEAD, BODY].concat());
+    assert_eq!(
+        read_n(&mut client, HEAD.len() + BODY.len()),
+        [HEAD, BODY].concat()
+    );
     env.wait_stat("totals.interim_responses_sent", |n| n == 1);
 }
 
@@ -35,7 +38,10 @@ fn http_continue_off_sends_no_interim_response() {
     client.write_all(HEAD).expect("write head");
     client.write_all(BODY).expect("write body");
     // The first bytes back are the echo of the request, not a 100 Continue.
-    assert_eq!(read_n(&mut client, HEAD.len() + BODY.len()), [HEAD, BODY].concat());
+    assert_eq!(
+        read_n(&mut client, HEAD.len() + BODY.len()),
+        [HEAD, BODY].concat()
+    );
     env.wait_stat("totals.interim_responses_sent", |n| n == 0);
 }
 
@@ -46,7 +52,9 @@ fn an_interim_response_never_overtakes_the_reply_to_an_earlier_request() {
     let _mcp = env.start_echo_mcp();
     let mut client = connect(ccsd.addr());
     let first = b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n";
-    client.write_all(&[&first[..], HEAD].concat()).expect("write");
+    client
+        .write_all(&[&first[..], HEAD].concat())
+        .expect("write");
     // Whether the 100 Continue was sent (after the reply) or skipped depends on when the reply
     // came; either way the reply to the first request comes first.
     assert_eq!(read_n(&mut client, first.len()), first);

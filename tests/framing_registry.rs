@@ -193,7 +193,14 @@ fn a_stateless_framer_keeps_the_contract_through_the_default_check_from() {
     }
     let mut progress = Progress::default();
     assert_eq!(Nul.check_from(b"ab", &mut progress), FrameCheck::Incomplete);
-    assert_eq!(progress, Progress::default(), "a stateless framer leaves it alone");
-    assert_eq!(Nul.check_from(b"ab\0cd", &mut progress), FrameCheck::Complete(3));
+    assert_eq!(
+        progress,
+        Progress::default(),
+        "a stateless framer leaves it alone"
+    );
+    assert_eq!(
+        Nul.check_from(b"ab\0cd", &mut progress),
+        FrameCheck::Complete(3)
+    );
     framing::check_contract(&Nul, b"ab\0cd\0efghijklmn").expect("keeps it");
 }

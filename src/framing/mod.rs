@@ -51,7 +51,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use ccsd::framing::{self, FrameCheck, FrameError, Framer, FramerRegistry};
+//! use ccsd::framing::{self, FrameCheck, FrameError, Framer, FramerRegistry, Progress};
 //! use ccsd::settings::{ByteSize, ListenSettings};
 //!
 //! /// Packets end with a NUL byte, which belongs to the packet.
@@ -66,17 +66,26 @@
 //!     }
 //!
 //!     fn check(&self, buf: &[u8]) -> FrameCheck {
+//!         self.check_from(buf, &mut Progress::default())
+//!     }
+//!
+//!     /// Searches for the NUL from where the last search of this packet stopped.
+//!     fn check_from(&self, buf: &[u8], progress: &mut Progress) -> FrameCheck {
 //!         // Never look past max_packet bytes: a longer packet is refused, not awaited.
 //!         let window = &buf[..buf.len().min(self.max_packet)];
-//!         match window.iter().position(|&b| b == 0) {
-//!             Some(end) => FrameCheck::Complete(end + 1),
+//!         let from = progress.scanned.min(window.len());
+//!         match window[from..].iter().position(|&b| b == 0) {
+//!             Some(end) => FrameCheck::Complete(from + end + 1),
 //!             None if !buf.is_empty() && window.len() == self.max_packet => {
 //!                 FrameCheck::Invalid(FrameError::Oversize {
 //!                     declared: self.max_packet as u64 + 1,
 //!                     max: self.max_packet,
 //!                 })
 //!             }
-//!             None => FrameCheck::Incomplete,
+//!             None => {
+//!                 progress.scanned = window.len();
+//!                 FrameCheck::Incomplete
+//!             }
 //!         }
 //!     }
 //!

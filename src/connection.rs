@@ -143,6 +143,8 @@ pub(crate) struct LaneSink<'a> {
     /// MCP is down and `mcp.when_down = "refuse"`: complete packets are dropped, not pushed.
     pub(crate) refuse: bool,
     pub(crate) down_log: &'a mut LogLimiter,
+    /// Closes for a packet that breaks the framing.
+    pub(crate) protocol_log: &'a mut LogLimiter,
 }
 
 impl Conn {
@@ -430,7 +432,11 @@ fn frame_packets(
                 taken += 1;
             }
             FrameCheck::Incomplete if rest.len() > framer.max_packet() => {
-                return Err(CloseCause::Oversize);
+                let error = FrameError::Oversize {
+                    declared: rest.len() as u64,
+                    max: framer.max_packet(),
+                };
+                return Err(refuse_packet(error, header, sink));
             }
             FrameCheck::Incomplete => {
                 return Ok(Framed {
@@ -440,9 +446,23 @@ fn frame_packets(
                     taken,
                 });
             }
-            FrameCheck::Invalid(FrameError::Oversize { .. }) => return Err(CloseCause::Oversize),
-            FrameCheck::Invalid(FrameError::Malformed(_)) => return Err(CloseCause::Malformed),
+            FrameCheck::Invalid(error) => return Err(refuse_packet(error, header, sink)),
         }
+    }
+}
+
+/// Logs (rate-limited) a packet that breaks the framing, naming the client and why; the cause the
+/// connection is closed for.
+fn refuse_packet(error: FrameError, header: &RecordHeader, sink: &mut LaneSink<'_>) -> CloseCause {
+    if let Some(held) = sink.protocol_log.allow() {
+        warn!(
+            "worker {}: closed the connection from {} on port {}: {error} ({held} similar suppressed)",
+            sink.worker, header.peer, header.listen_port
+        );
+    }
+    match error {
+        FrameError::Oversize { .. } => CloseCause::Oversize,
+        FrameError::Malformed(_) => CloseCause::Malformed,
     }
 }
 

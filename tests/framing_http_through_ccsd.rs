@@ -1,6 +1,6 @@
 //! The `http` framing's answers of its own through the real binary and the echo MCP: the interim
 //! `100 Continue` for a request that expects it, and the close of a request whose header name
-//! breaks RFC 9110.
+//! breaks RFC 9110 (counted and logged).
 
 mod common;
 
@@ -63,13 +63,18 @@ fn an_interim_response_never_overtakes_the_reply_to_an_earlier_request() {
 #[test]
 fn a_header_name_with_a_nul_closes_the_connection_counted_as_a_protocol_error() {
     let env = TestEnv::new(1, "framing = \"http\"", "");
-    let ccsd = env.start_ccsd();
+    let mut ccsd = env.start_ccsd();
     let _mcp = env.start_echo_mcp();
     let mut bad = connect(ccsd.addr());
     bad.write_all(b"GET / HTTP/1.1\r\nHo\0st: a\r\n\r\n")
         .expect("write");
     assert_closed(&mut bad);
     env.wait_stat("totals.closed_protocol", |n| n == 1);
+    let logged = ccsd.wait_for_line("header name with a byte that is not an RFC 9110 token");
+    assert!(
+        logged.contains("closed the connection from 127.0.0.1:"),
+        "{logged}"
+    );
     // Other connections are untouched.
     let mut good = connect(ccsd.addr());
     let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";

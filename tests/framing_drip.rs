@@ -105,3 +105,22 @@ fn dripping_onto_a_large_unfinished_chunked_request_costs_ccsd_work_per_byte_not
         "ccsd spent {spent} ticks of CPU over {DRIPPED} dripped bytes (most {MOST_TICKS})"
     );
 }
+
+#[test]
+fn dripping_onto_a_large_unfinished_resp_array_costs_ccsd_work_per_byte_not_per_packet() {
+    let element = b"$10\r\n0123456789\r\n";
+    // The elements uploaded, then those the drip and the completion of the last one add.
+    let count = UPLOADED.div_ceil(element.len()) + DRIPPED.div_ceil(element.len());
+    let head = format!("*{count}\r\n");
+    let spent = drip(
+        "resp",
+        head.as_bytes(),
+        element,
+        b"",
+        b"*1\r\n$4\r\nPING\r\n",
+    );
+    assert!(
+        spent < MOST_TICKS,
+        "ccsd spent {spent} ticks of CPU over {DRIPPED} dripped bytes (most {MOST_TICKS})"
+    );
+}

@@ -17,8 +17,8 @@
 //!
 //! # Writing a framer
 //!
-//! Implement [`Framer`]. `check` is on the hot path (once per read of a connection, on every
-//! worker thread at once): it only looks at bytes, never allocates, never logs, never panics, and
+//! Implement [`Framer`]. `check` and `check_from` are on the hot path (once per read of a
+//! connection, on every worker thread at once): each only looks at bytes, never allocates, never logs, never panics, and
 //! scans at most linearly. The framer itself keeps no state between calls, since it is shared by
 //! every connection of the listener; a connection's unconsumed bytes are handed over again, from
 //! the start of the packet, after every read. The worker calls [`Framer::check_from`] with the

@@ -18,15 +18,15 @@
 //! # Writing a framer
 //!
 //! Implement [`Framer`]. `check` and `check_from` are on the hot path (once per read of a
-//! connection, on every worker thread at once): each only looks at bytes, never allocates, never logs, never panics, and
-//! scans at most linearly. The framer itself keeps no state between calls, since it is shared by
-//! every connection of the listener; a connection's unconsumed bytes are handed over again, from
-//! the start of the packet, after every read. The worker calls [`Framer::check_from`] with the
-//! connection's [`Progress`]: a framer that searches for a terminator (a line end, an empty line)
-//! records there how far it got and resumes from it, so a packet arriving one byte per read still
-//! costs O(its length) in all, not O(length²). A stateless framer implements `check` alone (the
-//! default `check_from` calls it), and works the same, only rescanning. It must keep this
-//! contract, on which the worker relies:
+//! connection, on every worker thread at once): each only looks at bytes, never allocates, never
+//! logs, never panics, and scans at most linearly. The framer itself keeps no state between calls,
+//! since it is shared by every connection of the listener; a connection's unconsumed bytes are
+//! handed over again, from the start of the packet, after every read. The worker calls
+//! [`Framer::check_from`] with the connection's [`Progress`]: a framer that searches for a
+//! terminator (a line end, an empty line) records there how far it got and resumes from it, so a
+//! packet arriving one byte per read still costs O(its length) in all, not O(length²). A stateless
+//! framer implements `check` alone (the default `check_from` calls it), and works the same, only
+//! rescanning. It must keep this contract, on which the worker relies:
 //!
 //! - `check(&[])` is [`FrameCheck::Incomplete`] (the worker asks again after every packet).
 //! - [`FrameCheck::Complete`]`(n)`: `1 <= n <= buf.len()` and `n <= max_packet()`. Every longer

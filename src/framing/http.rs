@@ -223,7 +223,7 @@ impl Framer for HttpFramer {
         self.check_from(buf, &mut Progress::default())
     }
 
-    /// Resumes at the line, chunk or body where the last call stopped (see [`Scan`]); asks for
+    /// Resumes at the line, chunk or body where the last call stopped (kept in `progress` as a private `Scan`); asks for
     /// `100 Continue` when this call completes the head of an HTTP/1.1 request that expects it
     /// and the body has not all arrived.
     fn check_from(&self, buf: &[u8], progress: &mut Progress) -> FrameCheck {

@@ -223,9 +223,9 @@ impl Framer for HttpFramer {
         self.check_from(buf, &mut Progress::default())
     }
 
-    /// Resumes at the line, chunk or body where the last call stopped (kept in `progress` as a private `Scan`); asks for
-    /// `100 Continue` when this call completes the head of an HTTP/1.1 request that expects it
-    /// and the body has not all arrived.
+    /// Resumes at the line, chunk or body where the last call stopped (what `progress` holds);
+    /// asks for `100 Continue` when this call completes the head of an HTTP/1.1 request that
+    /// expects it and the body has not all arrived.
     fn check_from(&self, buf: &[u8], progress: &mut Progress) -> FrameCheck {
         let mut scan = Scan::load(progress);
         let in_head = scan.stage == Stage::Head;

@@ -3,7 +3,8 @@
 //! The head is read line by line (lines end in `\n`, with an optional `\r` before it) and only
 //! `Content-Length` and `Transfer-Encoding` are interpreted; the body is skipped by its length, or
 //! chunk by chunk, never searched. Every search stops at a limit, so nothing past the head limit
-//! or `max_packet` is ever scanned.
+//! or `max_packet` is ever scanned, and resumes where the last one stopped (the connection's
+//! [`Progress`]), so each byte of a request arriving in many reads is scanned once.
 
 use std::io;
 
@@ -125,9 +126,9 @@ impl HttpFramer {
         loop {
             match scan.stage {
                 Stage::Head => match self.head(buf, scan)? {
-                    Body::None => return Ok(scan.line_start),
+                    Body::None => return Ok(scan.at),
                     Body::Length(len) => {
-                        let total = add(scan.line_start, len);
+                        let total = add(scan.at, len);
                         if total > max as u64 {
                             return Err(oversize(total, max));
                         }
@@ -135,15 +136,15 @@ impl HttpFramer {
                         scan.enter(Stage::LengthBody, total as usize);
                     }
                     Body::Chunked => {
-                        let least = add(scan.line_start, MIN_CHUNKED_BODY);
+                        let least = add(scan.at, MIN_CHUNKED_BODY);
                         if least > max as u64 {
                             return Err(oversize(least, max));
                         }
-                        scan.enter(Stage::ChunkSize, scan.line_start);
+                        scan.enter(Stage::ChunkSize, scan.at);
                     }
                 },
                 Stage::LengthBody => {
-                    let total = scan.line_start;
+                    let total = scan.at;
                     return if buf.len() >= total {
                         Ok(total)
                     } else {
@@ -168,12 +169,12 @@ impl HttpFramer {
                     scan.enter(Stage::ChunkData, next + size as usize);
                 }
                 Stage::ChunkData => {
-                    let next = crlf_at(buf, scan.line_start, "chunk data not followed by \\r\\n")?;
+                    let next = crlf_at(buf, scan.at, "chunk data not followed by \\r\\n")?;
                     scan.enter(Stage::ChunkSize, next);
                 }
                 // The trailer section: fields up to an empty line.
                 Stage::Trailer => {
-                    let least = add(scan.line_start, 2);
+                    let least = add(scan.at, 2);
                     if least > max as u64 {
                         return Err(oversize(least, max));
                     }
@@ -188,13 +189,13 @@ impl HttpFramer {
         }
     }
 
-    /// Reads the head's lines from `scan.line_start` on; once the empty line ending it is read,
-    /// `scan.line_start` is the head's length and the result the body it announces.
+    /// Reads the head's lines from `scan.at` on; once the empty line ending it is read,
+    /// `scan.at` is the head's length and the result the body it announces.
     fn head(&self, buf: &[u8], scan: &mut Scan) -> Step<Body> {
         let limit = self.max_header();
         loop {
-            let newline = line_end_resuming(buf, scan.line_start, &mut scan.searched, limit)?;
-            let line = strip_cr(&buf[scan.line_start..newline]);
+            let newline = line_end_resuming(buf, scan.at, &mut scan.searched, limit)?;
+            let line = strip_cr(&buf[scan.at..newline]);
             scan.enter(Stage::Head, newline + 1);
             if line.contains(&b'\r') {
                 return malformed("carriage return without a line feed in the request head");
@@ -254,15 +255,15 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Which part of the request a [`Scan`] is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// The head; `line_start` is where its next line starts.
+    /// The head; `at` is where its next line starts.
     Head,
-    /// A `Content-Length` body; `line_start` is where the request ends.
+    /// A `Content-Length` body; `at` is where the request ends.
     LengthBody,
-    /// A chunked body; `line_start` is where the next chunk-size line starts.
+    /// A chunked body; `at` is where the next chunk-size line starts.
     ChunkSize,
-    /// A chunk's data; `line_start` is where the `\r\n` after it is due.
+    /// A chunk's data; `at` is where the `\r\n` after it is due.
     ChunkData,
-    /// The trailer section; `line_start` is where its next line starts.
+    /// The trailer section; `at` is where its next line starts.
     Trailer,
 }
 
@@ -270,8 +271,9 @@ enum Stage {
 #[derive(Debug)]
 struct Scan {
     stage: Stage,
-    /// Where the next line (or what `stage` says) starts, from the start of the request.
-    line_start: usize,
+    /// The position `stage` names (where the next line starts, the request ends or a `\r\n` is
+    /// due), from the start of the request.
+    at: usize,
     /// How far the search for the current line's `\n` got (`Progress::scanned`).
     searched: usize,
     /// The request line has been read.
@@ -300,10 +302,10 @@ const STAGES: [Stage; 5] = [
 ];
 
 impl Scan {
-    /// The scan `progress` holds: `notes[0]` = `line_start`, `notes[1]` = the `Content-Length`
+    /// The scan `progress` holds: `notes[0]` = `at`, `notes[1]` = the `Content-Length`
     /// value, `notes[2]` = flags and stage; `Progress::default()` is the start of a request.
     fn load(progress: &Progress) -> Scan {
-        let [line_start, content_length, bits] = progress.notes;
+        let [at, content_length, bits] = progress.notes;
         let flag = |bit: u64| bits & bit != 0;
         let stage = STAGES
             .get((bits >> STAGE_SHIFT) as usize)
@@ -311,7 +313,7 @@ impl Scan {
             .unwrap_or(Stage::Head);
         Scan {
             stage,
-            line_start: usize::try_from(line_start).unwrap_or(usize::MAX),
+            at: usize::try_from(at).unwrap_or(usize::MAX),
             searched: progress.scanned,
             request_line: flag(REQUEST_LINE),
             http11: flag(HTTP11),
@@ -342,7 +344,7 @@ impl Scan {
         let stage = STAGES.iter().position(|&s| s == self.stage).unwrap_or(0) as u64;
         progress.scanned = self.searched;
         progress.notes = [
-            self.line_start as u64,
+            self.at as u64,
             self.fields.content_length.unwrap_or(0),
             flags | stage << STAGE_SHIFT,
         ];
@@ -351,7 +353,7 @@ impl Scan {
     /// Moves on to `stage`, at `at`: nothing from there on has been searched yet.
     fn enter(&mut self, stage: Stage, at: usize) {
         self.stage = stage;
-        self.line_start = at;
+        self.at = at;
         self.searched = at;
     }
 }
@@ -431,11 +433,11 @@ fn is_tchar(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
-/// The line of a chunked body starting at `scan.line_start`, its `\n` searched for from where
-/// the last search stopped: its content and where the next line starts. It must end in `\r\n`
-/// and hold no other `\r`.
+/// The line of a chunked body starting at `scan.at`, its `\n` searched for from where the last
+/// search stopped: its content and where the next line starts. It must end in `\r\n` and hold no
+/// other `\r`.
 fn chunk_line<'b>(buf: &'b [u8], scan: &mut Scan, limit: usize) -> Step<(&'b [u8], usize)> {
-    let at = scan.line_start;
+    let at = scan.at;
     let newline = line_end_resuming(buf, at, &mut scan.searched, limit)?;
     let Some(line) = buf[at..newline].strip_suffix(b"\r") else {
         return malformed("chunked body line not ended by \\r\\n");

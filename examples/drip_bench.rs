@@ -111,7 +111,14 @@ fn healthy_phase(healthy: &mut TcpStream, ccsd: &Server, length: Duration) -> Ph
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = ccsd.cpu_seconds() - cpu_before;
     latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    // A phase too short for even one round trip has no percentiles.
+    let at = |q: f64| {
+        let last = latencies.len().saturating_sub(1);
+        latencies
+            .get((last as f64 * q) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     Phase {
         p50_us: at(0.50),
         p99_us: at(0.99),

@@ -167,6 +167,8 @@ pub struct Worker {
     /// MCP was down at the start of this turn: new packets are dropped.
     refusing: bool,
     down_log: LogLimiter,
+    /// Closes for a broken framing (malformed or oversize packets).
+    protocol_log: LogLimiter,
 }
 
 impl std::fmt::Debug for Worker {
@@ -213,6 +215,7 @@ impl Worker {
             mcp_down: setup.mcp_down,
             refusing: false,
             down_log: LogLimiter::default(),
+            protocol_log: LogLimiter::default(),
         }
     }
 
@@ -442,6 +445,7 @@ impl Worker {
             scratch,
             refusing,
             down_log,
+            protocol_log,
             ..
         } = self;
         let conn = conns.get_mut(flow).map_err(|_| CloseCause::SocketError)?;
@@ -454,6 +458,7 @@ impl Worker {
             max_requests_per_second: self.limits.max_requests_per_second,
             refuse: *refusing,
             down_log,
+            protocol_log,
         };
         frame_connection(
             conn,

@@ -19,6 +19,11 @@ use ccsd::service::serve;
 use ccsd::settings::{ListenSettings, Settings};
 
 /// Netstrings: decimal length, `:`, that many bytes, `,`. The whole netstring is the packet.
+///
+/// A stateless framer: `check` looks at no more than the length prefix and the byte where the
+/// netstring must end, whatever the packet's size, so it keeps the default `check_from` and needs
+/// no `Progress`. A framer that searches for a terminator would resume instead (see
+/// `ccsd::framing::Framer::check_from`).
 #[derive(Debug)]
 struct NetstringFramer {
     max_packet: usize,

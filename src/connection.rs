@@ -13,7 +13,7 @@ use log::warn;
 use crate::actors::worker::ListenerInfo;
 use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
-use crate::framing::{FrameCheck, FrameError, Framer};
+use crate::framing::{FrameCheck, FrameError, Framer, Progress};
 use crate::lane::{Producer, PushError};
 use crate::limits::RequestWindow;
 use crate::logging::LogLimiter;
@@ -101,6 +101,8 @@ pub(crate) struct Conn {
     pub(crate) rbuf: Vec<u8>,
     /// When the first byte in `rbuf` was read.
     pub(crate) rbuf_since_ns: u64,
+    /// How far the framer got in the packet at the start of `rbuf`, so that it resumes there.
+    pub(crate) frame_progress: Progress,
     /// Reply bytes not yet written; `wbuf[wpos..]` is pending.
     pub(crate) wbuf: Vec<u8>,
     pub(crate) wpos: usize,
@@ -141,6 +143,8 @@ pub(crate) struct LaneSink<'a> {
     /// MCP is down and `mcp.when_down = "refuse"`: complete packets are dropped, not pushed.
     pub(crate) refuse: bool,
     pub(crate) down_log: &'a mut LogLimiter,
+    /// Closes for a packet that breaks the framing.
+    pub(crate) protocol_log: &'a mut LogLimiter,
 }
 
 impl Conn {
@@ -152,6 +156,7 @@ impl Conn {
             listener,
             rbuf: Vec::new(),
             rbuf_since_ns: 0,
+            frame_progress: Progress::default(),
             wbuf: Vec::new(),
             wpos: 0,
             write_armed: false,
@@ -211,7 +216,18 @@ pub(crate) fn frame_connection(
         listener_paid: &mut conn.listener_rate_paid,
     };
     let framed = if conn.rbuf.is_empty() {
-        let framed = frame_packets(framer, fresh, now, now, &mut budget, &mut header, sink)?;
+        // Nothing of a packet is buffered: the framer starts afresh.
+        conn.frame_progress = Progress::default();
+        let framed = frame_packets(
+            framer,
+            fresh,
+            &mut conn.frame_progress,
+            now,
+            now,
+            &mut budget,
+            &mut header,
+            sink,
+        )?;
         append_capped(&mut conn.rbuf, &fresh[framed.consumed..], recv_cap);
         conn.rbuf_since_ns = now;
         framed
@@ -220,6 +236,7 @@ pub(crate) fn frame_connection(
         let framed = frame_packets(
             framer,
             &conn.rbuf,
+            &mut conn.frame_progress,
             conn.rbuf_since_ns,
             now,
             &mut budget,
@@ -237,11 +254,34 @@ pub(crate) fn frame_connection(
     }
     conn.outstanding += framed.pushed;
     conn.requests.spend(framed.taken);
+    if let Some(interim) = conn.frame_progress.interim.take() {
+        send_interim(conn, interim, sink.counters)?;
+    }
     Ok(if framed.blocked {
         Ingested::Blocked
     } else {
         Ingested::Done
     })
+}
+
+/// Sends an interim response the framer asked for (HTTP's `100 Continue`) when no request of the
+/// connection is waiting for its reply, so that it cannot overtake one; otherwise the client
+/// goes on without it (an HTTP client sends its body after a short wait anyway).
+fn send_interim(
+    conn: &mut Conn,
+    interim: &[u8],
+    counters: &mut WorkerCounters,
+) -> Result<(), CloseCause> {
+    if conn.outstanding > 0 || conn.wpos < conn.wbuf.len() {
+        counters.interim_responses_skipped += 1;
+        return Ok(());
+    }
+    conn.wbuf.extend_from_slice(interim);
+    conn.unsent.queued(interim.len());
+    counters.interim_responses_sent += 1;
+    // What the socket does not take now goes out with the next reply.
+    write_pending(conn, &mut counters.bytes_out).map_err(|_| CloseCause::SocketError)?;
+    Ok(())
 }
 
 /// Appends `bytes` to `buf`, doubling its capacity as a `Vec` would but never past `cap` (unless
@@ -301,12 +341,17 @@ struct Framed {
 /// were consumed (the rest is an incomplete packet, or packets the full lane could not take), or
 /// why the connection must close.
 ///
+/// `progress` is how far the framer got in the first packet in earlier passes; it is left holding
+/// how far it got in the packet the pass stops at.
+///
 /// The first packet began at `first_ns` (it may have started in an earlier read); later ones at
 /// `now_ns`. Both travel to MCP in `echo[0]` and come back with the reply. A packet beyond the
 /// connection's or the listener's budget closes the connection.
+#[allow(clippy::too_many_arguments)] // the split borrows of frame_connection
 fn frame_packets(
     framer: &dyn Framer,
     buf: &[u8],
+    progress: &mut Progress,
     first_ns: u64,
     now_ns: u64,
     budget: &mut Budget<'_>,
@@ -318,7 +363,12 @@ fn frame_packets(
     let mut taken = 0;
     loop {
         let rest = &buf[off..];
-        match framer.check(rest) {
+        let check = framer.check_from(rest, progress);
+        if check != FrameCheck::Incomplete {
+            // The next packet (or a retry of this one, held back by a full lane) starts afresh.
+            *progress = Progress::default();
+        }
+        match check {
             FrameCheck::Complete(_) if taken == budget.connection => {
                 return Err(CloseCause::RateLimited);
             }
@@ -382,7 +432,11 @@ fn frame_packets(
                 taken += 1;
             }
             FrameCheck::Incomplete if rest.len() > framer.max_packet() => {
-                return Err(CloseCause::Oversize);
+                let error = FrameError::Oversize {
+                    declared: rest.len() as u64,
+                    max: framer.max_packet(),
+                };
+                return Err(refuse_packet(error, header, sink));
             }
             FrameCheck::Incomplete => {
                 return Ok(Framed {
@@ -392,9 +446,23 @@ fn frame_packets(
                     taken,
                 });
             }
-            FrameCheck::Invalid(FrameError::Oversize { .. }) => return Err(CloseCause::Oversize),
-            FrameCheck::Invalid(FrameError::Malformed(_)) => return Err(CloseCause::Malformed),
+            FrameCheck::Invalid(error) => return Err(refuse_packet(error, header, sink)),
         }
+    }
+}
+
+/// Logs (rate-limited) a packet that breaks the framing, naming the client and why; the cause the
+/// connection is closed for.
+fn refuse_packet(error: FrameError, header: &RecordHeader, sink: &mut LaneSink<'_>) -> CloseCause {
+    if let Some(held) = sink.protocol_log.allow() {
+        warn!(
+            "worker {}: closed the connection from {} on port {}: {error} ({held} similar suppressed)",
+            sink.worker, header.peer, header.listen_port
+        );
+    }
+    match error {
+        FrameError::Oversize { .. } => CloseCause::Oversize,
+        FrameError::Malformed(_) => CloseCause::Malformed,
     }
 }
 

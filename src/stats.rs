@@ -68,6 +68,12 @@ counters! {
         packets_in,
         /// Bytes of those packets.
         bytes_in,
+        /// Interim responses a framer asked for and ccsd sent before the packet was complete
+        /// (the `http` framing's `100 Continue`, `listen[i].http_continue`).
+        interim_responses_sent,
+        /// Interim responses not sent because the connection still waited for a reply to an
+        /// earlier request (the interim response would have overtaken it).
+        interim_responses_skipped,
         /// Packets dropped because the request lane was full (`queues.on_full = "drop"`).
         dropped_queue_full,
         /// Packets dropped because MCP was down and `mcp.when_down = "refuse"`.

@@ -3,7 +3,7 @@
 
 mod framing_common;
 
-use ccsd::framing::{self, FrameCheck, FrameError, Framer, HttpFramer};
+use ccsd::framing::{self, FrameCheck, FrameError, Framer, HttpFramer, Progress};
 use ccsd::settings::{ByteSize, ListenSettings, Settings};
 
 use framing_common::{
@@ -234,4 +234,113 @@ fn http_max_header_below_64_bytes_is_refused_by_validation() {
     );
     Settings::from_toml_str("[[listen]]\nframing = \"http\"\nhttp_max_header = \"16KiB\"\n")
         .expect("valid");
+}
+
+#[test]
+fn a_header_name_with_a_byte_outside_rfc_9110_tchar_is_malformed() {
+    for head in [
+        &b"GET / HTTP/1.1\r\nHo\0st: a\r\n"[..],
+        b"GET / HTTP/1.1\r\n\0: a\r\n",
+        b"GET / HTTP/1.1\r\nX-\xc3\xa9: a\r\n",
+        b"GET / HTTP/1.1\r\nX(y): a\r\n",
+        b"GET / HTTP/1.1\r\nX\x7f: a\r\n",
+        b"GET / HTTP/1.1\r\nX\"y: a\r\n",
+    ] {
+        assert_malformed_at_last_byte(&framer(), head);
+    }
+    let every_tchar = b"GET / HTTP/1.1\r\n!#$%&'*+-.^_`|~09azAZ: v\r\n\r\n";
+    assert_eq!(
+        framer().check(every_tchar),
+        FrameCheck::Complete(every_tchar.len())
+    );
+}
+
+/// Feeds `request` to `framer` in two reads, split at `split`, as a worker does; returns the
+/// interim response asked for after each read.
+fn interim_after_reads(
+    framer: &HttpFramer,
+    request: &[u8],
+    split: usize,
+) -> [Option<&'static [u8]>; 2] {
+    let mut progress = Progress::default();
+    let mut asked = [None, None];
+    for (read, end) in [split, request.len()].into_iter().enumerate() {
+        framer.check_from(&request[..end], &mut progress);
+        asked[read] = progress.interim.take();
+    }
+    asked
+}
+
+const EXPECTING: &[u8] =
+    b"POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\nhello";
+
+#[test]
+fn expect_100_continue_asks_for_an_interim_response_once_the_head_is_in_and_the_body_is_not() {
+    let head = EXPECTING.len() - 5;
+    let continue_ = Some(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
+    // The head arrives, then the body: asked once, when the head is in.
+    assert_eq!(
+        interim_after_reads(&framer(), EXPECTING, head),
+        [continue_, None]
+    );
+    assert_eq!(
+        interim_after_reads(&framer(), EXPECTING, head + 2),
+        [continue_, None]
+    );
+    // Half the head, then the rest with the body: the request is complete, nothing to ask.
+    assert_eq!(
+        interim_after_reads(&framer(), EXPECTING, head - 3),
+        [None, None]
+    );
+    // Off by setting, and never for HTTP/1.0 (RFC 9110, section 10.1.1).
+    let off = framer().with_continue(false);
+    assert_eq!(interim_after_reads(&off, EXPECTING, head), [None, None]);
+    let old = b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx";
+    assert_eq!(
+        interim_after_reads(&framer(), old, old.len() - 1),
+        [None, None]
+    );
+    let plain = b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx";
+    assert_eq!(
+        interim_after_reads(&framer(), plain, plain.len() - 1),
+        [None, None]
+    );
+}
+
+#[test]
+fn http_continue_defaults_to_on_and_reaches_the_framer() {
+    assert!(ListenSettings::default().http_continue);
+    let listen = ListenSettings {
+        framing: "http".to_owned(),
+        http_continue: false,
+        ..ListenSettings::default()
+    };
+    assert!(
+        !HttpFramer::from_listen(&listen)
+            .expect("builds")
+            .sends_continue()
+    );
+    let settings =
+        Settings::from_toml_str("[[listen]]\nframing = \"http\"\nhttp_continue = false\n")
+            .expect("valid");
+    assert!(!settings.listen[0].http_continue);
+}
+
+#[test]
+fn a_long_chunk_extension_arriving_byte_by_byte_frames_as_in_one_read() {
+    let mut request = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;".to_vec();
+    request.resize(request.len() + 3000, b'x');
+    request.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+    let framer = framer();
+    let mut progress = Progress::default();
+    for end in 1..request.len() {
+        assert_eq!(
+            framer.check_from(&request[..end], &mut progress),
+            FrameCheck::Incomplete
+        );
+    }
+    assert_eq!(
+        framer.check_from(&request, &mut progress),
+        FrameCheck::Complete(request.len())
+    );
 }

@@ -3,7 +3,9 @@
 use std::io;
 use std::sync::Arc;
 
-use ccsd::framing::{self, FrameCheck, Framer, FramerFactory, FramerRegistry, LineFramer};
+use ccsd::framing::{
+    self, FrameCheck, FrameError, Framer, FramerFactory, FramerRegistry, LineFramer, Progress,
+};
 use ccsd::settings::ListenSettings;
 
 fn listen(framing: &str) -> ListenSettings {
@@ -133,4 +135,72 @@ fn the_contract_check_catches_a_framer_that_splits_differently_by_read_size() {
     let broken = framing::check_contract(&Greedy, b"ab").expect_err("breaks the contract");
     assert!(broken.contains("Complete(2)"), "{broken}");
     framing::check_contract(&LineFramer::new(100), b"ab\ncd\n").expect("keeps it");
+}
+
+#[test]
+fn the_contract_check_catches_a_framer_whose_resumed_answer_differs_from_one_shot() {
+    /// Resumes a line search past the bytes it has seen, but records one byte too many: a `\n`
+    /// arriving right after a read boundary is missed when the packet arrives in pieces.
+    #[derive(Debug)]
+    struct Skipping;
+    impl Framer for Skipping {
+        fn name(&self) -> &'static str {
+            "skipping"
+        }
+        fn check(&self, buf: &[u8]) -> FrameCheck {
+            self.check_from(buf, &mut Progress::default())
+        }
+        fn check_from(&self, buf: &[u8], progress: &mut Progress) -> FrameCheck {
+            let from = progress.scanned.min(buf.len());
+            match buf[from..].iter().position(|&b| b == b'\n') {
+                Some(i) => FrameCheck::Complete(from + i + 1),
+                None => {
+                    progress.scanned = (buf.len() + 1).min(100);
+                    FrameCheck::Incomplete
+                }
+            }
+        }
+        fn max_packet(&self) -> usize {
+            100
+        }
+    }
+    let broken = framing::check_contract(&Skipping, b"ab\ncd\n").expect_err("breaks it");
+    assert!(broken.contains("check_from gave Incomplete"), "{broken}");
+}
+
+#[test]
+fn a_stateless_framer_keeps_the_contract_through_the_default_check_from() {
+    /// Packets end with a NUL byte; rescans from the start on every call.
+    #[derive(Debug)]
+    struct Nul;
+    impl Framer for Nul {
+        fn name(&self) -> &'static str {
+            "nul"
+        }
+        fn check(&self, buf: &[u8]) -> FrameCheck {
+            match buf.iter().take(10).position(|&b| b == 0) {
+                Some(end) => FrameCheck::Complete(end + 1),
+                None if buf.len() >= 10 => FrameCheck::Invalid(FrameError::Oversize {
+                    declared: 11,
+                    max: 10,
+                }),
+                None => FrameCheck::Incomplete,
+            }
+        }
+        fn max_packet(&self) -> usize {
+            10
+        }
+    }
+    let mut progress = Progress::default();
+    assert_eq!(Nul.check_from(b"ab", &mut progress), FrameCheck::Incomplete);
+    assert_eq!(
+        progress,
+        Progress::default(),
+        "a stateless framer leaves it alone"
+    );
+    assert_eq!(
+        Nul.check_from(b"ab\0cd", &mut progress),
+        FrameCheck::Complete(3)
+    );
+    framing::check_contract(&Nul, b"ab\0cd\0efghijklmn").expect("keeps it");
 }

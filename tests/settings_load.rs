@@ -418,6 +418,7 @@ fn built_in_settings_file_spells_out_every_key() {
             "addr",
             "backlog",
             "framing",
+            "http_continue",
             "http_max_header",
             "length_adjust",
             "length_endian",

@@ -1,4 +1,5 @@
-//! Fuzz target: the `line` framer keeps its contract over any stream, at any limits
+//! Fuzz target: the `line` framer keeps its contract over any stream, at any limits, and
+//! framing it in reads of any sizes (resuming with `Progress`) agrees with framing it at once
 //! (see `ccsd::framing::check_fuzz_input` for how the input is read).
 #![no_main]
 

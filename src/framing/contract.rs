@@ -1,10 +1,11 @@
-//! The framer contract as a check: runs a framer over a byte stream, prefix by prefix, and reports
-//! the first rule it breaks. The fuzz targets in `fuzz/` and the tests use it; it allocates and is
+//! The framer contract as a check: runs a framer over a byte stream, prefix by prefix and as a
+//! worker would (in reads of many sizes, resuming with [`Progress`]), and reports the first rule
+//! it breaks. The fuzz targets in `fuzz/` and the tests use it; it allocates and is
 //! quadratic in the stream length, so it is no part of the hot path.
 
 use std::sync::Arc;
 
-use super::{FrameCheck, Framer};
+use super::{FrameCheck, Framer, Progress};
 use crate::settings::{ByteSize, Endian, LengthIncludes, ListenSettings};
 
 /// Runs `framer` over `input` as one connection's stream, taking complete packets one after the
@@ -16,7 +17,11 @@ use crate::settings::{ByteSize, Endian, LengthIncludes, ListenSettings};
 ///   `n` is `Incomplete` and every longer one is `Complete(n)`;
 /// - `Incomplete` is at most `max_packet()` bytes and every prefix of it is `Incomplete`;
 /// - before the first invalid prefix everything is `Incomplete`, and from it on every prefix gives
-///   the same error.
+///   the same error;
+/// - fed as a worker feeds it, in reads of one byte each and in reads of pseudo-random sizes
+///   (drawn from a seed that the input chooses), `check_from` with the packet's [`Progress`]
+///   answers what `check` answers for the same bytes after every read: incremental framing finds
+///   the packets one-shot framing finds, however the stream is split.
 ///
 /// # Errors
 ///
@@ -27,6 +32,19 @@ pub fn check_contract(framer: &dyn Framer, input: &[u8]) -> Result<(), String> {
     let empty = framer.check(&[]);
     if empty != FrameCheck::Incomplete {
         return Err(format!("check(&[]) is {empty:?}, not Incomplete"));
+    }
+    check_reads(framer, input, |_| 1)?;
+    let mut seed = input.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    for most in [3, 17, 257] {
+        check_reads(framer, input, |_| {
+            // xorshift64: a different split for every input, the same for the same input.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            1 + (seed % most) as usize
+        })?;
     }
     let mut start = 0;
     loop {
@@ -93,6 +111,42 @@ pub fn check_contract(framer: &dyn Framer, input: &[u8]) -> Result<(), String> {
             }
         }
     }
+}
+
+/// Feeds `input` to `framer` as a worker does: in reads whose sizes `next_read` gives (the
+/// argument is the number of bytes received so far), after each read asking `check_from` with the
+/// current packet's [`Progress`] until the rest is incomplete, and checks every answer against
+/// `check` of the same bytes.
+fn check_reads(
+    framer: &dyn Framer,
+    input: &[u8],
+    mut next_read: impl FnMut(usize) -> usize,
+) -> Result<(), String> {
+    let mut start = 0;
+    let mut received = 0;
+    let mut progress = Progress::default();
+    while received < input.len() {
+        received = (received + next_read(received).max(1)).min(input.len());
+        loop {
+            let buf = &input[start..received];
+            let resumed = framer.check_from(buf, &mut progress);
+            let whole = framer.check(buf);
+            if resumed != whole {
+                return Err(format!(
+                    "at {start}: check_from gave {resumed:?} after {received} bytes were received in reads, but check gives {whole:?}"
+                ));
+            }
+            match resumed {
+                FrameCheck::Complete(n) => {
+                    start += n;
+                    progress = Progress::default();
+                }
+                FrameCheck::Incomplete => break,
+                FrameCheck::Invalid(_) => return Ok(()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a fuzz input and checks the contract of the built-in framing `framing` over it.

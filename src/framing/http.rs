@@ -3,14 +3,15 @@
 //! The head is read line by line (lines end in `\n`, with an optional `\r` before it) and only
 //! `Content-Length` and `Transfer-Encoding` are interpreted; the body is skipped by its length, or
 //! chunk by chunk, never searched. Every search stops at a limit, so nothing past the head limit
-//! or `max_packet` is ever scanned.
+//! or `max_packet` is ever scanned, and resumes where the last one stopped (the connection's
+//! [`Progress`]), so each byte of a request arriving in many reads is scanned once.
 
 use std::io;
 
 use super::scan::{
-    Step, add, crlf_at, decimal, line_end, malformed, oversize, strip_cr, trim_ows, within,
+    Step, add, crlf_at, decimal, line_end_resuming, malformed, oversize, strip_cr, trim_ows, within,
 };
-use super::{FrameCheck, Framer, invalid_input, max_packet_of};
+use super::{FrameCheck, Framer, Progress, invalid_input, max_packet_of};
 use crate::settings::ListenSettings;
 
 /// The shortest chunked body: the last chunk `0\r\n` and the final `\r\n`.
@@ -29,12 +30,19 @@ const MIN_CHUNKED_BODY: u64 = 5;
 ///   empty line, every line ending in `\r\n`.
 /// - Neither: no body.
 ///
+/// - `Expect: 100-continue` in an HTTP/1.1 request whose head is in and whose body is not: the
+///   framer asks ccsd ([`Progress::interim`]) to send the client `HTTP/1.1 100 Continue` at once,
+///   so that it sends the body without waiting (unless built [`with_continue`](Self::with_continue)
+///   `(false)`, `listen[i].http_continue = false`).
+///
 /// The packet is the head and the body, at most `max_packet` bytes; a `Content-Length` or chunk
 /// size that cannot fit is `Oversize` as soon as it is read, before the body arrives. Pipelined
 /// requests are consecutive packets.
 ///
 /// [Malformed](super::FrameError::Malformed), to close the door on request smuggling: both
-/// `Content-Length` and `Transfer-Encoding`; `Content-Length` headers that differ or that are not
+/// `Content-Length` and `Transfer-Encoding`; a header name holding a byte other than an RFC 9110
+/// token character (letters, digits, ``!#$%&'*+-.^_`|~``: no NUL, no control or non-ASCII byte);
+/// `Content-Length` headers that differ or that are not
 /// a decimal number; a `Transfer-Encoding` whose last coding is not `chunked`, or that applies
 /// `chunked` twice; a header line without a colon, with whitespace before the colon, or folded
 /// onto the next line (obsolete line folding); a carriage return not followed by `\n`; a chunk size
@@ -56,6 +64,7 @@ const MIN_CHUNKED_BODY: u64 = 5;
 pub struct HttpFramer {
     max_header: usize,
     max_packet: usize,
+    send_continue: bool,
 }
 
 /// What follows the head.
@@ -73,6 +82,7 @@ impl HttpFramer {
         HttpFramer {
             max_header,
             max_packet,
+            send_continue: true,
         }
     }
 
@@ -88,7 +98,7 @@ impl HttpFramer {
                 listen.http_max_header
             ))
         })?;
-        Ok(HttpFramer::new(max_header, max_packet_of(listen)?))
+        Ok(HttpFramer::new(max_header, max_packet_of(listen)?).with_continue(listen.http_continue))
     }
 
     /// The longest request head accepted, in bytes (never more than [`Framer::max_packet`]).
@@ -96,93 +106,110 @@ impl HttpFramer {
         self.max_header.min(self.max_packet)
     }
 
-    fn parse(&self, buf: &[u8]) -> Step<usize> {
-        let (head, body) = self.head(buf)?;
+    /// Whether this framer asks ccsd to answer `Expect: 100-continue` with an interim
+    /// `100 Continue` (`listen[i].http_continue`).
+    pub fn sends_continue(&self) -> bool {
+        self.send_continue
+    }
+
+    /// This framer, asking ccsd to answer `Expect: 100-continue` or not.
+    pub fn with_continue(self, send_continue: bool) -> HttpFramer {
+        HttpFramer {
+            send_continue,
+            ..self
+        }
+    }
+
+    /// Parses the request at the start of `buf` from where `scan` stopped, advancing it.
+    fn parse(&self, buf: &[u8], scan: &mut Scan) -> Step<usize> {
         let max = self.max_packet;
-        match body {
-            Body::None => Ok(head),
-            Body::Length(len) => {
-                let total = add(head, len);
-                if total > max as u64 {
-                    return Err(oversize(total, max));
+        loop {
+            match scan.stage {
+                Stage::Head => match self.head(buf, scan)? {
+                    Body::None => return Ok(scan.at),
+                    Body::Length(len) => {
+                        let total = add(scan.at, len);
+                        if total > max as u64 {
+                            return Err(oversize(total, max));
+                        }
+                        // total <= max_packet, a usize.
+                        scan.enter(Stage::LengthBody, total as usize);
+                    }
+                    Body::Chunked => {
+                        let least = add(scan.at, MIN_CHUNKED_BODY);
+                        if least > max as u64 {
+                            return Err(oversize(least, max));
+                        }
+                        scan.enter(Stage::ChunkSize, scan.at);
+                    }
+                },
+                Stage::LengthBody => {
+                    let total = scan.at;
+                    return if buf.len() >= total {
+                        Ok(total)
+                    } else {
+                        Err(FrameCheck::Incomplete)
+                    };
                 }
-                // total <= max_packet, a usize.
-                let total = total as usize;
-                if buf.len() >= total {
-                    Ok(total)
-                } else {
-                    Err(FrameCheck::Incomplete)
+                Stage::ChunkSize => {
+                    let (line, next) = chunk_line(buf, scan, max)?;
+                    let size = chunk_size(line)?;
+                    if size == 0 {
+                        scan.enter(Stage::Trailer, next);
+                        continue;
+                    }
+                    // This chunk and its \r\n, then at least the last chunk and the final \r\n.
+                    let least = add(next, size)
+                        .saturating_add(2)
+                        .saturating_add(MIN_CHUNKED_BODY);
+                    if least > max as u64 {
+                        return Err(oversize(least, max));
+                    }
+                    // next + size + 2 <= max_packet, a usize.
+                    scan.enter(Stage::ChunkData, next + size as usize);
                 }
-            }
-            Body::Chunked => {
-                let least = add(head, MIN_CHUNKED_BODY);
-                if least > max as u64 {
-                    return Err(oversize(least, max));
+                Stage::ChunkData => {
+                    let next = crlf_at(buf, scan.at, "chunk data not followed by \\r\\n")?;
+                    scan.enter(Stage::ChunkSize, next);
                 }
-                self.chunked(buf, head)
+                // The trailer section: fields up to an empty line.
+                Stage::Trailer => {
+                    let least = add(scan.at, 2);
+                    if least > max as u64 {
+                        return Err(oversize(least, max));
+                    }
+                    let (line, next) = chunk_line(buf, scan, max)?;
+                    let end = line.is_empty();
+                    scan.enter(Stage::Trailer, next);
+                    if end {
+                        return Ok(next);
+                    }
+                }
             }
         }
     }
 
-    /// The length of the head at the start of `buf`, and the body it announces.
-    fn head(&self, buf: &[u8]) -> Step<(usize, Body)> {
+    /// Reads the head's lines from `scan.at` on; once the empty line ending it is read,
+    /// `scan.at` is the head's length and the result the body it announces.
+    fn head(&self, buf: &[u8], scan: &mut Scan) -> Step<Body> {
         let limit = self.max_header();
-        let mut fields = Fields::default();
-        let mut request_line = false;
-        let mut pos = 0;
         loop {
-            let newline = line_end(buf, pos, limit)?;
-            let line = strip_cr(&buf[pos..newline]);
-            pos = newline + 1;
+            let newline = line_end_resuming(buf, scan.at, &mut scan.searched, limit)?;
+            let line = strip_cr(&buf[scan.at..newline]);
+            scan.enter(Stage::Head, newline + 1);
             if line.contains(&b'\r') {
                 return malformed("carriage return without a line feed in the request head");
             }
             if line.is_empty() {
-                if request_line {
-                    return Ok((pos, fields.body()?));
+                if scan.request_line {
+                    return scan.fields.body();
                 }
-            } else if request_line {
-                fields.read(line)?;
+            } else if scan.request_line {
+                scan.fields.read(line)?;
             } else {
-                request_line = true;
-            }
-        }
-    }
-
-    /// The end of the chunked body that starts at `buf[pos..]`.
-    fn chunked(&self, buf: &[u8], mut pos: usize) -> Step<usize> {
-        let max = self.max_packet;
-        loop {
-            let (line, next) = chunk_line(buf, pos, max)?;
-            let size = chunk_size(line)?;
-            if size == 0 {
-                pos = next;
-                break;
-            }
-            // This chunk and its \r\n, then at least the last chunk and the final \r\n.
-            let least = add(next, size)
-                .saturating_add(2)
-                .saturating_add(MIN_CHUNKED_BODY);
-            if least > max as u64 {
-                return Err(oversize(least, max));
-            }
-            // next + size + 2 <= max_packet, a usize.
-            pos = crlf_at(
-                buf,
-                next + size as usize,
-                "chunk data not followed by \\r\\n",
-            )?;
-        }
-        // The trailer section: fields up to an empty line.
-        loop {
-            let least = add(pos, 2);
-            if least > max as u64 {
-                return Err(oversize(least, max));
-            }
-            let (line, next) = chunk_line(buf, pos, max)?;
-            pos = next;
-            if line.is_empty() {
-                return Ok(pos);
+                scan.request_line = true;
+                // RFC 9110, section 10.1.1: ignore 100-continue in an HTTP/1.0 request.
+                scan.http11 = line.ends_with(b" HTTP/1.1");
             }
         }
     }
@@ -194,11 +221,140 @@ impl Framer for HttpFramer {
     }
 
     fn check(&self, buf: &[u8]) -> FrameCheck {
-        within(buf, self.max_packet, |buf| self.parse(buf))
+        self.check_from(buf, &mut Progress::default())
+    }
+
+    /// Resumes at the line, chunk or body where the last call stopped (what `progress` holds);
+    /// asks for `100 Continue` when this call completes the head of an HTTP/1.1 request that
+    /// expects it and the body has not all arrived.
+    fn check_from(&self, buf: &[u8], progress: &mut Progress) -> FrameCheck {
+        let mut scan = Scan::load(progress);
+        let in_head = scan.stage == Stage::Head;
+        let check = within(buf, self.max_packet, |buf| self.parse(buf, &mut scan));
+        scan.save(progress);
+        if check == FrameCheck::Incomplete
+            && in_head
+            && scan.stage != Stage::Head
+            && scan.http11
+            && scan.fields.expect_continue
+            && self.send_continue
+        {
+            progress.interim = Some(CONTINUE);
+        }
+        check
     }
 
     fn max_packet(&self) -> usize {
         self.max_packet
+    }
+}
+
+/// The interim response to `Expect: 100-continue` (RFC 9110, section 15.2.1).
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Which part of the request a [`Scan`] is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The head; `at` is where its next line starts.
+    Head,
+    /// A `Content-Length` body; `at` is where the request ends.
+    LengthBody,
+    /// A chunked body; `at` is where the next chunk-size line starts.
+    ChunkSize,
+    /// A chunk's data; `at` is where the `\r\n` after it is due.
+    ChunkData,
+    /// The trailer section; `at` is where its next line starts.
+    Trailer,
+}
+
+/// How far a request has been parsed: what [`HttpFramer`] keeps in a connection's [`Progress`].
+#[derive(Debug)]
+struct Scan {
+    stage: Stage,
+    /// The position `stage` names (where the next line starts, the request ends or a `\r\n` is
+    /// due), from the start of the request.
+    at: usize,
+    /// How far the search for the current line's `\n` got (`Progress::scanned`).
+    searched: usize,
+    /// The request line has been read.
+    request_line: bool,
+    /// The request line says `HTTP/1.1`.
+    http11: bool,
+    /// The header fields read so far.
+    fields: Fields,
+}
+
+/// Bits of `Progress::notes[2]`; the stage is in the bits above them.
+const REQUEST_LINE: u64 = 1;
+const HTTP11: u64 = 1 << 1;
+const HAS_CONTENT_LENGTH: u64 = 1 << 2;
+const TRANSFER_ENCODING: u64 = 1 << 3;
+const CHUNKED_SEEN: u64 = 1 << 4;
+const CHUNKED_LAST: u64 = 1 << 5;
+const EXPECT_CONTINUE: u64 = 1 << 6;
+const STAGE_SHIFT: u32 = 8;
+const STAGES: [Stage; 5] = [
+    Stage::Head,
+    Stage::LengthBody,
+    Stage::ChunkSize,
+    Stage::ChunkData,
+    Stage::Trailer,
+];
+
+impl Scan {
+    /// The scan `progress` holds: `notes[0]` = `at`, `notes[1]` = the `Content-Length`
+    /// value, `notes[2]` = flags and stage; `Progress::default()` is the start of a request.
+    fn load(progress: &Progress) -> Scan {
+        let [at, content_length, bits] = progress.notes;
+        let flag = |bit: u64| bits & bit != 0;
+        let stage = STAGES
+            .get((bits >> STAGE_SHIFT) as usize)
+            .copied()
+            .unwrap_or(Stage::Head);
+        Scan {
+            stage,
+            at: usize::try_from(at).unwrap_or(usize::MAX),
+            searched: progress.scanned,
+            request_line: flag(REQUEST_LINE),
+            http11: flag(HTTP11),
+            fields: Fields {
+                content_length: flag(HAS_CONTENT_LENGTH).then_some(content_length),
+                transfer_encoding: flag(TRANSFER_ENCODING),
+                chunked_seen: flag(CHUNKED_SEEN),
+                chunked_last: flag(CHUNKED_LAST),
+                expect_continue: flag(EXPECT_CONTINUE),
+            },
+        }
+    }
+
+    /// Writes this scan into `progress`, for [`Scan::load`].
+    fn save(&self, progress: &mut Progress) {
+        let flags = [
+            (self.request_line, REQUEST_LINE),
+            (self.http11, HTTP11),
+            (self.fields.content_length.is_some(), HAS_CONTENT_LENGTH),
+            (self.fields.transfer_encoding, TRANSFER_ENCODING),
+            (self.fields.chunked_seen, CHUNKED_SEEN),
+            (self.fields.chunked_last, CHUNKED_LAST),
+            (self.fields.expect_continue, EXPECT_CONTINUE),
+        ]
+        .iter()
+        .filter(|(set, _)| *set)
+        .fold(0, |bits, (_, bit)| bits | bit);
+        let stage = STAGES.iter().position(|&s| s == self.stage).unwrap_or(0) as u64;
+        progress.scanned = self.searched;
+        progress.notes = [
+            self.at as u64,
+            self.fields.content_length.unwrap_or(0),
+            flags | stage << STAGE_SHIFT,
+        ];
+    }
+
+    /// Moves on to `stage`, at `at`: nothing from there on has been searched yet.
+    fn enter(&mut self, stage: Stage, at: usize) {
+        self.stage = stage;
+        self.at = at;
+        self.searched = at;
     }
 }
 
@@ -209,6 +365,8 @@ struct Fields {
     transfer_encoding: bool,
     chunked_seen: bool,
     chunked_last: bool,
+    /// An `Expect: 100-continue` field was read.
+    expect_continue: bool,
 }
 
 impl Fields {
@@ -224,6 +382,9 @@ impl Fields {
         if name.is_empty() || name.iter().any(|&b| b == b' ' || b == b'\t') {
             return malformed("header name empty or followed by whitespace before the colon");
         }
+        if !name.iter().copied().all(is_tchar) {
+            return malformed("header name with a byte that is not an RFC 9110 token character");
+        }
         let value = trim_ows(&line[colon + 1..]);
         if name.eq_ignore_ascii_case(b"content-length") {
             let Some(len) = decimal(value) else {
@@ -233,6 +394,8 @@ impl Fields {
                 return malformed("Content-Length headers that differ");
             }
             self.content_length = Some(len);
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             self.transfer_encoding = true;
             for coding in value.split(|&b| b == b',') {
@@ -264,10 +427,18 @@ impl Fields {
     }
 }
 
-/// The line of a chunked body starting at `buf[at..]`: its content and where the next line
-/// starts. It must end in `\r\n` and hold no other `\r`.
-fn chunk_line(buf: &[u8], at: usize, limit: usize) -> Step<(&[u8], usize)> {
-    let newline = line_end(buf, at, limit)?;
+/// Whether `byte` may appear in a header name: an RFC 9110 `tchar` (section 5.6.2), a letter, a
+/// digit or one of ``!#$%&'*+-.^_`|~``.
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// The line of a chunked body starting at `scan.at`, its `\n` searched for from where the last
+/// search stopped: its content and where the next line starts. It must end in `\r\n` and hold no
+/// other `\r`.
+fn chunk_line<'b>(buf: &'b [u8], scan: &mut Scan, limit: usize) -> Step<(&'b [u8], usize)> {
+    let at = scan.at;
+    let newline = line_end_resuming(buf, at, &mut scan.searched, limit)?;
     let Some(line) = buf[at..newline].strip_suffix(b"\r") else {
         return malformed("chunked body line not ended by \\r\\n");
     };

@@ -2,8 +2,8 @@
 
 use std::io;
 
-use super::scan::within;
-use super::{FrameCheck, Framer, max_packet_of};
+use super::scan::{line_end_resuming, within};
+use super::{FrameCheck, Framer, Progress, max_packet_of};
 use crate::settings::ListenSettings;
 
 /// A packet is one line ending in `\n`; the `\n`, and a `\r` before it, belong to the packet.
@@ -48,11 +48,13 @@ impl Framer for LineFramer {
     }
 
     fn check(&self, buf: &[u8]) -> FrameCheck {
+        self.check_from(buf, &mut Progress::default())
+    }
+
+    /// Resumes the search for the `\n` where the last one stopped (`progress.scanned`).
+    fn check_from(&self, buf: &[u8], progress: &mut Progress) -> FrameCheck {
         within(buf, self.max_packet, |line| {
-            line.iter()
-                .position(|&b| b == b'\n')
-                .map(|end| end + 1)
-                .ok_or(FrameCheck::Incomplete)
+            line_end_resuming(line, 0, &mut progress.scanned, self.max_packet).map(|end| end + 1)
         })
     }
 

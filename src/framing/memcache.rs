@@ -6,8 +6,10 @@
 
 use std::io;
 
-use super::scan::{Step, add, crlf_at, decimal, line_end, malformed, oversize, strip_cr, within};
-use super::{FrameCheck, Framer, max_packet_of};
+use super::scan::{
+    Step, add, crlf_at, decimal, line_end_resuming, malformed, oversize, strip_cr, within,
+};
+use super::{FrameCheck, Framer, Progress, max_packet_of};
 use crate::settings::ListenSettings;
 
 /// The longest command line accepted, its `\r\n` included.
@@ -65,18 +67,30 @@ impl MemcacheFramer {
         Ok(MemcacheFramer::new(max_packet_of(listen)?))
     }
 
-    fn parse(&self, buf: &[u8]) -> Step<usize> {
-        let line_limit = MEMCACHE_MAX_LINE.min(self.max_packet);
-        let newline = line_end(buf, 0, line_limit)?;
-        let line_len = newline + 1;
-        let Some(data_len) = data_block_len(strip_cr(&buf[..newline]))? else {
-            return Ok(line_len);
+    /// Parses the packet at the start of `buf`, resuming from `progress`: the search for the
+    /// command line's end goes on from `progress.scanned`; once a storage command's line is
+    /// read, `notes[0]` holds the line's length and `notes[1]` its data block's, so the line is
+    /// not parsed again while the block arrives.
+    fn parse(&self, buf: &[u8], progress: &mut Progress) -> Step<usize> {
+        let (line_len, data_len) = match progress.notes {
+            [0, ..] => {
+                let line_limit = MEMCACHE_MAX_LINE.min(self.max_packet);
+                let newline = line_end_resuming(buf, 0, &mut progress.scanned, line_limit)?;
+                let line_len = newline + 1;
+                let Some(data_len) = data_block_len(strip_cr(&buf[..newline]))? else {
+                    return Ok(line_len);
+                };
+                let total = add(line_len, data_len).saturating_add(2);
+                if total > self.max_packet as u64 {
+                    return Err(oversize(total, self.max_packet));
+                }
+                progress.notes = [line_len as u64, data_len, 0];
+                (line_len, data_len)
+            }
+            // Set above from a line length and a data length whose sum fits in max_packet.
+            [line_len, data_len, _] => (line_len as usize, data_len),
         };
-        let total = add(line_len, data_len).saturating_add(2);
-        if total > self.max_packet as u64 {
-            return Err(oversize(total, self.max_packet));
-        }
-        // total <= max_packet, a usize.
+        // line_len + data_len + 2 <= max_packet, a usize.
         let data_end = line_len + data_len as usize;
         crlf_at(buf, data_end, "data block not followed by \\r\\n")
     }
@@ -88,7 +102,11 @@ impl Framer for MemcacheFramer {
     }
 
     fn check(&self, buf: &[u8]) -> FrameCheck {
-        within(buf, self.max_packet, |buf| self.parse(buf))
+        self.check_from(buf, &mut Progress::default())
+    }
+
+    fn check_from(&self, buf: &[u8], progress: &mut Progress) -> FrameCheck {
+        within(buf, self.max_packet, |buf| self.parse(buf, progress))
     }
 
     fn max_packet(&self) -> usize {

@@ -17,11 +17,16 @@
 //!
 //! # Writing a framer
 //!
-//! Implement [`Framer`]. `check` is on the hot path (once per read of a connection, on every
-//! worker thread at once): it only looks at bytes, never allocates, never logs, never panics, and
-//! scans at most linearly. It keeps no state between calls, since the framer is shared by every
-//! connection of the listener; a connection's unconsumed bytes are handed over again, from the
-//! start of the packet, after every read. It must keep this contract, on which the worker relies:
+//! Implement [`Framer`]. `check` and `check_from` are on the hot path (once per read of a
+//! connection, on every worker thread at once): each only looks at bytes, never allocates, never
+//! logs, never panics, and scans at most linearly. The framer itself keeps no state between calls,
+//! since it is shared by every connection of the listener; a connection's unconsumed bytes are
+//! handed over again, from the start of the packet, after every read. The worker calls
+//! [`Framer::check_from`] with the connection's [`Progress`]: a framer that searches for a
+//! terminator (a line end, an empty line) records there how far it got and resumes from it, so a
+//! packet arriving one byte per read still costs O(its length) in all, not O(length²). A stateless
+//! framer implements `check` alone (the default `check_from` calls it), and works the same, only
+//! rescanning. It must keep this contract, on which the worker relies:
 //!
 //! - `check(&[])` is [`FrameCheck::Incomplete`] (the worker asks again after every packet).
 //! - [`FrameCheck::Complete`]`(n)`: `1 <= n <= buf.len()` and `n <= max_packet()`. Every longer
@@ -34,6 +39,9 @@
 //! - [`FrameCheck::Invalid`]: once a prefix is invalid, every longer buffer gives the same error.
 //!   [`FrameError::Oversize`] is counted as `closed_oversize`, [`FrameError::Malformed`] as
 //!   `closed_protocol`.
+//! - `check_from(buf, progress)`, with the `progress` an earlier `check_from` left for a shorter
+//!   buffer of the same packet (or the default), answers exactly what `check(buf)` answers, however
+//!   the packet's bytes were split between the calls.
 //!
 //! [`check_contract`] runs a framer over a byte stream and checks all of this; the fuzz targets
 //! in `fuzz/` and the tests call it.
@@ -43,7 +51,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use ccsd::framing::{self, FrameCheck, FrameError, Framer, FramerRegistry};
+//! use ccsd::framing::{self, FrameCheck, FrameError, Framer, FramerRegistry, Progress};
 //! use ccsd::settings::{ByteSize, ListenSettings};
 //!
 //! /// Packets end with a NUL byte, which belongs to the packet.
@@ -58,17 +66,26 @@
 //!     }
 //!
 //!     fn check(&self, buf: &[u8]) -> FrameCheck {
+//!         self.check_from(buf, &mut Progress::default())
+//!     }
+//!
+//!     /// Searches for the NUL from where the last search of this packet stopped.
+//!     fn check_from(&self, buf: &[u8], progress: &mut Progress) -> FrameCheck {
 //!         // Never look past max_packet bytes: a longer packet is refused, not awaited.
 //!         let window = &buf[..buf.len().min(self.max_packet)];
-//!         match window.iter().position(|&b| b == 0) {
-//!             Some(end) => FrameCheck::Complete(end + 1),
+//!         let from = progress.scanned.min(window.len());
+//!         match window[from..].iter().position(|&b| b == 0) {
+//!             Some(end) => FrameCheck::Complete(from + end + 1),
 //!             None if !buf.is_empty() && window.len() == self.max_packet => {
 //!                 FrameCheck::Invalid(FrameError::Oversize {
 //!                     declared: self.max_packet as u64 + 1,
 //!                     max: self.max_packet,
 //!                 })
 //!             }
-//!             None => FrameCheck::Incomplete,
+//!             None => {
+//!                 progress.scanned = window.len();
+//!                 FrameCheck::Incomplete
+//!             }
 //!         }
 //!     }
 //!
@@ -185,8 +202,44 @@ pub trait Framer: Send + Sync + fmt::Debug {
     /// or accumulated length exceeds [`Framer::max_packet`], before the rest has arrived.
     fn check(&self, buf: &[u8]) -> FrameCheck;
 
+    /// [`Framer::check`], resumed: `progress` is what this framer left in it when it last
+    /// answered [`FrameCheck::Incomplete`] for a shorter buffer holding the start of the same
+    /// packet ([`Progress::default`] for a packet not examined yet), and the answer is the one
+    /// `check(buf)` gives. A resumable framer goes on from where it stopped, so that a packet
+    /// arriving in many reads is scanned once in all rather than once per read. After
+    /// `Complete` or `Invalid` the contents of `progress` mean nothing; the worker starts the next
+    /// packet from [`Progress::default`].
+    ///
+    /// The default ignores `progress` and calls `check`, which suits a stateless framer whose
+    /// `check` costs little per call (a length field at a fixed offset). A framer that searches
+    /// for a terminator should resume, or a client dripping bytes onto a large unfinished packet
+    /// costs a full rescan per read.
+    fn check_from(&self, buf: &[u8], progress: &mut Progress) -> FrameCheck {
+        let _ = progress;
+        self.check(buf)
+    }
+
     /// The largest packet this framer accepts, in bytes.
     fn max_packet(&self) -> usize;
+}
+
+/// How far a [`Framer`] got in a connection's unfinished packet: kept by the worker between
+/// reads and handed back to [`Framer::check_from`] with the same packet's bytes.
+///
+/// The fields are the framer's own notes (each framer decides what they mean); a framer keeps no
+/// state of its own, so one framer serves every connection of its listener. A `Progress` is a
+/// few words, stored in each connection and never allocated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes from the start of the packet already scanned (what was learned from them is in
+    /// `notes`).
+    pub scanned: usize,
+    /// What the framer learned from the bytes scanned so far, in its own encoding.
+    pub notes: [u64; 3],
+    /// Bytes the framer asks ccsd to send the client at once, before the packet is complete:
+    /// an interim response such as HTTP's `100 Continue`. The worker sends them (when the client
+    /// has no request waiting for a reply, so they cannot overtake one) and clears this.
+    pub interim: Option<&'static [u8]>,
 }
 
 /// Builds a framer from a listener's settings; registered under a name in a [`FramerRegistry`].

@@ -2,8 +2,8 @@
 
 use std::io;
 
-use super::scan::{Step, add, crlf_at, line_end, malformed, oversize, within};
-use super::{FrameCheck, Framer, max_packet_of};
+use super::scan::{Step, add, crlf_at, line_end_resuming, malformed, oversize, within};
+use super::{FrameCheck, Framer, Progress, max_packet_of};
 use crate::settings::ListenSettings;
 
 /// The longest inline command accepted, its `\n` included: 64 KiB, Redis's own limit.
@@ -59,32 +59,47 @@ impl RespFramer {
         Ok(RespFramer::new(max_packet_of(listen)?))
     }
 
-    fn parse(&self, buf: &[u8]) -> Step<usize> {
+    /// Parses the request at the start of `buf`, resuming from `progress`: an inline command's
+    /// search for its `\n` goes on from `progress.scanned`; an array goes on from the first
+    /// element not yet read in full, `notes[0]` (0 until the count line is read), with
+    /// `notes[1]` elements left.
+    fn parse(&self, buf: &[u8], progress: &mut Progress) -> Step<usize> {
         match buf.first() {
             None => Err(FrameCheck::Incomplete),
-            Some(b'*') => self.array(buf),
-            Some(_) => line_end(buf, 0, RESP_MAX_INLINE.min(self.max_packet)).map(|end| end + 1),
+            Some(b'*') => self.array(buf, progress),
+            Some(_) => {
+                let limit = RESP_MAX_INLINE.min(self.max_packet);
+                line_end_resuming(buf, 0, &mut progress.scanned, limit).map(|end| end + 1)
+            }
         }
     }
 
     /// The array of bulk strings at the start of `buf`, which starts with `*`.
-    fn array(&self, buf: &[u8]) -> Step<usize> {
+    fn array(&self, buf: &[u8], progress: &mut Progress) -> Step<usize> {
         let max = self.max_packet;
-        if buf.get(1) == Some(&b'-') {
-            return match buf.get(2) {
-                None => Err(FrameCheck::Incomplete),
-                Some(b'1') => crlf_at(buf, 3, "array count not followed by \\r\\n"),
-                Some(_) => malformed("negative array count other than -1"),
-            };
-        }
-        let (count, mut pos) = number(buf, 1, RESP_MAX_ELEMENTS, |_| {
-            malformed("array of more than 1048576 elements")
-        })?;
-        let least = add(pos, count.saturating_mul(MIN_BULK));
-        if least > max as u64 {
-            return Err(oversize(least, max));
-        }
+        let (mut pos, count) = match progress.notes {
+            [0, ..] => {
+                if buf.get(1) == Some(&b'-') {
+                    return match buf.get(2) {
+                        None => Err(FrameCheck::Incomplete),
+                        Some(b'1') => crlf_at(buf, 3, "array count not followed by \\r\\n"),
+                        Some(_) => malformed("negative array count other than -1"),
+                    };
+                }
+                let (count, pos) = number(buf, 1, RESP_MAX_ELEMENTS, |_| {
+                    malformed("array of more than 1048576 elements")
+                })?;
+                let least = add(pos, count.saturating_mul(MIN_BULK));
+                if least > max as u64 {
+                    return Err(oversize(least, max));
+                }
+                (pos, count)
+            }
+            // Set below from a position within max_packet, a usize.
+            [pos, left, _] => (pos as usize, left),
+        };
         for left in (0..count).rev() {
+            progress.notes = [pos as u64, left + 1, 0];
             match buf.get(pos) {
                 None => return Err(FrameCheck::Incomplete),
                 Some(b'$') => {}
@@ -114,7 +129,11 @@ impl Framer for RespFramer {
     }
 
     fn check(&self, buf: &[u8]) -> FrameCheck {
-        within(buf, self.max_packet, |buf| self.parse(buf))
+        self.check_from(buf, &mut Progress::default())
+    }
+
+    fn check_from(&self, buf: &[u8], progress: &mut Progress) -> FrameCheck {
+        within(buf, self.max_packet, |buf| self.parse(buf, progress))
     }
 
     fn max_packet(&self) -> usize {

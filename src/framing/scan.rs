@@ -53,6 +53,22 @@ pub(super) fn line_end(buf: &[u8], from: usize, limit: usize) -> Step<usize> {
     }
 }
 
+/// [`line_end`], resuming the search: `*searched` bytes from the start of `buf` are known to
+/// hold no `\n` past `from`, so the search starts at the later of the two and, when the line is
+/// still incomplete, records how far it got in `*searched`.
+pub(super) fn line_end_resuming(
+    buf: &[u8],
+    from: usize,
+    searched: &mut usize,
+    limit: usize,
+) -> Step<usize> {
+    let end = line_end(buf, from.max(*searched), limit);
+    if end == Err(FrameCheck::Incomplete) {
+        *searched = buf.len().min(limit);
+    }
+    end
+}
+
 /// `line` without one trailing `\r`.
 pub(super) fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
@@ -107,6 +123,22 @@ mod tests {
         assert_eq!(line_end(b"abc", 0, 10), Err(FrameCheck::Incomplete));
         assert_eq!(line_end(b"abc\n", 0, 3), Err(oversize(4, 3)));
         assert_eq!(line_end(b"ab\n", 0, 3), Ok(2));
+    }
+
+    #[test]
+    fn a_resumed_line_search_starts_where_the_last_one_stopped() {
+        let mut searched = 0;
+        assert_eq!(
+            line_end_resuming(b"abc", 0, &mut searched, 10),
+            Err(FrameCheck::Incomplete)
+        );
+        assert_eq!(searched, 3);
+        // A `\n` before `searched` is not looked for again: those bytes were searched already.
+        assert_eq!(line_end_resuming(b"a\ncd\n", 0, &mut searched, 10), Ok(4));
+        assert_eq!(
+            line_end_resuming(b"abcd", 0, &mut searched, 4),
+            Err(oversize(5, 4))
+        );
     }
 
     #[test]

@@ -176,6 +176,9 @@ pub struct ListenSettings {
     pub length_adjust: i64,
     /// Largest request head (request line and header fields) the `http` framing accepts.
     pub http_max_header: ByteSize,
+    /// Whether the `http` framing answers `Expect: 100-continue` with an interim
+    /// `HTTP/1.1 100 Continue` once the head is in and the body is not.
+    pub http_continue: bool,
     /// Connections open at once on this listener (0: only `broker.max_connections` applies).
     pub max_connections: usize,
     /// Pending connections the kernel queues for `accept` (`listen(2)` backlog).
@@ -220,6 +223,7 @@ impl Default for ListenSettings {
             length_includes: LengthIncludes::default(),
             length_adjust: 0,
             http_max_header: ByteSize(8 * KIB),
+            http_continue: true,
             max_connections: 0,
             backlog: 1024,
             reuse_port: false,

@@ -96,6 +96,9 @@ pub struct WorkerSetup {
     pub inbox: Receiver<WorkerMsg>,
     /// Where emptied reply batches go back to the MCP bridge.
     pub recycle: Sender<Vec<u8>>,
+    /// Bytes of reply batches the bridge handed over and this worker has not taken yet
+    /// (`BridgeLink::in_flight`): the worker subtracts each batch once its replies are queued.
+    pub in_flight: Arc<AtomicUsize>,
     /// The main thread's mailbox, for `NotifyStat`.
     pub main: Mailbox<MainMsg>,
     /// The worker's request lane to MCP.
@@ -133,6 +136,7 @@ pub struct Worker {
     poller: Arc<Poller>,
     inbox: Receiver<WorkerMsg>,
     recycle: Sender<Vec<u8>>,
+    in_flight: Arc<AtomicUsize>,
     main: Mailbox<MainMsg>,
     lane: Producer,
     listeners: Vec<ListenerInfo>,
@@ -188,6 +192,7 @@ impl Worker {
             poller: setup.poller,
             inbox: setup.inbox,
             recycle: setup.recycle,
+            in_flight: setup.in_flight,
             main: setup.main,
             lane: setup.lane,
             listeners: setup.listeners,

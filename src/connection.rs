@@ -37,7 +37,6 @@ pub(crate) enum CloseCause {
     Oversize,
     ByMcp,
     QueueFull,
-    Overload,
     Shutdown,
     /// No activity for `limits.idle_timeout`.
     Idle,
@@ -61,7 +60,6 @@ impl CloseCause {
             CloseCause::Malformed | CloseCause::Oversize => Reason::Protocol,
             CloseCause::ByMcp => Reason::Local,
             CloseCause::QueueFull
-            | CloseCause::Overload
             | CloseCause::SlowClient
             | CloseCause::RateLimited
             | CloseCause::ListenerRateLimited => Reason::Overload,
@@ -82,7 +80,6 @@ impl CloseCause {
             CloseCause::Oversize => &mut c.closed_oversize,
             CloseCause::ByMcp => &mut c.closed_by_mcp,
             CloseCause::QueueFull => &mut c.closed_queue_full,
-            CloseCause::Overload => &mut c.closed_overload,
             CloseCause::Shutdown => &mut c.closed_shutdown,
             CloseCause::Idle => &mut c.closed_idle,
             CloseCause::SlowClient => &mut c.closed_slow_client,

@@ -33,7 +33,7 @@ use polling::{Events, Poller};
 use crate::actor::{ACTOR_KEY_BASE, ActorRequest};
 use crate::actors::acceptor::Acceptor;
 use crate::actors::admin::Admin;
-use crate::actors::mcp_bridge::{McpBridge, RECORDS_PER_TURN};
+use crate::actors::mcp_bridge::{HELD_RETRY, McpBridge, RECORDS_PER_TURN};
 use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::udp::UdpActor;
@@ -251,11 +251,13 @@ impl Broker {
             events.clear();
             let actor_timer = self.run_actor_timers();
             let spinning = last_work.elapsed() < self.idle_spin;
-            let timeout = if more_replies
-                || spinning
-                || !stop_pending.is_empty()
-                || !self.bridge.prepare_sleep()
-            {
+            let timeout = if more_replies || spinning || !stop_pending.is_empty() {
+                Duration::ZERO
+            } else if self.bridge.holding() {
+                // Workers do not signal room for held replies: offer them again soon. The lane is
+                // not announced as sleeping, so MCP does not write the FIFO meanwhile.
+                HELD_RETRY
+            } else if !self.bridge.prepare_sleep() {
                 Duration::ZERO
             } else if stopping {
                 // Workers do not wake this loop when their threads end: look again soon.

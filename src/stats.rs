@@ -45,8 +45,6 @@ counters! {
         closed_by_mcp,
         /// Closed because the request lane was full and `queues.on_full = "close"`.
         closed_queue_full,
-        /// Closed because a reply could not reach the worker (MCP bridge overload).
-        closed_overload,
         /// Closed because the worker's connection table was full.
         closed_table_full,
         /// Closed because ccsd was stopping.
@@ -120,8 +118,7 @@ counters! {
     BridgeCounters {
         /// Records read from the response lane.
         records_in,
-        /// Records put into a worker's batch (a batch its worker cannot take is then dropped
-        /// whole and counted in `dropped_mailbox_full` too).
+        /// Records put into a worker's batch.
         records_routed,
         /// Records whose flow belongs to an earlier ccsd start.
         dropped_stale_epoch,
@@ -131,8 +128,14 @@ counters! {
         dropped_malformed,
         /// Records of a kind ccsd does not take from MCP.
         dropped_unexpected_kind,
-        /// Replies dropped because the owning worker's mailbox was full.
-        dropped_mailbox_full,
+        /// Replies (records) that waited in the bridge because their worker could not take them
+        /// yet (mailbox full, or too many reply bytes in flight to it).
+        replies_held,
+        /// Bytes of replies the bridge holds now (a gauge).
+        held_bytes,
+        /// Times the bridge stopped reading the response lane because the replies it held
+        /// reached its limit (push-back on MCP).
+        lane_pauses,
         /// DATA replies older than `mcp.reply_max_age` when read.
         dropped_expired,
         /// Times the response lane held a corrupt frame and its published contents were discarded.

@@ -8,7 +8,7 @@ use super::{Queued, Worker};
 use crate::connection::{CloseCause, Conn};
 use crate::flow::FlowId;
 use crate::message::{ConnInfo, ConnSample, Disconnect, MainMsg, PortCommand, WorkerSettings};
-use crate::record::{CloseMode, Reason};
+use crate::record::CloseMode;
 
 impl Worker {
     /// Closes or writes to every connection of one listen port.
@@ -127,14 +127,11 @@ impl Worker {
         }
     }
 
+    /// Closes flows on request (admin `close`, a custom actor); MCP is told reason local.
     pub(super) fn on_disconnect(&mut self, d: Disconnect) {
         for flow in d.flows {
             if self.conns.check(flow).is_ok() {
-                let cause = match d.reason {
-                    Reason::Local => CloseCause::ByMcp,
-                    _ => CloseCause::Overload,
-                };
-                self.close(flow, cause);
+                self.close(flow, CloseCause::ByMcp);
             }
         }
     }

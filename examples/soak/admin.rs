@@ -17,7 +17,6 @@ pub const MUST_BE_ZERO: &[&str] = &[
     "closed_oversize",
     "closed_by_mcp",
     "closed_queue_full",
-    "closed_overload",
     "closed_table_full",
     "closed_shutdown",
     "closed_idle",
@@ -33,7 +32,6 @@ pub const MUST_BE_ZERO: &[&str] = &[
     "bridge_dropped_bad_worker",
     "bridge_dropped_malformed",
     "bridge_dropped_unexpected_kind",
-    "bridge_dropped_mailbox_full",
     "bridge_dropped_expired",
     "bridge_lane_corruptions",
 ];

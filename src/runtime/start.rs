@@ -280,12 +280,14 @@ fn spawn_worker(
     let (mailbox, inbox) = mailbox(settings.broker.mailbox_capacity, Arc::clone(&poller));
     let (recycle_tx, recycle_rx) = crossbeam_channel::bounded(RECYCLED_BUFFERS);
     let open = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let worker = Worker::new(WorkerSetup {
         id,
         epoch,
         poller,
         inbox,
         recycle: recycle_tx,
+        in_flight: Arc::clone(&in_flight),
         main: main.clone(),
         lane,
         listeners: listeners.to_vec(),
@@ -308,6 +310,7 @@ fn spawn_worker(
         BridgeLink {
             mailbox,
             recycle: recycle_rx,
+            in_flight,
         },
         handle,
     ))

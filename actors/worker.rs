@@ -158,6 +158,8 @@ pub struct Worker {
     /// Half-closed connections by when their client shut down its side
     /// (`limits.half_close_timeout`).
     half_closed: IdleList,
+    /// Read connections holding an unfinished packet, by when it began (`limits.packet_timeout`).
+    unfinished: IdleList,
     limits: Limits,
     /// When the current loop turn's wait returned: the time of its reads and writes.
     now: Instant,
@@ -209,6 +211,7 @@ impl Worker {
             paused: Vec::new(),
             idle: IdleList::new(setup.limits.idle_timeout),
             half_closed: IdleList::new(setup.limits.half_close_timeout),
+            unfinished: IdleList::new(setup.limits.packet_timeout),
             limits: Limits::new(&setup.limits),
             now: Instant::now(),
             counters: WorkerCounters::default(),
@@ -246,6 +249,9 @@ impl Worker {
             if let Some(expiry) = self.half_closed.until_next_expiry(now) {
                 timeout = timeout.min(expiry);
             }
+            if let Some(expiry) = self.unfinished.until_next_expiry(now) {
+                timeout = timeout.min(expiry);
+            }
             if let Err(e) = self.poller.wait(&mut events, Some(timeout)) {
                 error!("worker {}: poller failed, stopping: {e}", self.id);
                 return;
@@ -277,6 +283,7 @@ impl Worker {
                 self.close_answered();
             } else {
                 self.close_idle();
+                self.close_unfinished_expired();
             }
             self.close_half_closed_expired();
             self.publish_lane();
@@ -427,6 +434,7 @@ impl Worker {
         conn.rbuf = Vec::new();
         self.counters.half_closes += 1;
         self.idle.remove(flow.slot());
+        self.unfinished.remove(flow.slot());
         self.half_closed.touch(flow.slot(), self.now);
         if self.update_interest(flow).is_err() {
             self.close(flow, CloseCause::SocketError);
@@ -447,9 +455,12 @@ impl Worker {
             scratch,
             refusing,
             down_log,
+            unfinished,
+            now,
             ..
         } = self;
         let conn = conns.get_mut(flow).map_err(|_| CloseCause::SocketError)?;
+        let packet_began_ns = (!conn.rbuf.is_empty()).then_some(conn.rbuf_since_ns);
         let mut sink = LaneSink {
             lane,
             counters,
@@ -460,13 +471,22 @@ impl Worker {
             refuse: *refusing,
             down_log,
         };
-        frame_connection(
+        let ingested = frame_connection(
             conn,
             flow,
             &listeners[conn.listener],
             &scratch[..fresh],
             &mut sink,
-        )
+        )?;
+        // The unfinished packet's clock: it starts when a new one begins (none was buffered, or
+        // the buffered one completed) and stops when none is left. A paused connection is not
+        // read, so its packet cannot finish: it is off the list until it resumes.
+        if conn.rbuf.is_empty() || conn.paused {
+            unfinished.remove(flow.slot());
+        } else if packet_began_ns != Some(conn.rbuf_since_ns) {
+            unfinished.touch(flow.slot(), *now);
+        }
+        Ok(ingested)
     }
 
     /// Stops reading `flow` until its buffered packets fit in the request lane.
@@ -476,8 +496,9 @@ impl Worker {
         };
         conn.paused = true;
         self.paused.push(flow);
-        // Waiting for room in the lane is not the client's idleness.
+        // Waiting for room in the lane is not the client's idleness, nor its slowness.
         self.idle.remove(flow.slot());
+        self.unfinished.remove(flow.slot());
         if self.update_interest(flow).is_err() {
             self.close(flow, CloseCause::SocketError);
         }
@@ -501,6 +522,10 @@ impl Worker {
                 Ok(Ingested::Done) => {
                     if let Ok(conn) = self.conns.get_mut(flow) {
                         conn.paused = false;
+                        // Its unfinished packet gets a whole timeout from now.
+                        if !conn.rbuf.is_empty() {
+                            self.unfinished.touch(flow.slot(), self.now);
+                        }
                     }
                     self.idle.touch(flow.slot(), self.now);
                     if self.update_interest(flow).is_err() {
@@ -542,6 +567,17 @@ impl Worker {
         }
     }
 
+    /// Closes every connection whose unfinished packet began `limits.packet_timeout` ago, the
+    /// oldest first.
+    fn close_unfinished_expired(&mut self) {
+        while let Some(slot) = self.unfinished.expired(self.now) {
+            match self.conns.by_slot_mut(slot) {
+                Some((flow, _)) => self.close(flow, CloseCause::PacketTimeout),
+                None => self.unfinished.remove(slot),
+            }
+        }
+    }
+
     /// Closes every half-closed connection whose replies did not all arrive and get written
     /// within `limits.half_close_timeout` of its client's shutdown, the oldest first.
     fn close_half_closed_expired(&mut self) {
@@ -562,6 +598,7 @@ impl Worker {
         let _ = self.poller.delete(&conn.stream);
         self.idle.remove(flow.slot());
         self.half_closed.remove(flow.slot());
+        self.unfinished.remove(flow.slot());
         self.limits
             .log_close(cause, self.id, conn.peer, conn.listener);
         cause.count(&mut self.counters);

@@ -49,6 +49,8 @@ pub(crate) enum CloseCause {
     /// Half-closed by the client, and its replies did not all come within
     /// `limits.half_close_timeout` (counted as `closed_peer`, and in `half_close_timeouts`).
     HalfCloseTimeout,
+    /// An unfinished packet older than `limits.packet_timeout`.
+    PacketTimeout,
 }
 
 impl CloseCause {
@@ -64,7 +66,7 @@ impl CloseCause {
             | CloseCause::RateLimited
             | CloseCause::ListenerRateLimited => Reason::Overload,
             CloseCause::Shutdown => Reason::Shutdown,
-            CloseCause::Idle => Reason::Timeout,
+            CloseCause::Idle | CloseCause::PacketTimeout => Reason::Timeout,
         }
     }
 
@@ -82,6 +84,7 @@ impl CloseCause {
             CloseCause::QueueFull => &mut c.closed_queue_full,
             CloseCause::Shutdown => &mut c.closed_shutdown,
             CloseCause::Idle => &mut c.closed_idle,
+            CloseCause::PacketTimeout => &mut c.closed_packet_timeout,
             CloseCause::SlowClient => &mut c.closed_slow_client,
             CloseCause::RateLimited => &mut c.closed_rate_limited,
             CloseCause::ListenerRateLimited => &mut c.closed_listener_rate_limited,

@@ -54,6 +54,14 @@ pub(crate) fn plan(current: &Settings, level_now: LevelFilter, file: &Settings) 
         ),
     );
     take(
+        "limits.packet_timeout",
+        take_over(&mut next.limits.packet_timeout, &file.limits.packet_timeout),
+    );
+    take(
+        "limits.max_memory",
+        take_over(&mut next.limits.max_memory, &file.limits.max_memory),
+    );
+    take(
         "broker.max_connections",
         take_over(
             &mut next.broker.max_connections,

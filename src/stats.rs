@@ -51,6 +51,8 @@ counters! {
         closed_shutdown,
         /// Closed after `limits.idle_timeout` without a read or a write.
         closed_idle,
+        /// Closed because its unfinished packet began more than `limits.packet_timeout` ago.
+        closed_packet_timeout,
         /// Closed because its unwritten replies exceeded `limits.max_send_buffer`.
         closed_slow_client,
         /// Closed for sending more than `limits.max_requests_per_second` packets in a second.

@@ -46,6 +46,7 @@ use crate::histogram::Histogram;
 use crate::lane::Consumer;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
+use crate::memory::MemoryShare;
 use crate::message::{CustomMcp, DataTrans, WorkerMsg};
 use crate::record::{RECORD_HEADER_SIZE, RecordHeader};
 use crate::response::{Destination, Rejection, ResponseCheck};
@@ -103,6 +104,8 @@ pub struct McpBridge {
     held_bytes: usize,
     /// Reading the response lane is stopped: held replies reached [`HELD_MAX`].
     lane_paused: bool,
+    /// The bridge's part of `limits.max_memory`: held and in-flight reply bytes.
+    memory: Option<MemoryShare>,
     record: Vec<u8>,
     /// Custom records read in this drain, for the runtime to hand out.
     customs: Vec<CustomMcp>,
@@ -138,6 +141,7 @@ impl McpBridge {
             held: (0..n).map(|_| VecDeque::new()).collect(),
             held_bytes: 0,
             lane_paused: false,
+            memory: None,
             record: Vec::new(),
             customs: Vec::new(),
             now_ns: 0,
@@ -146,6 +150,13 @@ impl McpBridge {
             garbage_log: LogLimiter::default(),
             hold_log: LogLimiter::default(),
         }
+    }
+
+    /// Counts the replies held or in flight ([`reply_bytes`](McpBridge::reply_bytes)) in
+    /// `share`, published at the end of every drain.
+    pub fn with_memory_share(mut self, share: MemoryShare) -> McpBridge {
+        self.memory = Some(share);
+        self
     }
 
     /// Applies a new `mcp.reply_max_age` (a reload); zero: replies never expire.
@@ -245,6 +256,10 @@ impl McpBridge {
         }
         for w in 0..self.links.len() {
             self.send_batch(w);
+        }
+        let reply_bytes = self.reply_bytes() as u64;
+        if let Some(memory) = &mut self.memory {
+            memory.publish(reply_bytes);
         }
         taken
     }

@@ -18,9 +18,11 @@
 //!
 //! This file holds the loop and the read side; `replies.rs` the write side (MCP's records, send
 //! buffers, latency), `control.rs` the control messages (port commands, `conns` samples, reloads,
-//! the graceful stop).
+//! the graceful stop), `memory.rs` its part of `limits.max_memory` (counting its connections'
+//! buffers, pausing reads and closing the largest holders while ccsd is over the ceiling).
 
 mod control;
+mod memory;
 mod replies;
 
 use std::io::{self, Read};
@@ -45,6 +47,7 @@ use crate::lane::Producer;
 use crate::limits::Limits;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
+use crate::memory::{MemoryBudget, MemoryShare};
 use crate::message::{Connect, MainMsg, NotifyStat, WorkerMsg};
 use crate::rate_limit::RateLimiter;
 use crate::record::{Kind, RecordHeader, Transport};
@@ -119,6 +122,8 @@ pub struct WorkerSetup {
     pub connect_events: bool,
     /// With `mcp.when_down = "refuse"`: the MCP watch's verdict, true while MCP is down.
     pub mcp_down: Option<Arc<AtomicBool>>,
+    /// `limits.max_memory`: the total every holder publishes into, and the ceiling.
+    pub memory: Arc<MemoryBudget>,
 }
 
 impl std::fmt::Debug for WorkerSetup {
@@ -173,6 +178,20 @@ pub struct Worker {
     /// MCP was down at the start of this turn: new packets are dropped.
     refusing: bool,
     down_log: LogLimiter,
+    /// This worker's part of the `limits.max_memory` total.
+    memory: MemoryShare,
+    /// The capacity of every connection's buffers (`Conn::counted_bytes`), published into
+    /// `memory` once per turn.
+    buffered: u64,
+    /// ccsd was over `limits.max_memory` at the start of this turn: readable connections pause.
+    memory_over: bool,
+    /// Connections not read because ccsd is over `limits.max_memory`.
+    memory_paused: Vec<FlowId>,
+    /// When this worker may next close its largest holders (while over `limits.max_memory`).
+    next_memory_check: Instant,
+    /// Reused by the search for the largest holders.
+    memory_candidates: Vec<(usize, FlowId)>,
+    memory_log: LogLimiter,
 }
 
 impl std::fmt::Debug for Worker {
@@ -221,6 +240,13 @@ impl Worker {
             mcp_down: setup.mcp_down,
             refusing: false,
             down_log: LogLimiter::default(),
+            memory: MemoryShare::new(&setup.memory),
+            buffered: 0,
+            memory_over: false,
+            memory_paused: Vec::new(),
+            next_memory_check: Instant::now(),
+            memory_candidates: Vec::new(),
+            memory_log: LogLimiter::default(),
         }
     }
 
@@ -252,6 +278,9 @@ impl Worker {
             if let Some(expiry) = self.unfinished.until_next_expiry(now) {
                 timeout = timeout.min(expiry);
             }
+            if let Some(check) = self.memory_wake(now) {
+                timeout = timeout.min(check);
+            }
             if let Err(e) = self.poller.wait(&mut events, Some(timeout)) {
                 error!("worker {}: poller failed, stopping: {e}", self.id);
                 return;
@@ -262,6 +291,7 @@ impl Worker {
                 .mcp_down
                 .as_ref()
                 .is_some_and(|down| down.load(Ordering::Acquire));
+            self.memory_over = self.memory.budget().over();
             for ev in events.iter() {
                 if ev.readable {
                     self.on_readable(ev.key);
@@ -286,6 +316,7 @@ impl Worker {
                 self.close_unfinished_expired();
             }
             self.close_half_closed_expired();
+            self.enforce_memory();
             self.publish_lane();
             if Instant::now() >= self.next_stats {
                 self.send_stats();
@@ -397,8 +428,11 @@ impl Worker {
                 // fully), which ends the wait for its replies.
                 return self.close(flow, CloseCause::Peer);
             }
-            if conn.paused {
+            if conn.paused || conn.memory_paused {
                 return;
+            }
+            if self.memory_over {
+                return self.memory_pause(flow);
             }
             let n = match (&conn.stream).read(&mut self.scratch) {
                 Ok(0) => return self.on_peer_shutdown(flow),
@@ -432,6 +466,7 @@ impl Worker {
         conn.half_closed = true;
         // An incomplete packet can no longer complete.
         conn.rbuf = Vec::new();
+        conn.recount(&mut self.buffered);
         self.counters.half_closes += 1;
         self.idle.remove(flow.slot());
         self.unfinished.remove(flow.slot());
@@ -457,6 +492,7 @@ impl Worker {
             down_log,
             unfinished,
             now,
+            buffered,
             ..
         } = self;
         let conn = conns.get_mut(flow).map_err(|_| CloseCause::SocketError)?;
@@ -477,11 +513,13 @@ impl Worker {
             &listeners[conn.listener],
             &scratch[..fresh],
             &mut sink,
-        )?;
+        );
+        conn.recount(buffered);
+        let ingested = ingested?;
         // The unfinished packet's clock: it starts when a new one begins (none was buffered, or
         // the buffered one completed) and stops when none is left. A paused connection is not
         // read, so its packet cannot finish: it is off the list until it resumes.
-        if conn.rbuf.is_empty() || conn.paused {
+        if conn.rbuf.is_empty() || conn.paused || conn.memory_paused {
             unfinished.remove(flow.slot());
         } else if packet_began_ns != Some(conn.rbuf_since_ns) {
             unfinished.touch(flow.slot(), *now);
@@ -546,7 +584,7 @@ impl Worker {
             .get_mut(flow)
             .map_err(|_| io::ErrorKind::NotFound)?;
         let slot = flow.slot();
-        let not_read = conn.paused || conn.half_closed;
+        let not_read = conn.paused || conn.memory_paused || conn.half_closed;
         let interest = match (not_read, conn.write_armed) {
             (false, false) => Event::readable(slot),
             (false, true) => Event::all(slot),
@@ -599,6 +637,7 @@ impl Worker {
         self.idle.remove(flow.slot());
         self.half_closed.remove(flow.slot());
         self.unfinished.remove(flow.slot());
+        self.buffered -= conn.counted_bytes as u64;
         self.limits
             .log_close(cause, self.id, conn.peer, conn.listener);
         cause.count(&mut self.counters);
@@ -637,6 +676,7 @@ impl Worker {
 
     fn send_stats(&mut self) {
         self.next_stats = Instant::now() + self.stats_interval;
+        self.counters.buffered_bytes = self.buffered;
         let stat = NotifyStat {
             worker: self.id,
             counters: self.counters,

@@ -51,6 +51,8 @@ pub(crate) enum CloseCause {
     HalfCloseTimeout,
     /// An unfinished packet older than `limits.packet_timeout`.
     PacketTimeout,
+    /// One of the largest holders while ccsd held more than `limits.max_memory`.
+    MaxMemory,
 }
 
 impl CloseCause {
@@ -64,7 +66,8 @@ impl CloseCause {
             CloseCause::QueueFull
             | CloseCause::SlowClient
             | CloseCause::RateLimited
-            | CloseCause::ListenerRateLimited => Reason::Overload,
+            | CloseCause::ListenerRateLimited
+            | CloseCause::MaxMemory => Reason::Overload,
             CloseCause::Shutdown => Reason::Shutdown,
             CloseCause::Idle | CloseCause::PacketTimeout => Reason::Timeout,
         }
@@ -85,6 +88,7 @@ impl CloseCause {
             CloseCause::Shutdown => &mut c.closed_shutdown,
             CloseCause::Idle => &mut c.closed_idle,
             CloseCause::PacketTimeout => &mut c.closed_packet_timeout,
+            CloseCause::MaxMemory => &mut c.closed_max_memory,
             CloseCause::SlowClient => &mut c.closed_slow_client,
             CloseCause::RateLimited => &mut c.closed_rate_limited,
             CloseCause::ListenerRateLimited => &mut c.closed_listener_rate_limited,
@@ -107,6 +111,10 @@ pub(crate) struct Conn {
     pub(crate) write_armed: bool,
     /// Not read from until the request lane has room again (`queues.on_full = "backpressure"`).
     pub(crate) paused: bool,
+    /// Not read from until ccsd holds less than `limits.max_memory` again.
+    pub(crate) memory_paused: bool,
+    /// The capacity of `rbuf` and `wbuf` as last counted in its worker's memory figure.
+    pub(crate) counted_bytes: usize,
     /// Listed in the worker's dirty list for this turn.
     pub(crate) dirty: bool,
     /// MCP asked to close once `wbuf` is written.
@@ -156,6 +164,8 @@ impl Conn {
             wpos: 0,
             write_armed: false,
             paused: false,
+            memory_paused: false,
+            counted_bytes: 0,
             dirty: false,
             close_after_flush: false,
             outstanding: 0,
@@ -165,6 +175,14 @@ impl Conn {
             unsent: UnsentReplies::default(),
             opened: Instant::now(),
         }
+    }
+
+    /// Brings `buffered` (its worker's figure for all its connections) up to date with this
+    /// connection's buffer capacities.
+    pub(crate) fn recount(&mut self, buffered: &mut u64) {
+        let now = self.rbuf.capacity() + self.wbuf.capacity();
+        *buffered = *buffered + now as u64 - self.counted_bytes as u64;
+        self.counted_bytes = now;
     }
 
     /// Every request sent to MCP has had its reply, and every reply is written.

@@ -33,6 +33,7 @@ pub(crate) struct Limits {
     listener_rate_log: LogLimiter,
     half_close_log: LogLimiter,
     packet_timeout_log: LogLimiter,
+    memory_log: LogLimiter,
 }
 
 impl Limits {
@@ -52,6 +53,7 @@ impl Limits {
             listener_rate_log: LogLimiter::default(),
             half_close_log: LogLimiter::default(),
             packet_timeout_log: LogLimiter::default(),
+            memory_log: LogLimiter::default(),
         }
     }
 
@@ -84,6 +86,10 @@ impl Limits {
             CloseCause::ListenerRateLimited => (
                 &mut self.listener_rate_log,
                 "its listener's connections sent more than its max_requests_per_second",
+            ),
+            CloseCause::MaxMemory => (
+                &mut self.memory_log,
+                "ccsd holds more than limits.max_memory and it is one of the largest holders",
             ),
             CloseCause::PacketTimeout => (
                 &mut self.packet_timeout_log,

@@ -42,6 +42,7 @@ use crate::lane::LaneError;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::main_lane::MainLane;
+use crate::memory::MemoryBudget;
 use crate::message::{MainMsg, PortCommand, WorkerMsg, WorkerSettings};
 use crate::pid_file::{PidFile, PidFileError};
 use crate::settings::Settings;
@@ -146,6 +147,8 @@ pub struct Broker {
     reload_from: Option<Option<PathBuf>>,
     /// Settings a reload changed, per worker, until its mailbox takes them.
     pending_reconfigure: Vec<Option<WorkerSettings>>,
+    /// `limits.max_memory`: the total the workers and the bridge publish into, and the ceiling.
+    memory: Arc<MemoryBudget>,
     _instance: InstanceLock,
 }
 
@@ -230,6 +233,8 @@ impl Broker {
             response_lane_used_bytes: self.bridge.lane_used_bytes(),
             main_lane_used_bytes: self.main_lane.used_bytes(),
             response_lane_wait: self.bridge.response_lane_wait(),
+            memory_held_bytes: self.memory.held(),
+            max_memory_bytes: self.memory.max(),
         }
     }
 

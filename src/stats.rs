@@ -53,6 +53,12 @@ counters! {
         closed_idle,
         /// Closed because its unfinished packet began more than `limits.packet_timeout` ago.
         closed_packet_timeout,
+        /// Closed as one of the largest holders while ccsd held more than `limits.max_memory`.
+        closed_max_memory,
+        /// Times a connection stopped being read because ccsd held more than `limits.max_memory`.
+        memory_pauses,
+        /// Bytes its connections' receive and send buffers hold now (their capacity; a gauge).
+        buffered_bytes,
         /// Closed because its unwritten replies exceeded `limits.max_send_buffer`.
         closed_slow_client,
         /// Closed for sending more than `limits.max_requests_per_second` packets in a second.
@@ -108,6 +114,8 @@ counters! {
         refused_max_connections,
         /// `accept` failures other than "would block" (e.g. out of file descriptors).
         accept_errors,
+        /// Accepted connections closed at once because ccsd held more than `limits.max_memory`.
+        refused_max_memory,
         /// Overload notices (`mcp.overload_notices`) written to the main thread's lane.
         overload_notices,
         /// Overload notices lost to a full main-thread lane.
@@ -255,6 +263,7 @@ mod tests {
                 ("refused_mailbox_full", 4),
                 ("refused_max_connections", 8),
                 ("accept_errors", 6),
+                ("refused_max_memory", 0),
                 ("overload_notices", 0),
                 ("dropped_overload_notices", 0)
             ]

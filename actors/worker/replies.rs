@@ -86,6 +86,7 @@ impl Worker {
                 let written_before = self.counters.bytes_out;
                 let max = self.limits.max_send_buffer;
                 let queued = queue_capped(conn, payload, max, &mut self.counters.bytes_out);
+                conn.recount(&mut self.buffered);
                 if self.counters.bytes_out != written_before && !conn.half_closed {
                     self.idle.touch(flow.slot(), self.now);
                     // Making room wrote earlier replies.
@@ -124,6 +125,7 @@ impl Worker {
         conn.dirty = false;
         let written_before = self.counters.bytes_out;
         let result = write_pending(conn, &mut self.counters.bytes_out);
+        conn.recount(&mut self.buffered);
         if self.counters.bytes_out != written_before && !conn.half_closed {
             self.idle.touch(flow.slot(), self.now);
             let unwritten = conn.wbuf.len() - conn.wpos;

@@ -1,0 +1,126 @@
+//! The memory budget (`limits.max_memory`): how many bytes the connections' buffers and the
+//! replies on their way to the workers hold together, over every thread, and whether that is over
+//! the ceiling.
+//!
+//! Every holder (each worker for its connections' receive and send buffers, the MCP bridge for
+//! the replies it holds or has handed to a worker) keeps its own exact figure in a plain field and
+//! publishes it into one shared atomic total once per loop turn, as the difference from what it
+//! published last ([`MemoryShare::publish`]): no lock, and no shared write per packet. Readers
+//! (the acceptor before it hands over a connection, each worker once per turn) compare the total
+//! with the ceiling. The total lags each holder by at most one of its turns.
+//!
+//! ```
+//! use ccsd::memory::{MemoryBudget, MemoryShare};
+//!
+//! let budget = MemoryBudget::new(100);
+//! let (mut worker, mut bridge) = (MemoryShare::new(&budget), MemoryShare::new(&budget));
+//! worker.publish(80);
+//! bridge.publish(30);
+//! assert_eq!(budget.held(), 110);
+//! assert!(budget.over());
+//! assert_eq!(budget.excess(), 10);
+//! worker.publish(50);
+//! assert!(!budget.over());
+//! budget.set_max(0); // off
+//! worker.publish(1 << 40);
+//! assert!(!budget.over());
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The shared total and the ceiling.
+#[derive(Debug, Default)]
+pub struct MemoryBudget {
+    /// The sum of every holder's last published figure.
+    held: AtomicU64,
+    /// `limits.max_memory` in bytes; 0: no ceiling.
+    max: AtomicU64,
+}
+
+impl MemoryBudget {
+    /// A budget with ceiling `max` bytes (0: none) and nothing held.
+    pub fn new(max: u64) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            held: AtomicU64::new(0),
+            max: AtomicU64::new(max),
+        })
+    }
+
+    /// Applies a new ceiling (a reload); 0 turns it off.
+    pub fn set_max(&self, max: u64) {
+        // SYNC POINT: Relaxed: a threshold, read on its own; nothing else is published with it.
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// The ceiling in bytes; 0: none.
+    pub fn max(&self) -> u64 {
+        // SYNC POINT: Relaxed, as in set_max.
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// The bytes held, as last published by every holder.
+    pub fn held(&self) -> u64 {
+        // SYNC POINT: Relaxed: the total is a figure for a policy decision; no memory is read
+        // through it. Every update is one read-modify-write on this one atomic, so none is lost
+        // and the value is exact once every holder's last update has landed.
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Whether a ceiling is set and the total is over it.
+    pub fn over(&self) -> bool {
+        self.excess() > 0
+    }
+
+    /// How many bytes the total is over the ceiling; 0 when it is not, or there is none.
+    pub fn excess(&self) -> u64 {
+        match self.max() {
+            0 => 0,
+            max => self.held().saturating_sub(max),
+        }
+    }
+}
+
+/// One holder's part of the total: its last published figure.
+#[derive(Debug)]
+pub struct MemoryShare {
+    budget: Arc<MemoryBudget>,
+    published: u64,
+}
+
+impl MemoryShare {
+    /// A holder that holds nothing yet.
+    pub fn new(budget: &Arc<MemoryBudget>) -> MemoryShare {
+        MemoryShare {
+            budget: Arc::clone(budget),
+            published: 0,
+        }
+    }
+
+    /// The budget this share is part of.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// Sets this holder's part of the total to `held` bytes (one atomic add of the difference,
+    /// none when it did not change).
+    pub fn publish(&mut self, held: u64) {
+        if held == self.published {
+            return;
+        }
+        // SYNC POINT: Relaxed, as in MemoryBudget::held. Adding the two's-complement difference
+        // (fetch_add wraps) subtracts when the holder shrank; the total never goes below zero
+        // because each holder only ever takes back what it added.
+        self.budget
+            .held
+            .fetch_add(held.wrapping_sub(self.published), Ordering::Relaxed);
+        self.published = held;
+    }
+}
+
+impl Drop for MemoryShare {
+    /// A holder that goes away (a worker thread ending) takes its part back.
+    fn drop(&mut self) {
+        self.publish(0);
+    }
+}

@@ -191,6 +191,10 @@ pub struct Worker {
     next_memory_check: Instant,
     /// Reused by the search for the largest holders.
     memory_candidates: Vec<(usize, FlowId)>,
+    /// The highest `buffered` since free memory was last returned to the system.
+    buffered_peak: u64,
+    /// When free memory may next be returned to the system.
+    next_release: Instant,
     memory_log: LogLimiter,
 }
 
@@ -246,6 +250,8 @@ impl Worker {
             memory_paused: Vec::new(),
             next_memory_check: Instant::now(),
             memory_candidates: Vec::new(),
+            buffered_peak: 0,
+            next_release: Instant::now(),
             memory_log: LogLimiter::default(),
         }
     }

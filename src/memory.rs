@@ -81,6 +81,27 @@ impl MemoryBudget {
     }
 }
 
+/// Asks the allocator to give its free memory back to the system. After a burst the freed
+/// buffers otherwise stay in the process (glibc keeps freed chunks in its arenas, and raises its
+/// mmap threshold after freeing large blocks, so later large buffers come from the arenas too):
+/// RSS would stay near the peak. With glibc this is `malloc_trim(0)`, which walks every arena
+/// (milliseconds on a large heap: call it rarely, off the data path); elsewhere it does nothing.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            /// glibc, `malloc.h`: releases free memory at the top of the heap and free whole
+            /// pages inside every arena; returns 1 if any was released.
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim(3) takes no pointer and touches only the allocator's own state,
+        // under each arena's lock, so it is safe to call from any thread at any time.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// One holder's part of the total: its last published figure.
 #[derive(Debug)]
 pub struct MemoryShare {

@@ -12,14 +12,20 @@
 //!   the excess without talking to each other (the interval lets the others' frees reach the
 //!   total before the next round). Finding them is one pass over the connections with buffers,
 //!   keeping the [`CANDIDATES`] largest (`select_nth_unstable`), so a round costs O(connections).
+//!
+//! Whatever the ceiling, once its connections hold [`RELEASE_AFTER_FREED`] bytes, or half, less
+//! than at their peak since the last time (and at least [`RELEASE_MIN_FREED`]), the worker asks the
+//! allocator to return free memory to the system (at most every [`RELEASE_INTERVAL`]), so RSS
+//! falls after a burst instead of staying at its peak.
 
 use std::time::{Duration, Instant};
 
-use log::warn;
+use log::{debug, warn};
 
 use super::Worker;
 use crate::connection::CloseCause;
 use crate::flow::FlowId;
+use crate::memory::release_free_memory;
 
 /// How often a worker over `limits.max_memory` may close its largest holders.
 const CLOSE_INTERVAL: Duration = Duration::from_millis(100);
@@ -28,6 +34,13 @@ const CLOSE_INTERVAL: Duration = Duration::from_millis(100);
 const PAUSED_RECHECK: Duration = Duration::from_millis(10);
 /// The most connections one round considers (the largest ones).
 const CANDIDATES: usize = 64;
+/// Buffer bytes freed since the last release that make the worker release free memory again
+/// (or half of the peak, if that is less).
+const RELEASE_AFTER_FREED: u64 = 32 << 20;
+/// Fewer bytes freed than this are not worth a release.
+const RELEASE_MIN_FREED: u64 = 1 << 20;
+/// The shortest time between two releases by one worker.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Worker {
     /// How long the worker may sleep before it must look at the memory total again; `None` while
@@ -70,6 +83,7 @@ impl Worker {
     /// again, and over it, closes the largest holders when due.
     pub(super) fn enforce_memory(&mut self) {
         self.memory.publish(self.buffered);
+        self.release_after_burst();
         let budget = self.memory.budget();
         let (excess, held) = (budget.excess(), budget.held());
         if excess == 0 {
@@ -85,6 +99,22 @@ impl Worker {
         let share = (u128::from(excess) * u128::from(self.buffered)).div_ceil(u128::from(held));
         self.close_largest_holders(u64::try_from(share).unwrap_or(u64::MAX));
         self.memory.publish(self.buffered);
+    }
+
+    /// Returns free memory to the system once enough buffer bytes were freed since the last time.
+    fn release_after_burst(&mut self) {
+        self.buffered_peak = self.buffered_peak.max(self.buffered);
+        let freed = self.buffered_peak - self.buffered;
+        let enough = RELEASE_AFTER_FREED.min(self.buffered_peak / 2);
+        if freed >= enough.max(RELEASE_MIN_FREED) && self.now >= self.next_release {
+            debug!(
+                "worker {}: its buffers hold {} bytes, {freed} less than at their peak: returning free memory to the system",
+                self.id, self.buffered
+            );
+            release_free_memory();
+            self.buffered_peak = self.buffered;
+            self.next_release = self.now + RELEASE_INTERVAL;
+        }
     }
 
     /// Closes this worker's connections that hold the most buffer bytes, largest first, until

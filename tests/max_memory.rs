@@ -1,6 +1,7 @@
 //! `limits.max_memory`: clients holding large unfinished packets take ccsd over the ceiling; it
 //! closes the largest holders first (`closed_max_memory`), keeps every smaller client and keeps
-//! serving, and reports the total in the stats file, admin `stats` and `/metrics`.
+//! serving, and reports the total in the stats file, admin `stats` and `/metrics`. A reload that
+//! sets the ceiling under what is held has the same effect at once.
 
 mod common;
 
@@ -134,4 +135,53 @@ fn over_max_memory_the_largest_holders_are_closed_and_the_others_served() {
     assert!(metrics.contains(&format!("ccsd_closed_max_memory{{worker=\"0\"}} {closed}")));
     drop(large);
     ccsd.kill();
+}
+
+#[test]
+fn a_reload_that_sets_max_memory_under_what_is_held_closes_the_largest_holders() {
+    let env = TestEnv::new(1, "", "[limits]\nmax_memory = 0\n");
+    env.add_setting("queues", "capacity = \"32MiB\"");
+    let ccsd = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+
+    let mut small = connect(ccsd.addr());
+    small.write_all(&header(SMALL_PACKET)).unwrap();
+    small.write_all(&vec![b's'; SMALL_SENT]).unwrap();
+    let large: Vec<TcpStream> = (0..LARGE)
+        .map(|_| {
+            let mut c = connect(ccsd.addr());
+            let mut packet = header(LARGE_PACKET).to_vec();
+            packet.resize(4 + LARGE_PACKET - 1, b'L');
+            c.write_all(&packet).unwrap();
+            c
+        })
+        .collect();
+    // No ceiling: everything is held.
+    env.wait_stat("memory_held_bytes", |v| v > MAX_MEMORY);
+    assert_eq!(
+        common::stat(&env.stats(), "totals.closed_max_memory"),
+        Some(0)
+    );
+
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let config = config.replace("max_memory = 0", &format!("max_memory = {MAX_MEMORY}"));
+    std::fs::write(&env.config, config).unwrap();
+    let answer = admin(ccsd.admin.unwrap(), "reload\r\n");
+    assert!(
+        answer.contains("changed limits.max_memory 0b -> 64mib"),
+        "{answer}"
+    );
+
+    let closed = env.wait_stat("totals.closed_max_memory", |v| v >= 1);
+    env.wait_stat("memory_held_bytes", |v| v <= MAX_MEMORY);
+    assert!(
+        closed < LARGE as u64,
+        "only some of the largest holders are closed"
+    );
+    small
+        .write_all(&vec![b's'; SMALL_PACKET - SMALL_SENT])
+        .unwrap();
+    let reply = read_n(&mut small, 4 + SMALL_PACKET);
+    assert_eq!(reply[..4], header(SMALL_PACKET));
+    drop(large);
 }

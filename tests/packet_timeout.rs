@@ -1,11 +1,12 @@
 //! `limits.packet_timeout`: a client that trickles an unfinished packet in, one byte at a time
 //! (each byte is activity, so `limits.idle_timeout` never fires), is closed once the packet is
 //! older than the timeout, counted in `closed_packet_timeout`; a client whose packets complete in
-//! time stays open and gets every reply.
+//! time stays open and gets every reply. The timeout can be turned on by an admin `reload`.
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use ccsd::mcp::{McpEndpoint, Message};
@@ -78,4 +79,40 @@ fn a_packet_trickled_in_past_the_timeout_closes_its_connection_and_a_prompt_one_
     assert_eq!(common::stat(&stats, "totals.closed_idle"), Some(0));
     assert_eq!(common::stat(&stats, "totals.connections_open"), Some(1));
     common::assert_open_and_silent(&mut prompt);
+}
+
+#[test]
+fn a_packet_timeout_turned_on_by_reload_closes_a_packet_left_unfinished() {
+    let env = TestEnv::new(1, "", "[limits]\npacket_timeout = \"0s\"\n");
+    let ccsd = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+    let mut stalled = connect(ccsd.addr());
+    stalled.write_all(&100u32.to_be_bytes()).unwrap();
+    stalled.write_all(b"only the start").unwrap();
+    env.wait_stat("totals.buffered_bytes", |v| v > 0);
+
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let config = config.replace("packet_timeout = \"0s\"", "packet_timeout = \"200ms\"");
+    std::fs::write(&env.config, config).unwrap();
+    let mut admin = TcpStream::connect(ccsd.admin.unwrap()).unwrap();
+    admin.set_read_timeout(Some(WAIT)).unwrap();
+    admin.write_all(b"reload\r\n").unwrap();
+    let answer: Vec<String> = BufReader::new(admin)
+        .lines()
+        .map(Result::unwrap)
+        .take_while(|l| l != "END")
+        .collect();
+    assert!(
+        answer.contains(&"changed limits.packet_timeout 0ns -> 200ms".to_owned()),
+        "{answer:?}"
+    );
+
+    assert_closed(&mut stalled);
+    env.wait_stat("totals.closed_packet_timeout", |v| v == 1);
+    let mut fresh = connect(ccsd.addr());
+    assert_eq!(
+        common::round_trip(&mut fresh, b"whole"),
+        packet(b"whole"),
+        "a whole packet is not held to it"
+    );
 }

@@ -182,6 +182,16 @@ impl McpBridge {
         self.held_bytes > 0
     }
 
+    /// Whether the memory figure the bridge published counts replies the workers may have taken
+    /// since, while `limits.max_memory` is on: the main loop should drain again within
+    /// [`HELD_RETRY`] (announcing its sleep as usual), so that a stale figure does not keep ccsd
+    /// over the ceiling after a burst.
+    pub fn memory_recount_due(&self) -> bool {
+        self.memory
+            .as_ref()
+            .is_some_and(|m| m.published() > 0 && m.budget().max() != 0)
+    }
+
     /// Reply bytes on their way to the workers: held by the bridge, or in a worker's mailbox.
     pub fn reply_bytes(&self) -> usize {
         let in_flight: usize = self

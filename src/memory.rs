@@ -118,6 +118,11 @@ impl MemoryShare {
         }
     }
 
+    /// What this holder last published.
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
     /// The budget this share is part of.
     pub fn budget(&self) -> &MemoryBudget {
         &self.budget

@@ -276,6 +276,11 @@ impl Broker {
                     timeout.min(t.saturating_duration_since(Instant::now()))
                 })
             };
+            let timeout = if self.bridge.memory_recount_due() {
+                timeout.min(HELD_RETRY)
+            } else {
+                timeout
+            };
             self.poller.wait(&mut events, Some(timeout))?;
             let mut fifo_fired = false;
             for ev in events.iter() {

@@ -18,7 +18,7 @@
 //! bridge.publish(30);
 //! assert_eq!(budget.held(), 110);
 //! assert!(budget.over());
-//! assert_eq!(budget.excess(), 10);
+//! assert_eq!(budget.to_free(budget.held()), 110 - 88); // down to an eighth under the ceiling
 //! worker.publish(50);
 //! assert!(!budget.over());
 //! budget.set_max(0); // off
@@ -67,17 +67,20 @@ impl MemoryBudget {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Whether a ceiling is set and the total is over it.
-    pub fn over(&self) -> bool {
-        self.excess() > 0
-    }
-
-    /// How many bytes the total is over the ceiling; 0 when it is not, or there is none.
-    pub fn excess(&self) -> u64 {
+    /// With `held` bytes held: how many must be freed to bring the total down to the low-water
+    /// mark, an eighth under the ceiling (so that closing to just under it does not put the next
+    /// small growth over it again); 0 when `held` is not over the ceiling, or there is none.
+    pub fn to_free(&self, held: u64) -> u64 {
         match self.max() {
             0 => 0,
-            max => self.held().saturating_sub(max),
+            max if held > max => held - (max - max / 8),
+            _ => 0,
         }
+    }
+
+    /// Whether a ceiling is set and the total is over it.
+    pub fn over(&self) -> bool {
+        self.to_free(self.held()) > 0
     }
 }
 

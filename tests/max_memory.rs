@@ -1,7 +1,9 @@
 //! `limits.max_memory`: clients holding large unfinished packets take ccsd over the ceiling; it
 //! closes the largest holders first (`closed_max_memory`), keeps every smaller client and keeps
 //! serving, and reports the total in the stats file, admin `stats` and `/metrics`. A reload that
-//! sets the ceiling under what is held has the same effect at once.
+//! sets the ceiling under what is held has the same effect at once; while ccsd is still over the
+//! ceiling (a round closes at most 64 connections, the next comes 100 ms later), new connections
+//! are refused and clients are not read, and reading resumes once it is under.
 
 mod common;
 
@@ -184,4 +186,58 @@ fn a_reload_that_sets_max_memory_under_what_is_held_closes_the_largest_holders()
     let reply = read_n(&mut small, 4 + SMALL_PACKET);
     assert_eq!(reply[..4], header(SMALL_PACKET));
     drop(large);
+}
+
+#[test]
+fn while_over_max_memory_clients_are_not_read_and_new_connections_are_refused() {
+    /// More holders than one round closes (64), so that ccsd stays over for a round.
+    const HOLDERS: usize = 140;
+    let env = TestEnv::new(1, "", "[limits]\nmax_memory = 0\n");
+    let ccsd = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+
+    // A client with nothing buffered: never a candidate for closing.
+    let mut talker = connect(ccsd.addr());
+    assert_eq!(
+        round_trip(&mut talker, b"before"),
+        common::packet(b"before")
+    );
+    // Each holds a 1 MiB receive buffer: 140 MiB in all.
+    let holders: Vec<TcpStream> = (0..HOLDERS)
+        .map(|_| {
+            let mut c = connect(ccsd.addr());
+            c.write_all(&header(SMALL_PACKET * 2)).unwrap();
+            c.write_all(&vec![b'h'; 1000 * 1024]).unwrap();
+            c
+        })
+        .collect();
+    env.wait_stat("memory_held_bytes", |v| v >= (HOLDERS * 1000 * 1024) as u64);
+
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let config = config.replace("max_memory = 0", &format!("max_memory = {MAX_MEMORY}"));
+    std::fs::write(&env.config, config).unwrap();
+    let answer = admin(ccsd.admin.unwrap(), "reload\r\n");
+    assert!(
+        answer.contains("changed limits.max_memory 0b -> 64mib"),
+        "{answer}"
+    );
+    // Over the ceiling from the reload on: the first round frees 64 MiB, 76 MiB stay until the
+    // second brings the total down to 56 MiB.
+    let mut refused = connect(ccsd.addr());
+    common::assert_closed(&mut refused);
+    talker.write_all(&common::packet(b"while over")).unwrap();
+
+    // Then under it: the talker is read again and answered.
+    let reply = read_n(&mut talker, 4 + b"while over".len());
+    assert_eq!(reply, common::packet(b"while over"));
+    env.wait_stat("memory_held_bytes", |v| v <= MAX_MEMORY);
+    // Two rounds, not every holder.
+    let closed = env.wait_stat("totals.closed_max_memory", |v| v > 64);
+    assert!(closed < HOLDERS as u64, "{closed}");
+    env.wait_stat("totals.memory_pauses", |v| v >= 1);
+    let stats = env.stats();
+    assert!(common::stat(&stats, "acceptor.refused_max_memory").unwrap() >= 1);
+    let mut fresh = connect(ccsd.addr());
+    assert_eq!(round_trip(&mut fresh, b"after"), common::packet(b"after"));
+    drop(holders);
 }

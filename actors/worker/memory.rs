@@ -8,8 +8,9 @@
 //!   unfinished packet grows; every paused connection is read again as soon as the total is under
 //!   the ceiling;
 //! - closes its largest holders first, at most every [`CLOSE_INTERVAL`], until it has freed its
-//!   share of the excess: excess × its figure ÷ the total, so that the workers together free about
-//!   the excess without talking to each other (the interval lets the others' frees reach the
+//!   share of what brings the total an eighth under the ceiling (`MemoryBudget::to_free`): that
+//!   × its figure ÷ the total, so that the workers together free about that without talking to
+//!   each other, and the next small growth does not put ccsd over the ceiling again (the interval lets the others' frees reach the
 //!   total before the next round). Finding them is one pass over the connections with buffers,
 //!   keeping the [`CANDIDATES`] largest (`select_nth_unstable`), so a round costs O(connections).
 //!
@@ -85,8 +86,9 @@ impl Worker {
         self.memory.publish(self.buffered);
         self.release_after_burst();
         let budget = self.memory.budget();
-        let (excess, held) = (budget.excess(), budget.held());
-        if excess == 0 {
+        let held = budget.held();
+        let to_free = budget.to_free(held);
+        if to_free == 0 {
             self.resume_memory_paused();
             return;
         }
@@ -95,8 +97,8 @@ impl Worker {
             return;
         }
         self.next_memory_check = self.now + CLOSE_INTERVAL;
-        // This worker's share of the excess, rounded up.
-        let share = (u128::from(excess) * u128::from(self.buffered)).div_ceil(u128::from(held));
+        // This worker's share, rounded up (`held` is over the ceiling, so not zero).
+        let share = (u128::from(to_free) * u128::from(self.buffered)).div_ceil(u128::from(held));
         self.close_largest_holders(u64::try_from(share).unwrap_or(u64::MAX));
         self.memory.publish(self.buffered);
     }

@@ -93,10 +93,14 @@ impl Worker {
             return;
         }
         self.memory_over = true;
-        if self.now < self.next_memory_check || self.stopping.is_some() {
+        if self.now < self.next_memory_check {
             return;
         }
         self.next_memory_check = self.now + CLOSE_INTERVAL;
+        if self.stopping.is_some() {
+            // Every connection closes by the end of the grace period anyway.
+            return;
+        }
         // This worker's share, rounded up (`held` is over the ceiling, so not zero).
         let share = (u128::from(to_free) * u128::from(self.buffered)).div_ceil(u128::from(held));
         self.close_largest_holders(u64::try_from(share).unwrap_or(u64::MAX));

@@ -576,4 +576,64 @@ mod tests {
         assert_eq!(bridge.reply_bytes(), 0);
         assert!(inbox.try_recv().is_err(), "nothing else was sent");
     }
+
+    #[test]
+    fn once_held_replies_reach_their_limit_the_response_lane_is_not_read_further() {
+        let files = LaneFiles(PathBuf::from(format!(
+            "/dev/shm/ccsd-bridgetest-held-{}.rsp",
+            std::process::id()
+        )));
+        let consumer = Lane::create_or_attach(&files.0, 32 << 20)
+            .unwrap()
+            .into_consumer();
+        let mut mcp = Lane::attach(&files.0, None).unwrap().into_producer();
+        let (mailbox, inbox) = mailbox(1, Arc::new(Poller::new().unwrap()));
+        let (_recycle_tx, recycle) = crossbeam_channel::bounded(1);
+        let mut bridge = McpBridge::new(
+            consumer,
+            5,
+            vec![BridgeLink {
+                mailbox,
+                recycle,
+                in_flight: Arc::default(),
+            }],
+            Duration::ZERO,
+        );
+        let flow = FlowId::new(5, 0, 0, 1);
+        let payload = vec![b'p'; 1 << 20];
+        // The first fills the one-message mailbox; the next 16 are held (16 MiB and their
+        // headers); the last 4 stay in the lane.
+        for _ in 0..21 {
+            reply(&mut mcp, flow, &payload);
+        }
+        bridge.drain(&mut no_main_thread);
+        let counters = bridge.counters();
+        assert_eq!(
+            (
+                counters.records_in,
+                counters.replies_held,
+                counters.lane_pauses
+            ),
+            (17, 16, 1)
+        );
+        assert_eq!(
+            counters.held_bytes,
+            16 * (RECORD_HEADER_SIZE as u64 + (1 << 20))
+        );
+        let left = 4 * (RECORD_HEADER_SIZE + (1 << 20));
+        assert!(bridge.lane_used_bytes() >= left as u64);
+        // Nothing changed: still paused, counted once.
+        bridge.drain(&mut no_main_thread);
+        assert_eq!(bridge.counters().lane_pauses, 1);
+        assert_eq!(bridge.counters().records_in, 17);
+
+        // The worker takes what it has: the bridge hands over, then reads the lane again.
+        let Ok(WorkerMsg::DataTrans(_)) = inbox.try_recv() else {
+            panic!("the first reply was delivered")
+        };
+        bridge.links[0].in_flight.store(0, Ordering::Relaxed);
+        bridge.drain(&mut no_main_thread);
+        assert_eq!(bridge.counters().records_in, 18, "one more read");
+        assert_eq!(bridge.counters().lane_pauses, 2);
+    }
 }

@@ -36,6 +36,7 @@ use crate::flow::FlowId;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::main_lane::MainLane;
+use crate::memory::MemoryBudget;
 use crate::message::{Connect, WorkerMsg};
 use crate::record::{Kind, Reason, RecordHeader, Transport};
 use crate::settings::Dispatch;
@@ -105,6 +106,8 @@ pub struct Acceptor {
     refused_log: LogLimiter,
     limit_log: LogLimiter,
     pause_log: LogLimiter,
+    /// `limits.max_memory`: while ccsd holds more, new connections are refused.
+    memory: Option<Arc<MemoryBudget>>,
 }
 
 impl Acceptor {
@@ -132,7 +135,14 @@ impl Acceptor {
             refused_log: LogLimiter::default(),
             limit_log: LogLimiter::default(),
             pause_log: LogLimiter::default(),
+            memory: None,
         }
+    }
+
+    /// Refuses new connections while `budget` is over its ceiling (`limits.max_memory`).
+    pub fn with_memory_budget(mut self, budget: Arc<MemoryBudget>) -> Acceptor {
+        self.memory = Some(budget);
+        self
     }
 
     /// Applies new connection limits (a reload): `broker.max_connections` and each listener's
@@ -271,6 +281,19 @@ impl Acceptor {
                 self.counters.refused_max_connections += 1;
                 if let Some(n) = self.limit_log.allow() {
                     warn!("refusing a connection: {limit} ({n} similar suppressed)");
+                }
+                self.notify_overload(peer, port, lane);
+                continue;
+            }
+            if let Some(budget) = self.memory.as_ref().filter(|b| b.over()) {
+                drop(stream);
+                self.counters.refused_max_memory += 1;
+                if let Some(n) = self.limit_log.allow() {
+                    warn!(
+                        "refusing a connection: ccsd holds {} bytes, over limits.max_memory ({}) ({n} similar suppressed)",
+                        budget.held(),
+                        budget.max()
+                    );
                 }
                 self.notify_overload(peer, port, lane);
                 continue;
@@ -460,5 +483,30 @@ mod tests {
         assert_eq!(notice.listen_port, addr.port());
         assert_eq!(notice.transport, Transport::Tcp);
         assert_eq!(notice.payload_len, 0);
+    }
+
+    #[test]
+    fn a_connection_arriving_while_ccsd_is_over_max_memory_is_refused_and_counted() {
+        let mut lane = TestLane::new("memory");
+        let (listening, addr) = listening(0);
+        let budget = MemoryBudget::new(100);
+        let mut holder = crate::memory::MemoryShare::new(&budget);
+        holder.publish(101);
+        let mut acceptor = acceptor(listening, 10).with_memory_budget(Arc::clone(&budget));
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while acceptor.counters().accepted == 0 {
+            assert!(std::time::Instant::now() < deadline, "never accepted");
+            acceptor.on_readable(0, &mut lane.lane);
+        }
+        let counters = acceptor.counters();
+        assert_eq!(
+            (
+                counters.refused_max_memory,
+                counters.refused_max_connections,
+                counters.overload_notices
+            ),
+            (1, 0, 1)
+        );
     }
 }

@@ -7,11 +7,14 @@
 //! per-worker batch; each batch goes to its worker as one `DataTrans`, so a burst of replies costs
 //! one message and one wake-up per worker. Workers send emptied batch buffers back for reuse.
 //!
-//! When a worker's mailbox is full the batch's replies are dropped and counted, and the bridge
-//! asks that worker to close their flows (`Disconnect`, reason overload); those requests are kept
-//! (sorted and deduplicated, so bounded by the worker's connections) and retried every turn until
-//! delivered; until then later replies for those flows are dropped too, so no client ever receives
-//! a stream with a hole in it.
+//! A worker that cannot take a batch yet (replies fill three quarters of its mailbox — the rest is
+//! kept for new connections and control messages — or it has not yet taken [`IN_FLIGHT_MAX`]
+//! bytes of earlier batches) does not cost anyone a reply: the bridge holds the
+//! batch, and every later one for that worker, in order, and offers them again every turn. Held
+//! replies are bounded in bytes: once they reach [`HELD_MAX`] the bridge stops reading the
+//! response lane, so replies wait there and MCP, finding the lane full, waits for room (push-back)
+//! until the workers catch up. No reply is dropped and no connection is closed because another
+//! connection's replies filled its worker's mailbox.
 //! The main thread never blocks on a worker.
 //!
 //! Custom records (kind custom) are not about a flow: the bridge copies each into a [`CustomMcp`]
@@ -30,7 +33,10 @@
 //! per drain (so a record MCP wrote during the drain counts as no wait at all). A record whose
 //! timestamp is 0 (MCP did not stamp it) is not recorded.
 
+use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use std::{io, mem};
 
@@ -38,13 +44,13 @@ use crossbeam_channel::Receiver;
 use log::warn;
 
 use crate::clock::monotonic_ns;
-use crate::flow::FlowId;
 use crate::histogram::Histogram;
 use crate::lane::Consumer;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
-use crate::message::{CustomMcp, DataTrans, Disconnect, WorkerMsg};
-use crate::record::{RECORD_HEADER_SIZE, Reason, RecordHeader};
+use crate::memory::MemoryShare;
+use crate::message::{CustomMcp, DataTrans, WorkerMsg};
+use crate::record::{RECORD_HEADER_SIZE, RecordHeader};
 use crate::response::{Destination, Rejection, ResponseCheck};
 use crate::stats::BridgeCounters;
 
@@ -56,6 +62,15 @@ const BATCH_BYTES: usize = 64 * 1024;
 const BATCH_RECORDS: usize = 64;
 /// Records read per turn before the main loop looks at its other actors.
 pub const RECORDS_PER_TURN: usize = 1024;
+/// Reply bytes a worker may have in its mailbox, handed over but not taken yet; beyond that its
+/// batches wait in the bridge. Bounds the replies queued for a worker in bytes rather than by
+/// `broker.mailbox_capacity` messages (a batch is always handed over when none is in flight).
+pub const IN_FLIGHT_MAX: usize = 8 << 20;
+/// Reply bytes the bridge holds for workers that cannot take them yet, over all workers, before
+/// it stops reading the response lane (push-back on MCP).
+pub const HELD_MAX: usize = 16 << 20;
+/// How soon the main loop offers held replies again (workers do not signal room).
+pub const HELD_RETRY: Duration = Duration::from_millis(1);
 
 /// The bridge's view of one worker.
 #[derive(Debug)]
@@ -64,6 +79,17 @@ pub struct BridgeLink {
     pub mailbox: Mailbox<WorkerMsg>,
     /// Emptied batch buffers coming back from the worker.
     pub recycle: Receiver<Vec<u8>>,
+    /// Bytes of batches handed to the worker and not yet taken by it: the bridge adds a batch's
+    /// length before it sends it (and takes it back if the send fails), the worker subtracts it
+    /// once it has queued the batch's replies.
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+/// A batch the bridge holds because its worker could not take it.
+#[derive(Debug)]
+struct HeldBatch {
+    batch: Vec<u8>,
+    records: usize,
 }
 
 /// Routes MCP's records to workers.
@@ -74,7 +100,14 @@ pub struct McpBridge {
     links: Vec<BridgeLink>,
     batches: Vec<Vec<u8>>,
     batch_records: Vec<usize>,
-    pending_closes: Vec<Vec<FlowId>>,
+    /// Per worker, the batches it could not take yet, oldest first.
+    held: Vec<VecDeque<HeldBatch>>,
+    /// Bytes of every held batch.
+    held_bytes: usize,
+    /// Reading the response lane is stopped: held replies reached [`HELD_MAX`].
+    lane_paused: bool,
+    /// The bridge's part of `limits.max_memory`: held and in-flight reply bytes.
+    memory: Option<MemoryShare>,
     record: Vec<u8>,
     /// Custom records read in this drain, for the runtime to hand out.
     customs: Vec<CustomMcp>,
@@ -84,7 +117,7 @@ pub struct McpBridge {
     /// How long replies waited in the response lane.
     lane_wait: Histogram,
     garbage_log: LogLimiter,
-    overload_log: LogLimiter,
+    hold_log: LogLimiter,
 }
 
 impl McpBridge {
@@ -107,15 +140,25 @@ impl McpBridge {
             links,
             batches: vec![Vec::new(); n],
             batch_records: vec![0; n],
-            pending_closes: vec![Vec::new(); n],
+            held: (0..n).map(|_| VecDeque::new()).collect(),
+            held_bytes: 0,
+            lane_paused: false,
+            memory: None,
             record: Vec::new(),
             customs: Vec::new(),
             now_ns: 0,
             counters: BridgeCounters::default(),
             lane_wait: Histogram::default(),
             garbage_log: LogLimiter::default(),
-            overload_log: LogLimiter::default(),
+            hold_log: LogLimiter::default(),
         }
+    }
+
+    /// Counts the replies held or in flight ([`reply_bytes`](McpBridge::reply_bytes)) in
+    /// `share`, published at the end of every drain.
+    pub fn with_memory_share(mut self, share: MemoryShare) -> McpBridge {
+        self.memory = Some(share);
+        self
     }
 
     /// Applies a new `mcp.reply_max_age` (a reload); zero: replies never expire.
@@ -130,7 +173,36 @@ impl McpBridge {
 
     /// What the bridge counted so far.
     pub fn counters(&self) -> BridgeCounters {
-        self.counters
+        let mut counters = self.counters;
+        counters.held_bytes = self.held_bytes as u64;
+        counters
+    }
+
+    /// Whether replies wait in the bridge for a worker: the main loop must call
+    /// [`drain`](McpBridge::drain) again within [`HELD_RETRY`] even if nothing else happens.
+    pub fn holding(&self) -> bool {
+        self.held_bytes > 0
+    }
+
+    /// Whether the memory figure the bridge published counts replies the workers may have taken
+    /// since, while `limits.max_memory` is on: the main loop should drain again within
+    /// [`HELD_RETRY`] (announcing its sleep as usual), so that a stale figure does not keep ccsd
+    /// over the ceiling after a burst.
+    pub fn memory_recount_due(&self) -> bool {
+        self.memory
+            .as_ref()
+            .is_some_and(|m| m.published() > 0 && m.budget().max() != 0)
+    }
+
+    /// Reply bytes on their way to the workers: held by the bridge, or in a worker's mailbox.
+    pub fn reply_bytes(&self) -> usize {
+        let in_flight: usize = self
+            .links
+            .iter()
+            // SYNC POINT: Relaxed: a figure for the memory budget; no data is read through it.
+            .map(|link| link.in_flight.load(Ordering::Relaxed))
+            .sum();
+        self.held_bytes + in_flight
     }
 
     /// How long the replies read so far waited in the response lane (their header's timestamp to
@@ -166,10 +238,15 @@ impl McpBridge {
     /// `RECORDS_PER_TURN`, more may be waiting. Records for flows of the main thread's lane go to
     /// `main_thread` (header and payload), in lane order.
     pub fn drain(&mut self, main_thread: &mut dyn FnMut(&RecordHeader, &[u8])) -> usize {
-        self.retry_pending_closes();
+        self.offer_held();
         self.now_ns = 0;
         let mut taken = 0;
         while taken < RECORDS_PER_TURN {
+            if self.held_bytes >= HELD_MAX {
+                self.pause_lane();
+                break;
+            }
+            self.lane_paused = false;
             self.record.clear();
             match self.lane.pop_into(&mut self.record) {
                 Ok(Some(_)) => {
@@ -201,6 +278,10 @@ impl McpBridge {
         for w in 0..self.links.len() {
             self.send_batch(w);
         }
+        let reply_bytes = self.reply_bytes() as u64;
+        if let Some(memory) = &mut self.memory {
+            memory.publish(reply_bytes);
+        }
         taken
     }
 
@@ -214,10 +295,10 @@ impl McpBridge {
         if self.now_ns == 0 {
             self.now_ns = monotonic_ns();
         }
-        let (header, w) = match self.check.classify(&self.record, self.now_ns) {
+        let w = match self.check.classify(&self.record, self.now_ns) {
             Ok((header, Destination::Worker(w))) => {
                 self.record_wait(&header);
-                (header, w)
+                w
             }
             Ok((header, Destination::MainLane)) => {
                 self.record_wait(&header);
@@ -235,12 +316,6 @@ impl McpBridge {
             }
             Err(rejection) => return self.count_rejection(rejection),
         };
-        // A flow that lost replies must not get later ones before its close: the client would
-        // see a stream with a hole in it.
-        if self.pending_closes[w].binary_search(&header.flow).is_ok() {
-            self.counters.dropped_mailbox_full += 1;
-            return;
-        }
         let batch = &mut self.batches[w];
         batch.extend_from_slice(&self.record);
         self.counters.records_routed += 1;
@@ -287,53 +362,96 @@ impl McpBridge {
         }
     }
 
+    /// Hands worker `w`'s batch over, or holds it behind the batches already held for `w`.
     fn send_batch(&mut self, w: usize) {
         if self.batches[w].is_empty() {
             return;
         }
-        self.batch_records[w] = 0;
-        let link = &self.links[w];
-        let fresh = link.recycle.try_recv().unwrap_or_default();
+        let records = mem::take(&mut self.batch_records[w]);
+        let fresh = self.links[w].recycle.try_recv().unwrap_or_default();
         let batch = mem::replace(&mut self.batches[w], fresh);
-        let Err(err) = link
+        let held = HeldBatch { batch, records };
+        let held = if self.held[w].is_empty() {
+            match self.hand_over(w, held) {
+                Ok(()) => return,
+                Err(held) => held,
+            }
+        } else {
+            held
+        };
+        self.counters.replies_held += held.records as u64;
+        self.held_bytes += held.batch.len();
+        self.held[w].push_back(held);
+    }
+
+    /// Sends `held` to worker `w` unless replies fill three quarters of its mailbox (the rest is
+    /// for connections and control messages) or it has [`IN_FLIGHT_MAX`] bytes still to take (a
+    /// batch always goes when nothing is in flight, however large).
+    fn hand_over(&mut self, w: usize, held: HeldBatch) -> Result<(), HeldBatch> {
+        let link = &self.links[w];
+        let len = held.batch.len();
+        let capacity = link.mailbox.capacity();
+        if link.mailbox.len() >= capacity - capacity / 4 {
+            return Err(held);
+        }
+        // SYNC POINT: Relaxed: the count only paces the bridge; the batch itself reaches the
+        // worker through the channel, which orders it. A stale (higher) value delays a batch by
+        // one retry, never loses it. The add comes before the send so that the worker's
+        // subtraction can never find the count lower than its batch.
+        let in_flight = link.in_flight.load(Ordering::Relaxed);
+        if in_flight > 0 && in_flight + len > IN_FLIGHT_MAX {
+            return Err(held);
+        }
+        link.in_flight.fetch_add(len, Ordering::Relaxed);
+        let HeldBatch { batch, records } = held;
+        match link
             .mailbox
             .try_send(WorkerMsg::DataTrans(DataTrans { batch }))
-        else {
-            return;
-        };
-        let WorkerMsg::DataTrans(undelivered) = err.into_inner() else {
-            unreachable!("a DataTrans was sent")
-        };
-        let pending = &mut self.pending_closes[w];
-        for (header, _) in undelivered.records() {
-            self.counters.dropped_mailbox_full += 1;
-            pending.push(header.flow);
-        }
-        pending.sort_unstable();
-        pending.dedup();
-        if let Some(n) = self.overload_log.allow() {
-            warn!(
-                "worker {w} mailbox full: dropped replies, closing {} connections ({n} similar suppressed)",
-                pending.len()
-            );
+        {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                link.in_flight.fetch_sub(len, Ordering::Relaxed);
+                let WorkerMsg::DataTrans(DataTrans { batch }) = err.into_inner() else {
+                    unreachable!("a DataTrans was sent")
+                };
+                Err(HeldBatch { batch, records })
+            }
         }
     }
 
-    fn retry_pending_closes(&mut self) {
-        for (w, pending) in self.pending_closes.iter_mut().enumerate() {
-            if pending.is_empty() {
-                continue;
+    /// Offers every worker its held batches again, oldest first, as far as it takes them.
+    fn offer_held(&mut self) {
+        for w in 0..self.held.len() {
+            while let Some(held) = self.held[w].pop_front() {
+                let len = held.batch.len();
+                match self.hand_over(w, held) {
+                    Ok(()) => self.held_bytes -= len,
+                    Err(held) => {
+                        self.held[w].push_front(held);
+                        break;
+                    }
+                }
             }
-            let msg = WorkerMsg::Disconnect(Disconnect {
-                flows: mem::take(pending),
-                reason: Reason::Overload,
-            });
-            if let Err(e) = self.links[w].mailbox.try_send(msg) {
-                let WorkerMsg::Disconnect(d) = e.into_inner() else {
-                    unreachable!("a Disconnect was sent")
-                };
-                *pending = d.flows;
-            }
+        }
+    }
+
+    /// Stops reading the response lane until held replies drop below [`HELD_MAX`].
+    fn pause_lane(&mut self) {
+        if self.lane_paused {
+            return;
+        }
+        self.lane_paused = true;
+        self.counters.lane_pauses += 1;
+        if let Some(n) = self.hold_log.allow() {
+            let behind: Vec<String> = (0..self.held.len())
+                .filter(|&w| !self.held[w].is_empty())
+                .map(|w| w.to_string())
+                .collect();
+            warn!(
+                "workers {} are behind: holding {} bytes of replies, not reading the response lane until they catch up ({n} similar suppressed)",
+                behind.join(", "),
+                self.held_bytes
+            );
         }
     }
 }
@@ -346,6 +464,7 @@ mod tests {
     use polling::Poller;
 
     use super::*;
+    use crate::flow::FlowId;
     use crate::lane::{Lane, Producer};
     use crate::mailbox::mailbox;
     use crate::record::{Kind, RecordHeader};
@@ -385,7 +504,11 @@ mod tests {
         let mut bridge = McpBridge::new(
             consumer,
             5,
-            vec![BridgeLink { mailbox, recycle }],
+            vec![BridgeLink {
+                mailbox,
+                recycle,
+                in_flight: Arc::default(),
+            }],
             Duration::ZERO,
         );
         // One worker (index 0): index 1 is the main thread's lane, index 2 names nothing.
@@ -401,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn full_mailbox_drops_replies_then_closes_their_flows_once_it_has_room() {
+    fn replies_a_full_mailbox_cannot_take_are_held_and_delivered_in_order_once_it_has_room() {
         let files = LaneFiles(PathBuf::from(format!(
             "/dev/shm/ccsd-bridgetest-{}.rsp",
             std::process::id()
@@ -412,10 +535,15 @@ mod tests {
         let mut mcp = Lane::attach(&files.0, None).unwrap().into_producer();
         let (mailbox, inbox) = mailbox(1, Arc::new(Poller::new().unwrap()));
         let (_recycle_tx, recycle) = crossbeam_channel::bounded(1);
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let mut bridge = McpBridge::new(
             consumer,
             5,
-            vec![BridgeLink { mailbox, recycle }],
+            vec![BridgeLink {
+                mailbox,
+                recycle,
+                in_flight: Arc::clone(&in_flight),
+            }],
             Duration::ZERO,
         );
         let (a, b) = (FlowId::new(5, 0, 0, 1), FlowId::new(5, 0, 0, 2));
@@ -423,29 +551,100 @@ mod tests {
         reply(&mut mcp, a, b"a1");
         bridge.drain(&mut no_main_thread); // fills the one-message mailbox
         reply(&mut mcp, b, b"b1");
-        bridge.drain(&mut no_main_thread); // mailbox full: b1 dropped, b to be closed
+        bridge.drain(&mut no_main_thread); // mailbox full: b1 held
         reply(&mut mcp, b, b"b2");
         reply(&mut mcp, a, b"a2");
-        bridge.drain(&mut no_main_thread); // b2 dropped because b awaits its close; a2 dropped, mailbox still full
-        assert_eq!(bridge.counters().dropped_mailbox_full, 3);
-        assert_eq!(bridge.counters().records_in, 4);
+        bridge.drain(&mut no_main_thread); // still full: b2 and a2 held behind b1
+        assert_eq!(bridge.counters().replies_held, 3);
+        assert!(bridge.holding());
+        let first_len = RECORD_HEADER_SIZE + 2;
+        assert_eq!(in_flight.load(Ordering::Relaxed), first_len);
+        assert_eq!(bridge.reply_bytes(), 4 * first_len);
+
+        let take = |inbox: &Receiver<WorkerMsg>| -> Vec<(FlowId, Vec<u8>)> {
+            let Ok(WorkerMsg::DataTrans(d)) = inbox.try_recv() else {
+                panic!("a batch was delivered")
+            };
+            // What the worker does once it has queued a batch's replies.
+            in_flight.fetch_sub(d.batch.len(), Ordering::Relaxed);
+            d.records().map(|(h, p)| (h.flow, p.to_vec())).collect()
+        };
+        assert_eq!(take(&inbox), [(a, b"a1".to_vec())]);
+        let mut later = Vec::new();
+        while bridge.holding() {
+            bridge.drain(&mut no_main_thread); // room again: the held batches go, oldest first
+            later.extend(take(&inbox));
+        }
         assert_eq!(
-            bridge.counters().records_routed,
-            3,
-            "b2 never reached a batch"
+            later,
+            [
+                (b, b"b1".to_vec()),
+                (b, b"b2".to_vec()),
+                (a, b"a2".to_vec())
+            ]
         );
-
-        let Ok(WorkerMsg::DataTrans(first)) = inbox.try_recv() else {
-            panic!("the first batch was delivered")
-        };
-        let payloads: Vec<_> = first.records().map(|(h, p)| (h.flow, p.to_vec())).collect();
-        assert_eq!(payloads, [(a, b"a1".to_vec())]);
-
-        bridge.drain(&mut no_main_thread); // room again: the pending closes go out
-        let Ok(WorkerMsg::Disconnect(d)) = inbox.try_recv() else {
-            panic!("a Disconnect follows")
-        };
-        assert_eq!((d.flows, d.reason), (vec![a, b], Reason::Overload));
+        assert_eq!(bridge.counters().held_bytes, 0);
+        assert_eq!(bridge.reply_bytes(), 0);
         assert!(inbox.try_recv().is_err(), "nothing else was sent");
+    }
+
+    #[test]
+    fn once_held_replies_reach_their_limit_the_response_lane_is_not_read_further() {
+        let files = LaneFiles(PathBuf::from(format!(
+            "/dev/shm/ccsd-bridgetest-held-{}.rsp",
+            std::process::id()
+        )));
+        let consumer = Lane::create_or_attach(&files.0, 32 << 20)
+            .unwrap()
+            .into_consumer();
+        let mut mcp = Lane::attach(&files.0, None).unwrap().into_producer();
+        let (mailbox, inbox) = mailbox(1, Arc::new(Poller::new().unwrap()));
+        let (_recycle_tx, recycle) = crossbeam_channel::bounded(1);
+        let mut bridge = McpBridge::new(
+            consumer,
+            5,
+            vec![BridgeLink {
+                mailbox,
+                recycle,
+                in_flight: Arc::default(),
+            }],
+            Duration::ZERO,
+        );
+        let flow = FlowId::new(5, 0, 0, 1);
+        let payload = vec![b'p'; 1 << 20];
+        // The first fills the one-message mailbox; the next 16 are held (16 MiB and their
+        // headers); the last 4 stay in the lane.
+        for _ in 0..21 {
+            reply(&mut mcp, flow, &payload);
+        }
+        bridge.drain(&mut no_main_thread);
+        let counters = bridge.counters();
+        assert_eq!(
+            (
+                counters.records_in,
+                counters.replies_held,
+                counters.lane_pauses
+            ),
+            (17, 16, 1)
+        );
+        assert_eq!(
+            counters.held_bytes,
+            16 * (RECORD_HEADER_SIZE as u64 + (1 << 20))
+        );
+        let left = 4 * (RECORD_HEADER_SIZE + (1 << 20));
+        assert!(bridge.lane_used_bytes() >= left as u64);
+        // Nothing changed: still paused, counted once.
+        bridge.drain(&mut no_main_thread);
+        assert_eq!(bridge.counters().lane_pauses, 1);
+        assert_eq!(bridge.counters().records_in, 17);
+
+        // The worker takes what it has: the bridge hands over, then reads the lane again.
+        let Ok(WorkerMsg::DataTrans(_)) = inbox.try_recv() else {
+            panic!("the first reply was delivered")
+        };
+        bridge.links[0].in_flight.store(0, Ordering::Relaxed);
+        bridge.drain(&mut no_main_thread);
+        assert_eq!(bridge.counters().records_in, 18, "one more read");
+        assert_eq!(bridge.counters().lane_pauses, 2);
     }
 }

@@ -43,6 +43,11 @@ pub struct MainCounters {
     pub main_lane_used_bytes: u64,
     /// How long replies waited in the response lane (the MCP bridge's histogram).
     pub response_lane_wait: Histogram,
+    /// Bytes the connections' buffers and the replies on their way to the workers hold
+    /// (`limits.max_memory`'s total, as last published by each holder).
+    pub memory_held_bytes: u64,
+    /// `limits.max_memory` in bytes; 0: no ceiling.
+    pub max_memory_bytes: u64,
 }
 
 /// Collects counters and writes the status file.
@@ -191,11 +196,13 @@ impl StatsReporter {
         let mut out = String::with_capacity(4096);
         let _ = write!(
             out,
-            "{{\"uptime_ms\":{},\"epoch\":{},\"response_lane_used_bytes\":{},\"main_lane_used_bytes\":{},\"totals\":",
+            "{{\"uptime_ms\":{},\"epoch\":{},\"response_lane_used_bytes\":{},\"main_lane_used_bytes\":{},\"memory_held_bytes\":{},\"max_memory_bytes\":{},\"totals\":",
             now.duration_since(self.started).as_millis(),
             self.epoch,
             main.response_lane_used_bytes,
-            main.main_lane_used_bytes
+            main.main_lane_used_bytes,
+            main.memory_held_bytes,
+            main.max_memory_bytes
         );
         json_object(&mut out, |f| totals.for_each(f));
         out.push_str(",\"acceptor\":");

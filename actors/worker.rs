@@ -18,9 +18,11 @@
 //!
 //! This file holds the loop and the read side; `replies.rs` the write side (MCP's records, send
 //! buffers, latency), `control.rs` the control messages (port commands, `conns` samples, reloads,
-//! the graceful stop).
+//! the graceful stop), `memory.rs` its part of `limits.max_memory` (counting its connections'
+//! buffers, pausing reads and closing the largest holders while ccsd is over the ceiling).
 
 mod control;
+mod memory;
 mod replies;
 
 use std::io::{self, Read};
@@ -45,6 +47,7 @@ use crate::lane::Producer;
 use crate::limits::Limits;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
+use crate::memory::{MemoryBudget, MemoryShare};
 use crate::message::{Connect, MainMsg, NotifyStat, WorkerMsg};
 use crate::rate_limit::RateLimiter;
 use crate::record::{Kind, RecordHeader, Transport};
@@ -96,6 +99,9 @@ pub struct WorkerSetup {
     pub inbox: Receiver<WorkerMsg>,
     /// Where emptied reply batches go back to the MCP bridge.
     pub recycle: Sender<Vec<u8>>,
+    /// Bytes of reply batches the bridge handed over and this worker has not taken yet
+    /// (`BridgeLink::in_flight`): the worker subtracts each batch once its replies are queued.
+    pub in_flight: Arc<AtomicUsize>,
     /// The main thread's mailbox, for `NotifyStat`.
     pub main: Mailbox<MainMsg>,
     /// The worker's request lane to MCP.
@@ -116,6 +122,8 @@ pub struct WorkerSetup {
     pub connect_events: bool,
     /// With `mcp.when_down = "refuse"`: the MCP watch's verdict, true while MCP is down.
     pub mcp_down: Option<Arc<AtomicBool>>,
+    /// `limits.max_memory`: the total every holder publishes into, and the ceiling.
+    pub memory: Arc<MemoryBudget>,
 }
 
 impl std::fmt::Debug for WorkerSetup {
@@ -133,6 +141,7 @@ pub struct Worker {
     poller: Arc<Poller>,
     inbox: Receiver<WorkerMsg>,
     recycle: Sender<Vec<u8>>,
+    in_flight: Arc<AtomicUsize>,
     main: Mailbox<MainMsg>,
     lane: Producer,
     listeners: Vec<ListenerInfo>,
@@ -154,6 +163,8 @@ pub struct Worker {
     /// Half-closed connections by when their client shut down its side
     /// (`limits.half_close_timeout`).
     half_closed: IdleList,
+    /// Read connections holding an unfinished packet, by when it began (`limits.packet_timeout`).
+    unfinished: IdleList,
     limits: Limits,
     /// When the current loop turn's wait returned: the time of its reads and writes.
     now: Instant,
@@ -169,6 +180,24 @@ pub struct Worker {
     down_log: LogLimiter,
     /// Closes for a broken framing (malformed or oversize packets).
     protocol_log: LogLimiter,
+    /// This worker's part of the `limits.max_memory` total.
+    memory: MemoryShare,
+    /// The capacity of every connection's buffers (`Conn::counted_bytes`), published into
+    /// `memory` once per turn.
+    buffered: u64,
+    /// ccsd was over `limits.max_memory` at the start of this turn: readable connections pause.
+    memory_over: bool,
+    /// Connections not read because ccsd is over `limits.max_memory`.
+    memory_paused: Vec<FlowId>,
+    /// When this worker may next close its largest holders (while over `limits.max_memory`).
+    next_memory_check: Instant,
+    /// Reused by the search for the largest holders.
+    memory_candidates: Vec<(usize, FlowId)>,
+    /// The highest `buffered` since free memory was last returned to the system.
+    buffered_peak: u64,
+    /// When free memory may next be returned to the system.
+    next_release: Instant,
+    memory_log: LogLimiter,
 }
 
 impl std::fmt::Debug for Worker {
@@ -190,6 +219,7 @@ impl Worker {
             poller: setup.poller,
             inbox: setup.inbox,
             recycle: setup.recycle,
+            in_flight: setup.in_flight,
             main: setup.main,
             lane: setup.lane,
             listeners: setup.listeners,
@@ -206,6 +236,7 @@ impl Worker {
             paused: Vec::new(),
             idle: IdleList::new(setup.limits.idle_timeout),
             half_closed: IdleList::new(setup.limits.half_close_timeout),
+            unfinished: IdleList::new(setup.limits.packet_timeout),
             limits: Limits::new(&setup.limits),
             now: Instant::now(),
             counters: WorkerCounters::default(),
@@ -216,6 +247,15 @@ impl Worker {
             refusing: false,
             down_log: LogLimiter::default(),
             protocol_log: LogLimiter::default(),
+            memory: MemoryShare::new(&setup.memory),
+            buffered: 0,
+            memory_over: false,
+            memory_paused: Vec::new(),
+            next_memory_check: Instant::now(),
+            memory_candidates: Vec::new(),
+            buffered_peak: 0,
+            next_release: Instant::now(),
+            memory_log: LogLimiter::default(),
         }
     }
 
@@ -244,6 +284,12 @@ impl Worker {
             if let Some(expiry) = self.half_closed.until_next_expiry(now) {
                 timeout = timeout.min(expiry);
             }
+            if let Some(expiry) = self.unfinished.until_next_expiry(now) {
+                timeout = timeout.min(expiry);
+            }
+            if let Some(check) = self.memory_wake(now) {
+                timeout = timeout.min(check);
+            }
             if let Err(e) = self.poller.wait(&mut events, Some(timeout)) {
                 error!("worker {}: poller failed, stopping: {e}", self.id);
                 return;
@@ -254,6 +300,7 @@ impl Worker {
                 .mcp_down
                 .as_ref()
                 .is_some_and(|down| down.load(Ordering::Acquire));
+            self.memory_over = self.memory.budget().over();
             for ev in events.iter() {
                 if ev.readable {
                     self.on_readable(ev.key);
@@ -275,8 +322,10 @@ impl Worker {
                 self.close_answered();
             } else {
                 self.close_idle();
+                self.close_unfinished_expired();
             }
             self.close_half_closed_expired();
+            self.enforce_memory();
             self.publish_lane();
             if Instant::now() >= self.next_stats {
                 self.send_stats();
@@ -388,8 +437,11 @@ impl Worker {
                 // fully), which ends the wait for its replies.
                 return self.close(flow, CloseCause::Peer);
             }
-            if conn.paused {
+            if conn.paused || conn.memory_paused {
                 return;
+            }
+            if self.memory_over {
+                return self.memory_pause(flow);
             }
             let n = match (&conn.stream).read(&mut self.scratch) {
                 Ok(0) => return self.on_peer_shutdown(flow),
@@ -423,8 +475,10 @@ impl Worker {
         conn.half_closed = true;
         // An incomplete packet can no longer complete.
         conn.rbuf = Vec::new();
+        conn.recount(&mut self.buffered);
         self.counters.half_closes += 1;
         self.idle.remove(flow.slot());
+        self.unfinished.remove(flow.slot());
         self.half_closed.touch(flow.slot(), self.now);
         if self.update_interest(flow).is_err() {
             self.close(flow, CloseCause::SocketError);
@@ -446,9 +500,13 @@ impl Worker {
             refusing,
             down_log,
             protocol_log,
+            unfinished,
+            now,
+            buffered,
             ..
         } = self;
         let conn = conns.get_mut(flow).map_err(|_| CloseCause::SocketError)?;
+        let packet_began_ns = (!conn.rbuf.is_empty()).then_some(conn.rbuf_since_ns);
         let mut sink = LaneSink {
             lane,
             counters,
@@ -460,13 +518,24 @@ impl Worker {
             down_log,
             protocol_log,
         };
-        frame_connection(
+        let ingested = frame_connection(
             conn,
             flow,
             &listeners[conn.listener],
             &scratch[..fresh],
             &mut sink,
-        )
+        );
+        conn.recount(buffered);
+        let ingested = ingested?;
+        // The unfinished packet's clock: it starts when a new one begins (none was buffered, or
+        // the buffered one completed) and stops when none is left. A paused connection is not
+        // read, so its packet cannot finish: it is off the list until it resumes.
+        if conn.rbuf.is_empty() || conn.paused || conn.memory_paused {
+            unfinished.remove(flow.slot());
+        } else if packet_began_ns != Some(conn.rbuf_since_ns) {
+            unfinished.touch(flow.slot(), *now);
+        }
+        Ok(ingested)
     }
 
     /// Stops reading `flow` until its buffered packets fit in the request lane.
@@ -476,8 +545,9 @@ impl Worker {
         };
         conn.paused = true;
         self.paused.push(flow);
-        // Waiting for room in the lane is not the client's idleness.
+        // Waiting for room in the lane is not the client's idleness, nor its slowness.
         self.idle.remove(flow.slot());
+        self.unfinished.remove(flow.slot());
         if self.update_interest(flow).is_err() {
             self.close(flow, CloseCause::SocketError);
         }
@@ -501,6 +571,10 @@ impl Worker {
                 Ok(Ingested::Done) => {
                     if let Ok(conn) = self.conns.get_mut(flow) {
                         conn.paused = false;
+                        // Its unfinished packet gets a whole timeout from now.
+                        if !conn.rbuf.is_empty() {
+                            self.unfinished.touch(flow.slot(), self.now);
+                        }
                     }
                     self.idle.touch(flow.slot(), self.now);
                     if self.update_interest(flow).is_err() {
@@ -521,7 +595,7 @@ impl Worker {
             .get_mut(flow)
             .map_err(|_| io::ErrorKind::NotFound)?;
         let slot = flow.slot();
-        let not_read = conn.paused || conn.half_closed;
+        let not_read = conn.paused || conn.memory_paused || conn.half_closed;
         let interest = match (not_read, conn.write_armed) {
             (false, false) => Event::readable(slot),
             (false, true) => Event::all(slot),
@@ -538,6 +612,17 @@ impl Worker {
             match self.conns.by_slot_mut(slot) {
                 Some((flow, _)) => self.close(flow, CloseCause::Idle),
                 None => self.idle.remove(slot),
+            }
+        }
+    }
+
+    /// Closes every connection whose unfinished packet began `limits.packet_timeout` ago, the
+    /// oldest first.
+    fn close_unfinished_expired(&mut self) {
+        while let Some(slot) = self.unfinished.expired(self.now) {
+            match self.conns.by_slot_mut(slot) {
+                Some((flow, _)) => self.close(flow, CloseCause::PacketTimeout),
+                None => self.unfinished.remove(slot),
             }
         }
     }
@@ -562,6 +647,8 @@ impl Worker {
         let _ = self.poller.delete(&conn.stream);
         self.idle.remove(flow.slot());
         self.half_closed.remove(flow.slot());
+        self.unfinished.remove(flow.slot());
+        self.buffered -= conn.counted_bytes as u64;
         self.limits
             .log_close(cause, self.id, conn.peer, conn.listener);
         cause.count(&mut self.counters);
@@ -600,6 +687,7 @@ impl Worker {
 
     fn send_stats(&mut self) {
         self.next_stats = Instant::now() + self.stats_interval;
+        self.counters.buffered_bytes = self.buffered;
         let stat = NotifyStat {
             worker: self.id,
             counters: self.counters,

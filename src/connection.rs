@@ -37,7 +37,6 @@ pub(crate) enum CloseCause {
     Oversize,
     ByMcp,
     QueueFull,
-    Overload,
     Shutdown,
     /// No activity for `limits.idle_timeout`.
     Idle,
@@ -50,6 +49,10 @@ pub(crate) enum CloseCause {
     /// Half-closed by the client, and its replies did not all come within
     /// `limits.half_close_timeout` (counted as `closed_peer`, and in `half_close_timeouts`).
     HalfCloseTimeout,
+    /// An unfinished packet older than `limits.packet_timeout`.
+    PacketTimeout,
+    /// One of the largest holders while ccsd held more than `limits.max_memory`.
+    MaxMemory,
 }
 
 impl CloseCause {
@@ -61,12 +64,12 @@ impl CloseCause {
             CloseCause::Malformed | CloseCause::Oversize => Reason::Protocol,
             CloseCause::ByMcp => Reason::Local,
             CloseCause::QueueFull
-            | CloseCause::Overload
             | CloseCause::SlowClient
             | CloseCause::RateLimited
-            | CloseCause::ListenerRateLimited => Reason::Overload,
+            | CloseCause::ListenerRateLimited
+            | CloseCause::MaxMemory => Reason::Overload,
             CloseCause::Shutdown => Reason::Shutdown,
-            CloseCause::Idle => Reason::Timeout,
+            CloseCause::Idle | CloseCause::PacketTimeout => Reason::Timeout,
         }
     }
 
@@ -82,9 +85,10 @@ impl CloseCause {
             CloseCause::Oversize => &mut c.closed_oversize,
             CloseCause::ByMcp => &mut c.closed_by_mcp,
             CloseCause::QueueFull => &mut c.closed_queue_full,
-            CloseCause::Overload => &mut c.closed_overload,
             CloseCause::Shutdown => &mut c.closed_shutdown,
             CloseCause::Idle => &mut c.closed_idle,
+            CloseCause::PacketTimeout => &mut c.closed_packet_timeout,
+            CloseCause::MaxMemory => &mut c.closed_max_memory,
             CloseCause::SlowClient => &mut c.closed_slow_client,
             CloseCause::RateLimited => &mut c.closed_rate_limited,
             CloseCause::ListenerRateLimited => &mut c.closed_listener_rate_limited,
@@ -109,6 +113,10 @@ pub(crate) struct Conn {
     pub(crate) write_armed: bool,
     /// Not read from until the request lane has room again (`queues.on_full = "backpressure"`).
     pub(crate) paused: bool,
+    /// Not read from until ccsd holds less than `limits.max_memory` again.
+    pub(crate) memory_paused: bool,
+    /// The capacity of `rbuf` and `wbuf` as last counted in its worker's memory figure.
+    pub(crate) counted_bytes: usize,
     /// Listed in the worker's dirty list for this turn.
     pub(crate) dirty: bool,
     /// MCP asked to close once `wbuf` is written.
@@ -161,6 +169,8 @@ impl Conn {
             wpos: 0,
             write_armed: false,
             paused: false,
+            memory_paused: false,
+            counted_bytes: 0,
             dirty: false,
             close_after_flush: false,
             outstanding: 0,
@@ -170,6 +180,14 @@ impl Conn {
             unsent: UnsentReplies::default(),
             opened: Instant::now(),
         }
+    }
+
+    /// Brings `buffered` (its worker's figure for all its connections) up to date with this
+    /// connection's buffer capacities.
+    pub(crate) fn recount(&mut self, buffered: &mut u64) {
+        let now = self.rbuf.capacity() + self.wbuf.capacity();
+        *buffered = *buffered + now as u64 - self.counted_bytes as u64;
+        self.counted_bytes = now;
     }
 
     /// Every request sent to MCP has had its reply, and every reply is written.

@@ -12,7 +12,8 @@
 //! - [`actors`]: one actor per file — acceptor, UDP, MCP bridge, stats reporter (main thread),
 //!   worker; a worker's per-connection byte handling (buffers, framing into the lane, writing) is
 //!   in `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`];
-//!   [`rate_limit`] is the lock-free request-rate window a listener's workers share; a UDP
+//!   [`rate_limit`] is the lock-free request-rate window a listener's workers share; [`memory`]
+//!   the bytes all connections and replies hold together (`limits.max_memory`); a UDP
 //!   listener's queue of replies waiting for its socket is in `datagram_queue.rs`; the
 //!   request→reply latency of replies still in a send buffer in `reply_timing.rs`.
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
@@ -50,6 +51,7 @@ pub mod logging;
 pub mod mailbox;
 pub mod main_lane;
 pub mod mcp;
+pub mod memory;
 pub mod message;
 pub mod pid_file;
 pub mod rate_limit;

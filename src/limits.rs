@@ -1,9 +1,10 @@
 //! Per-connection limits (`[limits]`): the request-rate window each connection keeps, the send
 //! buffer cap, and the rate-limited log lines for connections closed by a limit.
 //!
-//! The idle timeout's bookkeeping is the worker's [`IdleList`](crate::idle::IdleList); the receive
-//! side needs no limit of its own, because a connection never buffers more than its listener's
-//! `max_packet` plus one read (`src/connection.rs`).
+//! The idle timeout's and the packet timeout's bookkeeping are the worker's
+//! [`IdleList`](crate::idle::IdleList)s; a connection's receive buffer needs no cap of its own,
+//! because it never holds more than its listener's `max_packet` plus one read
+//! (`src/connection.rs`), and `limits.packet_timeout` bounds how long it may hold that.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,6 +32,8 @@ pub(crate) struct Limits {
     rate_log: LogLimiter,
     listener_rate_log: LogLimiter,
     half_close_log: LogLimiter,
+    packet_timeout_log: LogLimiter,
+    memory_log: LogLimiter,
 }
 
 impl Limits {
@@ -49,6 +52,8 @@ impl Limits {
             rate_log: LogLimiter::default(),
             listener_rate_log: LogLimiter::default(),
             half_close_log: LogLimiter::default(),
+            packet_timeout_log: LogLimiter::default(),
+            memory_log: LogLimiter::default(),
         }
     }
 
@@ -81,6 +86,14 @@ impl Limits {
             CloseCause::ListenerRateLimited => (
                 &mut self.listener_rate_log,
                 "its listener's connections sent more than its max_requests_per_second",
+            ),
+            CloseCause::MaxMemory => (
+                &mut self.memory_log,
+                "ccsd holds more than limits.max_memory and it is one of the largest holders",
+            ),
+            CloseCause::PacketTimeout => (
+                &mut self.packet_timeout_log,
+                "its unfinished packet began more than limits.packet_timeout ago",
             ),
             CloseCause::HalfCloseTimeout => (
                 &mut self.half_close_log,

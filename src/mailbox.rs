@@ -59,6 +59,11 @@ impl<M> Mailbox<M> {
         self.tx.len()
     }
 
+    /// The most messages the mailbox holds.
+    pub fn capacity(&self) -> usize {
+        self.tx.capacity().unwrap_or(usize::MAX)
+    }
+
     /// Whether no message is waiting.
     pub fn is_empty(&self) -> bool {
         self.tx.is_empty()

@@ -3,8 +3,7 @@
 //! - [`Connect`]: acceptor → worker, a freshly accepted connection to own.
 //! - [`DataTrans`]: MCP bridge → worker, a batch of records from MCP (replies and close requests)
 //!   for that worker's flows, in lane order.
-//! - [`Disconnect`]: MCP bridge → worker, close these flows (the bridge could not deliver their
-//!   replies).
+//! - [`Disconnect`]: main thread → worker, close these flows (admin `close`, a custom actor).
 //! - [`NotifyStat`]: worker → main thread, the worker's counters and latency histogram.
 //! - [`CustomMcp`]: MCP bridge → main-thread actors, a custom record from MCP.
 //! - [`PortCommand`]: main thread → every worker, close or write to every connection of a listen
@@ -19,7 +18,7 @@ use std::time::Duration;
 
 use crate::flow::FlowId;
 use crate::histogram::Histogram;
-use crate::record::{CloseMode, RECORD_HEADER_SIZE, Reason, RecordHeader};
+use crate::record::{CloseMode, RECORD_HEADER_SIZE, RecordHeader};
 use crate::settings::LimitsSettings;
 use crate::stats::WorkerCounters;
 
@@ -71,13 +70,11 @@ impl<'a> Iterator for BatchRecords<'a> {
     }
 }
 
-/// Close these flows of the receiving worker.
+/// Close these flows of the receiving worker (MCP is told reason local).
 #[derive(Debug)]
 pub struct Disconnect {
     /// The flows to close.
     pub flows: Vec<FlowId>,
-    /// Why, as reported to MCP in the disconnect notice.
-    pub reason: Reason,
 }
 
 /// A worker's counters, sent to the main thread at every stats interval.

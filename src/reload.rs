@@ -1,7 +1,7 @@
 //! Admin `reload`: which settings a running ccsd takes over from its re-read settings file.
 //!
 //! Reloadable keys (applied at once, by message where another thread owns them): `log.level`,
-//! `[limits]` but `half_close_timeout` (every worker), `broker.max_connections` and `listen[i].max_connections` (the
+//! `[limits]` but `half_close_timeout` (every worker; `max_memory` through the shared budget), `broker.max_connections` and `listen[i].max_connections` (the
 //! acceptor), `mcp.reply_max_age` (the MCP bridge), `admin.idle_timeout` and
 //! `admin.login_timeout`, `stats.interval` (the
 //! stats reporter and every worker). Any other change needs a restart: it is named in the answer
@@ -53,6 +53,14 @@ pub(crate) fn plan(current: &Settings, level_now: LevelFilter, file: &Settings) 
             &mut next.limits.max_requests_per_second,
             &file.limits.max_requests_per_second,
         ),
+    );
+    take(
+        "limits.packet_timeout",
+        take_over(&mut next.limits.packet_timeout, &file.limits.packet_timeout),
+    );
+    take(
+        "limits.max_memory",
+        take_over(&mut next.limits.max_memory, &file.limits.max_memory),
     );
     take(
         "broker.max_connections",
@@ -184,6 +192,7 @@ mod tests {
         let current = settings("[[listen]]\naddr = \"127.0.0.1:0\"\n");
         let file = settings(
             "[log]\nlevel = \"debug\"\n[limits]\nidle_timeout = \"2s\"\nmax_send_buffer = \"1MiB\"\n\
+             packet_timeout = \"5s\"\nmax_memory = \"1GiB\"\n\
              [broker]\nmax_connections = 10\n[[listen]]\naddr = \"127.0.0.1:0\"\nmax_connections = 3\n",
         );
         let plan = plan(&current, LevelFilter::Info, &file);
@@ -193,6 +202,8 @@ mod tests {
                 "log.level info -> debug",
                 "limits.idle_timeout 60s -> 2s",
                 "limits.max_send_buffer 4mib -> 1mib",
+                "limits.packet_timeout 30s -> 5s",
+                "limits.max_memory 0b -> 1gib",
                 "broker.max_connections 100000 -> 10",
                 "listen[0].max_connections 0 -> 3",
             ]

@@ -33,7 +33,7 @@ use polling::{Events, Poller};
 use crate::actor::{ACTOR_KEY_BASE, ActorRequest};
 use crate::actors::acceptor::Acceptor;
 use crate::actors::admin::{Admin, AdminBindError};
-use crate::actors::mcp_bridge::{McpBridge, RECORDS_PER_TURN};
+use crate::actors::mcp_bridge::{HELD_RETRY, McpBridge, RECORDS_PER_TURN};
 use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::udp::UdpActor;
@@ -42,6 +42,7 @@ use crate::lane::LaneError;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::main_lane::MainLane;
+use crate::memory::MemoryBudget;
 use crate::message::{MainMsg, PortCommand, WorkerMsg, WorkerSettings};
 use crate::pid_file::{PidFile, PidFileError};
 use crate::settings::Settings;
@@ -149,6 +150,8 @@ pub struct Broker {
     reload_from: Option<Option<PathBuf>>,
     /// Settings a reload changed, per worker, until its mailbox takes them.
     pending_reconfigure: Vec<Option<WorkerSettings>>,
+    /// `limits.max_memory`: the total the workers and the bridge publish into, and the ceiling.
+    memory: Arc<MemoryBudget>,
     _instance: InstanceLock,
 }
 
@@ -234,6 +237,8 @@ impl Broker {
             response_lane_used_bytes: self.bridge.lane_used_bytes(),
             main_lane_used_bytes: self.main_lane.used_bytes(),
             response_lane_wait: self.bridge.response_lane_wait(),
+            memory_held_bytes: self.memory.held(),
+            max_memory_bytes: self.memory.max(),
         }
     }
 
@@ -255,11 +260,13 @@ impl Broker {
             events.clear();
             let actor_timer = self.run_actor_timers();
             let spinning = last_work.elapsed() < self.idle_spin;
-            let timeout = if more_replies
-                || spinning
-                || !stop_pending.is_empty()
-                || !self.bridge.prepare_sleep()
-            {
+            let timeout = if more_replies || spinning || !stop_pending.is_empty() {
+                Duration::ZERO
+            } else if self.bridge.holding() {
+                // Workers do not signal room for held replies: offer them again soon. The lane is
+                // not announced as sleeping, so MCP does not write the FIFO meanwhile.
+                HELD_RETRY
+            } else if !self.bridge.prepare_sleep() {
                 Duration::ZERO
             } else if stopping {
                 // Workers do not wake this loop when their threads end: look again soon.
@@ -274,6 +281,11 @@ impl Broker {
                 self.udp.next_expiry().map_or(timeout, |t| {
                     timeout.min(t.saturating_duration_since(Instant::now()))
                 })
+            };
+            let timeout = if self.bridge.memory_recount_due() {
+                timeout.min(HELD_RETRY)
+            } else {
+                timeout
             };
             self.poller.wait(&mut events, Some(timeout))?;
             let mut fifo_fired = false;

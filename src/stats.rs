@@ -45,14 +45,20 @@ counters! {
         closed_by_mcp,
         /// Closed because the request lane was full and `queues.on_full = "close"`.
         closed_queue_full,
-        /// Closed because a reply could not reach the worker (MCP bridge overload).
-        closed_overload,
         /// Closed because the worker's connection table was full.
         closed_table_full,
         /// Closed because ccsd was stopping.
         closed_shutdown,
         /// Closed after `limits.idle_timeout` without a read or a write.
         closed_idle,
+        /// Closed because its unfinished packet began more than `limits.packet_timeout` ago.
+        closed_packet_timeout,
+        /// Closed as one of the largest holders while ccsd held more than `limits.max_memory`.
+        closed_max_memory,
+        /// Times a connection stopped being read because ccsd held more than `limits.max_memory`.
+        memory_pauses,
+        /// Bytes its connections' receive and send buffers hold now (their capacity; a gauge).
+        buffered_bytes,
         /// Closed because its unwritten replies exceeded `limits.max_send_buffer`.
         closed_slow_client,
         /// Closed for sending more than `limits.max_requests_per_second` packets in a second.
@@ -118,6 +124,8 @@ counters! {
         /// or socket memory (ENOBUFS, ENOMEM) left: the listeners leave the poller for a pause
         /// that doubles from 10 ms up to 1 s.
         accept_pauses,
+        /// Accepted connections closed at once because ccsd held more than `limits.max_memory`.
+        refused_max_memory,
         /// Overload notices (`mcp.overload_notices`) written to the main thread's lane.
         overload_notices,
         /// Overload notices lost to a full main-thread lane.
@@ -130,8 +138,7 @@ counters! {
     BridgeCounters {
         /// Records read from the response lane.
         records_in,
-        /// Records put into a worker's batch (a batch its worker cannot take is then dropped
-        /// whole and counted in `dropped_mailbox_full` too).
+        /// Records put into a worker's batch.
         records_routed,
         /// Records whose flow belongs to an earlier ccsd start.
         dropped_stale_epoch,
@@ -141,8 +148,14 @@ counters! {
         dropped_malformed,
         /// Records of a kind ccsd does not take from MCP.
         dropped_unexpected_kind,
-        /// Replies dropped because the owning worker's mailbox was full.
-        dropped_mailbox_full,
+        /// Replies (records) that waited in the bridge because their worker could not take them
+        /// yet (mailbox full, or too many reply bytes in flight to it).
+        replies_held,
+        /// Bytes of replies the bridge holds now (a gauge).
+        held_bytes,
+        /// Times the bridge stopped reading the response lane because the replies it held
+        /// reached its limit (push-back on MCP).
+        lane_pauses,
         /// DATA replies older than `mcp.reply_max_age` when read.
         dropped_expired,
         /// Times the response lane held a corrupt frame and its published contents were discarded.
@@ -299,6 +312,7 @@ mod tests {
                 ("refused_max_connections", 8),
                 ("accept_errors", 6),
                 ("accept_pauses", 0),
+                ("refused_max_memory", 0),
                 ("overload_notices", 0),
                 ("dropped_overload_notices", 0)
             ]

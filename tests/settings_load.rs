@@ -445,8 +445,10 @@ fn built_in_settings_file_spells_out_every_key() {
         [
             "half_close_timeout",
             "idle_timeout",
+            "max_memory",
             "max_requests_per_second",
-            "max_send_buffer"
+            "max_send_buffer",
+            "packet_timeout"
         ]
     );
     assert_eq!(

@@ -369,6 +369,42 @@ fn mcp_stall_timeout_must_be_at_least_100ms() {
 }
 
 #[test]
+fn packet_timeout_is_off_or_between_10ms_and_1h() {
+    for ok in [0, 10, 3_600_000] {
+        assert!(
+            problems_after(|s| s.limits.packet_timeout = Duration::from_millis(ok)).is_empty(),
+            "{ok} ms"
+        );
+    }
+    assert_eq!(
+        problems_after(|s| s.limits.packet_timeout = Duration::from_millis(9)),
+        ["limits.packet_timeout: must be \"0s\" (off) or between 10ms and 1h, got 9ms"]
+    );
+    assert_eq!(
+        problems_after(|s| s.limits.packet_timeout = Duration::from_secs(u64::MAX)).len(),
+        1
+    );
+}
+
+#[test]
+fn max_memory_is_off_or_between_64mib_and_1024gib() {
+    for ok in [0, 64 << 20, 1 << 40] {
+        assert!(
+            problems_after(|s| s.limits.max_memory = ByteSize(ok)).is_empty(),
+            "{ok} bytes"
+        );
+    }
+    assert_eq!(
+        problems_after(|s| s.limits.max_memory = ByteSize(63 << 20)),
+        ["limits.max_memory: must be \"0\" (off) or between 64MiB and 1024GiB, got 63MiB"]
+    );
+    assert_eq!(
+        problems_after(|s| s.limits.max_memory = ByteSize(u64::MAX)).len(),
+        1
+    );
+}
+
+#[test]
 fn mcp_when_down_refuse_is_valid() {
     assert!(problems_after(|s| s.mcp.when_down = WhenDown::Refuse).is_empty());
 }

@@ -22,11 +22,13 @@ pub(super) fn stats_text(view: &AdminView<'_>) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "STAT uptime_ms {}\r\nSTAT epoch {}\r\nSTAT response_lane_used_bytes {}\r\nSTAT main_lane_used_bytes {}\r\n",
+        "STAT uptime_ms {}\r\nSTAT epoch {}\r\nSTAT response_lane_used_bytes {}\r\nSTAT main_lane_used_bytes {}\r\nSTAT memory_held_bytes {}\r\nSTAT max_memory_bytes {}\r\n",
         view.stats.uptime().as_millis(),
         view.stats.epoch(),
         view.main.response_lane_used_bytes,
-        view.main.main_lane_used_bytes
+        view.main.main_lane_used_bytes,
+        view.main.memory_held_bytes,
+        view.main.max_memory_bytes
     );
     view.stats.totals().for_each(|k, v| {
         let _ = write!(out, "STAT {k} {v}\r\n");
@@ -73,7 +75,9 @@ pub(super) fn workers_text(view: &AdminView<'_>) -> String {
 }
 
 /// Gauges among the worker counters (everything else only grows).
-const GAUGES: [&str; 1] = ["connections_open"];
+const GAUGES: [&str; 2] = ["connections_open", "buffered_bytes"];
+/// Gauges among the main thread's counters, by `group_name`.
+const MAIN_GAUGES: [&str; 1] = ["bridge_held_bytes"];
 
 /// Prometheus text exposition: worker counters per `worker` label, then the acceptor's and the
 /// bridge's, then per-worker mailbox depth and request-lane fill.
@@ -101,7 +105,12 @@ pub(super) fn metrics_text(view: &AdminView<'_>) -> String {
         }
     }
     each_main_counter(view, |group, k, v| {
-        let _ = writeln!(out, "# TYPE ccsd_{group}_{k} counter\nccsd_{group}_{k} {v}");
+        let kind = if MAIN_GAUGES.contains(&format!("{group}_{k}").as_str()) {
+            "gauge"
+        } else {
+            "counter"
+        };
+        let _ = writeln!(out, "# TYPE ccsd_{group}_{k} {kind}\nccsd_{group}_{k} {v}");
     });
     let _ = writeln!(out, "# TYPE ccsd_mailbox_depth gauge");
     for (i, w) in view.stats.workers().iter().enumerate() {
@@ -122,6 +131,12 @@ pub(super) fn metrics_text(view: &AdminView<'_>) -> String {
         out,
         "# TYPE ccsd_response_lane_used_bytes gauge\nccsd_response_lane_used_bytes {}",
         view.main.response_lane_used_bytes
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE ccsd_memory_held_bytes gauge\nccsd_memory_held_bytes {}\n\
+         # TYPE ccsd_max_memory_bytes gauge\nccsd_max_memory_bytes {}",
+        view.main.memory_held_bytes, view.main.max_memory_bytes
     );
     let _ = writeln!(out, "# TYPE ccsd_request_latency_seconds histogram");
     for (i, w) in view.stats.workers().iter().enumerate() {

@@ -2,13 +2,13 @@
 //! replies — a listen-port command (close, broadcast), a close request, an admin `conns` sample,
 //! a reload's new limits, and the graceful stop.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Queued, Worker};
 use crate::connection::{CloseCause, Conn};
 use crate::flow::FlowId;
 use crate::message::{ConnInfo, ConnSample, Disconnect, MainMsg, PortCommand, WorkerSettings};
-use crate::record::{CloseMode, Reason};
+use crate::record::CloseMode;
 
 impl Worker {
     /// Closes or writes to every connection of one listen port.
@@ -91,6 +91,23 @@ impl Worker {
                 self.idle.touch(slot, self.now);
             }
         }
+        let was_on = self.unfinished.is_on();
+        self.unfinished.set_timeout(settings.limits.packet_timeout);
+        if !was_on && self.unfinished.is_on() {
+            let unfinished: Vec<usize> = self
+                .conns
+                .flows()
+                .filter(|&flow| {
+                    self.conns
+                        .peek(flow)
+                        .is_some_and(|c| !c.paused && !c.rbuf.is_empty())
+                })
+                .map(FlowId::slot)
+                .collect();
+            for slot in unfinished {
+                self.unfinished.touch(slot, self.now);
+            }
+        }
         self.stats_interval = settings.stats_interval;
         self.next_stats = self.next_stats.min(Instant::now() + self.stats_interval);
     }
@@ -99,6 +116,10 @@ impl Worker {
     pub(super) fn on_shutdown(&mut self, deadline: Instant) {
         self.stopping = Some(self.stopping.map_or(deadline, |d| d.min(deadline)));
         self.paused.clear();
+        // Nothing is read any more: neither idleness nor an unfinished packet closes a connection
+        // now, and an expired entry must not keep the loop from sleeping.
+        self.idle.set_timeout(Duration::ZERO);
+        self.unfinished.set_timeout(Duration::ZERO);
         let flows: Vec<FlowId> = self.conns.flows().collect();
         for flow in flows {
             if let Ok(conn) = self.conns.get_mut(flow) {
@@ -127,14 +148,11 @@ impl Worker {
         }
     }
 
+    /// Closes flows on request (admin `close`, a custom actor); MCP is told reason local.
     pub(super) fn on_disconnect(&mut self, d: Disconnect) {
         for flow in d.flows {
             if self.conns.check(flow).is_ok() {
-                let cause = match d.reason {
-                    Reason::Local => CloseCause::ByMcp,
-                    _ => CloseCause::Overload,
-                };
-                self.close(flow, cause);
+                self.close(flow, CloseCause::ByMcp);
             }
         }
     }

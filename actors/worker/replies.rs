@@ -3,12 +3,18 @@
 //! write interest armed only while bytes remain; the request→reply latency of each reply is
 //! recorded when its last byte is written.
 
+use std::sync::atomic::Ordering;
+
 use super::{Queued, Worker};
 use crate::clock::monotonic_ns;
 use crate::connection::{CloseCause, queue_capped, write_pending};
 use crate::flow::{FlowId, StaleFlow};
 use crate::message::DataTrans;
 use crate::record::{CloseMode, Kind};
+
+/// The largest emptied batch buffer given back to the MCP bridge for reuse: twice the bridge's
+/// batch size (a batch grows by doubling), so a buffer grown by one large record is freed.
+const RECYCLE_MAX_CAPACITY: usize = 128 * 1024;
 
 impl Worker {
     pub(super) fn on_writable(&mut self, slot: usize) {
@@ -37,9 +43,15 @@ impl Worker {
             }
         }
         let mut batch = d.batch;
-        batch.clear();
-        // The bridge allocates a new buffer when none comes back; a full channel just frees this one.
-        let _ = self.recycle.try_send(batch);
+        // SYNC POINT: Relaxed: the count only paces the MCP bridge (`BridgeLink::in_flight`); the
+        // bridge added this batch's length before sending it, so the count never goes below zero.
+        self.in_flight.fetch_sub(batch.len(), Ordering::Relaxed);
+        // The bridge allocates a new buffer when none comes back; a full channel just frees this
+        // one, and so does a buffer a large record made grow (memory goes back after a burst).
+        if batch.capacity() <= RECYCLE_MAX_CAPACITY {
+            batch.clear();
+            let _ = self.recycle.try_send(batch);
+        }
     }
 
     /// Marks `flow` to close once its queued replies are written.
@@ -74,6 +86,7 @@ impl Worker {
                 let written_before = self.counters.bytes_out;
                 let max = self.limits.max_send_buffer;
                 let queued = queue_capped(conn, payload, max, &mut self.counters.bytes_out);
+                conn.recount(&mut self.buffered);
                 if self.counters.bytes_out != written_before && !conn.half_closed {
                     self.idle.touch(flow.slot(), self.now);
                     // Making room wrote earlier replies.
@@ -112,6 +125,7 @@ impl Worker {
         conn.dirty = false;
         let written_before = self.counters.bytes_out;
         let result = write_pending(conn, &mut self.counters.bytes_out);
+        conn.recount(&mut self.buffered);
         if self.counters.bytes_out != written_before && !conn.half_closed {
             self.idle.touch(flow.slot(), self.now);
             let unwritten = conn.wbuf.len() - conn.wpos;

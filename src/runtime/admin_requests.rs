@@ -146,6 +146,7 @@ impl Broker {
         self.acceptor
             .set_max_connections(next.broker.max_connections, &per_listener);
         self.bridge.set_reply_max_age(next.mcp.reply_max_age);
+        self.memory.set_max(next.limits.max_memory.bytes());
         if let Some(admin) = &mut self.admin {
             admin.set_timeouts(next.admin.idle_timeout, next.admin.login_timeout);
         }

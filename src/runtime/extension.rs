@@ -19,7 +19,7 @@ use crate::actor::{
 use crate::flow::FlowId;
 use crate::framing::{self, FramerFactory};
 use crate::message::{CustomMcp, Disconnect, PortCommand, WorkerMsg};
-use crate::record::{CloseMode, CustomOp, Reason};
+use crate::record::{CloseMode, CustomOp};
 use crate::settings::Settings;
 
 /// Listen-port commands kept per worker while its mailbox is full.
@@ -158,10 +158,7 @@ impl Broker {
         let Some(mailbox) = self.worker_mailboxes.get(flow.worker()) else {
             return;
         };
-        let msg = WorkerMsg::Disconnect(Disconnect {
-            flows: vec![flow],
-            reason: Reason::Local,
-        });
+        let msg = WorkerMsg::Disconnect(Disconnect { flows: vec![flow] });
         let _ = mailbox.try_send(msg);
     }
 

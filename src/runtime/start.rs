@@ -31,6 +31,7 @@ use crate::listener::{self, ListenOptions};
 use crate::logging::LogLimiter;
 use crate::mailbox::{Mailbox, mailbox};
 use crate::main_lane::MainLane;
+use crate::memory::{MemoryBudget, MemoryShare};
 use crate::message::MainMsg;
 use crate::pid_file::PidFile;
 use crate::rate_limit::RateLimiter;
@@ -177,13 +178,19 @@ impl Broker {
         let mcp_watch = McpWatch::attach(settings).map_err(StartError::Queue)?;
         let poller = Arc::new(Poller::new().map_err(StartError::Runtime)?);
         let (main_mailbox, inbox) = mailbox(MAIN_MAILBOX, Arc::clone(&poller));
+        let memory = MemoryBudget::new(settings.limits.max_memory.bytes());
         let mut worker_links = Vec::with_capacity(worker_count);
         let mut bridge_links = Vec::with_capacity(worker_count);
         let mut workers = Vec::with_capacity(worker_count);
         let mut worker_mailboxes = Vec::with_capacity(worker_count);
         for (id, lane) in requests.into_iter().enumerate() {
+            let links = WorkerLinks {
+                main: &main_mailbox,
+                mcp_watch: &mcp_watch,
+                memory: &memory,
+            };
             let (link, bridge_link, handle) =
-                spawn_worker(id, epoch, lane, &infos, &main_mailbox, &mcp_watch, settings)
+                spawn_worker(id, epoch, lane, &infos, links, settings)
                     .map_err(StartError::Runtime)?;
             worker_mailboxes.push(link.mailbox.clone());
             worker_links.push(link);
@@ -200,14 +207,16 @@ impl Broker {
             epoch,
             bridge_links,
             settings.mcp.reply_max_age,
-        );
+        )
+        .with_memory_share(MemoryShare::new(&memory));
         let mut acceptor = Acceptor::new(
             listeners,
             worker_links,
             settings.broker.dispatch,
             settings.broker.max_connections,
             settings.mcp.overload_notices,
-        );
+        )
+        .with_memory_budget(Arc::clone(&memory));
         acceptor.register(&poller, 0).map_err(StartError::Runtime)?;
         let udp = UdpActor::new(
             Arc::clone(&poller),
@@ -278,9 +287,17 @@ impl Broker {
             settings: settings.clone(),
             reload_from: None,
             pending_reconfigure: vec![None; worker_count],
+            memory,
             _instance: instance,
         })
     }
+}
+
+/// What every worker shares with the main thread.
+struct WorkerLinks<'a> {
+    main: &'a Mailbox<MainMsg>,
+    mcp_watch: &'a McpWatch,
+    memory: &'a Arc<MemoryBudget>,
 }
 
 /// Starts worker `id` on its own thread; returns the acceptor's and the bridge's links to it.
@@ -289,20 +306,26 @@ fn spawn_worker(
     epoch: u16,
     lane: crate::lane::Producer,
     listeners: &[ListenerInfo],
-    main: &Mailbox<MainMsg>,
-    mcp_watch: &McpWatch,
+    links: WorkerLinks<'_>,
     settings: &Settings,
 ) -> io::Result<(WorkerLink, BridgeLink, JoinHandle<()>)> {
+    let WorkerLinks {
+        main,
+        mcp_watch,
+        memory,
+    } = links;
     let poller = Arc::new(Poller::new()?);
     let (mailbox, inbox) = mailbox(settings.broker.mailbox_capacity, Arc::clone(&poller));
     let (recycle_tx, recycle_rx) = crossbeam_channel::bounded(RECYCLED_BUFFERS);
     let open = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let worker = Worker::new(WorkerSetup {
         id,
         epoch,
         poller,
         inbox,
         recycle: recycle_tx,
+        in_flight: Arc::clone(&in_flight),
         main: main.clone(),
         lane,
         listeners: listeners.to_vec(),
@@ -313,6 +336,7 @@ fn spawn_worker(
         limits: settings.limits.clone(),
         connect_events: settings.mcp.connect_events,
         mcp_down: (settings.mcp.when_down == WhenDown::Refuse).then(|| mcp_watch.down_flag()),
+        memory: Arc::clone(memory),
     });
     let handle = thread::Builder::new()
         .name(format!("ccsd-worker-{id}"))
@@ -325,6 +349,7 @@ fn spawn_worker(
         BridgeLink {
             mailbox,
             recycle: recycle_rx,
+            in_flight,
         },
         handle,
     ))

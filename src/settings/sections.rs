@@ -451,6 +451,14 @@ pub struct LimitsSettings {
     /// replies to the requests it sent; zero: closed at once.
     #[serde(deserialize_with = "duration")]
     pub half_close_timeout: Duration,
+    /// A connection whose unfinished packet began this long ago is closed (reason timeout),
+    /// however steadily its bytes trickle in; zero turns the timeout off.
+    #[serde(deserialize_with = "duration")]
+    pub packet_timeout: Duration,
+    /// Most bytes all connections' receive and send buffers and the replies on their way to the
+    /// workers may hold together; past it ccsd stops reading clients, refuses new connections and
+    /// closes the largest holders. Zero turns the ceiling off.
+    pub max_memory: ByteSize,
 }
 
 impl Default for LimitsSettings {
@@ -460,6 +468,8 @@ impl Default for LimitsSettings {
             max_send_buffer: ByteSize(4 * MIB),
             max_requests_per_second: 0,
             half_close_timeout: Duration::from_secs(2),
+            packet_timeout: Duration::from_secs(30),
+            max_memory: ByteSize(0),
         }
     }
 }

@@ -11,7 +11,7 @@ use super::sections::{
     AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, McpSettings,
     QueueSettings, StatsSettings,
 };
-use super::units::{ByteSize, GIB, KIB};
+use super::units::{ByteSize, GIB, KIB, MIB};
 use crate::lane::FRAME_HEADER_SIZE;
 use crate::record::RECORD_HEADER_SIZE;
 
@@ -29,6 +29,15 @@ const MAX_BACKLOG: u32 = 65535;
 const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(10);
 /// The longest `limits.half_close_timeout` accepted.
 const MAX_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(600);
+/// The shortest `limits.packet_timeout` other than zero (off).
+const MIN_PACKET_TIMEOUT: Duration = Duration::from_millis(10);
+/// The longest `limits.packet_timeout` accepted.
+const MAX_PACKET_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The smallest `limits.max_memory` other than zero (off): below it the fixed reply buffers
+/// alone (`docs/operations.md`, "What bounds ccsd's memory") would keep ccsd over it.
+const MIN_MAX_MEMORY: u64 = 64 * MIB;
+/// The largest `limits.max_memory` accepted.
+const MAX_MAX_MEMORY: u64 = 1024 * GIB;
 /// The smallest `limits.max_send_buffer`: one full read chunk of replies.
 const MIN_SEND_BUFFER: u64 = 64 * KIB;
 /// The shortest `mcp.stall_timeout` accepted: shorter would call a busy MCP dead.
@@ -339,6 +348,18 @@ impl LimitsSettings {
         if !(MIN_SEND_BUFFER..=4 * GIB).contains(&send.bytes()) {
             problems.push(format!(
                 "limits.max_send_buffer: must be between 64KiB and 4GiB, got {send}"
+            ));
+        }
+        let packet = self.packet_timeout;
+        if !packet.is_zero() && !(MIN_PACKET_TIMEOUT..=MAX_PACKET_TIMEOUT).contains(&packet) {
+            problems.push(format!(
+                "limits.packet_timeout: must be \"0s\" (off) or between 10ms and 1h, got {packet:?}"
+            ));
+        }
+        let memory = self.max_memory;
+        if memory.bytes() != 0 && !(MIN_MAX_MEMORY..=MAX_MAX_MEMORY).contains(&memory.bytes()) {
+            problems.push(format!(
+                "limits.max_memory: must be \"0\" (off) or between 64MiB and 1024GiB, got {memory}"
             ));
         }
     }

@@ -40,6 +40,26 @@ const MIN_UDP_SEND_TIMEOUT: Duration = Duration::from_millis(1);
 /// The longest `listen[i].udp_send_timeout` accepted: a reply older than that helps nobody.
 const MAX_UDP_SEND_TIMEOUT: Duration = Duration::from_secs(600);
 
+// The maxima below keep every accepted value far from what would overflow a clock reading
+// (`Instant + duration`), a multiplication or an allocation; `docs/configuration.md` lists them.
+
+/// The largest `broker.mailbox_capacity`: each worker's mailbox preallocates a 72-byte slot per
+/// message, so 65536 is 4.5 MiB per worker.
+const MAX_MAILBOX_CAPACITY: usize = 65536;
+/// The largest `broker.max_connections` and `listen[i].max_connections`: far above what the
+/// open-file limit allows (`fs.nr_open` is 1048576 by default), small enough for every count.
+const MAX_CONNECTIONS: usize = 10_000_000;
+/// The largest `limits.max_requests_per_second` and `listen[i].max_requests_per_second`.
+const MAX_REQUESTS_PER_SECOND: u64 = 1_000_000_000;
+/// The largest magnitude of `listen[i].length_adjust`: the largest `max_packet`.
+const MAX_LENGTH_ADJUST: u64 = GIB;
+/// The longest `limits.idle_timeout`: a week (longer: turn it off with "0s").
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest `admin.idle_timeout`, `stats.log_interval` and `mcp.reply_max_age`: a day.
+const MAX_DAY: Duration = Duration::from_secs(24 * 3600);
+/// The longest `stats.interval` and `mcp.stall_timeout`: an hour.
+const MAX_HOUR: Duration = Duration::from_secs(3600);
+
 /// The sections to validate. `None` stands for a section (or `[[listen]]` table) that failed to
 /// deserialize: its problem is already reported, so the rules involving it are skipped.
 pub(super) struct Validation<'a> {
@@ -95,6 +115,7 @@ impl AdminSettings {
                 self.idle_timeout
             ));
         }
+        at_most(problems, "admin.idle_timeout", self.idle_timeout, MAX_DAY, "24h");
     }
 }
 
@@ -134,8 +155,20 @@ impl BrokerSettings {
                 self.mailbox_capacity
             ));
         }
+        if self.mailbox_capacity > MAX_MAILBOX_CAPACITY {
+            problems.push(format!(
+                "broker.mailbox_capacity: must be at most {MAX_MAILBOX_CAPACITY}, got {}",
+                self.mailbox_capacity
+            ));
+        }
         if self.max_connections == 0 {
             problems.push("broker.max_connections: must be at least 1".to_owned());
+        }
+        if self.max_connections > MAX_CONNECTIONS {
+            problems.push(format!(
+                "broker.max_connections: must be at most {MAX_CONNECTIONS}, got {}",
+                self.max_connections
+            ));
         }
         if self.shutdown_grace > MAX_SHUTDOWN_GRACE {
             problems.push(format!(
@@ -255,6 +288,24 @@ impl ListenSettings {
                 self.backlog
             ));
         }
+        if self.max_connections > MAX_CONNECTIONS {
+            problems.push(format!(
+                "listen[{i}].max_connections: must be at most {MAX_CONNECTIONS}, got {}",
+                self.max_connections
+            ));
+        }
+        if self.max_requests_per_second > MAX_REQUESTS_PER_SECOND {
+            problems.push(format!(
+                "listen[{i}].max_requests_per_second: must be at most {MAX_REQUESTS_PER_SECOND}, got {}",
+                self.max_requests_per_second
+            ));
+        }
+        if self.length_adjust.unsigned_abs() > MAX_LENGTH_ADJUST {
+            problems.push(format!(
+                "listen[{i}].length_adjust: must be between -{MAX_LENGTH_ADJUST} and {MAX_LENGTH_ADJUST} (1GiB), got {}",
+                self.length_adjust
+            ));
+        }
         if ![1, 2, 4, 8].contains(&self.length_size) {
             problems.push(format!(
                 "listen[{i}].length_size: must be 1, 2, 4 or 8, got {}",
@@ -285,6 +336,8 @@ impl StatsSettings {
                 self.interval
             ));
         }
+        at_most(problems, "stats.interval", self.interval, MAX_HOUR, "1h");
+        at_most(problems, "stats.log_interval", self.log_interval, MAX_DAY, "24h");
     }
 }
 
@@ -300,6 +353,19 @@ impl LimitsSettings {
             problems.push(format!(
                 "limits.half_close_timeout: at most 10m, got {:?}",
                 self.half_close_timeout
+            ));
+        }
+        at_most(
+            problems,
+            "limits.idle_timeout",
+            self.idle_timeout,
+            MAX_IDLE_TIMEOUT,
+            "7 days (168h)",
+        );
+        if self.max_requests_per_second > MAX_REQUESTS_PER_SECOND {
+            problems.push(format!(
+                "limits.max_requests_per_second: must be at most {MAX_REQUESTS_PER_SECOND}, got {}",
+                self.max_requests_per_second
             ));
         }
         let send = self.max_send_buffer;
@@ -319,5 +385,20 @@ impl McpSettings {
                 self.stall_timeout
             ));
         }
+        at_most(problems, "mcp.stall_timeout", self.stall_timeout, MAX_HOUR, "1h");
+        at_most(problems, "mcp.reply_max_age", self.reply_max_age, MAX_DAY, "24h");
+    }
+}
+
+/// Adds `"{key}: must be at most {max_text}, got {value:?}"` when `value` is over `max`.
+fn at_most(
+    problems: &mut Vec<String>,
+    key: &str,
+    value: Duration,
+    max: Duration,
+    max_text: &str,
+) {
+    if value > max {
+        problems.push(format!("{key}: must be at most {max_text}, got {value:?}"));
     }
 }

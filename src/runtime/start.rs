@@ -139,6 +139,12 @@ impl Broker {
             None => None,
         };
         let capacity = settings.queues.capacity.bytes();
+        let mut lane_paths: Vec<PathBuf> = (0..settings.request_lane_count())
+            .map(|w| settings.request_lane_path(w))
+            .collect();
+        lane_paths.push(settings.response_lane_path());
+        Lane::check_space(&settings.queues.dir, &lane_paths, capacity)
+            .map_err(StartError::Queue)?;
         let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
             .map_err(StartError::Queue)?;
         let epoch_count = response.epoch().wrapping_add(1);

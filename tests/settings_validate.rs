@@ -513,3 +513,26 @@ fn every_numeric_setting_accepts_its_maximum_and_refuses_one_more() {
         );
     }
 }
+
+#[test]
+fn an_ipv6_listener_without_v6only_may_not_share_its_port_with_an_ipv4_one() {
+    let pair = |v4: &str, v6: &str, v6only: bool| {
+        problems_after(|s| {
+            s.listen[0].addr = v4.parse().unwrap();
+            let mut second = s.listen[0].clone();
+            second.addr = v6.parse().unwrap();
+            second.v6only = v6only;
+            s.listen.push(second);
+        })
+    };
+    assert!(pair("0.0.0.0:7300", "[::]:7300", true).is_empty());
+    assert!(pair("0.0.0.0:7300", "[::]:7301", false).is_empty());
+    assert!(pair("0.0.0.0:0", "[::]:0", false).is_empty());
+    assert_eq!(
+        pair("0.0.0.0:7300", "[::]:7300", false),
+        ["listen[1].addr: [::]:7300 overlaps listen[0].addr 0.0.0.0:7300: listen[1] has v6only = false, so it takes IPv4 clients on port 7300 too; set v6only = true there (or remove one)"]
+    );
+    assert_eq!(pair("127.0.0.1:7300", "[::]:7300", false).len(), 1);
+    assert_eq!(pair("127.0.0.1:7300", "[::ffff:127.0.0.1]:7300", false).len(), 1);
+    assert!(pair("127.0.0.1:7300", "[::ffff:127.0.0.2]:7300", false).is_empty());
+}

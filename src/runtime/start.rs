@@ -66,15 +66,16 @@ impl Broker {
                 addr: l.addr,
                 source,
             };
+            let options = ListenOptions {
+                backlog: l.backlog,
+                reuse_port: l.reuse_port,
+                v6only: l.v6only,
+            };
             let open = Arc::new(AtomicUsize::new(0));
             let rate = (l.max_requests_per_second > 0)
                 .then(|| Arc::new(RateLimiter::new(l.max_requests_per_second, RATE_WINDOW)));
             let local = match l.proto {
                 Proto::Tcp => {
-                    let options = ListenOptions {
-                        backlog: l.backlog,
-                        reuse_port: l.reuse_port,
-                    };
                     let listener = listener::bind(l.addr, options).map_err(bind_err)?;
                     let local = listener.local_addr().map_err(bind_err)?;
                     info!(
@@ -91,7 +92,7 @@ impl Broker {
                     local
                 }
                 Proto::Udp => {
-                    let socket = listener::bind_udp(l.addr, l.reuse_port).map_err(bind_err)?;
+                    let socket = listener::bind_udp(l.addr, options).map_err(bind_err)?;
                     let udp = UdpListening::new(
                         socket,
                         l.packet_limit() as usize,

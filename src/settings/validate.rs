@@ -4,6 +4,7 @@
 //! every broken rule.
 
 use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use super::sections::{
@@ -244,7 +245,46 @@ fn check_listeners(listeners: &[Option<&ListenSettings>], problems: &mut Vec<Str
                 "listen[{i}].addr: {} is already used by listen[{j}]",
                 listen.addr
             ));
+        } else if let Some(j) = listeners[..i]
+            .iter()
+            .position(|other| other.is_some_and(|other| ipv4_overlap(other, listen)))
+        {
+            let dual = if listen.addr.is_ipv6() { i } else { j };
+            problems.push(format!(
+                "listen[{i}].addr: {} overlaps listen[{j}].addr {}: listen[{dual}] has v6only = false, so it takes IPv4 clients on port {port} too; set v6only = true there (or remove one)",
+                listen.addr,
+                listeners[j].map_or(listen.addr, |other| other.addr)
+            ));
         }
+    }
+}
+
+/// The IPv4 address a listener takes clients on: its own for an IPv4 address; for an IPv6 one
+/// with `v6only = false`, `0.0.0.0` for `[::]` and the embedded address for `[::ffff:a.b.c.d]`.
+fn ipv4_taken(listen: &ListenSettings) -> Option<Ipv4Addr> {
+    match listen.addr.ip() {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(ip) if !listen.v6only && ip.is_unspecified() => Some(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(ip) if !listen.v6only => ip.to_ipv4_mapped(),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// Whether two listeners of the same protocol and port, one of them an IPv6 listener with
+/// `v6only = false`, would both take the same IPv4 clients: the second bind fails (unless both set
+/// `reuse_port`, which shares the port on purpose).
+fn ipv4_overlap(a: &ListenSettings, b: &ListenSettings) -> bool {
+    let port = a.addr.port();
+    let dual = |l: &ListenSettings| l.addr.is_ipv6() && !l.v6only;
+    if port == 0 || port != b.addr.port() || a.proto != b.proto || a.addr == b.addr {
+        return false;
+    }
+    if !(dual(a) || dual(b)) || (a.reuse_port && b.reuse_port) {
+        return false;
+    }
+    match (ipv4_taken(a), ipv4_taken(b)) {
+        (Some(x), Some(y)) => x == y || x.is_unspecified() || y.is_unspecified(),
+        _ => false,
     }
 }
 

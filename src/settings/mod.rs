@@ -176,6 +176,20 @@ impl Settings {
         SettingsError::check(problems)
     }
 
+    /// Checks what `--check-config` checks beyond [`Settings::validate`]: the files ccsd will
+    /// write. The directories of `broker.pid_file`, `log.file` and `stats.file` must exist and
+    /// be writable by this process's effective user (the pid and log files themselves when they
+    /// exist).
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, each starting with the key concerned.
+    pub fn check_files(&self) -> Result<(), SettingsError> {
+        let mut problems = Vec::new();
+        validate::check_files(self, &mut problems);
+        SettingsError::check(problems)
+    }
+
     /// Path of request lane `lane`: `{queues.dir}/{queues.name}.req.{lane}`. Lanes `0..workers`
     /// belong to the workers, lane `workers` to the main thread (UDP, overload notices).
     pub fn request_lane_path(&self, lane: usize) -> PathBuf {

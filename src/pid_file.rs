@@ -69,7 +69,7 @@ impl PidFile {
 
     /// Whether `path` still names the file this process wrote (not one put there since).
     fn still_ours(&self) -> bool {
-        match (fs::metadata(&self.path), self.file.metadata()) {
+        match (fs::symlink_metadata(&self.path), self.file.metadata()) {
             (Ok(there), Ok(ours)) => there.dev() == ours.dev() && there.ino() == ours.ino(),
             _ => false,
         }

@@ -73,6 +73,26 @@ fn a_lanes_directory_too_small_refuses_the_start_naming_the_space_needed_and_fre
     };
     // Two workers: three request lanes and the response lane, 4 MiB + 512 header bytes each.
     use_lanes_in(&env, &tmpfs.dir, "4MiB", "64KiB");
+    let needed = 4 * ((4 << 20) + 512);
+    let empty = rustix::fs::statvfs(&tmpfs.dir).unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_ccsd"))
+        .arg("--config")
+        .arg(&env.config)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(2));
+    let expected = format!(
+        "  queues.dir: {}: not enough space for the lanes: 16.0 MiB ({needed} bytes) needed, 8.0 MiB ({} bytes) free",
+        tmpfs.dir.display(),
+        empty.f_bavail * empty.f_frsize
+    );
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.lines().any(|l| l.starts_with(&expected)),
+        "{expected}\n{stderr}"
+    );
+
     let out = Command::new(env!("CARGO_BIN_EXE_ccsd"))
         .arg("--config")
         .arg(&env.config)
@@ -80,7 +100,6 @@ fn a_lanes_directory_too_small_refuses_the_start_naming_the_space_needed_and_fre
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let needed = 4 * ((4 << 20) + 512);
     let vfs = rustix::fs::statvfs(&tmpfs.dir).unwrap();
     let free = vfs.f_bavail * vfs.f_frsize;
     let expected = format!(

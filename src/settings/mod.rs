@@ -177,9 +177,10 @@ impl Settings {
     }
 
     /// Checks what `--check-config` checks beyond [`Settings::validate`]: the files ccsd will
-    /// write. The directories of `broker.pid_file`, `log.file` and `stats.file` must exist and
-    /// be writable by this process's effective user (the pid and log files themselves when they
-    /// exist).
+    /// write. `queues.dir` must have room for the lanes (those that exist count for the space
+    /// not yet allocated to them); the directories of `broker.pid_file`, `log.file` and
+    /// `stats.file` must exist and be writable by this process's effective user (the pid and log
+    /// files themselves when they exist).
     ///
     /// # Errors
     ///

@@ -446,10 +446,18 @@ fn at_most(
 }
 
 /// The files ccsd will write, checked for `--check-config` (not by [`Settings::validate`], so
-/// that settings stay valid on a machine other than the one they are for): the directories of
-/// `broker.pid_file`, `log.file` and `stats.file` must exist, and ccsd's effective user must be
-/// able to write there.
+/// that settings stay valid on a machine other than the one they are for): `queues.dir` must
+/// have room for the lanes, the directories of `broker.pid_file`, `log.file` and `stats.file`
+/// must exist, and ccsd's effective user must be able to write there.
 pub(super) fn check_files(settings: &Settings, problems: &mut Vec<String>) {
+    let mut lanes: Vec<_> = (0..settings.request_lane_count())
+        .map(|lane| settings.request_lane_path(lane))
+        .collect();
+    lanes.push(settings.response_lane_path());
+    let capacity = settings.queues.capacity.bytes();
+    if let Err(e) = crate::lane::Lane::check_space(&settings.queues.dir, &lanes, capacity) {
+        problems.push(format!("queues.dir: {e}"));
+    }
     if let Some(pid_file) = &settings.broker.pid_file {
         check_output_file("broker.pid_file", pid_file, Written::InPlace, problems);
     }

@@ -373,7 +373,10 @@ mod tests {
         std::fs::create_dir(&path).unwrap();
         let err = InstanceLock::acquire(&path).unwrap_err();
         // Opening a directory read-write fails before fstat: either answer names the path.
-        assert!(err.to_string().starts_with(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().starts_with(&path.display().to_string()),
+            "{err}"
+        );
         std::fs::remove_dir(&path).unwrap();
     }
 

@@ -45,7 +45,10 @@ fn a_log_directory_that_is_not_writable_is_reported() {
     let log_dir = env.dir.join("logs");
     std::fs::create_dir(&log_dir).unwrap();
     let log_file = log_dir.join("ccsd.log");
-    env.add_setting("log", &format!("file = {:?}", log_file.display().to_string()));
+    env.add_setting(
+        "log",
+        &format!("file = {:?}", log_file.display().to_string()),
+    );
     // Root may write anywhere: check as another user, for whom the 0755 directory of root's is
     // read-only. Without root, take the write bit away instead.
     let as_nobody = rustix::process::geteuid().is_root();

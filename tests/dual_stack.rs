@@ -44,11 +44,7 @@ fn the_documented_ipv4_and_ipv6_wildcard_pair_starts_and_serves_both() {
 
 #[test]
 fn check_config_refuses_the_pair_when_the_ipv6_one_is_dual_stack() {
-    let env = TestEnv::new(
-        1,
-        "",
-        "[[listen]]\naddr = \"[::]:7399\"\nv6only = false\n",
-    );
+    let env = TestEnv::new(1, "", "[[listen]]\naddr = \"[::]:7399\"\nv6only = false\n");
     env.set_listen_addr("0.0.0.0:7399");
     let out = Command::new(env!("CARGO_BIN_EXE_ccsd"))
         .arg("--config")

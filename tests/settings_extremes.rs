@@ -149,7 +149,11 @@ fn draw(rng: &mut Rng, key: &Key) -> Value {
         Kind::Int { signed } => {
             let n = number(rng, key, 1);
             let negative = signed && rng.below(2) == 0;
-            let text = if negative { format!("-{n}") } else { n.to_string() };
+            let text = if negative {
+                format!("-{n}")
+            } else {
+                n.to_string()
+            };
             Value {
                 text,
                 bare: true,
@@ -215,7 +219,10 @@ fn base(env: &TestEnv) -> BTreeMap<(&'static str, &'static str), Value> {
         (("log", "level"), text("info")),
         (("admin", "addr"), text("127.0.0.1:0")),
         (("stats", "interval"), text("20ms")),
-        (("stats", "file"), text(&env.stats_file.display().to_string())),
+        (
+            ("stats", "file"),
+            text(&env.stats_file.display().to_string()),
+        ),
         (("listen", "addr"), text("127.0.0.1:0")),
         (("listen", "max_packet"), text("32KiB")),
     ])
@@ -223,7 +230,9 @@ fn base(env: &TestEnv) -> BTreeMap<(&'static str, &'static str), Value> {
 
 fn render(file: &BTreeMap<(&'static str, &'static str), Value>) -> String {
     let mut toml = String::new();
-    for section in ["broker", "queues", "log", "stats", "admin", "limits", "mcp", "listen"] {
+    for section in [
+        "broker", "queues", "log", "stats", "admin", "limits", "mcp", "listen",
+    ] {
         toml.push_str(&if section == "listen" {
             "[[listen]]\n".to_owned()
         } else {
@@ -255,7 +264,8 @@ fn draw_case(rng: &mut Rng, env: &TestEnv, keys: &[Key]) -> Case {
         case.env.retain(|(name, _)| {
             *name != format!("CCSD_{}__{}", key.section, key.name).to_uppercase()
         });
-        case.drawn.retain(|(s, n, _)| (*s, *n) != (key.section, key.name));
+        case.drawn
+            .retain(|(s, n, _)| (*s, *n) != (key.section, key.name));
         // `[[listen]]` keys cannot come from the environment.
         if key.section != "listen" && rng.below(2) == 0 {
             let name = format!("CCSD_{}__{}", key.section, key.name).to_uppercase();
@@ -302,7 +312,10 @@ fn random_extreme_settings_never_crash_check_config_or_a_short_start() {
         std::fs::write(&env.config, render(&case.file)).unwrap();
         let out = ccsd(&env, &case).arg("--check-config").output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let what = format!("round {round}, seed {seed}, drawn {:?}, env {:?}", case.drawn, case.env);
+        let what = format!(
+            "round {round}, seed {seed}, drawn {:?}, env {:?}",
+            case.drawn, case.env
+        );
         assert!(
             matches!(out.status.code(), Some(0 | 2)),
             "--check-config ended with {} ({what}):\n{stderr}",

@@ -435,7 +435,8 @@ fn the_values_that_crashed_ccsd_are_refused_from_the_file_and_the_environment() 
 #[test]
 fn every_numeric_setting_accepts_its_maximum_and_refuses_one_more() {
     let day = Duration::from_secs(24 * 3600);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Settings, bool)>)> = vec![
+    type SetAtOrOverMax = Box<dyn Fn(&mut Settings, bool)>;
+    let cases: Vec<(&str, SetAtOrOverMax)> = vec![
         (
             "broker.mailbox_capacity",
             Box::new(|s, over| s.broker.mailbox_capacity = 65536 + usize::from(over)),
@@ -530,9 +531,14 @@ fn an_ipv6_listener_without_v6only_may_not_share_its_port_with_an_ipv4_one() {
     assert!(pair("0.0.0.0:0", "[::]:0", false).is_empty());
     assert_eq!(
         pair("0.0.0.0:7300", "[::]:7300", false),
-        ["listen[1].addr: [::]:7300 overlaps listen[0].addr 0.0.0.0:7300: listen[1] has v6only = false, so it takes IPv4 clients on port 7300 too; set v6only = true there (or remove one)"]
+        [
+            "listen[1].addr: [::]:7300 overlaps listen[0].addr 0.0.0.0:7300: listen[1] has v6only = false, so it takes IPv4 clients on port 7300 too; set v6only = true there (or remove one)"
+        ]
     );
     assert_eq!(pair("127.0.0.1:7300", "[::]:7300", false).len(), 1);
-    assert_eq!(pair("127.0.0.1:7300", "[::ffff:127.0.0.1]:7300", false).len(), 1);
+    assert_eq!(
+        pair("127.0.0.1:7300", "[::ffff:127.0.0.1]:7300", false).len(),
+        1
+    );
     assert!(pair("127.0.0.1:7300", "[::ffff:127.0.0.2]:7300", false).is_empty());
 }

@@ -22,7 +22,13 @@ impl SmallTmpfs {
         let dir = env.dir.join("shm");
         std::fs::create_dir_all(&dir).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=1777"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=1777"),
+                "tmpfs",
+            ])
             .arg(&dir)
             .output();
         match out {
@@ -54,7 +60,10 @@ fn use_lanes_in(env: &TestEnv, dir: &Path, capacity: &str, max_packet: &str) {
     let toml = toml
         .replacen(
             "dir = \"/dev/shm\"",
-            &format!("dir = {:?}\ncapacity = {capacity:?}", dir.display().to_string()),
+            &format!(
+                "dir = {:?}\ncapacity = {capacity:?}",
+                dir.display().to_string()
+            ),
             1,
         )
         .replacen(
@@ -182,10 +191,7 @@ fn sparse_lanes_in_a_full_directory_refuse_mcp_and_ccsd_instead_of_a_sigbus() {
     let chunk = vec![0xa5u8; 4096];
     while filler.write_all(&chunk).is_ok() {}
 
-    let dir_full = format!(
-        "{}: not enough space for the lanes: ",
-        tmpfs.dir.display()
-    );
+    let dir_full = format!("{}: not enough space for the lanes: ", tmpfs.dir.display());
     // Under timeout(1): an MCP that attached anyway would serve forever.
     let mcp = Command::new("timeout")
         .arg(common::WAIT.as_secs().to_string())

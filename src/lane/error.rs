@@ -226,6 +226,14 @@ impl Error for LaneError {
     }
 }
 
+/// `"160.0 MiB (167774720 bytes)"`: readable, and exact for whoever computes with it.
+fn mebibytes(bytes: u64) -> String {
+    format!(
+        "{:.1} MiB ({bytes} bytes)",
+        bytes as f64 / f64::from(1 << 20)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,9 +251,4 @@ mod tests {
             .is_not_ready()
         );
     }
-}
-
-/// `"160.0 MiB (167774720 bytes)"`: readable, and exact for whoever computes with it.
-fn mebibytes(bytes: u64) -> String {
-    format!("{:.1} MiB ({bytes} bytes)", bytes as f64 / f64::from(1 << 20))
 }

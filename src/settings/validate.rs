@@ -8,11 +8,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
+use super::Settings;
 use super::sections::{
     AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, McpSettings,
     QueueSettings, StatsSettings,
 };
-use super::Settings;
 use super::units::{ByteSize, GIB, KIB};
 use crate::lane::FRAME_HEADER_SIZE;
 use crate::record::RECORD_HEADER_SIZE;
@@ -118,7 +118,13 @@ impl AdminSettings {
                 self.idle_timeout
             ));
         }
-        at_most(problems, "admin.idle_timeout", self.idle_timeout, MAX_DAY, "24h");
+        at_most(
+            problems,
+            "admin.idle_timeout",
+            self.idle_timeout,
+            MAX_DAY,
+            "24h",
+        );
     }
 }
 
@@ -379,7 +385,13 @@ impl StatsSettings {
             ));
         }
         at_most(problems, "stats.interval", self.interval, MAX_HOUR, "1h");
-        at_most(problems, "stats.log_interval", self.log_interval, MAX_DAY, "24h");
+        at_most(
+            problems,
+            "stats.log_interval",
+            self.log_interval,
+            MAX_DAY,
+            "24h",
+        );
     }
 }
 
@@ -427,19 +439,25 @@ impl McpSettings {
                 self.stall_timeout
             ));
         }
-        at_most(problems, "mcp.stall_timeout", self.stall_timeout, MAX_HOUR, "1h");
-        at_most(problems, "mcp.reply_max_age", self.reply_max_age, MAX_DAY, "24h");
+        at_most(
+            problems,
+            "mcp.stall_timeout",
+            self.stall_timeout,
+            MAX_HOUR,
+            "1h",
+        );
+        at_most(
+            problems,
+            "mcp.reply_max_age",
+            self.reply_max_age,
+            MAX_DAY,
+            "24h",
+        );
     }
 }
 
 /// Adds `"{key}: must be at most {max_text}, got {value:?}"` when `value` is over `max`.
-fn at_most(
-    problems: &mut Vec<String>,
-    key: &str,
-    value: Duration,
-    max: Duration,
-    max_text: &str,
-) {
+fn at_most(problems: &mut Vec<String>, key: &str, value: Duration, max: Duration, max_text: &str) {
     if value > max {
         problems.push(format!("{key}: must be at most {max_text}, got {value:?}"));
     }

@@ -1,7 +1,9 @@
 //! [`Lane`]: creating, attaching to and validating a lane file and its wake-up FIFO.
 //!
 //! Attaching trusts nothing in the file: its type, owner, mode, size and every header field are
-//! checked before a [`Lane`] exists.
+//! checked before a [`Lane`] exists. Every byte of a lane has its storage reserved (`fallocate`)
+//! before it is mapped, by the creator and again by each process that attaches, so a full file
+//! system (a small `/dev/shm`) is an error at creation or attach, never a SIGBUS under load.
 
 use std::ffi::OsString;
 use std::io;
@@ -30,12 +32,14 @@ pub struct Lane {
 }
 
 impl Lane {
-    /// Creates the lane file with `capacity` data bytes, or attaches to it if it already exists
-    /// (keeping every unread record). Also creates the `.fifo` if missing.
+    /// Creates the lane file with `capacity` data bytes, its every byte reserved, or attaches to
+    /// it if it already exists (keeping every unread record). Also creates the `.fifo` if
+    /// missing.
     ///
     /// # Errors
-    /// [`LaneError::InvalidCapacity`] unless `capacity` is a power of two in 4096..=2^40; every
-    /// error of [`Lane::attach`] when the file exists (including `NotReady` while another
+    /// [`LaneError::InvalidCapacity`] unless `capacity` is a power of two in 4096..=2^40;
+    /// [`LaneError::NoSpace`] when the directory cannot hold the lane (the new file is removed);
+    /// every error of [`Lane::attach`] when the file exists (including `NotReady` while another
     /// process is still creating it); [`LaneError::Io`] when a system call fails.
     pub fn create_or_attach(path: &Path, capacity: u64) -> Result<Lane, LaneError> {
         check_capacity(path, capacity)?;
@@ -88,14 +92,16 @@ impl Lane {
     }
 
     /// Attaches to an existing lane file (never creates it; creates the `.fifo` if missing).
-    /// With `expected_capacity`, the lane must have exactly that capacity.
+    /// With `expected_capacity`, the lane must have exactly that capacity. Storage is reserved
+    /// for any byte of the file that has none yet (a sparse lane), so that no access through the
+    /// mapping can fault later.
     ///
     /// # Errors
     /// `NotFound` / `NotReady` (see [`LaneError::is_not_ready`]) while the lane is not there
     /// yet; `WrongOwner` / `UnsafeMode` when the file or FIFO is not ours alone; `NotALane`,
     /// `VersionMismatch`, `HeaderSizeMismatch`, `InvalidCapacity`, `CapacityMismatch`,
     /// `SizeMismatch`, `BadPositions` when the header does not describe a valid lane;
-    /// `Io` when a system call fails.
+    /// `NoSpace` when a sparse lane cannot get its storage; `Io` when a system call fails.
     pub fn attach(path: &Path, expected_capacity: Option<u64>) -> Result<Lane, LaneError> {
         let fd = match rustix::fs::open(
             path,

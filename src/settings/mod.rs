@@ -24,6 +24,7 @@ use std::error::Error;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod host;
 mod load;
 mod sections;
 mod units;
@@ -187,7 +188,7 @@ impl Settings {
     /// Every problem found, each starting with the key concerned.
     pub fn check_files(&self) -> Result<(), SettingsError> {
         let mut problems = Vec::new();
-        validate::check_files(self, &mut problems);
+        host::check_files(self, &mut problems);
         SettingsError::check(problems)
     }
 

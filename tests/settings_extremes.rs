@@ -456,3 +456,55 @@ fn reload_refuses_a_duration_over_its_maximum_and_ccsd_keeps_serving() {
     kill_process(Pid::from_child(&ccsd_proc.child), Signal::TERM).unwrap();
     assert_eq!(ccsd_proc.exit_code(), Some(0));
 }
+
+#[test]
+fn every_key_at_its_maximum_at_once_starts_serves_and_stops() {
+    let env = TestEnv::new(1, "", "");
+    let mut file = base(&env);
+    let set = |file: &mut BTreeMap<_, _>, section, name, text: &str, bare: bool| {
+        let value = Value {
+            text: text.to_owned(),
+            bare,
+            amount: None,
+            negative: false,
+        };
+        file.insert((section, name), value);
+    };
+    // All but the lane and packet sizes (their maxima would reserve gigabytes of /dev/shm) and
+    // the length-field layout (the client below speaks the default one).
+    for (section, name, text, bare) in [
+        ("broker", "mailbox_capacity", "65536", true),
+        ("broker", "max_connections", "10000000", true),
+        ("broker", "idle_spin", "10ms", false),
+        ("broker", "shutdown_grace", "10m", false),
+        ("listen", "http_max_header", "1GiB", false),
+        ("listen", "max_connections", "10000000", true),
+        ("listen", "backlog", "65535", true),
+        ("listen", "max_requests_per_second", "1000000000", true),
+        ("listen", "udp_send_queue", "1GiB", false),
+        ("listen", "udp_send_timeout", "10m", false),
+        ("stats", "interval", "1h", false),
+        ("stats", "log_interval", "24h", false),
+        ("admin", "idle_timeout", "24h", false),
+        ("limits", "idle_timeout", "168h", false),
+        ("limits", "max_send_buffer", "4GiB", false),
+        ("limits", "max_requests_per_second", "1000000000", true),
+        ("limits", "half_close_timeout", "10m", false),
+        ("mcp", "stall_timeout", "1h", false),
+        ("mcp", "reply_max_age", "24h", false),
+    ] {
+        set(&mut file, section, name, text, bare);
+    }
+    std::fs::write(&env.config, render(&file)).unwrap();
+    let mut ccsd_proc = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+    for _ in 0..3 {
+        let mut client = connect(ccsd_proc.addr());
+        assert_eq!(
+            common::round_trip(&mut client, b"at max"),
+            packet(b"at max")
+        );
+    }
+    kill_process(Pid::from_child(&ccsd_proc.child), Signal::TERM).unwrap();
+    assert_eq!(ccsd_proc.exit_code(), Some(0));
+}

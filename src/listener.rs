@@ -1,5 +1,7 @@
 //! Listening sockets built with the options ccsd needs: `SO_REUSEADDR` always, `SO_REUSEPORT`
-//! on request, and a chosen `listen(2)` backlog — which `std::net::TcpListener::bind` cannot set.
+//! on request, `IPV6_V6ONLY` on IPv6 sockets as asked (the system default varies with
+//! `net.ipv6.bindv6only`), and a chosen `listen(2)` backlog — which
+//! `std::net::TcpListener::bind` cannot set.
 //!
 //! The socket is made with rustix and handed over as a plain non-blocking
 //! [`std::net::TcpListener`] (or [`std::net::UdpSocket`] for UDP listeners), so the rest of ccsd
@@ -18,6 +20,9 @@ pub struct ListenOptions {
     /// Set `SO_REUSEPORT`, so several processes can listen on the same address and the kernel
     /// spreads new connections over them.
     pub reuse_port: bool,
+    /// IPv6 addresses only: set `IPV6_V6ONLY` (take IPv6 clients only, so an IPv4 socket can
+    /// share the port) or clear it (also take IPv4 clients, as IPv4-mapped addresses).
+    pub v6only: bool,
 }
 
 /// Creates a non-blocking, close-on-exec TCP socket bound to `addr` and listening.
@@ -25,26 +30,26 @@ pub struct ListenOptions {
 /// # Errors
 /// Any failing step (`socket`, `setsockopt`, `bind`, `listen`), e.g. `AddrInUse`.
 pub fn bind(addr: SocketAddr, options: ListenOptions) -> io::Result<TcpListener> {
-    let fd = bound_socket(addr, SocketType::STREAM, options.reuse_port)?;
+    let fd = bound_socket(addr, SocketType::STREAM, options)?;
     let backlog = i32::try_from(options.backlog).unwrap_or(i32::MAX);
     rustix::net::listen(&fd, backlog)?;
     Ok(TcpListener::from(fd))
 }
 
-/// Creates a non-blocking, close-on-exec UDP socket bound to `addr` (`SO_REUSEPORT` when
-/// `reuse_port`). The backlog does not apply.
+/// Creates a non-blocking, close-on-exec UDP socket bound to `addr` with `options`; the backlog
+/// does not apply.
 ///
 /// # Errors
 /// Any failing step (`socket`, `setsockopt`, `bind`), e.g. `AddrInUse`.
-pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
-    let fd = bound_socket(addr, SocketType::DGRAM, reuse_port)?;
+pub fn bind_udp(addr: SocketAddr, options: ListenOptions) -> io::Result<UdpSocket> {
+    let fd = bound_socket(addr, SocketType::DGRAM, options)?;
     Ok(UdpSocket::from(fd))
 }
 
 fn bound_socket(
     addr: SocketAddr,
     kind: SocketType,
-    reuse_port: bool,
+    options: ListenOptions,
 ) -> io::Result<rustix::fd::OwnedFd> {
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::INET,
@@ -58,8 +63,11 @@ fn bound_socket(
     )?;
     // As std does: a restarted ccsd can bind while old connections sit in TIME_WAIT.
     sockopt::set_socket_reuseaddr(&fd, true)?;
-    if reuse_port {
+    if options.reuse_port {
         sockopt::set_socket_reuseport(&fd, true)?;
+    }
+    if addr.is_ipv6() {
+        sockopt::set_ipv6_v6only(&fd, options.v6only)?;
     }
     rustix::net::bind(&fd, &addr)?;
     Ok(fd)
@@ -75,6 +83,7 @@ mod tests {
         ListenOptions {
             backlog: 16,
             reuse_port,
+            v6only: true,
         }
     }
 
@@ -98,7 +107,7 @@ mod tests {
 
     #[test]
     fn bound_udp_socket_is_non_blocking_and_receives_datagrams() {
-        let socket = bind_udp(LOCAL.parse().unwrap(), false).expect("bind");
+        let socket = bind_udp(LOCAL.parse().unwrap(), options(false)).expect("bind");
         let mut buf = [0u8; 8];
         let err = socket.recv_from(&mut buf).expect_err("nothing sent");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
@@ -119,6 +128,50 @@ mod tests {
         let first = bind(LOCAL.parse().unwrap(), options(false)).expect("first");
         let addr = first.local_addr().unwrap();
         let err = bind(addr, options(false)).expect_err("address in use");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+}
+
+#[cfg(test)]
+mod v6only_tests {
+    use super::*;
+
+    fn options(v6only: bool) -> ListenOptions {
+        ListenOptions {
+            backlog: 16,
+            reuse_port: false,
+            v6only,
+        }
+    }
+
+    /// A free port on both the IPv4 and the IPv6 wildcard, or `None` without IPv6.
+    fn free_dual_port() -> Option<u16> {
+        let probe = bind("[::]:0".parse().unwrap(), options(false)).ok()?;
+        Some(probe.local_addr().unwrap().port())
+    }
+
+    #[test]
+    fn a_v6only_wildcard_listener_shares_its_port_with_an_ipv4_one() {
+        let Some(port) = free_dual_port() else {
+            println!("skipped: no IPv6 on this host");
+            return;
+        };
+        let v4 = bind(SocketAddr::from(([0, 0, 0, 0], port)), options(true)).expect("0.0.0.0");
+        let v6 = bind(format!("[::]:{port}").parse().unwrap(), options(true)).expect("[::]");
+        let v4_udp = bind_udp(SocketAddr::from(([0, 0, 0, 0], port)), options(true));
+        let v6_udp = bind_udp(format!("[::]:{port}").parse().unwrap(), options(true));
+        assert!(v4_udp.is_ok() && v6_udp.is_ok(), "{v4_udp:?} {v6_udp:?}");
+        drop((v4, v6));
+    }
+
+    #[test]
+    fn a_dual_stack_wildcard_listener_takes_the_ipv4_port_too() {
+        let Some(port) = free_dual_port() else {
+            println!("skipped: no IPv6 on this host");
+            return;
+        };
+        let _v6 = bind(format!("[::]:{port}").parse().unwrap(), options(false)).expect("[::]");
+        let err = bind(SocketAddr::from(([0, 0, 0, 0], port)), options(true)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 }

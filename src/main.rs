@@ -12,14 +12,16 @@ use ccsd::demo::Echo;
 use ccsd::mcp::McpEndpoint;
 use ccsd::runtime::Broker;
 use ccsd::service::serve;
-use ccsd::settings::Settings;
+use ccsd::settings::{Settings, SettingsError};
 use log::{error, info};
 
 const USAGE: &str = "\
 usage: ccsd [--config FILE] [--check-config] [--demo]
 
   --config FILE    settings file (TOML); without it the built-in defaults are used
-  --check-config   validate the settings, print every problem, exit 0 (valid) or 2
+  --check-config   validate the settings and the files ccsd will write (the pid, log and
+                   stats files' directories exist and are writable), print every problem,
+                   exit 0 (valid) or 2
   --demo           also run the echo MCP inside this process, for a first try
   --help           this text
   --version        the version
@@ -72,15 +74,12 @@ fn main() -> ExitCode {
     };
     let settings = match Settings::load(args.config.as_deref()) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("ccsd: invalid settings:");
-            for problem in &e.problems {
-                eprintln!("  {problem}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(e) => return invalid_settings(&e),
     };
     if args.check_only {
+        if let Err(e) = settings.check_files() {
+            return invalid_settings(&e);
+        }
         println!("settings OK");
         return ExitCode::SUCCESS;
     }
@@ -112,6 +111,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints every problem of `e` and returns exit code 2.
+fn invalid_settings(e: &SettingsError) -> ExitCode {
+    eprintln!("ccsd: invalid settings:");
+    for problem in &e.problems {
+        eprintln!("  {problem}");
+    }
+    ExitCode::from(2)
 }
 
 /// Attaches the echo MCP to this process's own lanes and serves it on a thread.

@@ -6,6 +6,9 @@
 //! told apart from one in use without trusting the pid inside, which the system may have given to
 //! another process since: an unlocked file is stale and is replaced; a locked one belongs to a
 //! running ccsd (one with other queues but the same `pid_file`) and the start is refused.
+//!
+//! It is opened with the instance lock's checks: never through a symbolic link, only a regular
+//! file with one name, owned by ccsd's uid, mode 0644 at most.
 
 use std::fmt;
 use std::fs::{self, File};
@@ -30,9 +33,7 @@ impl fmt::Display for PidFileError {
                     None => write!(f, "another running ccsd"),
                 }
             }
-            InstanceError::Io { path, source } => {
-                write!(f, "broker.pid_file: {}: {source}", path.display())
-            }
+            other => write!(f, "broker.pid_file: {other}"),
         }
     }
 }
@@ -50,7 +51,9 @@ impl PidFile {
     /// Writes this process's pid to `path` (mode 0644), replacing a stale file.
     ///
     /// # Errors
-    /// The file is locked by another live process, or cannot be created or written.
+    /// The file is locked by another live process, is not a file ccsd may write (a symbolic
+    /// link, not a regular file, several hard links, another owner, more than mode 0644; see
+    /// `src/instance.rs`), or cannot be created or written.
     pub fn write(path: &Path) -> Result<PidFile, PidFileError> {
         let file = lock_with_pid(path, 0o644).map_err(PidFileError)?;
         Ok(PidFile {
@@ -66,7 +69,7 @@ impl PidFile {
 
     /// Whether `path` still names the file this process wrote (not one put there since).
     fn still_ours(&self) -> bool {
-        match (fs::metadata(&self.path), self.file.metadata()) {
+        match (fs::symlink_metadata(&self.path), self.file.metadata()) {
             (Ok(there), Ok(ours)) => there.dev() == ours.dev() && there.ino() == ours.ino(),
             _ => false,
         }

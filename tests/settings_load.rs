@@ -431,7 +431,8 @@ fn built_in_settings_file_spells_out_every_key() {
             "proto",
             "reuse_port",
             "udp_send_queue",
-            "udp_send_timeout"
+            "udp_send_timeout",
+            "v6only"
         ]
     );
     assert_eq!(keys(&root["log"]), ["level"]);

@@ -454,3 +454,161 @@ fn admin_login_timeout_is_from_100ms_to_1h_and_the_unix_path_fits_a_socket_addre
         ["admin.unix: the directory /nonexistent-ccsd-dir does not exist"]
     );
 }
+
+#[test]
+fn the_values_that_crashed_ccsd_are_refused_from_the_file_and_the_environment() {
+    for (toml, key) in [
+        (
+            "[limits]\nidle_timeout = \"18446744073709551615s\"\n",
+            "limits.idle_timeout: must be at most",
+        ),
+        (
+            "[stats]\nlog_interval = \"18446744073709551615s\"\n",
+            "stats.log_interval: must be at most",
+        ),
+        (
+            "[broker]\nmailbox_capacity = 1099511627776\n",
+            "broker.mailbox_capacity: must be at most 65536",
+        ),
+        (
+            "[broker]\nmailbox_capacity = 4611686018427387904\n",
+            "broker.mailbox_capacity: must be at most 65536",
+        ),
+    ] {
+        let problems = Settings::from_toml_str(toml).unwrap_err().problems;
+        assert!(
+            problems.len() == 1 && problems[0].starts_with(key),
+            "{toml}: {problems:?}"
+        );
+    }
+    for (name, value, key) in [
+        (
+            "CCSD_LIMITS__IDLE_TIMEOUT",
+            "18446744073709551615s",
+            "limits.idle_timeout: must be at most",
+        ),
+        (
+            "CCSD_BROKER__MAILBOX_CAPACITY",
+            "4611686018427387904",
+            "broker.mailbox_capacity: must be at most 65536",
+        ),
+    ] {
+        let env = [(name.to_owned(), value.to_owned())];
+        let problems = Settings::load_with_env(None, env).unwrap_err().problems;
+        assert!(
+            problems.len() == 1 && problems[0].starts_with(key),
+            "{name}={value}: {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn every_numeric_setting_accepts_its_maximum_and_refuses_one_more() {
+    let day = Duration::from_secs(24 * 3600);
+    type SetAtOrOverMax = Box<dyn Fn(&mut Settings, bool)>;
+    let cases: Vec<(&str, SetAtOrOverMax)> = vec![
+        (
+            "broker.mailbox_capacity",
+            Box::new(|s, over| s.broker.mailbox_capacity = 65536 + usize::from(over)),
+        ),
+        (
+            "broker.max_connections",
+            Box::new(|s, over| s.broker.max_connections = 10_000_000 + usize::from(over)),
+        ),
+        (
+            "listen[0].max_connections",
+            Box::new(|s, over| s.listen[0].max_connections = 10_000_000 + usize::from(over)),
+        ),
+        (
+            "listen[0].max_requests_per_second",
+            Box::new(|s, over| {
+                s.listen[0].max_requests_per_second = 1_000_000_000 + u64::from(over)
+            }),
+        ),
+        (
+            "listen[0].length_adjust",
+            Box::new(|s, over| s.listen[0].length_adjust = -(1 << 30) - i64::from(over)),
+        ),
+        (
+            "limits.max_requests_per_second",
+            Box::new(|s, over| s.limits.max_requests_per_second = 1_000_000_000 + u64::from(over)),
+        ),
+        (
+            "limits.idle_timeout",
+            Box::new(move |s, over| {
+                s.limits.idle_timeout = 7 * day + Duration::from_nanos(u64::from(over))
+            }),
+        ),
+        (
+            "admin.idle_timeout",
+            Box::new(move |s, over| {
+                s.admin.idle_timeout = day + Duration::from_nanos(u64::from(over))
+            }),
+        ),
+        (
+            "stats.interval",
+            Box::new(|s, over| {
+                s.stats.interval = Duration::from_secs(3600) + Duration::from_nanos(u64::from(over))
+            }),
+        ),
+        (
+            "stats.log_interval",
+            Box::new(move |s, over| {
+                s.stats.log_interval = day + Duration::from_nanos(u64::from(over))
+            }),
+        ),
+        (
+            "mcp.stall_timeout",
+            Box::new(|s, over| {
+                s.mcp.stall_timeout =
+                    Duration::from_secs(3600) + Duration::from_nanos(u64::from(over))
+            }),
+        ),
+        (
+            "mcp.reply_max_age",
+            Box::new(move |s, over| {
+                s.mcp.reply_max_age = day + Duration::from_nanos(u64::from(over))
+            }),
+        ),
+    ];
+    for (key, set) in cases {
+        assert_eq!(
+            problems_after(|s| set(s, false)),
+            Vec::<String>::new(),
+            "{key} at its maximum"
+        );
+        let problems = problems_after(|s| set(s, true));
+        assert!(
+            problems.len() == 1 && problems[0].starts_with(&format!("{key}: must be")),
+            "{key} over its maximum: {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn an_ipv6_listener_without_v6only_may_not_share_its_port_with_an_ipv4_one() {
+    let pair = |v4: &str, v6: &str, v6only: bool| {
+        problems_after(|s| {
+            s.listen[0].addr = v4.parse().unwrap();
+            let mut second = s.listen[0].clone();
+            second.addr = v6.parse().unwrap();
+            second.v6only = v6only;
+            s.listen.push(second);
+        })
+    };
+    assert!(pair("0.0.0.0:7300", "[::]:7300", true).is_empty());
+    assert!(pair("0.0.0.0:7300", "[::]:7301", false).is_empty());
+    assert!(pair("0.0.0.0:0", "[::]:0", false).is_empty());
+    assert_eq!(
+        pair("0.0.0.0:7300", "[::]:7300", false),
+        [
+            "listen[1].addr: [::]:7300 overlaps listen[0].addr 0.0.0.0:7300: listen[1] has v6only = false, so it takes IPv4 clients on port 7300 too; set v6only = true there (or remove one)"
+        ]
+    );
+    assert_eq!(pair("127.0.0.1:7300", "[::]:7300", false).len(), 1);
+    assert_eq!(
+        pair("127.0.0.1:7300", "[::ffff:127.0.0.1]:7300", false).len(),
+        1
+    );
+    assert!(pair("127.0.0.1:7300", "[::ffff:127.0.0.2]:7300", false).is_empty());
+}

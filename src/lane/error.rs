@@ -103,6 +103,16 @@ pub enum LaneError {
         /// The epoch count in its header.
         starts: u64,
     },
+    /// The lanes' directory has less free space than the lanes need: every byte of a lane is
+    /// reserved when it is created, so a full `/dev/shm` is found at start, never by a SIGBUS.
+    NoSpace {
+        /// The directory holding the lanes (`queues.dir`).
+        dir: PathBuf,
+        /// Bytes the lanes still need there.
+        needed: u64,
+        /// Bytes free there.
+        free: u64,
+    },
     /// A system call failed.
     Io {
         /// The file it was about.
@@ -208,6 +218,13 @@ impl fmt::Display for LaneError {
                  (ccsd creates them anew, at epoch 1) and start again",
                 path.display()
             ),
+            LaneError::NoSpace { dir, needed, free } => write!(
+                f,
+                "{}: not enough space for the lanes: {} needed, {} free (enlarge it, e.g. docker run --shm-size, or lower queues.capacity; docs/operations.md, \"Sizing the lanes' directory\")",
+                dir.display(),
+                mebibytes(*needed),
+                mebibytes(*free)
+            ),
             LaneError::Io { path, op, source } => {
                 write!(f, "lane {}: {op} failed: {source}", path.display())
             }
@@ -222,6 +239,14 @@ impl Error for LaneError {
             _ => None,
         }
     }
+}
+
+/// `"160.0 MiB (167774720 bytes)"`: readable, and exact for whoever computes with it.
+fn mebibytes(bytes: u64) -> String {
+    format!(
+        "{:.1} MiB ({bytes} bytes)",
+        bytes as f64 / f64::from(1 << 20)
+    )
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! [`Lane`]: creating, attaching to and validating a lane file and its wake-up FIFO.
 //!
 //! Attaching trusts nothing in the file: its type, owner, mode, size and every header field are
-//! checked before a [`Lane`] exists.
+//! checked before a [`Lane`] exists. Every byte of a lane has its storage reserved (`fallocate`)
+//! before it is mapped, by the creator and again by each process that attaches, so a full file
+//! system (a small `/dev/shm`) is an error at creation or attach, never a SIGBUS under load.
 
 use std::ffi::OsString;
 use std::io;
@@ -30,12 +32,14 @@ pub struct Lane {
 }
 
 impl Lane {
-    /// Creates the lane file with `capacity` data bytes, or attaches to it if it already exists
-    /// (keeping every unread record). Also creates the `.fifo` if missing.
+    /// Creates the lane file with `capacity` data bytes, its every byte reserved, or attaches to
+    /// it if it already exists (keeping every unread record). Also creates the `.fifo` if
+    /// missing.
     ///
     /// # Errors
-    /// [`LaneError::InvalidCapacity`] unless `capacity` is a power of two in 4096..=2^40; every
-    /// error of [`Lane::attach`] when the file exists (including `NotReady` while another
+    /// [`LaneError::InvalidCapacity`] unless `capacity` is a power of two in 4096..=2^40;
+    /// [`LaneError::NoSpace`] when the directory cannot hold the lane (the new file is removed);
+    /// every error of [`Lane::attach`] when the file exists (including `NotReady` while another
     /// process is still creating it); [`LaneError::Io`] when a system call fails.
     pub fn create_or_attach(path: &Path, capacity: u64) -> Result<Lane, LaneError> {
         check_capacity(path, capacity)?;
@@ -62,6 +66,7 @@ impl Lane {
             .map_err(|e| LaneError::io(path, "fchmod", e))?;
         let size = HEADER_SIZE + capacity;
         rustix::fs::ftruncate(fd, size).map_err(|e| LaneError::io(path, "ftruncate", e))?;
+        reserve(path, fd, size)?;
         let region = map(path, fd, size)?;
         region
             .u32_at(OFF_VERSION)
@@ -87,14 +92,16 @@ impl Lane {
     }
 
     /// Attaches to an existing lane file (never creates it; creates the `.fifo` if missing).
-    /// With `expected_capacity`, the lane must have exactly that capacity.
+    /// With `expected_capacity`, the lane must have exactly that capacity. Storage is reserved
+    /// for any byte of the file that has none yet (a sparse lane), so that no access through the
+    /// mapping can fault later.
     ///
     /// # Errors
     /// `NotFound` / `NotReady` (see [`LaneError::is_not_ready`]) while the lane is not there
     /// yet; `WrongOwner` / `UnsafeMode` when the file or FIFO is not ours alone; `NotALane`,
     /// `VersionMismatch`, `HeaderSizeMismatch`, `InvalidCapacity`, `CapacityMismatch`,
     /// `SizeMismatch`, `BadPositions` when the header does not describe a valid lane;
-    /// `Io` when a system call fails.
+    /// `NoSpace` when a sparse lane cannot get its storage; `Io` when a system call fails.
     pub fn attach(path: &Path, expected_capacity: Option<u64>) -> Result<Lane, LaneError> {
         let fd = match rustix::fs::open(
             path,
@@ -126,6 +133,8 @@ impl Lane {
         }
         let region = map(path, &fd, size)?;
         let capacity = validate_header(path, &region, size, expected_capacity)?;
+        // A lane made sparse (by an older ccsd, or a copy) gets its space now or not at all.
+        reserve(path, &fd, size)?;
         let fifo = open_fifo(path)?;
         Ok(Lane {
             region,
@@ -133,6 +142,33 @@ impl Lane {
             path: path.to_path_buf(),
             capacity,
         })
+    }
+
+    /// Checks, before any lane is created, that `dir` has room for the lanes at `paths` of
+    /// `capacity` data bytes each: a lane that exists counts only for the bytes not yet allocated to
+    /// it.
+    ///
+    /// # Errors
+    /// [`LaneError::NoSpace`] naming the directory, the bytes needed and the bytes free;
+    /// [`LaneError::Io`] when `statvfs` fails.
+    pub fn check_space(dir: &Path, paths: &[PathBuf], capacity: u64) -> Result<(), LaneError> {
+        let size = HEADER_SIZE.saturating_add(capacity);
+        let needed = paths
+            .iter()
+            .map(|path| match rustix::fs::lstat(path) {
+                Ok(stat) => size.saturating_sub(allocated_bytes(&stat)),
+                Err(_) => size,
+            })
+            .fold(0u64, u64::saturating_add);
+        let free = free_bytes(dir)?;
+        if needed > free {
+            return Err(LaneError::NoSpace {
+                dir: dir.to_path_buf(),
+                needed,
+                free,
+            });
+        }
+        Ok(())
     }
 
     /// The lane file.
@@ -258,6 +294,41 @@ impl Lane {
 
     pub(super) fn consumer_waiting(&self) -> &AtomicU32 {
         self.region.u32_at(OFF_CONSUMER_WAITING)
+    }
+}
+
+/// Bytes of storage a file holds (`st_blocks` counts 512-byte units whatever the block size).
+fn allocated_bytes(stat: &Stat) -> u64 {
+    u64::try_from(stat.st_blocks)
+        .unwrap_or(0)
+        .saturating_mul(512)
+}
+
+/// Bytes an unprivileged user may still allocate in the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Result<u64, LaneError> {
+    let vfs = rustix::fs::statvfs(dir).map_err(|e| LaneError::io(dir, "statvfs", e))?;
+    Ok(vfs.f_bavail.saturating_mul(vfs.f_frsize))
+}
+
+/// Gives every byte of the lane file at `path` its storage now (`fallocate`, like
+/// `posix_fallocate`), so that no access through a mapping, ours or the peer's, can fault for
+/// want of space: a write to a sparse page of a full tmpfs is a SIGBUS. Allocated bytes keep
+/// their contents.
+fn reserve(path: &Path, fd: &OwnedFd, size: u64) -> Result<(), LaneError> {
+    match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, size) {
+        Ok(()) => Ok(()),
+        Err(Errno::NOSPC) => {
+            let allocated = rustix::fs::fstat(fd)
+                .map(|stat| allocated_bytes(&stat))
+                .unwrap_or(0);
+            let dir = path.parent().unwrap_or(Path::new("."));
+            Err(LaneError::NoSpace {
+                dir: dir.to_path_buf(),
+                needed: size.saturating_sub(allocated),
+                free: free_bytes(dir)?,
+            })
+        }
+        Err(e) => Err(LaneError::io(path, "fallocate (reserving its space)", e)),
     }
 }
 

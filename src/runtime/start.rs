@@ -68,15 +68,16 @@ impl Broker {
                 addr: l.addr,
                 source,
             };
+            let options = ListenOptions {
+                backlog: l.backlog,
+                reuse_port: l.reuse_port,
+                v6only: l.v6only,
+            };
             let open = Arc::new(AtomicUsize::new(0));
             let rate = (l.max_requests_per_second > 0)
                 .then(|| Arc::new(RateLimiter::new(l.max_requests_per_second, RATE_WINDOW)));
             let local = match l.proto {
                 Proto::Tcp => {
-                    let options = ListenOptions {
-                        backlog: l.backlog,
-                        reuse_port: l.reuse_port,
-                    };
                     let listener = listener::bind(l.addr, options).map_err(bind_err)?;
                     let local = listener.local_addr().map_err(bind_err)?;
                     info!(
@@ -93,7 +94,7 @@ impl Broker {
                     local
                 }
                 Proto::Udp => {
-                    let socket = listener::bind_udp(l.addr, l.reuse_port).map_err(bind_err)?;
+                    let socket = listener::bind_udp(l.addr, options).map_err(bind_err)?;
                     let udp = UdpListening::new(
                         socket,
                         l.packet_limit() as usize,
@@ -147,6 +148,12 @@ impl Broker {
             None => None,
         };
         let capacity = settings.queues.capacity.bytes();
+        let mut lane_paths: Vec<PathBuf> = (0..settings.request_lane_count())
+            .map(|w| settings.request_lane_path(w))
+            .collect();
+        lane_paths.push(settings.response_lane_path());
+        Lane::check_space(&settings.queues.dir, &lane_paths, capacity)
+            .map_err(StartError::Queue)?;
         let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
             .map_err(StartError::Queue)?;
         // One request lane per worker, then the main thread's (UDP, overload notices).

@@ -24,6 +24,7 @@ use std::error::Error;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod host;
 mod load;
 mod sections;
 mod units;
@@ -173,6 +174,21 @@ impl Settings {
             mcp: Some(&self.mcp),
         }
         .check(&mut problems);
+        SettingsError::check(problems)
+    }
+
+    /// Checks what `--check-config` checks beyond [`Settings::validate`]: the files ccsd will
+    /// write. `queues.dir` must have room for the lanes (those that exist count for the space
+    /// not yet allocated to them); the directories of `broker.pid_file`, `log.file` and
+    /// `stats.file` must exist and be writable by this process's effective user (the pid and log
+    /// files themselves when they exist).
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, each starting with the key concerned.
+    pub fn check_files(&self) -> Result<(), SettingsError> {
+        let mut problems = Vec::new();
+        host::check_files(self, &mut problems);
         SettingsError::check(problems)
     }
 

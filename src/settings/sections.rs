@@ -185,6 +185,9 @@ pub struct ListenSettings {
     pub backlog: u32,
     /// Whether to set `SO_REUSEPORT`, so several processes can listen on the same address.
     pub reuse_port: bool,
+    /// IPv6 addresses only: whether to set `IPV6_V6ONLY`, so `[::]:P` takes IPv6 clients only
+    /// and an IPv4 listener can share port P; `false` makes `[::]:P` take IPv4 clients too.
+    pub v6only: bool,
     /// Packets this listener's connections may send together per one-second window; the
     /// connection whose packet goes over is closed (reason overload). 0: no limit.
     pub max_requests_per_second: u64,
@@ -227,6 +230,7 @@ impl Default for ListenSettings {
             max_connections: 0,
             backlog: 1024,
             reuse_port: false,
+            v6only: true,
             max_requests_per_second: 0,
             udp_send_queue: ByteSize(MIB),
             udp_send_timeout: Duration::from_secs(1),

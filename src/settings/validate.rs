@@ -4,6 +4,7 @@
 //! every broken rule.
 
 use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -49,6 +50,26 @@ const MIN_HTTP_HEADER: u64 = 64;
 const MIN_UDP_SEND_TIMEOUT: Duration = Duration::from_millis(1);
 /// The longest `listen[i].udp_send_timeout` accepted: a reply older than that helps nobody.
 const MAX_UDP_SEND_TIMEOUT: Duration = Duration::from_secs(600);
+
+// The maxima below keep every accepted value far from what would overflow a clock reading
+// (`Instant + duration`), a multiplication or an allocation; `docs/configuration.md` lists them.
+
+/// The largest `broker.mailbox_capacity`: each worker's mailbox preallocates a 72-byte slot per
+/// message, so 65536 is 4.5 MiB per worker.
+const MAX_MAILBOX_CAPACITY: usize = 65536;
+/// The largest `broker.max_connections` and `listen[i].max_connections`: far above what the
+/// open-file limit allows (`fs.nr_open` is 1048576 by default), small enough for every count.
+const MAX_CONNECTIONS: usize = 10_000_000;
+/// The largest `limits.max_requests_per_second` and `listen[i].max_requests_per_second`.
+const MAX_REQUESTS_PER_SECOND: u64 = 1_000_000_000;
+/// The largest magnitude of `listen[i].length_adjust`: the largest `max_packet`.
+const MAX_LENGTH_ADJUST: u64 = GIB;
+/// The longest `limits.idle_timeout`: a week (longer: turn it off with "0s").
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest `admin.idle_timeout`, `stats.log_interval` and `mcp.reply_max_age`: a day.
+const MAX_DAY: Duration = Duration::from_secs(24 * 3600);
+/// The longest `stats.interval` and `mcp.stall_timeout`: an hour.
+const MAX_HOUR: Duration = Duration::from_secs(3600);
 
 /// The sections to validate. `None` stands for a section (or `[[listen]]` table) that failed to
 /// deserialize: its problem is already reported, so the rules involving it are skipped.
@@ -130,6 +151,13 @@ impl AdminSettings {
                 ));
             }
         }
+        at_most(
+            problems,
+            "admin.idle_timeout",
+            self.idle_timeout,
+            MAX_DAY,
+            "24h",
+        );
     }
 }
 
@@ -176,8 +204,20 @@ impl BrokerSettings {
                 self.mailbox_capacity
             ));
         }
+        if self.mailbox_capacity > MAX_MAILBOX_CAPACITY {
+            problems.push(format!(
+                "broker.mailbox_capacity: must be at most {MAX_MAILBOX_CAPACITY}, got {}",
+                self.mailbox_capacity
+            ));
+        }
         if self.max_connections == 0 {
             problems.push("broker.max_connections: must be at least 1".to_owned());
+        }
+        if self.max_connections > MAX_CONNECTIONS {
+            problems.push(format!(
+                "broker.max_connections: must be at most {MAX_CONNECTIONS}, got {}",
+                self.max_connections
+            ));
         }
         if self.shutdown_grace > MAX_SHUTDOWN_GRACE {
             problems.push(format!(
@@ -253,7 +293,46 @@ fn check_listeners(listeners: &[Option<&ListenSettings>], problems: &mut Vec<Str
                 "listen[{i}].addr: {} is already used by listen[{j}]",
                 listen.addr
             ));
+        } else if let Some(j) = listeners[..i]
+            .iter()
+            .position(|other| other.is_some_and(|other| ipv4_overlap(other, listen)))
+        {
+            let dual = if listen.addr.is_ipv6() { i } else { j };
+            problems.push(format!(
+                "listen[{i}].addr: {} overlaps listen[{j}].addr {}: listen[{dual}] has v6only = false, so it takes IPv4 clients on port {port} too; set v6only = true there (or remove one)",
+                listen.addr,
+                listeners[j].map_or(listen.addr, |other| other.addr)
+            ));
         }
+    }
+}
+
+/// The IPv4 address a listener takes clients on: its own for an IPv4 address; for an IPv6 one
+/// with `v6only = false`, `0.0.0.0` for `[::]` and the embedded address for `[::ffff:a.b.c.d]`.
+fn ipv4_taken(listen: &ListenSettings) -> Option<Ipv4Addr> {
+    match listen.addr.ip() {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(ip) if !listen.v6only && ip.is_unspecified() => Some(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(ip) if !listen.v6only => ip.to_ipv4_mapped(),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// Whether two listeners of the same protocol and port, one of them an IPv6 listener with
+/// `v6only = false`, would both take the same IPv4 clients: the second bind fails (unless both set
+/// `reuse_port`, which shares the port on purpose).
+fn ipv4_overlap(a: &ListenSettings, b: &ListenSettings) -> bool {
+    let port = a.addr.port();
+    let dual = |l: &ListenSettings| l.addr.is_ipv6() && !l.v6only;
+    if port == 0 || port != b.addr.port() || a.proto != b.proto || a.addr == b.addr {
+        return false;
+    }
+    if !(dual(a) || dual(b)) || (a.reuse_port && b.reuse_port) {
+        return false;
+    }
+    match (ipv4_taken(a), ipv4_taken(b)) {
+        (Some(x), Some(y)) => x == y || x.is_unspecified() || y.is_unspecified(),
+        _ => false,
     }
 }
 
@@ -297,6 +376,24 @@ impl ListenSettings {
                 self.backlog
             ));
         }
+        if self.max_connections > MAX_CONNECTIONS {
+            problems.push(format!(
+                "listen[{i}].max_connections: must be at most {MAX_CONNECTIONS}, got {}",
+                self.max_connections
+            ));
+        }
+        if self.max_requests_per_second > MAX_REQUESTS_PER_SECOND {
+            problems.push(format!(
+                "listen[{i}].max_requests_per_second: must be at most {MAX_REQUESTS_PER_SECOND}, got {}",
+                self.max_requests_per_second
+            ));
+        }
+        if self.length_adjust.unsigned_abs() > MAX_LENGTH_ADJUST {
+            problems.push(format!(
+                "listen[{i}].length_adjust: must be between -{MAX_LENGTH_ADJUST} and {MAX_LENGTH_ADJUST} (1GiB), got {}",
+                self.length_adjust
+            ));
+        }
         if ![1, 2, 4, 8].contains(&self.length_size) {
             problems.push(format!(
                 "listen[{i}].length_size: must be 1, 2, 4 or 8, got {}",
@@ -327,6 +424,14 @@ impl StatsSettings {
                 self.interval
             ));
         }
+        at_most(problems, "stats.interval", self.interval, MAX_HOUR, "1h");
+        at_most(
+            problems,
+            "stats.log_interval",
+            self.log_interval,
+            MAX_DAY,
+            "24h",
+        );
     }
 }
 
@@ -342,6 +447,19 @@ impl LimitsSettings {
             problems.push(format!(
                 "limits.half_close_timeout: at most 10m, got {:?}",
                 self.half_close_timeout
+            ));
+        }
+        at_most(
+            problems,
+            "limits.idle_timeout",
+            self.idle_timeout,
+            MAX_IDLE_TIMEOUT,
+            "7 days (168h)",
+        );
+        if self.max_requests_per_second > MAX_REQUESTS_PER_SECOND {
+            problems.push(format!(
+                "limits.max_requests_per_second: must be at most {MAX_REQUESTS_PER_SECOND}, got {}",
+                self.max_requests_per_second
             ));
         }
         let send = self.max_send_buffer;
@@ -373,5 +491,26 @@ impl McpSettings {
                 self.stall_timeout
             ));
         }
+        at_most(
+            problems,
+            "mcp.stall_timeout",
+            self.stall_timeout,
+            MAX_HOUR,
+            "1h",
+        );
+        at_most(
+            problems,
+            "mcp.reply_max_age",
+            self.reply_max_age,
+            MAX_DAY,
+            "24h",
+        );
+    }
+}
+
+/// Adds `"{key}: must be at most {max_text}, got {value:?}"` when `value` is over `max`.
+fn at_most(problems: &mut Vec<String>, key: &str, value: Duration, max: Duration, max_text: &str) {
+    if value > max {
+        problems.push(format!("{key}: must be at most {max_text}, got {value:?}"));
     }
 }

@@ -187,6 +187,12 @@ fn sparse_lanes_in_a_full_directory_refuse_mcp_and_ccsd_instead_of_a_sigbus() {
         let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
         rustix::fs::fallocate(&file, flags, 4096, 2 << 20).unwrap();
     }
+    // The MCP lock as the MCP that ran beside that ccsd left it.
+    std::fs::write(
+        tmpfs.dir.join(format!("{}.mcp.lock", env.name)),
+        format!("{:>10}\n", std::process::id()),
+    )
+    .unwrap();
     let mut filler = std::fs::File::create(tmpfs.dir.join("filler")).unwrap();
     let chunk = vec![0xa5u8; 4096];
     while filler.write_all(&chunk).is_ok() {}

@@ -32,6 +32,9 @@ pub fn holder_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// Characters of the pid in the lock file: every `u32` fits.
+const PID_WIDTH: usize = 10;
+
 /// The held lock; released when dropped or when the process exits.
 #[derive(Debug)]
 pub(super) struct ConsumerLock {
@@ -77,10 +80,13 @@ impl ConsumerLock {
             }
             Err(e) => return Err(failed("flock")(e)),
         }
-        rustix::fs::ftruncate(&fd, 0).map_err(failed("ftruncate"))?;
-        // One write: a reader sees the whole line or an empty file, never half a number.
-        let line = format!("{}\n", std::process::id());
+        // The pid right-aligned in a fixed width: every holder writes the same 11 bytes over the
+        // last one's in one write, so a reader never sees half a number nor a longer earlier pid's
+        // tail, and a file that exists needs no new space (a full lanes directory must still let
+        // the MCP reach the lanes' own, clearer, space check).
+        let line = format!("{:>PID_WIDTH$}\n", std::process::id());
         rustix::io::pwrite(&fd, line.as_bytes(), 0).map_err(failed("write"))?;
+        rustix::fs::ftruncate(&fd, line.len() as u64).map_err(failed("ftruncate"))?;
         Ok(ConsumerLock { _fd: fd })
     }
 }

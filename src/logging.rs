@@ -180,6 +180,19 @@ impl LogLimiter {
     }
 }
 
+/// Logs one line through a [`LogLimiter`]: at most one per its interval, ending with how many
+/// similar lines it held back since the last one, e.g.
+/// `log_limited!(self.error_log, Level::Warn, "main lane: cannot wake MCP: {e}")` logs
+/// `main lane: cannot wake MCP: ... (3 similar suppressed)`.
+macro_rules! log_limited {
+    ($limiter:expr, $level:expr, $($arg:tt)+) => {
+        if let Some(held) = $limiter.allow() {
+            ::log::log!($level, "{} ({held} similar suppressed)", format_args!($($arg)+));
+        }
+    };
+}
+pub(crate) use log_limited;
+
 impl Default for LogLimiter {
     /// One line per ten seconds.
     fn default() -> Self {

@@ -8,10 +8,10 @@
 //!
 //! Records are pushed during a loop turn and published once at its end, as workers do.
 
-use log::warn;
+use log::Level;
 
 use crate::lane::Producer;
-use crate::logging::LogLimiter;
+use crate::logging::{LogLimiter, log_limited};
 use crate::stats::MainLaneCounters;
 
 /// The main thread's end of its request lane.
@@ -56,9 +56,7 @@ impl MainLane {
                 self.counters.lane_wakeups += u64::from(woke);
             }
             Err(e) => {
-                if let Some(n) = self.error_log.allow() {
-                    warn!("main lane: cannot wake MCP: {e} ({n} similar suppressed)");
-                }
+                log_limited!(self.error_log, Level::Warn, "main lane: cannot wake MCP: {e}");
             }
         }
     }

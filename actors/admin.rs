@@ -18,6 +18,7 @@
 //! so its next commands are answered in order after them. Answers are buffered per client and
 //! written as the socket takes them, so a large one never blocks the main loop.
 
+mod conns;
 mod listen;
 mod reports;
 
@@ -30,13 +31,13 @@ use log::{LevelFilter, info, warn};
 use polling::{Event, PollMode, Poller};
 
 use crate::actors::accept_pause::is_out_of_descriptors;
-use crate::actors::admin_conns::{self, PendingSample};
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::flow::FlowId;
 use crate::logging::LogLimiter;
 use crate::message::ConnSample;
 use crate::settings::AdminSettings;
 use crate::stats::AdminCounters;
+use conns::PendingSample;
 pub use listen::AdminBindError;
 use listen::{AdminListeners, AdminStream, Origin};
 use reports::{metrics_text, stats_text, workers_text};
@@ -686,12 +687,12 @@ fn command(
         ),
         "stats" => (stats_text(view), Keep),
         "workers" => (workers_text(view), Keep),
-        "conns" => match admin_conns::parse_max(arg) {
+        "conns" => match conns::parse_max(arg) {
             Some(max) if words.next().is_none() => {
                 *deferred = Some(Deferred::SampleConns { max });
                 (String::new(), Keep)
             }
-            _ => (admin_conns::USAGE.into(), Keep),
+            _ => (conns::USAGE.into(), Keep),
         },
         "reload" => {
             *deferred = Some(Deferred::Reload);

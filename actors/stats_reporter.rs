@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use log::{Level, log, warn};
 
-use crate::histogram::Histogram;
 use crate::logging::LogLimiter;
 use crate::message::NotifyStat;
 use crate::settings::StatsSettings;
+use crate::stats::histogram::Histogram;
 use crate::stats::{
     AcceptorCounters, AdminCounters, BridgeCounters, ControlCounters, MainLaneCounters,
     McpWatchCounters, ProcessCounters, UdpCounters, WorkerCounters,

@@ -12,7 +12,7 @@
 //! and dropped. A full lane drops the datagram: UDP has no back-pressure.
 //!
 //! Sending: a reply goes out at once when the socket takes it; otherwise it waits in the
-//! listener's [`DatagramQueue`] (bounded in bytes, entries expire) and write interest is armed
+//! listener's `DatagramQueue` (`udp/datagram_queue.rs`: bounded in bytes, entries expire) and write interest is armed
 //! until the queue is empty. While a queue is not empty, later replies queue behind it, so a
 //! listener's replies leave in the order MCP wrote them. Every loss is counted.
 
@@ -27,14 +27,16 @@ use polling::{Event, PollMode, Poller};
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 
+mod datagram_queue;
+
 use crate::clock::monotonic_ns;
-use crate::datagram_queue::DatagramQueue;
 use crate::flow::FlowId;
 use crate::logging::LogLimiter;
 use crate::main_lane::MainLane;
 use crate::rate_limit::RateLimiter;
 use crate::record::{Kind, RecordHeader, Transport};
 use crate::stats::UdpCounters;
+use datagram_queue::DatagramQueue;
 
 /// Datagrams read per listener per readiness, before the main loop looks elsewhere.
 pub const DATAGRAMS_PER_TURN: usize = 256;

@@ -37,16 +37,13 @@ use crate::actors::mcp_bridge::{HELD_RETRY, McpBridge, RECORDS_PER_TURN};
 use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::udp::UdpActor;
-use crate::instance::{InstanceError, InstanceLock};
 use crate::lane::LaneError;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::main_lane::MainLane;
 use crate::memory::MemoryBudget;
 use crate::message::{MainMsg, PortCommand, WorkerMsg, WorkerSettings};
-use crate::pid_file::{PidFile, PidFileError};
 use crate::settings::Settings;
-use crate::signals::Signals;
 use crate::stats::ControlCounters;
 
 /// While stopping, how often the main loop checks whether every worker has finished.
@@ -54,10 +51,19 @@ const STOP_POLL: Duration = Duration::from_millis(10);
 
 mod admin_requests;
 mod extension;
+pub mod fd_limit;
+pub mod instance;
+pub mod listener;
+pub mod pid_file;
+mod reload;
+pub mod signals;
 mod start;
 
 use extension::ActorSlot;
 pub use extension::BrokerBuilder;
+use instance::{InstanceError, InstanceLock};
+use pid_file::{PidFile, PidFileError};
+use signals::Signals;
 
 /// Why ccsd could not start.
 #[derive(Debug)]

@@ -8,11 +8,9 @@ use std::collections::VecDeque;
 use log::{info, warn};
 use polling::Poller;
 
-use super::Broker;
+use super::{Broker, fd_limit, reload};
 use crate::actors::admin::{Admin, AdminAction, AdminView};
-use crate::fd_limit;
 use crate::message::{MainMsg, WorkerMsg, WorkerSettings};
-use crate::reload;
 use crate::settings::Settings;
 
 impl Broker {

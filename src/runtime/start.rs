@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 use log::info;
 use polling::{Event, PollMode, Poller};
 
+use super::fd_limit;
+use super::instance::InstanceLock;
+use super::listener::{self, ListenOptions};
+use super::pid_file::PidFile;
+use super::signals::Signals;
 use super::{Broker, StartError};
 use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
 use crate::actors::admin::{Admin, AdminBindError};
@@ -22,21 +27,16 @@ use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::StatsReporter;
 use crate::actors::udp::{UdpActor, UdpListening};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
-use crate::fd_limit;
 use crate::flow::next_epoch;
 use crate::framing;
-use crate::instance::InstanceLock;
 use crate::lane::Lane;
-use crate::listener::{self, ListenOptions};
 use crate::logging::LogLimiter;
 use crate::mailbox::{Mailbox, mailbox};
 use crate::main_lane::MainLane;
 use crate::memory::{MemoryBudget, MemoryShare};
 use crate::message::MainMsg;
-use crate::pid_file::PidFile;
 use crate::rate_limit::RateLimiter;
 use crate::settings::{ByteSize, Proto, Settings, WhenDown};
-use crate::signals::Signals;
 use crate::stats::ControlCounters;
 
 /// Capacity of the main thread's mailbox (`NotifyStat` from workers).

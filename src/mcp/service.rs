@@ -5,7 +5,7 @@
 //! queues the reply (in chunks of at most [`REPLY_CHUNK`] bytes, which ccsd writes to the client
 //! back to back, so a large reply fits even the smallest lane; a reply to a UDP datagram is one
 //! record, since ccsd sends each record as one datagram), closes the connection when the
-//! service says so, and publishes replies in batches. The echo MCP ([`crate::demo::Echo`]) and the
+//! service says so, and publishes replies in batches. The echo MCP ([`super::demo::Echo`]) and the
 //! example MCPs (`examples/kv_mcp`, `examples/http_mcp`) are services.
 
 use std::sync::atomic::{AtomicBool, Ordering};

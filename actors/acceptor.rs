@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::TrySendError;
 use log::warn;
-use polling::{Event, PollMode, Poller};
 
 use crate::actors::accept_pause::{AcceptPause, is_out_of_descriptors};
 use crate::clock::monotonic_ns;
@@ -41,6 +40,7 @@ use crate::message::{Connect, WorkerMsg};
 use crate::record::{Kind, Reason, RecordHeader, Transport};
 use crate::settings::Dispatch;
 use crate::stats::AcceptorCounters;
+use crate::watched::Watched;
 
 /// Connections accepted per listener per readiness, before the main loop looks elsewhere.
 const ACCEPTS_PER_TURN: usize = 256;
@@ -57,8 +57,8 @@ pub struct WorkerLink {
 /// One listening socket as the acceptor sees it.
 #[derive(Debug)]
 pub struct Listening {
-    /// The bound, non-blocking socket.
-    pub socket: TcpListener,
+    /// The bound, non-blocking socket, watched by the main poller (readable).
+    pub(crate) socket: Watched<TcpListener>,
     /// Its local port (for overload notices).
     pub port: u16,
     /// Open connections accepted here (raised here on hand-over, lowered by the worker on close;
@@ -97,9 +97,6 @@ pub struct Acceptor {
     overload_notices: bool,
     next_worker: usize,
     counters: AcceptorCounters,
-    /// The poller the listeners are registered in, and the key of listener 0 (set by
-    /// [`register`](Acceptor::register)); a pause takes them out and puts them back.
-    registered: Option<(Arc<Poller>, usize)>,
     /// Accepting paused for lack of file descriptors.
     pause: AcceptPause,
     error_log: LogLimiter,
@@ -129,7 +126,6 @@ impl Acceptor {
             overload_notices,
             next_worker: 0,
             counters: AcceptorCounters::default(),
-            registered: None,
             pause: AcceptPause::default(),
             error_log: LogLimiter::default(),
             refused_log: LogLimiter::default(),
@@ -157,40 +153,19 @@ impl Acceptor {
         }
     }
 
-    /// Registers listener `i` under poller key `first_key + i`, and keeps the poller to take
-    /// them out and put them back during a pause.
-    ///
-    /// # Errors
-    /// The poller refused a listener.
-    pub fn register(&mut self, poller: &Arc<Poller>, first_key: usize) -> io::Result<()> {
-        self.registered = Some((Arc::clone(poller), first_key));
-        self.add_listeners()
-    }
-
-    fn add_listeners(&self) -> io::Result<()> {
-        let Some((poller, first_key)) = &self.registered else {
-            return Ok(());
-        };
-        for (i, l) in self.listeners.iter().enumerate() {
-            let Some(l) = l else { continue };
-            // SAFETY: the listeners live in `self` for as long as the main poller is used, and
-            // are deleted from it before they are closed (`stop`); the process exits (closing
-            // both) rather than dropping an acceptor under a live poller.
-            unsafe {
-                poller.add_with_mode(&l.socket, Event::readable(first_key + i), PollMode::Level)?;
-            }
+    /// Puts every listener (back) into the poller; stops at the first the poller refuses.
+    fn resume_listeners(&mut self) -> io::Result<()> {
+        for l in self.listeners.iter_mut().flatten() {
+            l.socket.resume()?;
         }
         Ok(())
     }
 
     /// Stops accepting: takes the listeners out of the poller and closes them, so new clients are
     /// refused by the kernel.
-    pub fn stop(&mut self, poller: &Poller) {
-        for l in self.listeners.drain(..).flatten() {
-            // Deleted before it is closed (dropped), as the poller requires. A paused listener is
-            // not in the poller: the error is expected.
-            let _ = poller.delete(&l.socket);
-        }
+    pub fn stop(&mut self) {
+        // Each leaves the poller before it is closed (`Watched`).
+        self.listeners.clear();
         self.pause.end();
     }
 
@@ -199,10 +174,9 @@ impl Acceptor {
     fn pause_accepting(&mut self, cause: fmt::Arguments<'_>) {
         let pause = self.pause.start(Instant::now());
         self.counters.accept_pauses += 1;
-        if let Some((poller, _)) = &self.registered {
-            for l in self.listeners.iter().flatten() {
-                let _ = poller.delete(&l.socket);
-            }
+        for l in self.listeners.iter_mut().flatten() {
+            // Stays out of the poller even if the poller complained.
+            let _ = l.socket.pause();
         }
         if let Some(n) = self.pause_log.allow() {
             let open: usize = self
@@ -222,7 +196,7 @@ impl Acceptor {
             return;
         }
         self.pause.end();
-        if let Err(e) = self.add_listeners() {
+        if let Err(e) = self.resume_listeners() {
             // Some listeners may be in already: take them out and try again after a pause.
             self.pause_accepting(format_args!(
                 "cannot put the listeners back into the poller: {e}"
@@ -235,7 +209,7 @@ impl Acceptor {
         self.pause.time_left(Instant::now())
     }
 
-    /// Number of listeners, TCP or not (poller keys reserved by [`register`](Acceptor::register)).
+    /// Number of listeners, TCP or not.
     pub fn listener_count(&self) -> usize {
         self.listeners.len()
     }
@@ -257,7 +231,7 @@ impl Acceptor {
             let Some(listening) = self.listeners.get(i).and_then(Option::as_ref) else {
                 return;
             };
-            let (stream, peer) = match listening.socket.accept() {
+            let (stream, peer) = match listening.socket.source().accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -384,6 +358,8 @@ impl Acceptor {
 mod tests {
     use std::path::PathBuf;
 
+    use polling::{Event, Poller};
+
     use super::*;
     use crate::lane::Lane;
 
@@ -419,8 +395,9 @@ mod tests {
         let socket = TcpListener::bind("127.0.0.1:0").unwrap();
         socket.set_nonblocking(true).unwrap();
         let addr = socket.local_addr().unwrap();
+        let poller = Arc::new(Poller::new().unwrap());
         let listening = Listening {
-            socket,
+            socket: Watched::new(&poller, socket, Event::readable(0)).unwrap(),
             port: addr.port(),
             open: Arc::new(AtomicUsize::new(0)),
             max_connections,
@@ -444,11 +421,9 @@ mod tests {
         let mut lane = TestLane::new("stopped");
         let (listening, addr) = listening(0);
         let mut acceptor = acceptor(listening, 1);
-        let poller = Arc::new(Poller::new().unwrap());
-        acceptor.register(&poller, 0).unwrap();
         // A client is waiting, so the listener was readable when the stop signal came.
         let _client = std::net::TcpStream::connect(addr).unwrap();
-        acceptor.stop(&poller);
+        acceptor.stop();
         acceptor.on_readable(0, &mut lane.lane);
         assert_eq!(acceptor.counters().accepted, 0);
     }

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::warn;
-use polling::{Event, PollMode, Poller};
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 
@@ -36,6 +35,7 @@ use crate::main_lane::MainLane;
 use crate::rate_limit::RateLimiter;
 use crate::record::{Kind, RecordHeader, Transport};
 use crate::stats::UdpCounters;
+use crate::watched::Watched;
 use datagram_queue::DatagramQueue;
 
 /// Datagrams read per listener per readiness, before the main loop looks elsewhere.
@@ -44,7 +44,7 @@ pub const DATAGRAMS_PER_TURN: usize = 256;
 /// One UDP listener as the UDP actor sees it.
 #[derive(Debug)]
 pub struct UdpListening {
-    socket: UdpSocket,
+    socket: Watched<UdpSocket>,
     local: SocketAddr,
     port: u16,
     max_packet: usize,
@@ -55,20 +55,21 @@ pub struct UdpListening {
 }
 
 impl UdpListening {
-    /// A bound, non-blocking `socket` whose datagrams may be up to `max_packet` bytes, at most
+    /// A bound, non-blocking `socket` (watched by the main poller under its listener's key)
+    /// whose datagrams may be up to `max_packet` bytes, at most
     /// as many per window as `rate` allows, with a send queue of `send_queue` bytes whose entries
     /// expire after `send_timeout`.
     ///
     /// # Errors
     /// The socket's local address cannot be read.
-    pub fn new(
-        socket: UdpSocket,
+    pub(crate) fn new(
+        socket: Watched<UdpSocket>,
         max_packet: usize,
         rate: Option<Arc<RateLimiter>>,
         send_queue: usize,
         send_timeout: Duration,
     ) -> io::Result<UdpListening> {
-        let local = socket.local_addr()?;
+        let local = socket.source().local_addr()?;
         Ok(UdpListening {
             socket,
             local,
@@ -89,7 +90,6 @@ impl UdpListening {
 /// Receives datagrams into the main thread's lane and sends MCP's replies.
 #[derive(Debug)]
 pub struct UdpActor {
-    poller: Arc<Poller>,
     /// By listener index (`Settings::listen`), which is also the poller key and the flow's slot;
     /// `None` for TCP listeners.
     listeners: Vec<Option<UdpListening>>,
@@ -113,7 +113,6 @@ impl UdpActor {
     /// `epoch` on the main thread's lane `lane_index`; while `mcp_down` (if given) holds true,
     /// datagrams are dropped.
     pub fn new(
-        poller: Arc<Poller>,
         listeners: Vec<Option<UdpListening>>,
         epoch: u16,
         lane_index: u8,
@@ -126,7 +125,6 @@ impl UdpActor {
             .max()
             .unwrap_or(0);
         UdpActor {
-            poller,
             listeners,
             epoch,
             lane_index,
@@ -140,24 +138,6 @@ impl UdpActor {
             queue_log: LogLimiter::default(),
             reply_log: LogLimiter::default(),
         }
-    }
-
-    /// Registers UDP listener `i` under poller key `i` (level-triggered, readable).
-    ///
-    /// # Errors
-    /// The poller refused a socket.
-    pub fn register(&self) -> io::Result<()> {
-        for (i, l) in self.listeners.iter().enumerate() {
-            if let Some(l) = l {
-                // SAFETY: the sockets live in `self` for as long as the main poller is used; the
-                // process exits (closing both) rather than dropping the actor under a live poller.
-                unsafe {
-                    self.poller
-                        .add_with_mode(&l.socket, Event::readable(i), PollMode::Level)?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Whether poller key `key` is one of this actor's sockets.
@@ -205,7 +185,7 @@ impl UdpActor {
         let to = destination(header.peer, l.local.is_ipv6());
         if l.queue.is_empty() {
             loop {
-                match l.socket.send_to(payload, to) {
+                match l.socket.source().send_to(payload, to) {
                     Ok(n) => {
                         self.counters.datagrams_out += 1;
                         self.counters.bytes_out += n as u64;
@@ -291,25 +271,26 @@ impl UdpActor {
             .is_some_and(|down| down.load(Ordering::Relaxed));
         for _ in 0..DATAGRAMS_PER_TURN {
             // MSG_TRUNC: the result is the datagram's real length, even beyond the buffer.
-            let (len, from) = match rustix::net::recvfrom(&l.socket, &mut *buf, RecvFlags::TRUNC) {
-                Ok((_, len, Some(from))) => match SocketAddr::try_from(from) {
-                    Ok(from) => (len, from),
-                    Err(_) => continue,
-                },
-                Ok((_, _, None)) => continue,
-                Err(Errno::AGAIN) => return,
-                Err(Errno::INTR) => continue,
-                Err(e) => {
-                    self.counters.recv_errors += 1;
-                    if let Some(n) = self.recv_log.allow() {
-                        warn!(
-                            "UDP port {}: recvfrom failed: {e} ({n} similar suppressed)",
-                            l.port
-                        );
+            let (len, from) =
+                match rustix::net::recvfrom(l.socket.source(), &mut *buf, RecvFlags::TRUNC) {
+                    Ok((_, len, Some(from))) => match SocketAddr::try_from(from) {
+                        Ok(from) => (len, from),
+                        Err(_) => continue,
+                    },
+                    Ok((_, _, None)) => continue,
+                    Err(Errno::AGAIN) => return,
+                    Err(Errno::INTR) => continue,
+                    Err(e) => {
+                        self.counters.recv_errors += 1;
+                        if let Some(n) = self.recv_log.allow() {
+                            warn!(
+                                "UDP port {}: recvfrom failed: {e} ({n} similar suppressed)",
+                                l.port
+                            );
+                        }
+                        return;
                     }
-                    return;
-                }
-            };
+                };
             if len > l.max_packet {
                 self.counters.dropped_truncated += 1;
                 if let Some(n) = self.recv_log.allow() {
@@ -360,7 +341,7 @@ impl UdpActor {
         };
         let sent = l
             .queue
-            .send(now, |payload, to| l.socket.send_to(payload, to));
+            .send(now, |payload, to| l.socket.source().send_to(payload, to));
         self.counters.datagrams_out += sent.datagrams;
         self.counters.bytes_out += sent.bytes;
         self.counters.send_errors += sent.errors;
@@ -373,14 +354,10 @@ impl UdpActor {
 
     /// Sets listener `i`'s interest: readable unless stopped, writable while replies wait.
     fn update_interest(&mut self, i: usize) {
-        let Some(l) = self.listeners.get(i).and_then(Option::as_ref) else {
+        let Some(l) = self.listeners.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        let interest = Event::new(i, !self.stopped, l.write_armed);
-        if let Err(e) = self
-            .poller
-            .modify_with_mode(&l.socket, interest, PollMode::Level)
-        {
+        if let Err(e) = l.socket.set_interest(!self.stopped, l.write_armed) {
             if let Some(n) = self.send_log.allow() {
                 warn!(
                     "UDP port {}: cannot change poller interest: {e} ({n} similar suppressed)",

@@ -55,6 +55,7 @@ pub mod response;
 pub mod runtime;
 pub mod settings;
 pub mod stats;
+pub(crate) mod watched;
 
 // The modules' paths before issue 10 moved them, kept until its three branches are merged: the
 // worker wing (`crate::histogram`) and the tests (`ccsd::service`, `ccsd::fd_limit`) still use

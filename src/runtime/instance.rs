@@ -111,7 +111,14 @@ impl InstanceError {
     }
 }
 
-impl std::error::Error for InstanceError {}
+impl std::error::Error for InstanceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InstanceError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// The held lock; released when dropped or when the process exits.
 #[derive(Debug)]

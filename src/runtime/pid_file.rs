@@ -38,7 +38,11 @@ impl fmt::Display for PidFileError {
     }
 }
 
-impl std::error::Error for PidFileError {}
+impl std::error::Error for PidFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
+    }
+}
 
 /// A written pid file, locked while it lives and removed when dropped.
 #[derive(Debug)]

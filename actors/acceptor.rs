@@ -27,12 +27,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::TrySendError;
-use log::warn;
+use log::Level;
 
 use crate::actors::accept_pause::{AcceptPause, is_out_of_descriptors};
 use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
-use crate::logging::LogLimiter;
+use crate::logging::{LogLimiter, log_limited};
 use crate::mailbox::Mailbox;
 use crate::main_lane::MainLane;
 use crate::memory::MemoryBudget;
@@ -178,16 +178,21 @@ impl Acceptor {
             // Stays out of the poller even if the poller complained.
             let _ = l.socket.pause();
         }
-        if let Some(n) = self.pause_log.allow() {
-            let open: usize = self
-                .workers
-                .iter()
-                .map(|w| w.open.load(Ordering::Relaxed))
-                .sum();
-            warn!(
-                "out of file descriptors ({cause}) with {open} connections open: accepting paused for {pause:?}, new clients wait in the backlog; raise the open-file limit (RLIMIT_NOFILE, e.g. LimitNOFILE=) or lower broker.max_connections ({n} similar suppressed)"
-            );
-        }
+        log_limited!(
+            self.pause_log,
+            Level::Warn,
+            "out of file descriptors ({cause}) with {open} connections open: accepting paused for {pause:?}, new clients wait in the backlog; raise the open-file limit (RLIMIT_NOFILE, e.g. LimitNOFILE=) or lower broker.max_connections",
+            open = self.open_connections()
+        );
+    }
+
+    /// Connections open over every worker now, for a log line.
+    fn open_connections(&self) -> usize {
+        // SYNC POINT: Relaxed, as the gauges' updates in `on_readable`: a figure for a log line.
+        self.workers
+            .iter()
+            .map(|w| w.open.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Puts the listeners back into the poller once a pause is over.
@@ -240,9 +245,11 @@ impl Acceptor {
                 }
                 Err(e) => {
                     self.counters.accept_errors += 1;
-                    if let Some(n) = self.error_log.allow() {
-                        warn!("accept failed on listener {i}: {e} ({n} similar suppressed)");
-                    }
+                    log_limited!(
+                        self.error_log,
+                        Level::Warn,
+                        "accept failed on listener {i}: {e}"
+                    );
                     return;
                 }
             };
@@ -253,22 +260,24 @@ impl Acceptor {
                 // Dropping the stream closes it: the client sees end of stream (or a reset).
                 drop(stream);
                 self.counters.refused_max_connections += 1;
-                if let Some(n) = self.limit_log.allow() {
-                    warn!("refusing a connection: {limit} ({n} similar suppressed)");
-                }
+                log_limited!(
+                    self.limit_log,
+                    Level::Warn,
+                    "refusing a connection: {limit}"
+                );
                 self.notify_overload(peer, port, lane);
                 continue;
             }
             if let Some(budget) = self.memory.as_ref().filter(|b| b.over()) {
                 drop(stream);
                 self.counters.refused_max_memory += 1;
-                if let Some(n) = self.limit_log.allow() {
-                    warn!(
-                        "refusing a connection: ccsd holds {} bytes, over limits.max_memory ({}) ({n} similar suppressed)",
-                        budget.held(),
-                        budget.max()
-                    );
-                }
+                log_limited!(
+                    self.limit_log,
+                    Level::Warn,
+                    "refusing a connection: ccsd holds {} bytes, over limits.max_memory ({})",
+                    budget.held(),
+                    budget.max()
+                );
                 self.notify_overload(peer, port, lane);
                 continue;
             }
@@ -282,6 +291,11 @@ impl Acceptor {
                 return;
             };
             let listener_open = &listening.open;
+            // SYNC POINT: the open gauges are Relaxed everywhere: they are counts for a limit
+            // decision and no memory is read through them (the connection itself travels through
+            // the mailbox, which synchronizes). Each change is one read-modify-write, so none is
+            // lost; a read may miss a close a worker is doing at that moment, which refuses at
+            // most that many connections early.
             link.open.fetch_add(1, Ordering::Relaxed);
             listener_open.fetch_add(1, Ordering::Relaxed);
             let msg = WorkerMsg::Connect(Connect {
@@ -294,13 +308,15 @@ impl Acceptor {
                 link.open.fetch_sub(1, Ordering::Relaxed);
                 listener_open.fetch_sub(1, Ordering::Relaxed);
                 self.counters.refused_mailbox_full += 1;
-                if let Some(n) = self.refused_log.allow() {
-                    let why = match e {
-                        TrySendError::Full(_) => "mailbox full",
-                        TrySendError::Disconnected(_) => "worker stopped",
-                    };
-                    warn!("refusing a connection: worker {w} {why} ({n} similar suppressed)");
-                }
+                let why = match e {
+                    TrySendError::Full(_) => "mailbox full",
+                    TrySendError::Disconnected(_) => "worker stopped",
+                };
+                log_limited!(
+                    self.refused_log,
+                    Level::Warn,
+                    "refusing a connection: worker {w} {why}"
+                );
                 self.notify_overload(peer, port, lane);
             }
         }
@@ -328,6 +344,7 @@ impl Acceptor {
     /// Which limit a new connection on listener `i` would exceed, if any.
     fn limit_reached(&self, listener: &Listening, i: usize) -> Option<Limit> {
         let max = listener.max_connections;
+        // SYNC POINT: Relaxed, as the gauges' updates in `on_readable`.
         if max != 0 && listener.open.load(Ordering::Relaxed) >= max {
             return Some(Limit::Listener(i, max));
         }
@@ -347,6 +364,7 @@ impl Acceptor {
                 self.next_worker = (self.next_worker + 1) % n;
                 self.next_worker
             }
+            // SYNC POINT: Relaxed, as the gauges' updates in `on_readable`.
             Dispatch::LeastConnections => (0..n)
                 .min_by_key(|&w| self.workers[w].open.load(Ordering::Relaxed))
                 .unwrap_or(0),

@@ -28,13 +28,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{LevelFilter, info, warn};
+use log::{Level, LevelFilter, info};
 use polling::{Event, Poller};
 
 use crate::actors::accept_pause::is_out_of_descriptors;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::flow::FlowId;
-use crate::logging::LogLimiter;
+use crate::logging::{LogLimiter, log_limited};
 use crate::message::ConnSample;
 use crate::settings::AdminSettings;
 use crate::stats::AdminCounters;
@@ -379,11 +379,11 @@ impl Admin {
                 Ok((stream, used_reserve)) => {
                     if used_reserve {
                         self.counters.reserve_used += 1;
-                        if let Some(n) = self.pause_log.allow() {
-                            warn!(
-                                "admin: out of file descriptors; a client got in on the reserve descriptor ({n} similar suppressed)"
-                            );
-                        }
+                        log_limited!(
+                            self.pause_log,
+                            Level::Warn,
+                            "admin: out of file descriptors; a client got in on the reserve descriptor"
+                        );
                     }
                     stream
                 }
@@ -399,11 +399,11 @@ impl Admin {
             let Some(slot) = self.slot_for_new_client() else {
                 // Dropped: the client sees the connection close.
                 self.counters.refused_busy += 1;
-                if let Some(n) = self.slots_log.allow() {
-                    warn!(
-                        "admin: refused a client: all {MAX_CLIENTS} slots hold clients being answered ({n} similar suppressed)"
-                    );
-                }
+                log_limited!(
+                    self.slots_log,
+                    Level::Warn,
+                    "admin: refused a client: all {MAX_CLIENTS} slots hold clients being answered"
+                );
                 continue;
             };
             let unix = stream.origin() == Origin::Unix;
@@ -434,11 +434,11 @@ impl Admin {
     fn pause_listeners(&mut self, cause: &str) {
         let pause = self.listeners.pause();
         self.counters.accept_pauses += 1;
-        if let Some(n) = self.pause_log.allow() {
-            warn!(
-                "admin: cannot accept ({cause}): admin listeners paused for {pause:?} ({n} similar suppressed)"
-            );
-        }
+        log_limited!(
+            self.pause_log,
+            Level::Warn,
+            "admin: cannot accept ({cause}): admin listeners paused for {pause:?}"
+        );
     }
 
     /// A free slot, or else the slot of the idle client that closing hurts least (one not
@@ -459,11 +459,11 @@ impl Admin {
             .filter_map(|(i, c)| c.as_ref().filter(|c| c.is_idle()).map(|c| (i, c)))
             .min_by_key(|(_, c)| (c.logged_in, c.last_activity))?;
         self.counters.evicted_idle += 1;
-        if let Some(n) = self.slots_log.allow() {
-            warn!(
-                "admin: all {MAX_CLIENTS} slots taken: closed the longest idle client for a new one ({n} similar suppressed)"
-            );
-        }
+        log_limited!(
+            self.slots_log,
+            Level::Warn,
+            "admin: all {MAX_CLIENTS} slots taken: closed the longest idle client for a new one"
+        );
         self.drop_client(slot);
         Some(slot)
     }
@@ -757,15 +757,17 @@ fn serve_http(client: &mut Client, token: Option<&str>, view: &AdminView<'_>) ->
 
 /// Logs (rate-limited) a wrong or missing token, naming the client's address.
 fn log_bad_token(limiter: &mut LogLimiter, client: &Client) {
-    if let Some(n) = limiter.allow() {
-        let peer = match client.stream.source() {
+    log_limited!(
+        limiter,
+        Level::Warn,
+        "admin: wrong or missing token from {peer}",
+        peer = match client.stream.source() {
             AdminStream::Tcp(s) => s
                 .peer_addr()
                 .map_or_else(|_| "an unknown address".to_owned(), |a| a.to_string()),
             AdminStream::Unix(_) => "the Unix socket".to_owned(),
-        };
-        warn!("admin: wrong or missing token from {peer} ({n} similar suppressed)");
-    }
+        }
+    );
 }
 
 #[cfg(test)]

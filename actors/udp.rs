@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use log::warn;
+use log::Level;
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 
@@ -30,7 +30,7 @@ mod datagram_queue;
 
 use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
-use crate::logging::LogLimiter;
+use crate::logging::{LogLimiter, log_limited};
 use crate::main_lane::MainLane;
 use crate::rate_limit::RateLimiter;
 use crate::record::{Kind, RecordHeader, Transport};
@@ -174,12 +174,13 @@ impl UdpActor {
             .filter(|l| header.flow.generation() == 0 && l.port == header.listen_port);
         let Some(l) = listener else {
             self.counters.dropped_bad_listener += 1;
-            if let Some(n) = self.reply_log.allow() {
-                warn!(
-                    "dropping a UDP reply: flow {} with listen_port {} names no UDP listener ({n} similar suppressed)",
-                    header.flow, header.listen_port
-                );
-            }
+            log_limited!(
+                self.reply_log,
+                Level::Warn,
+                "dropping a UDP reply: flow {} with listen_port {} names no UDP listener",
+                header.flow,
+                header.listen_port
+            );
             return;
         };
         let to = destination(header.peer, l.local.is_ipv6());
@@ -195,9 +196,7 @@ impl UdpActor {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         self.counters.send_errors += 1;
-                        if let Some(n) = self.send_log.allow() {
-                            warn!("UDP send to {to} failed: {e} ({n} similar suppressed)");
-                        }
+                        log_limited!(self.send_log, Level::Warn, "UDP send to {to} failed: {e}");
                         return;
                     }
                 }
@@ -205,13 +204,13 @@ impl UdpActor {
         }
         if !l.queue.push(to, payload, Instant::now()) {
             self.counters.dropped_send_queue_full += 1;
-            if let Some(n) = self.queue_log.allow() {
-                warn!(
-                    "UDP port {}: send queue full ({} bytes), dropping a reply ({n} similar suppressed)",
-                    l.port,
-                    l.queue.bytes()
-                );
-            }
+            log_limited!(
+                self.queue_log,
+                Level::Warn,
+                "UDP port {}: send queue full ({} bytes), dropping a reply",
+                l.port,
+                l.queue.bytes()
+            );
             return;
         }
         self.counters.send_queued += 1;
@@ -227,12 +226,12 @@ impl UdpActor {
             if l.queue.next_expiry().is_some_and(|t| t <= now) {
                 let expired = l.queue.expire(now);
                 self.counters.dropped_send_expired += expired;
-                if let Some(n) = self.queue_log.allow() {
-                    warn!(
-                        "UDP port {}: {expired} replies expired in the send queue ({n} similar suppressed)",
-                        l.port
-                    );
-                }
+                log_limited!(
+                    self.queue_log,
+                    Level::Warn,
+                    "UDP port {}: {expired} replies expired in the send queue",
+                    l.port
+                );
             }
         }
     }
@@ -265,6 +264,8 @@ impl UdpActor {
         header.listen_port = l.port;
         header.transport = Transport::Udp;
         let buf = &mut self.buf[..l.max_packet];
+        // SYNC POINT: Relaxed: the MCP watch stores this flag on this same (main) thread, so
+        // program order already shows its latest verdict; nothing else is read through it.
         let refusing = self
             .mcp_down
             .as_ref()
@@ -282,23 +283,24 @@ impl UdpActor {
                     Err(Errno::INTR) => continue,
                     Err(e) => {
                         self.counters.recv_errors += 1;
-                        if let Some(n) = self.recv_log.allow() {
-                            warn!(
-                                "UDP port {}: recvfrom failed: {e} ({n} similar suppressed)",
-                                l.port
-                            );
-                        }
+                        log_limited!(
+                            self.recv_log,
+                            Level::Warn,
+                            "UDP port {}: recvfrom failed: {e}",
+                            l.port
+                        );
                         return;
                     }
                 };
             if len > l.max_packet {
                 self.counters.dropped_truncated += 1;
-                if let Some(n) = self.recv_log.allow() {
-                    warn!(
-                        "UDP port {}: dropped a datagram of {len} bytes from {from}: max_packet is {} ({n} similar suppressed)",
-                        l.port, l.max_packet
-                    );
-                }
+                log_limited!(
+                    self.recv_log,
+                    Level::Warn,
+                    "UDP port {}: dropped a datagram of {len} bytes from {from}: max_packet is {}",
+                    l.port,
+                    l.max_packet
+                );
                 continue;
             }
             let now = monotonic_ns();
@@ -308,12 +310,12 @@ impl UdpActor {
             }
             if l.rate.as_ref().is_some_and(|rate| !rate.allow(now)) {
                 self.counters.dropped_rate_limited += 1;
-                if let Some(n) = self.recv_log.allow() {
-                    warn!(
-                        "UDP port {}: over max_requests_per_second, dropping datagrams ({n} similar suppressed)",
-                        l.port
-                    );
-                }
+                log_limited!(
+                    self.recv_log,
+                    Level::Warn,
+                    "UDP port {}: over max_requests_per_second, dropping datagrams",
+                    l.port
+                );
                 continue;
             }
             header.peer = from;
@@ -325,12 +327,12 @@ impl UdpActor {
                 self.counters.bytes_in += len as u64;
             } else {
                 self.counters.dropped_queue_full += 1;
-                if let Some(n) = self.lane_log.allow() {
-                    warn!(
-                        "UDP port {}: the main thread's request lane is full, dropping datagrams ({n} similar suppressed)",
-                        l.port
-                    );
-                }
+                log_limited!(
+                    self.lane_log,
+                    Level::Warn,
+                    "UDP port {}: the main thread's request lane is full, dropping datagrams",
+                    l.port
+                );
             }
         }
     }
@@ -358,12 +360,12 @@ impl UdpActor {
             return;
         };
         if let Err(e) = l.socket.set_interest(!self.stopped, l.write_armed) {
-            if let Some(n) = self.send_log.allow() {
-                warn!(
-                    "UDP port {}: cannot change poller interest: {e} ({n} similar suppressed)",
-                    l.port
-                );
-            }
+            log_limited!(
+                self.send_log,
+                Level::Warn,
+                "UDP port {}: cannot change poller interest: {e}",
+                l.port
+            );
         }
     }
 }

@@ -65,6 +65,7 @@ pub fn serve<S: Service>(
     let mut msg = Message::new();
     let mut reply = Vec::with_capacity(64 * 1024);
     let mut counters = ServeCounters::default();
+    // SYNC POINT: Relaxed: a request to stop, seen within STOP_CHECK; nothing is published with it.
     while !stop.load(Ordering::Relaxed) {
         if !mcp.recv(&mut msg, Some(STOP_CHECK))? {
             continue;

@@ -167,12 +167,14 @@ mod tests {
     #[test]
     fn the_mcp_watch_counters_are_in_stats_and_metrics_with_mcp_alive_a_gauge() {
         let stats = StatsReporter::new(&StatsSettings::default(), 1, 1);
-        let mut main = MainCounters::default();
-        main.mcp_watch = McpWatchCounters {
-            mcp_alive: 1,
-            mcp_down_events: 2,
-            mcp_consumer_changes: 3,
-            mcp_consumer_contention: 4,
+        let main = MainCounters {
+            mcp_watch: McpWatchCounters {
+                mcp_alive: 1,
+                mcp_down_events: 2,
+                mcp_consumer_changes: 3,
+                mcp_consumer_contention: 4,
+            },
+            ..MainCounters::default()
         };
         let view = AdminView {
             stats: &stats,

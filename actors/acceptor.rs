@@ -214,11 +214,6 @@ impl Acceptor {
         self.pause.time_left(Instant::now())
     }
 
-    /// Number of listeners, TCP or not.
-    pub fn listener_count(&self) -> usize {
-        self.listeners.len()
-    }
-
     /// What the acceptor counted so far.
     pub fn counters(&self) -> AcceptorCounters {
         self.counters

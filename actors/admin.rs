@@ -236,11 +236,6 @@ impl Admin {
         self.counters
     }
 
-    /// Whether poller key `key` belongs to the admin.
-    pub fn owns(&self, key: usize) -> bool {
-        (self.first_key..self.first_key + LISTENER_KEYS + MAX_CLIENTS).contains(&key)
-    }
-
     /// Handles readiness `ev` of one of the admin's keys; returns what the main loop must do.
     pub fn on_event(&mut self, ev: &Event, view: &AdminView<'_>) -> Vec<AdminAction> {
         if ev.key < self.first_key + LISTENER_KEYS {

@@ -16,8 +16,9 @@
 //!   UDP datagrams, overload notices), [`memory`] (the bytes all connections and replies hold
 //!   together, `limits.max_memory`), [`rate_limit`] (the lock-free request-rate window a
 //!   listener's workers share), [`logging`] (log setup and the rate-limited log line),
-//!   [`clock`] (timestamps), [`actor`] (the interface of custom main-thread actors a binary of
-//!   one's own adds with [`runtime::Broker::builder`]).
+//!   [`clock`] (timestamps), `watched.rs` (a source in a poller, taken out of it before it is
+//!   closed: every main-thread registration), [`actor`] (the interface of custom main-thread
+//!   actors a binary of one's own adds with [`runtime::Broker::builder`]).
 //! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop;
 //!   under it what only the runtime uses: the listening sockets, the signals, the single-instance
 //!   lock, the pid file, the open-file limit and what the admin `reload` may change.

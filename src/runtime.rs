@@ -10,9 +10,9 @@
 //! builder, custom actors and control requests (custom records, listen-port commands), and
 //! `admin_requests.rs` the admin commands that reach beyond the admin actor.
 //!
-//! The main poller's keys are made and read in `keys.rs` ([`keys::MainKey`]); every source in the
-//! main poller is held in a [`Watched`](crate::watched::Watched) guard, which takes it out of the
-//! poller before it is closed. Under `runtime/` also live what only the runtime uses: the
+//! The main poller's keys are made and read in `keys.rs` (`MainKey`); every source in the main
+//! poller is held in a `Watched` guard (`src/watched.rs`), which takes it out of the poller
+//! before it is closed. Under `runtime/` also live what only the runtime uses: the
 //! listening sockets (`listener.rs`), the signals, the single-instance lock, the pid file, the
 //! open-file limit and what a reload may change (`reload.rs`).
 

@@ -1,9 +1,10 @@
-//! Starting a broker, in named steps: raise the open-file limit, create the main poller, bind the
-//! listeners (ports first: a start that fails on a busy port must not touch the lanes), take the
-//! instance lock and the pid file, attach the lanes, spawn the workers, then build the main
-//! thread's actors and register their sources in the main poller. Everything that can fail
-//! because of the environment becomes a [`StartError`] naming its step, and nothing is left
-//! running when it does.
+//! Starting a broker, in named steps: raise the open-file limit, create the main poller, bind
+//! the listeners and the admin port (each watched by the main poller as soon as it is bound; ports
+//! first: a start that fails on a busy port must not touch the lanes), take the instance lock and
+//! the pid file, attach the lanes, spawn the workers, then build the main thread's actors and
+//! watch the response lane's FIFO and the signal socket. Everything that can fail because of the
+//! environment becomes a [`StartError`] naming its step; every source in the poller is held in a
+//! `Watched` guard, so a failed start leaves nothing registered.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -52,6 +53,7 @@ const RECYCLED_BUFFERS: usize = 64;
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 impl Broker {
+    /// Runs the start steps in order (see the module header); the builder adds custom actors.
     pub(super) fn start_bare(settings: &Settings) -> Result<Broker, StartError> {
         let worker_count = settings.broker.worker_count();
         let max_connections = settings.broker.max_connections;

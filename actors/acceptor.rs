@@ -27,13 +27,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::TrySendError;
-use log::warn;
-use polling::{Event, PollMode, Poller};
+use log::Level;
 
 use crate::actors::accept_pause::{AcceptPause, is_out_of_descriptors};
 use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
-use crate::logging::LogLimiter;
+use crate::logging::{LogLimiter, log_limited};
 use crate::mailbox::Mailbox;
 use crate::main_lane::MainLane;
 use crate::memory::MemoryBudget;
@@ -41,6 +40,7 @@ use crate::message::{Connect, WorkerMsg};
 use crate::record::{Kind, Reason, RecordHeader, Transport};
 use crate::settings::Dispatch;
 use crate::stats::AcceptorCounters;
+use crate::watched::Watched;
 
 /// Connections accepted per listener per readiness, before the main loop looks elsewhere.
 const ACCEPTS_PER_TURN: usize = 256;
@@ -57,8 +57,8 @@ pub struct WorkerLink {
 /// One listening socket as the acceptor sees it.
 #[derive(Debug)]
 pub struct Listening {
-    /// The bound, non-blocking socket.
-    pub socket: TcpListener,
+    /// The bound, non-blocking socket, watched by the main poller (readable).
+    pub(crate) socket: Watched<TcpListener>,
     /// Its local port (for overload notices).
     pub port: u16,
     /// Open connections accepted here (raised here on hand-over, lowered by the worker on close;
@@ -97,9 +97,6 @@ pub struct Acceptor {
     overload_notices: bool,
     next_worker: usize,
     counters: AcceptorCounters,
-    /// The poller the listeners are registered in, and the key of listener 0 (set by
-    /// [`register`](Acceptor::register)); a pause takes them out and puts them back.
-    registered: Option<(Arc<Poller>, usize)>,
     /// Accepting paused for lack of file descriptors.
     pause: AcceptPause,
     error_log: LogLimiter,
@@ -129,7 +126,6 @@ impl Acceptor {
             overload_notices,
             next_worker: 0,
             counters: AcceptorCounters::default(),
-            registered: None,
             pause: AcceptPause::default(),
             error_log: LogLimiter::default(),
             refused_log: LogLimiter::default(),
@@ -157,40 +153,19 @@ impl Acceptor {
         }
     }
 
-    /// Registers listener `i` under poller key `first_key + i`, and keeps the poller to take
-    /// them out and put them back during a pause.
-    ///
-    /// # Errors
-    /// The poller refused a listener.
-    pub fn register(&mut self, poller: &Arc<Poller>, first_key: usize) -> io::Result<()> {
-        self.registered = Some((Arc::clone(poller), first_key));
-        self.add_listeners()
-    }
-
-    fn add_listeners(&self) -> io::Result<()> {
-        let Some((poller, first_key)) = &self.registered else {
-            return Ok(());
-        };
-        for (i, l) in self.listeners.iter().enumerate() {
-            let Some(l) = l else { continue };
-            // SAFETY: the listeners live in `self` for as long as the main poller is used, and
-            // are deleted from it before they are closed (`stop`); the process exits (closing
-            // both) rather than dropping an acceptor under a live poller.
-            unsafe {
-                poller.add_with_mode(&l.socket, Event::readable(first_key + i), PollMode::Level)?;
-            }
+    /// Puts every listener (back) into the poller; stops at the first the poller refuses.
+    fn resume_listeners(&mut self) -> io::Result<()> {
+        for l in self.listeners.iter_mut().flatten() {
+            l.socket.resume()?;
         }
         Ok(())
     }
 
     /// Stops accepting: takes the listeners out of the poller and closes them, so new clients are
     /// refused by the kernel.
-    pub fn stop(&mut self, poller: &Poller) {
-        for l in self.listeners.drain(..).flatten() {
-            // Deleted before it is closed (dropped), as the poller requires. A paused listener is
-            // not in the poller: the error is expected.
-            let _ = poller.delete(&l.socket);
-        }
+    pub fn stop(&mut self) {
+        // Each leaves the poller before it is closed (`Watched`).
+        self.listeners.clear();
         self.pause.end();
     }
 
@@ -199,21 +174,25 @@ impl Acceptor {
     fn pause_accepting(&mut self, cause: fmt::Arguments<'_>) {
         let pause = self.pause.start(Instant::now());
         self.counters.accept_pauses += 1;
-        if let Some((poller, _)) = &self.registered {
-            for l in self.listeners.iter().flatten() {
-                let _ = poller.delete(&l.socket);
-            }
+        for l in self.listeners.iter_mut().flatten() {
+            // Stays out of the poller even if the poller complained.
+            let _ = l.socket.pause();
         }
-        if let Some(n) = self.pause_log.allow() {
-            let open: usize = self
-                .workers
-                .iter()
-                .map(|w| w.open.load(Ordering::Relaxed))
-                .sum();
-            warn!(
-                "out of file descriptors ({cause}) with {open} connections open: accepting paused for {pause:?}, new clients wait in the backlog; raise the open-file limit (RLIMIT_NOFILE, e.g. LimitNOFILE=) or lower broker.max_connections ({n} similar suppressed)"
-            );
-        }
+        log_limited!(
+            self.pause_log,
+            Level::Warn,
+            "out of file descriptors ({cause}) with {open} connections open: accepting paused for {pause:?}, new clients wait in the backlog; raise the open-file limit (RLIMIT_NOFILE, e.g. LimitNOFILE=) or lower broker.max_connections",
+            open = self.open_connections()
+        );
+    }
+
+    /// Connections open over every worker now, for a log line.
+    fn open_connections(&self) -> usize {
+        // SYNC POINT: Relaxed, as the gauges' updates in `on_readable`: a figure for a log line.
+        self.workers
+            .iter()
+            .map(|w| w.open.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Puts the listeners back into the poller once a pause is over.
@@ -222,7 +201,7 @@ impl Acceptor {
             return;
         }
         self.pause.end();
-        if let Err(e) = self.add_listeners() {
+        if let Err(e) = self.resume_listeners() {
             // Some listeners may be in already: take them out and try again after a pause.
             self.pause_accepting(format_args!(
                 "cannot put the listeners back into the poller: {e}"
@@ -233,11 +212,6 @@ impl Acceptor {
     /// Time until a pause is over, if accepting is paused (the main loop wakes up then).
     pub fn time_to_resume(&self) -> Option<Duration> {
         self.pause.time_left(Instant::now())
-    }
-
-    /// Number of listeners, TCP or not (poller keys reserved by [`register`](Acceptor::register)).
-    pub fn listener_count(&self) -> usize {
-        self.listeners.len()
     }
 
     /// What the acceptor counted so far.
@@ -257,7 +231,7 @@ impl Acceptor {
             let Some(listening) = self.listeners.get(i).and_then(Option::as_ref) else {
                 return;
             };
-            let (stream, peer) = match listening.socket.accept() {
+            let (stream, peer) = match listening.socket.source().accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -266,9 +240,11 @@ impl Acceptor {
                 }
                 Err(e) => {
                     self.counters.accept_errors += 1;
-                    if let Some(n) = self.error_log.allow() {
-                        warn!("accept failed on listener {i}: {e} ({n} similar suppressed)");
-                    }
+                    log_limited!(
+                        self.error_log,
+                        Level::Warn,
+                        "accept failed on listener {i}: {e}"
+                    );
                     return;
                 }
             };
@@ -279,22 +255,24 @@ impl Acceptor {
                 // Dropping the stream closes it: the client sees end of stream (or a reset).
                 drop(stream);
                 self.counters.refused_max_connections += 1;
-                if let Some(n) = self.limit_log.allow() {
-                    warn!("refusing a connection: {limit} ({n} similar suppressed)");
-                }
+                log_limited!(
+                    self.limit_log,
+                    Level::Warn,
+                    "refusing a connection: {limit}"
+                );
                 self.notify_overload(peer, port, lane);
                 continue;
             }
             if let Some(budget) = self.memory.as_ref().filter(|b| b.over()) {
                 drop(stream);
                 self.counters.refused_max_memory += 1;
-                if let Some(n) = self.limit_log.allow() {
-                    warn!(
-                        "refusing a connection: ccsd holds {} bytes, over limits.max_memory ({}) ({n} similar suppressed)",
-                        budget.held(),
-                        budget.max()
-                    );
-                }
+                log_limited!(
+                    self.limit_log,
+                    Level::Warn,
+                    "refusing a connection: ccsd holds {} bytes, over limits.max_memory ({})",
+                    budget.held(),
+                    budget.max()
+                );
                 self.notify_overload(peer, port, lane);
                 continue;
             }
@@ -308,6 +286,11 @@ impl Acceptor {
                 return;
             };
             let listener_open = &listening.open;
+            // SYNC POINT: the open gauges are Relaxed everywhere: they are counts for a limit
+            // decision and no memory is read through them (the connection itself travels through
+            // the mailbox, which synchronizes). Each change is one read-modify-write, so none is
+            // lost; a read may miss a close a worker is doing at that moment, which refuses at
+            // most that many connections early.
             link.open.fetch_add(1, Ordering::Relaxed);
             listener_open.fetch_add(1, Ordering::Relaxed);
             let msg = WorkerMsg::Connect(Connect {
@@ -320,13 +303,15 @@ impl Acceptor {
                 link.open.fetch_sub(1, Ordering::Relaxed);
                 listener_open.fetch_sub(1, Ordering::Relaxed);
                 self.counters.refused_mailbox_full += 1;
-                if let Some(n) = self.refused_log.allow() {
-                    let why = match e {
-                        TrySendError::Full(_) => "mailbox full",
-                        TrySendError::Disconnected(_) => "worker stopped",
-                    };
-                    warn!("refusing a connection: worker {w} {why} ({n} similar suppressed)");
-                }
+                let why = match e {
+                    TrySendError::Full(_) => "mailbox full",
+                    TrySendError::Disconnected(_) => "worker stopped",
+                };
+                log_limited!(
+                    self.refused_log,
+                    Level::Warn,
+                    "refusing a connection: worker {w} {why}"
+                );
                 self.notify_overload(peer, port, lane);
             }
         }
@@ -354,6 +339,7 @@ impl Acceptor {
     /// Which limit a new connection on listener `i` would exceed, if any.
     fn limit_reached(&self, listener: &Listening, i: usize) -> Option<Limit> {
         let max = listener.max_connections;
+        // SYNC POINT: Relaxed, as the gauges' updates in `on_readable`.
         if max != 0 && listener.open.load(Ordering::Relaxed) >= max {
             return Some(Limit::Listener(i, max));
         }
@@ -373,6 +359,7 @@ impl Acceptor {
                 self.next_worker = (self.next_worker + 1) % n;
                 self.next_worker
             }
+            // SYNC POINT: Relaxed, as the gauges' updates in `on_readable`.
             Dispatch::LeastConnections => (0..n)
                 .min_by_key(|&w| self.workers[w].open.load(Ordering::Relaxed))
                 .unwrap_or(0),
@@ -383,6 +370,8 @@ impl Acceptor {
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
+
+    use polling::{Event, Poller};
 
     use super::*;
     use crate::lane::Lane;
@@ -419,8 +408,9 @@ mod tests {
         let socket = TcpListener::bind("127.0.0.1:0").unwrap();
         socket.set_nonblocking(true).unwrap();
         let addr = socket.local_addr().unwrap();
+        let poller = Arc::new(Poller::new().unwrap());
         let listening = Listening {
-            socket,
+            socket: Watched::new(&poller, socket, Event::readable(0)).unwrap(),
             port: addr.port(),
             open: Arc::new(AtomicUsize::new(0)),
             max_connections,
@@ -444,11 +434,9 @@ mod tests {
         let mut lane = TestLane::new("stopped");
         let (listening, addr) = listening(0);
         let mut acceptor = acceptor(listening, 1);
-        let poller = Arc::new(Poller::new().unwrap());
-        acceptor.register(&poller, 0).unwrap();
         // A client is waiting, so the listener was readable when the stop signal came.
         let _client = std::net::TcpStream::connect(addr).unwrap();
-        acceptor.stop(&poller);
+        acceptor.stop();
         acceptor.on_readable(0, &mut lane.lane);
         assert_eq!(acceptor.counters().accepted, 0);
     }

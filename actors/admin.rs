@@ -18,25 +18,28 @@
 //! so its next commands are answered in order after them. Answers are buffered per client and
 //! written as the socket takes them, so a large one never blocks the main loop.
 
+mod conns;
 mod listen;
 mod reports;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{LevelFilter, info, warn};
-use polling::{Event, PollMode, Poller};
+use log::{Level, LevelFilter, info};
+use polling::{Event, Poller};
 
 use crate::actors::accept_pause::is_out_of_descriptors;
-use crate::actors::admin_conns::{self, PendingSample};
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::flow::FlowId;
-use crate::logging::LogLimiter;
+use crate::logging::{LogLimiter, log_limited};
 use crate::message::ConnSample;
 use crate::settings::AdminSettings;
 use crate::stats::AdminCounters;
+use crate::watched::Watched;
+use conns::PendingSample;
 pub use listen::AdminBindError;
 use listen::{AdminListeners, AdminStream, Origin};
 use reports::{metrics_text, stats_text, workers_text};
@@ -92,7 +95,8 @@ enum Deferred {
 }
 
 struct Client {
-    stream: AdminStream,
+    /// Watched by the main poller under the admin's key for its slot.
+    stream: Watched<AdminStream>,
     input: Vec<u8>,
     /// Answer bytes not written yet.
     output: Vec<u8>,
@@ -119,6 +123,8 @@ pub struct Admin {
     token: Option<String>,
     idle_timeout: Duration,
     login_timeout: Duration,
+    /// The main poller, which watches the listeners and the clients.
+    poller: Arc<Poller>,
     first_key: usize,
     clients: Vec<Option<Client>>,
     next_token: u64,
@@ -133,7 +139,7 @@ pub struct Admin {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("origin", &self.stream.origin())
+            .field("origin", &self.stream.source().origin())
             .field("authed", &self.authed)
             .field("logged_in", &self.logged_in)
             .field("awaiting", &self.awaiting)
@@ -155,7 +161,7 @@ impl Client {
     fn flush(&mut self) -> io::Result<()> {
         let mut written = 0;
         while written < self.output.len() {
-            match self.stream.write(&self.output[written..]) {
+            match self.stream.source().write(&self.output[written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -182,17 +188,23 @@ impl Client {
 }
 
 impl Admin {
-    /// Binds the admin port and, with `admin.unix`, the admin Unix socket.
+    /// Binds the admin port and, with `admin.unix`, the admin Unix socket, and has `poller`
+    /// watch them under `first_key` and the next key; clients get the keys after them.
     ///
     /// # Errors
-    /// The address cannot be bound, or the Unix socket cannot be made.
-    pub fn bind(settings: &AdminSettings) -> Result<Admin, AdminBindError> {
+    /// The address cannot be bound, the Unix socket cannot be made, or the poller refused them.
+    pub fn bind(
+        settings: &AdminSettings,
+        poller: &Arc<Poller>,
+        first_key: usize,
+    ) -> Result<Admin, AdminBindError> {
         Ok(Admin {
-            listeners: AdminListeners::bind(settings)?,
+            listeners: AdminListeners::bind(settings, poller, first_key)?,
             token: settings.token.clone(),
             idle_timeout: settings.idle_timeout,
             login_timeout: settings.login_timeout,
-            first_key: 0,
+            poller: Arc::clone(poller),
+            first_key,
             clients: Vec::new(),
             next_token: 1,
             samples: Vec::new(),
@@ -224,35 +236,15 @@ impl Admin {
         self.counters
     }
 
-    /// Registers the TCP listener under `first_key` and the Unix one under the next key;
-    /// clients get the keys after them.
-    ///
-    /// # Errors
-    /// The poller refused a listener.
-    pub fn register(&mut self, poller: &Poller, first_key: usize) -> io::Result<()> {
-        self.first_key = first_key;
-        self.listeners.register(poller, first_key)
-    }
-
-    /// Whether poller key `key` belongs to the admin.
-    pub fn owns(&self, key: usize) -> bool {
-        (self.first_key..self.first_key + LISTENER_KEYS + MAX_CLIENTS).contains(&key)
-    }
-
     /// Handles readiness `ev` of one of the admin's keys; returns what the main loop must do.
-    pub fn on_event(
-        &mut self,
-        poller: &Poller,
-        ev: &Event,
-        view: &AdminView<'_>,
-    ) -> Vec<AdminAction> {
+    pub fn on_event(&mut self, ev: &Event, view: &AdminView<'_>) -> Vec<AdminAction> {
         if ev.key < self.first_key + LISTENER_KEYS {
             let origin = if ev.key == self.first_key {
                 Origin::Tcp
             } else {
                 Origin::Unix
             };
-            self.accept(poller, origin);
+            self.accept(origin);
             return Vec::new();
         }
         let slot = ev.key - self.first_key - LISTENER_KEYS;
@@ -270,19 +262,13 @@ impl Admin {
         } else if ok && ev.readable {
             ok = self.serve(slot, view, &mut actions);
         }
-        self.settle(poller, slot, ok);
+        self.settle(slot, ok);
         actions
     }
 
     /// The answer to the deferred command `token` (`reload`): written to the client that asked,
     /// whose next commands are then answered. Nothing if that client has gone.
-    pub fn answer(
-        &mut self,
-        poller: &Poller,
-        token: u64,
-        text: &str,
-        view: &AdminView<'_>,
-    ) -> Vec<AdminAction> {
+    pub fn answer(&mut self, token: u64, text: &str, view: &AdminView<'_>) -> Vec<AdminAction> {
         let mut actions = Vec::new();
         let Some(slot) = self
             .clients
@@ -294,7 +280,7 @@ impl Admin {
         let client = self.clients[slot].as_mut().expect("found above");
         client.awaiting = None;
         let ok = client.send(text).is_ok() && self.answer_lines(slot, view, &mut actions);
-        self.settle(poller, slot, ok);
+        self.settle(slot, ok);
         actions
     }
 
@@ -302,7 +288,6 @@ impl Admin {
     /// it was never asked); once every worker has answered, the client gets the whole answer.
     pub fn conn_sample(
         &mut self,
-        poller: &Poller,
         token: u64,
         worker: usize,
         sample: Option<ConnSample>,
@@ -317,13 +302,13 @@ impl Admin {
             return Vec::new();
         }
         let done = self.samples.swap_remove(i);
-        self.answer(poller, token, &done.render(), view)
+        self.answer(token, &done.render(), view)
     }
 
     /// Closes clients past the login deadline or idle for longer than `admin.idle_timeout`,
     /// answers the `conns` requests some worker did not answer in time, and puts paused
     /// listeners back.
-    pub fn sweep(&mut self, poller: &Poller, view: &AdminView<'_>) -> Vec<AdminAction> {
+    pub fn sweep(&mut self, view: &AdminView<'_>) -> Vec<AdminAction> {
         let now = Instant::now();
         for slot in 0..self.clients.len() {
             let Some(c) = &self.clients[slot] else {
@@ -334,19 +319,19 @@ impl Admin {
             }
             if !c.logged_in && now.duration_since(c.connected) >= self.login_timeout {
                 self.counters.closed_login_timeout += 1;
-                self.drop_client(poller, slot);
+                self.drop_client(slot);
             } else if now.duration_since(c.last_activity) >= self.idle_timeout {
                 self.counters.closed_idle += 1;
-                self.drop_client(poller, slot);
+                self.drop_client(slot);
             }
         }
-        if self.listeners.tick(poller, now).is_err() {
-            self.pause_listeners(poller, "the poller refused the admin listeners");
+        if self.listeners.tick(now).is_err() {
+            self.pause_listeners("the poller refused the admin listeners");
         }
         let mut actions = Vec::new();
         while let Some(i) = self.samples.iter().position(|s| s.deadline() <= now) {
             let late = self.samples.swap_remove(i);
-            actions.extend(self.answer(poller, late.token, &late.render(), view));
+            actions.extend(self.answer(late.token, &late.render(), view));
         }
         actions
     }
@@ -379,7 +364,7 @@ impl Admin {
         }
     }
 
-    fn accept(&mut self, poller: &Poller, origin: Origin) {
+    fn accept(&mut self, origin: Origin) {
         if self.listeners.is_paused() {
             // Readiness reported in the same turn as the pause began.
             return;
@@ -389,44 +374,37 @@ impl Admin {
                 Ok((stream, used_reserve)) => {
                     if used_reserve {
                         self.counters.reserve_used += 1;
-                        if let Some(n) = self.pause_log.allow() {
-                            warn!(
-                                "admin: out of file descriptors; a client got in on the reserve descriptor ({n} similar suppressed)"
-                            );
-                        }
+                        log_limited!(
+                            self.pause_log,
+                            Level::Warn,
+                            "admin: out of file descriptors; a client got in on the reserve descriptor"
+                        );
                     }
                     stream
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_out_of_descriptors(&e) => {
-                    return self.pause_listeners(poller, &e.to_string());
+                    return self.pause_listeners(&e.to_string());
                 }
                 // The client went away before it was accepted (ECONNABORTED) or the like.
                 Err(_) => return,
             };
             self.counters.clients_accepted += 1;
-            let Some(slot) = self.slot_for_new_client(poller) else {
+            let Some(slot) = self.slot_for_new_client() else {
                 // Dropped: the client sees the connection close.
                 self.counters.refused_busy += 1;
-                if let Some(n) = self.slots_log.allow() {
-                    warn!(
-                        "admin: refused a client: all {MAX_CLIENTS} slots hold clients being answered ({n} similar suppressed)"
-                    );
-                }
+                log_limited!(
+                    self.slots_log,
+                    Level::Warn,
+                    "admin: refused a client: all {MAX_CLIENTS} slots hold clients being answered"
+                );
                 continue;
             };
-            // SAFETY: the stream is deleted from the poller in `drop_client` before it is dropped.
-            let added = unsafe {
-                poller.add_with_mode(
-                    &stream,
-                    Event::readable(self.first_key + LISTENER_KEYS + slot),
-                    PollMode::Level,
-                )
-            };
-            if added.is_ok() {
+            let unix = stream.origin() == Origin::Unix;
+            let key = self.first_key + LISTENER_KEYS + slot;
+            if let Ok(stream) = Watched::new(&self.poller, stream, Event::readable(key)) {
                 let now = Instant::now();
-                let unix = stream.origin() == Origin::Unix;
                 self.clients[slot] = Some(Client {
                     stream,
                     input: Vec::new(),
@@ -448,20 +426,20 @@ impl Admin {
     }
 
     /// Out of descriptors without a reserve: pauses the listeners (counted, logged).
-    fn pause_listeners(&mut self, poller: &Poller, cause: &str) {
-        let pause = self.listeners.pause(poller);
+    fn pause_listeners(&mut self, cause: &str) {
+        let pause = self.listeners.pause();
         self.counters.accept_pauses += 1;
-        if let Some(n) = self.pause_log.allow() {
-            warn!(
-                "admin: cannot accept ({cause}): admin listeners paused for {pause:?} ({n} similar suppressed)"
-            );
-        }
+        log_limited!(
+            self.pause_log,
+            Level::Warn,
+            "admin: cannot accept ({cause}): admin listeners paused for {pause:?}"
+        );
     }
 
     /// A free slot, or else the slot of the idle client that closing hurts least (one not
     /// logged in, then the longest silent), which is closed; `None` when every client is being
     /// answered.
-    fn slot_for_new_client(&mut self, poller: &Poller) -> Option<usize> {
+    fn slot_for_new_client(&mut self) -> Option<usize> {
         if let Some(i) = self.clients.iter().position(Option::is_none) {
             return Some(i);
         }
@@ -476,19 +454,18 @@ impl Admin {
             .filter_map(|(i, c)| c.as_ref().filter(|c| c.is_idle()).map(|c| (i, c)))
             .min_by_key(|(_, c)| (c.logged_in, c.last_activity))?;
         self.counters.evicted_idle += 1;
-        if let Some(n) = self.slots_log.allow() {
-            warn!(
-                "admin: all {MAX_CLIENTS} slots taken: closed the longest idle client for a new one ({n} similar suppressed)"
-            );
-        }
-        self.drop_client(poller, slot);
+        log_limited!(
+            self.slots_log,
+            Level::Warn,
+            "admin: all {MAX_CLIENTS} slots taken: closed the longest idle client for a new one"
+        );
+        self.drop_client(slot);
         Some(slot)
     }
 
-    fn drop_client(&mut self, poller: &Poller, slot: usize) {
+    fn drop_client(&mut self, slot: usize) {
         if let Some(client) = self.clients.get_mut(slot).and_then(Option::take) {
-            // Out of the poller before it is closed.
-            let _ = poller.delete(&client.stream);
+            // Out of the poller before it is closed (`Watched`).
             drop(client);
             self.listeners.client_closed();
         }
@@ -496,30 +473,20 @@ impl Admin {
 
     /// After a client's turn: closes it if it failed (`ok` false) or has said its last word,
     /// else sets its poller interest to what it waits for.
-    fn settle(&mut self, poller: &Poller, slot: usize, ok: bool) {
-        let key = self.first_key + LISTENER_KEYS + slot;
+    fn settle(&mut self, slot: usize, ok: bool) {
         let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
         if !ok || (client.close_when_written && client.output.is_empty()) {
-            return self.drop_client(poller, slot);
+            return self.drop_client(slot);
         }
         let wanted = client.wanted_interest();
         if wanted == client.interest {
             return;
         }
         client.interest = wanted;
-        let interest = match wanted {
-            (true, false) => Event::readable(key),
-            (true, true) => Event::all(key),
-            (false, true) => Event::writable(key),
-            (false, false) => Event::none(key),
-        };
-        if poller
-            .modify_with_mode(&client.stream, interest, PollMode::Level)
-            .is_err()
-        {
-            self.drop_client(poller, slot);
+        if client.stream.set_interest(wanted.0, wanted.1).is_err() {
+            self.drop_client(slot);
         }
     }
 
@@ -531,7 +498,7 @@ impl Admin {
             return false;
         };
         let mut buf = [0u8; 1024];
-        match client.stream.read(&mut buf) {
+        match client.stream.source().read(&mut buf) {
             Ok(0) => return false,
             Ok(n) => client.input.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
@@ -655,7 +622,7 @@ fn command(
                 client.logged_in = true;
                 ("OK no token needed\r\n".into(), Keep)
             }
-            _ if client.stream.origin() == Origin::Unix => {
+            _ if client.stream.source().origin() == Origin::Unix => {
                 ("OK no token needed on the Unix socket\r\n".into(), Keep)
             }
             _ => ("ERROR bad token\r\n".into(), Outcome::BadToken),
@@ -686,12 +653,12 @@ fn command(
         ),
         "stats" => (stats_text(view), Keep),
         "workers" => (workers_text(view), Keep),
-        "conns" => match admin_conns::parse_max(arg) {
+        "conns" => match conns::parse_max(arg) {
             Some(max) if words.next().is_none() => {
                 *deferred = Some(Deferred::SampleConns { max });
                 (String::new(), Keep)
             }
-            _ => (admin_conns::USAGE.into(), Keep),
+            _ => (conns::USAGE.into(), Keep),
         },
         "reload" => {
             *deferred = Some(Deferred::Reload);
@@ -755,7 +722,7 @@ fn serve_http(client: &mut Client, token: Option<&str>, view: &AdminView<'_>) ->
     };
     let head = String::from_utf8_lossy(&client.input[..end]).into_owned();
     let path = head.split_whitespace().nth(1).unwrap_or("");
-    let authorized = client.stream.origin() == Origin::Unix
+    let authorized = client.stream.source().origin() == Origin::Unix
         || token.is_none_or(|t| {
             head.lines().any(|l| {
                 l.split_once(':').is_some_and(|(name, value)| {
@@ -785,15 +752,17 @@ fn serve_http(client: &mut Client, token: Option<&str>, view: &AdminView<'_>) ->
 
 /// Logs (rate-limited) a wrong or missing token, naming the client's address.
 fn log_bad_token(limiter: &mut LogLimiter, client: &Client) {
-    if let Some(n) = limiter.allow() {
-        let peer = match &client.stream {
+    log_limited!(
+        limiter,
+        Level::Warn,
+        "admin: wrong or missing token from {peer}",
+        peer = match client.stream.source() {
             AdminStream::Tcp(s) => s
                 .peer_addr()
                 .map_or_else(|_| "an unknown address".to_owned(), |a| a.to_string()),
             AdminStream::Unix(_) => "the Unix socket".to_owned(),
-        };
-        warn!("admin: wrong or missing token from {peer} ({n} similar suppressed)");
-    }
+        }
+    );
 }
 
 #[cfg(test)]

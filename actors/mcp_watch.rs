@@ -31,12 +31,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{Level, info, warn};
 use rustix::io::Errno;
 use rustix::process::{Pid, test_kill_process};
 
 use crate::lane::{Lane, LaneError};
-use crate::logging::LogLimiter;
+use crate::logging::{LogLimiter, log_limited};
 use crate::mcp::consumer_lock;
 use crate::settings::{Settings, WhenDown};
 use crate::stats::McpWatchCounters;
@@ -243,31 +243,30 @@ impl McpWatch {
         if let Some(t) = change.filter(|t| self.last_change != Some(t.current)) {
             self.last_change = Some(t.current);
             self.counters.mcp_consumer_changes += 1;
-            if let Some(n) = self.change_log.allow() {
-                info!(
-                    "MCP changed: process {} attached to {} after process {} ({n} similar suppressed)",
-                    t.current,
-                    lane_name(t.lane),
-                    t.previous
-                );
-            }
+            log_limited!(
+                self.change_log,
+                Level::Info,
+                "MCP changed: process {} attached to {} after process {}",
+                t.current,
+                lane_name(t.lane),
+                t.previous
+            );
         }
         if let Some(t) =
             contention.filter(|t| self.last_contention != Some((t.previous, t.current)))
         {
             self.last_contention = Some((t.previous, t.current));
             self.counters.mcp_consumer_contention += 1;
-            if let Some(n) = self.contention_log.allow() {
-                warn!(
-                    "two MCPs on these lanes: process {} attached to {} while process {} still runs, \
-                     and it does not hold {}; replies may be lost or doubled until one stops \
-                     ({n} similar suppressed)",
-                    t.current,
-                    lane_name(t.lane),
-                    t.previous,
-                    self.lock_path.display()
-                );
-            }
+            log_limited!(
+                self.contention_log,
+                Level::Warn,
+                "two MCPs on these lanes: process {} attached to {} while process {} still runs, \
+                     and it does not hold {}; replies may be lost or doubled until one stops",
+                t.current,
+                lane_name(t.lane),
+                t.previous,
+                self.lock_path.display()
+            );
         }
     }
 

@@ -7,19 +7,19 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use log::{Level, log, warn};
+use log::{Level, log};
 
-use crate::histogram::Histogram;
-use crate::logging::LogLimiter;
+use crate::logging::{LogLimiter, log_limited};
 use crate::message::NotifyStat;
 use crate::settings::StatsSettings;
+use crate::stats::histogram::Histogram;
 use crate::stats::{
     AcceptorCounters, AdminCounters, BridgeCounters, ControlCounters, MainLaneCounters,
     McpWatchCounters, ProcessCounters, UdpCounters, WorkerCounters,
 };
 
 /// The main thread's counters at report time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct MainCounters {
     /// The acceptor's counters.
     pub acceptor: AcceptorCounters,
@@ -178,12 +178,12 @@ impl StatsReporter {
         );
         if let Some(path) = &self.file {
             if let Err(e) = write_atomically(path, &json) {
-                if let Some(n) = self.write_log.allow() {
-                    warn!(
-                        "cannot write stats file {}: {e} ({n} similar suppressed)",
-                        path.display()
-                    );
-                }
+                log_limited!(
+                    self.write_log,
+                    Level::Warn,
+                    "cannot write stats file {}: {e}",
+                    path.display()
+                );
             }
         }
     }

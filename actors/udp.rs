@@ -12,7 +12,7 @@
 //! and dropped. A full lane drops the datagram: UDP has no back-pressure.
 //!
 //! Sending: a reply goes out at once when the socket takes it; otherwise it waits in the
-//! listener's [`DatagramQueue`] (bounded in bytes, entries expire) and write interest is armed
+//! listener's `DatagramQueue` (`udp/datagram_queue.rs`: bounded in bytes, entries expire) and write interest is armed
 //! until the queue is empty. While a queue is not empty, later replies queue behind it, so a
 //! listener's replies leave in the order MCP wrote them. Every loss is counted.
 
@@ -22,19 +22,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use log::warn;
-use polling::{Event, PollMode, Poller};
+use log::Level;
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 
+mod datagram_queue;
+
 use crate::clock::monotonic_ns;
-use crate::datagram_queue::DatagramQueue;
 use crate::flow::FlowId;
-use crate::logging::LogLimiter;
+use crate::logging::{LogLimiter, log_limited};
 use crate::main_lane::MainLane;
 use crate::rate_limit::RateLimiter;
 use crate::record::{Kind, RecordHeader, Transport};
 use crate::stats::UdpCounters;
+use crate::watched::Watched;
+use datagram_queue::DatagramQueue;
 
 /// Datagrams read per listener per readiness, before the main loop looks elsewhere.
 pub const DATAGRAMS_PER_TURN: usize = 256;
@@ -42,7 +44,7 @@ pub const DATAGRAMS_PER_TURN: usize = 256;
 /// One UDP listener as the UDP actor sees it.
 #[derive(Debug)]
 pub struct UdpListening {
-    socket: UdpSocket,
+    socket: Watched<UdpSocket>,
     local: SocketAddr,
     port: u16,
     max_packet: usize,
@@ -53,20 +55,21 @@ pub struct UdpListening {
 }
 
 impl UdpListening {
-    /// A bound, non-blocking `socket` whose datagrams may be up to `max_packet` bytes, at most
+    /// A bound, non-blocking `socket` (watched by the main poller under its listener's key)
+    /// whose datagrams may be up to `max_packet` bytes, at most
     /// as many per window as `rate` allows, with a send queue of `send_queue` bytes whose entries
     /// expire after `send_timeout`.
     ///
     /// # Errors
     /// The socket's local address cannot be read.
-    pub fn new(
-        socket: UdpSocket,
+    pub(crate) fn new(
+        socket: Watched<UdpSocket>,
         max_packet: usize,
         rate: Option<Arc<RateLimiter>>,
         send_queue: usize,
         send_timeout: Duration,
     ) -> io::Result<UdpListening> {
-        let local = socket.local_addr()?;
+        let local = socket.source().local_addr()?;
         Ok(UdpListening {
             socket,
             local,
@@ -87,7 +90,6 @@ impl UdpListening {
 /// Receives datagrams into the main thread's lane and sends MCP's replies.
 #[derive(Debug)]
 pub struct UdpActor {
-    poller: Arc<Poller>,
     /// By listener index (`Settings::listen`), which is also the poller key and the flow's slot;
     /// `None` for TCP listeners.
     listeners: Vec<Option<UdpListening>>,
@@ -111,7 +113,6 @@ impl UdpActor {
     /// `epoch` on the main thread's lane `lane_index`; while `mcp_down` (if given) holds true,
     /// datagrams are dropped.
     pub fn new(
-        poller: Arc<Poller>,
         listeners: Vec<Option<UdpListening>>,
         epoch: u16,
         lane_index: u8,
@@ -124,7 +125,6 @@ impl UdpActor {
             .max()
             .unwrap_or(0);
         UdpActor {
-            poller,
             listeners,
             epoch,
             lane_index,
@@ -138,24 +138,6 @@ impl UdpActor {
             queue_log: LogLimiter::default(),
             reply_log: LogLimiter::default(),
         }
-    }
-
-    /// Registers UDP listener `i` under poller key `i` (level-triggered, readable).
-    ///
-    /// # Errors
-    /// The poller refused a socket.
-    pub fn register(&self) -> io::Result<()> {
-        for (i, l) in self.listeners.iter().enumerate() {
-            if let Some(l) = l {
-                // SAFETY: the sockets live in `self` for as long as the main poller is used; the
-                // process exits (closing both) rather than dropping the actor under a live poller.
-                unsafe {
-                    self.poller
-                        .add_with_mode(&l.socket, Event::readable(i), PollMode::Level)?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Whether poller key `key` is one of this actor's sockets.
@@ -192,18 +174,19 @@ impl UdpActor {
             .filter(|l| header.flow.generation() == 0 && l.port == header.listen_port);
         let Some(l) = listener else {
             self.counters.dropped_bad_listener += 1;
-            if let Some(n) = self.reply_log.allow() {
-                warn!(
-                    "dropping a UDP reply: flow {} with listen_port {} names no UDP listener ({n} similar suppressed)",
-                    header.flow, header.listen_port
-                );
-            }
+            log_limited!(
+                self.reply_log,
+                Level::Warn,
+                "dropping a UDP reply: flow {} with listen_port {} names no UDP listener",
+                header.flow,
+                header.listen_port
+            );
             return;
         };
         let to = destination(header.peer, l.local.is_ipv6());
         if l.queue.is_empty() {
             loop {
-                match l.socket.send_to(payload, to) {
+                match l.socket.source().send_to(payload, to) {
                     Ok(n) => {
                         self.counters.datagrams_out += 1;
                         self.counters.bytes_out += n as u64;
@@ -213,9 +196,7 @@ impl UdpActor {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         self.counters.send_errors += 1;
-                        if let Some(n) = self.send_log.allow() {
-                            warn!("UDP send to {to} failed: {e} ({n} similar suppressed)");
-                        }
+                        log_limited!(self.send_log, Level::Warn, "UDP send to {to} failed: {e}");
                         return;
                     }
                 }
@@ -223,13 +204,13 @@ impl UdpActor {
         }
         if !l.queue.push(to, payload, Instant::now()) {
             self.counters.dropped_send_queue_full += 1;
-            if let Some(n) = self.queue_log.allow() {
-                warn!(
-                    "UDP port {}: send queue full ({} bytes), dropping a reply ({n} similar suppressed)",
-                    l.port,
-                    l.queue.bytes()
-                );
-            }
+            log_limited!(
+                self.queue_log,
+                Level::Warn,
+                "UDP port {}: send queue full ({} bytes), dropping a reply",
+                l.port,
+                l.queue.bytes()
+            );
             return;
         }
         self.counters.send_queued += 1;
@@ -245,12 +226,12 @@ impl UdpActor {
             if l.queue.next_expiry().is_some_and(|t| t <= now) {
                 let expired = l.queue.expire(now);
                 self.counters.dropped_send_expired += expired;
-                if let Some(n) = self.queue_log.allow() {
-                    warn!(
-                        "UDP port {}: {expired} replies expired in the send queue ({n} similar suppressed)",
-                        l.port
-                    );
-                }
+                log_limited!(
+                    self.queue_log,
+                    Level::Warn,
+                    "UDP port {}: {expired} replies expired in the send queue",
+                    l.port
+                );
             }
         }
     }
@@ -283,39 +264,43 @@ impl UdpActor {
         header.listen_port = l.port;
         header.transport = Transport::Udp;
         let buf = &mut self.buf[..l.max_packet];
+        // SYNC POINT: Relaxed: the MCP watch stores this flag on this same (main) thread, so
+        // program order already shows its latest verdict; nothing else is read through it.
         let refusing = self
             .mcp_down
             .as_ref()
             .is_some_and(|down| down.load(Ordering::Relaxed));
         for _ in 0..DATAGRAMS_PER_TURN {
             // MSG_TRUNC: the result is the datagram's real length, even beyond the buffer.
-            let (len, from) = match rustix::net::recvfrom(&l.socket, &mut *buf, RecvFlags::TRUNC) {
-                Ok((_, len, Some(from))) => match SocketAddr::try_from(from) {
-                    Ok(from) => (len, from),
-                    Err(_) => continue,
-                },
-                Ok((_, _, None)) => continue,
-                Err(Errno::AGAIN) => return,
-                Err(Errno::INTR) => continue,
-                Err(e) => {
-                    self.counters.recv_errors += 1;
-                    if let Some(n) = self.recv_log.allow() {
-                        warn!(
-                            "UDP port {}: recvfrom failed: {e} ({n} similar suppressed)",
+            let (len, from) =
+                match rustix::net::recvfrom(l.socket.source(), &mut *buf, RecvFlags::TRUNC) {
+                    Ok((_, len, Some(from))) => match SocketAddr::try_from(from) {
+                        Ok(from) => (len, from),
+                        Err(_) => continue,
+                    },
+                    Ok((_, _, None)) => continue,
+                    Err(Errno::AGAIN) => return,
+                    Err(Errno::INTR) => continue,
+                    Err(e) => {
+                        self.counters.recv_errors += 1;
+                        log_limited!(
+                            self.recv_log,
+                            Level::Warn,
+                            "UDP port {}: recvfrom failed: {e}",
                             l.port
                         );
+                        return;
                     }
-                    return;
-                }
-            };
+                };
             if len > l.max_packet {
                 self.counters.dropped_truncated += 1;
-                if let Some(n) = self.recv_log.allow() {
-                    warn!(
-                        "UDP port {}: dropped a datagram of {len} bytes from {from}: max_packet is {} ({n} similar suppressed)",
-                        l.port, l.max_packet
-                    );
-                }
+                log_limited!(
+                    self.recv_log,
+                    Level::Warn,
+                    "UDP port {}: dropped a datagram of {len} bytes from {from}: max_packet is {}",
+                    l.port,
+                    l.max_packet
+                );
                 continue;
             }
             let now = monotonic_ns();
@@ -325,12 +310,12 @@ impl UdpActor {
             }
             if l.rate.as_ref().is_some_and(|rate| !rate.allow(now)) {
                 self.counters.dropped_rate_limited += 1;
-                if let Some(n) = self.recv_log.allow() {
-                    warn!(
-                        "UDP port {}: over max_requests_per_second, dropping datagrams ({n} similar suppressed)",
-                        l.port
-                    );
-                }
+                log_limited!(
+                    self.recv_log,
+                    Level::Warn,
+                    "UDP port {}: over max_requests_per_second, dropping datagrams",
+                    l.port
+                );
                 continue;
             }
             header.peer = from;
@@ -342,12 +327,12 @@ impl UdpActor {
                 self.counters.bytes_in += len as u64;
             } else {
                 self.counters.dropped_queue_full += 1;
-                if let Some(n) = self.lane_log.allow() {
-                    warn!(
-                        "UDP port {}: the main thread's request lane is full, dropping datagrams ({n} similar suppressed)",
-                        l.port
-                    );
-                }
+                log_limited!(
+                    self.lane_log,
+                    Level::Warn,
+                    "UDP port {}: the main thread's request lane is full, dropping datagrams",
+                    l.port
+                );
             }
         }
     }
@@ -358,7 +343,7 @@ impl UdpActor {
         };
         let sent = l
             .queue
-            .send(now, |payload, to| l.socket.send_to(payload, to));
+            .send(now, |payload, to| l.socket.source().send_to(payload, to));
         self.counters.datagrams_out += sent.datagrams;
         self.counters.bytes_out += sent.bytes;
         self.counters.send_errors += sent.errors;
@@ -371,20 +356,16 @@ impl UdpActor {
 
     /// Sets listener `i`'s interest: readable unless stopped, writable while replies wait.
     fn update_interest(&mut self, i: usize) {
-        let Some(l) = self.listeners.get(i).and_then(Option::as_ref) else {
+        let Some(l) = self.listeners.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        let interest = Event::new(i, !self.stopped, l.write_armed);
-        if let Err(e) = self
-            .poller
-            .modify_with_mode(&l.socket, interest, PollMode::Level)
-        {
-            if let Some(n) = self.send_log.allow() {
-                warn!(
-                    "UDP port {}: cannot change poller interest: {e} ({n} similar suppressed)",
-                    l.port
-                );
-            }
+        if let Err(e) = l.socket.set_interest(!self.stopped, l.write_armed) {
+            log_limited!(
+                self.send_log,
+                Level::Warn,
+                "UDP port {}: cannot change poller interest: {e}",
+                l.port
+            );
         }
     }
 }

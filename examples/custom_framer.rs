@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use ccsd::demo::Echo;
 use ccsd::framing::{self, FrameCheck, FrameError, Framer};
 use ccsd::mcp::McpEndpoint;
+use ccsd::mcp::demo::Echo;
+use ccsd::mcp::service::serve;
 use ccsd::runtime::Broker;
-use ccsd::service::serve;
 use ccsd::settings::{ListenSettings, Settings};
 
 /// Netstrings: decimal length, `:`, that many bytes, `,`. The whole netstring is the packet.

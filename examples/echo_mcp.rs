@@ -13,5 +13,5 @@ mod common;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    common::run(&mut ccsd::demo::Echo)
+    common::run(&mut ccsd::mcp::demo::Echo)
 }

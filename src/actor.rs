@@ -14,17 +14,18 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use polling::{Event, PollMode, Poller};
+use polling::{Event, Poller};
 
 use crate::actors::stats_reporter::MainCounters;
 use crate::flow::FlowId;
 use crate::message::{CustomMcp, NotifyStat};
 use crate::record::CloseMode;
 use crate::stats::WorkerCounters;
+use crate::watched::Watched;
 
 /// Poller keys at or above this belong to custom actors.
 pub(crate) const ACTOR_KEY_BASE: usize = 1 << 30;
@@ -117,7 +118,7 @@ pub struct StatsSnapshot<'a> {
 /// The fds one actor registered, by token.
 #[derive(Default)]
 pub(crate) struct Registrations {
-    sources: HashMap<usize, ActorSource>,
+    sources: HashMap<usize, Watched<ActorSource>>,
 }
 
 impl fmt::Debug for Registrations {
@@ -130,7 +131,7 @@ impl fmt::Debug for Registrations {
 
 /// What the runtime lends an actor during a callback.
 pub struct ActorContext<'a> {
-    pub(crate) poller: &'a Poller,
+    pub(crate) poller: &'a Arc<Poller>,
     pub(crate) key_base: usize,
     pub(crate) registrations: &'a mut Registrations,
     pub(crate) requests: &'a mut Vec<ActorRequest>,
@@ -161,14 +162,8 @@ impl ActorContext<'_> {
     ) -> io::Result<()> {
         let key = self.key(token)?;
         self.deregister(token)?;
-        let interest = Event::new(key, readable, writable);
-        // SAFETY: the runtime keeps `source` (and with it the fd) alive in `registrations` until
-        // `deregister` has deleted it from the poller, so the poller never watches a closed fd.
-        unsafe {
-            self.poller
-                .add_with_mode(source.as_fd().as_raw_fd(), interest, PollMode::Level)?;
-        }
-        self.registrations.sources.insert(token, source);
+        let watched = Watched::new(self.poller, source, Event::new(key, readable, writable))?;
+        self.registrations.sources.insert(token, watched);
         Ok(())
     }
 
@@ -177,18 +172,14 @@ impl ActorContext<'_> {
     /// # Errors
     /// `token` is not registered, or the poller refused.
     pub fn set_interest(&mut self, token: usize, readable: bool, writable: bool) -> io::Result<()> {
-        let key = self.key(token)?;
-        let source = self.registrations.sources.get(&token).ok_or_else(|| {
+        self.key(token)?;
+        let source = self.registrations.sources.get_mut(&token).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("token {token} is not registered"),
             )
         })?;
-        self.poller.modify_with_mode(
-            source.as_fd(),
-            Event::new(key, readable, writable),
-            PollMode::Level,
-        )
+        source.set_interest(readable, writable)
     }
 
     /// Stops watching `token`'s source and drops the runtime's reference to it. Unknown tokens
@@ -198,7 +189,7 @@ impl ActorContext<'_> {
     /// The poller refused to delete the fd (it is forgotten anyway).
     pub fn deregister(&mut self, token: usize) -> io::Result<()> {
         match self.registrations.sources.remove(&token) {
-            Some(source) => self.poller.delete(source.as_fd()),
+            Some(mut watched) => watched.pause(),
             None => Ok(()),
         }
     }

@@ -4,7 +4,9 @@
 //! blocks: [`Mailbox::try_send`] hands the message back when the mailbox is full, and the caller
 //! decides what that costs (a counted drop, a close). A successful send wakes the receiver's poller
 //! with `notify()`, which is coalesced, so a burst of sends costs one wake-up. The receiver drains
-//! its channel with `try_iter()` after every `wait`, whatever events it saw.
+//! its channel with `try_recv()` after every `wait`, whatever events it saw (a worker takes at
+//! most a bounded number per turn and then notifies its own poller, so the next wait returns at
+//! once).
 
 use std::fmt;
 use std::sync::Arc;

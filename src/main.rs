@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use ccsd::demo::Echo;
 use ccsd::mcp::McpEndpoint;
+use ccsd::mcp::demo::Echo;
+use ccsd::mcp::service::serve;
 use ccsd::runtime::Broker;
-use ccsd::service::serve;
 use ccsd::settings::{Settings, SettingsError};
 use log::{error, info};
 

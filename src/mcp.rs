@@ -46,6 +46,8 @@ use crate::record::{CloseMode, Kind, RECORD_HEADER_SIZE, RecordHeader};
 use crate::settings::Settings;
 
 pub mod consumer_lock;
+pub mod demo;
+pub mod service;
 
 use consumer_lock::ConsumerLock;
 

@@ -53,6 +53,7 @@ impl RateLimiter {
     /// and says whether it is within the limit. A refused event is not counted.
     pub fn allow(&self, now_ns: u64) -> bool {
         let now_ms = (now_ns / NS_PER_MS) as u32;
+        // SYNC POINT: Relaxed, as the exchange below: the word guards nothing else in memory.
         let mut current = self.state.load(Ordering::Relaxed);
         loop {
             let start = (current >> 32) as u32;

@@ -10,10 +10,11 @@
 //! builder, custom actors and control requests (custom records, listen-port commands), and
 //! `admin_requests.rs` the admin commands that reach beyond the admin actor.
 //!
-//! The main poller's keys: `0..L` the listeners (listener `i` under key `i`: the acceptor's when
-//! TCP, the UDP actor's when UDP), `L` the response lane's FIFO, `L+1` the signal socket, `L+2`
-//! the admin port, `L+3` the admin Unix socket, `L+4..` the admin clients; custom actor `i` owns
-//! the keys from `ACTOR_KEY_BASE + i * ACTOR_TOKENS`.
+//! The main poller's keys are made and read in `keys.rs` (`MainKey`); every source in the main
+//! poller is held in a `Watched` guard (`src/watched.rs`), which takes it out of the poller
+//! before it is closed. Under `runtime/` also live what only the runtime uses: the
+//! listening sockets (`listener.rs`), the signals, the single-instance lock, the pid file, the
+//! open-file limit and what a reload may change (`reload.rs`).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -21,6 +22,7 @@ use std::io;
 use std::mem;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -30,34 +32,43 @@ use crossbeam_channel::Receiver;
 use log::{error, info};
 use polling::{Events, Poller};
 
-use crate::actor::{ACTOR_KEY_BASE, ActorRequest};
+use crate::actor::ActorRequest;
 use crate::actors::acceptor::Acceptor;
 use crate::actors::admin::{Admin, AdminBindError};
 use crate::actors::mcp_bridge::{HELD_RETRY, McpBridge, RECORDS_PER_TURN};
 use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::{MainCounters, StatsReporter};
 use crate::actors::udp::UdpActor;
-use crate::instance::{InstanceError, InstanceLock};
 use crate::lane::LaneError;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::main_lane::MainLane;
 use crate::memory::MemoryBudget;
 use crate::message::{MainMsg, PortCommand, WorkerMsg, WorkerSettings};
-use crate::pid_file::{PidFile, PidFileError};
 use crate::settings::Settings;
-use crate::signals::Signals;
 use crate::stats::ControlCounters;
+use crate::watched::Watched;
 
 /// While stopping, how often the main loop checks whether every worker has finished.
 const STOP_POLL: Duration = Duration::from_millis(10);
 
 mod admin_requests;
 mod extension;
+pub mod fd_limit;
+pub mod instance;
+mod keys;
+pub mod listener;
+pub mod pid_file;
+mod reload;
+pub mod signals;
 mod start;
 
 use extension::ActorSlot;
 pub use extension::BrokerBuilder;
+use instance::{InstanceError, InstanceLock};
+use keys::{MainKey, MainKeys};
+use pid_file::{PidFile, PidFileError};
+use signals::Signals;
 
 /// Why ccsd could not start.
 #[derive(Debug)]
@@ -84,8 +95,14 @@ pub enum StartError {
     },
     /// The admin Unix socket (`admin.unix`) could not be made.
     AdminUnix(AdminBindError),
-    /// A poller or a thread could not be created.
-    Runtime(io::Error),
+    /// A step of the start failed on a system call: creating a poller or a thread, installing
+    /// the signal handlers, or watching a socket in the main poller.
+    System {
+        /// The step, with what it acted on.
+        step: StartStep,
+        /// What the system said.
+        source: io::Error,
+    },
     /// A custom actor's `start` failed.
     Actor {
         /// The actor's name.
@@ -106,20 +123,96 @@ impl fmt::Display for StartError {
                 write!(f, "listen[{listener}].framing: {source}")
             }
             StartError::AdminUnix(e) => write!(f, "{e}"),
-            StartError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+            StartError::System { step, source } => write!(f, "cannot {step}: {source}"),
             StartError::Actor { name, source } => write!(f, "actor {name}: {source}"),
         }
     }
 }
 
-impl std::error::Error for StartError {}
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Instance(e) => Some(e),
+            StartError::PidFile(e) => Some(e),
+            StartError::Queue(e) => Some(e),
+            StartError::AdminUnix(e) => Some(e),
+            StartError::Bind { source, .. }
+            | StartError::Framing { source, .. }
+            | StartError::System { source, .. }
+            | StartError::Actor { source, .. } => Some(source),
+        }
+    }
+}
+
+/// A start step that can fail on a system call, named with what it acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartStep {
+    /// Creating the main thread's poller.
+    MainPoller,
+    /// Creating worker `i`'s poller.
+    WorkerPoller(usize),
+    /// Starting worker `i`'s thread.
+    WorkerThread(usize),
+    /// Watching listener `listener` (bound to `addr`) in the main poller.
+    WatchListener {
+        /// Index in `listen`.
+        listener: usize,
+        /// The bound address.
+        addr: SocketAddr,
+    },
+    /// Watching the response lane's wake-up FIFO (next to the lane at this path).
+    WatchResponseLane(PathBuf),
+    /// Installing the handlers of SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2.
+    SignalHandlers,
+    /// Watching the socket the signal handlers write to.
+    WatchSignals,
+    /// Watching the admin listeners (`admin.addr`, and `admin.unix` when set).
+    WatchAdmin(SocketAddr),
+}
+
+impl fmt::Display for StartStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartStep::MainPoller => write!(f, "create the main poller"),
+            StartStep::WorkerPoller(i) => write!(f, "create worker {i}'s poller"),
+            StartStep::WorkerThread(i) => write!(f, "start worker {i}'s thread"),
+            StartStep::WatchListener { listener, addr } => {
+                write!(f, "watch listen[{listener}] ({addr}) in the main poller")
+            }
+            StartStep::WatchResponseLane(path) => write!(
+                f,
+                "watch the wake-up FIFO of the response lane {} in the main poller",
+                path.display()
+            ),
+            StartStep::SignalHandlers => write!(
+                f,
+                "install the signal handlers (SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2)"
+            ),
+            StartStep::WatchSignals => write!(f, "watch the signal socket in the main poller"),
+            StartStep::WatchAdmin(addr) => {
+                write!(f, "watch the admin port {addr} in the main poller")
+            }
+        }
+    }
+}
+
+impl StartError {
+    /// A [`StartError::System`] for `step`: `.map_err(StartError::at(step))`.
+    pub(crate) fn at(step: StartStep) -> impl FnOnce(io::Error) -> StartError {
+        move |source| StartError::System { step, source }
+    }
+}
 
 /// A started ccsd: lanes attached, listeners bound, workers running.
 pub struct Broker {
     poller: Arc<Poller>,
+    keys: MainKeys,
     acceptor: Acceptor,
     udp: UdpActor,
     bridge: McpBridge,
+    /// The bridge's wake-up FIFO (a duplicate descriptor) in the main poller.
+    _response_fifo: Watched<OwnedFd>,
     main_lane: MainLane,
     mcp_watch: McpWatch,
     stats: StatsReporter,
@@ -201,7 +294,7 @@ impl Broker {
             self.shutdown_grace
         };
         info!("stopping: closing listeners, {grace:?} for pending replies");
-        self.acceptor.stop(&self.poller);
+        self.acceptor.stop();
         self.udp.stop();
         if !*stopping {
             self.each_actor(|actor, ctx| actor.on_stop(ctx));
@@ -217,7 +310,7 @@ impl Broker {
         for mailbox in &self.worker_mailboxes {
             let _ = mailbox.try_send(WorkerMsg::Shutdown { deadline });
         }
-        self.acceptor.stop(&self.poller);
+        self.acceptor.stop();
         for worker in mem::take(&mut self.workers) {
             let _ = worker.join();
         }
@@ -248,8 +341,6 @@ impl Broker {
     /// # Errors
     /// The main poller failed, or a worker stopped on its own; the process should exit.
     pub fn run(mut self) -> io::Result<()> {
-        let bridge_key = self.acceptor.listener_count();
-        let signal_key = bridge_key + 1;
         let mut events = Events::with_capacity(NonZeroUsize::new(256).expect("nonzero"));
         let mut more_replies = false;
         let mut last_work = Instant::now();
@@ -290,33 +381,38 @@ impl Broker {
             self.poller.wait(&mut events, Some(timeout))?;
             let mut fifo_fired = false;
             for ev in events.iter() {
-                if ev.key == bridge_key {
-                    fifo_fired = true;
-                    if let Err(e) = self.bridge.on_wake() {
-                        error!("response lane wake-up FIFO failed: {e}");
+                match self.keys.decode(ev.key) {
+                    MainKey::ResponseLane => {
+                        fifo_fired = true;
+                        if let Err(e) = self.bridge.on_wake() {
+                            error!("response lane wake-up FIFO failed: {e}");
+                        }
                     }
-                } else if ev.key == signal_key {
-                    let received = self.signals.take();
-                    self.signals.handle(received);
-                    if received.stop {
-                        self.begin_stop(&mut stopping, &mut stop_pending);
+                    MainKey::Signals => {
+                        let received = self.signals.take();
+                        self.signals.handle(received);
+                        if received.stop {
+                            self.begin_stop(&mut stopping, &mut stop_pending);
+                        }
                     }
-                } else if self.admin.as_ref().is_some_and(|a| a.owns(ev.key)) {
-                    self.with_admin(|admin, poller, view| admin.on_event(poller, &ev, view));
-                } else if ev.key >= ACTOR_KEY_BASE {
-                    self.on_actor_event(&ev);
-                } else if self.udp.owns(ev.key) {
-                    let lane = &mut self.main_lane;
-                    self.udp.on_ready(ev.key, ev.readable, ev.writable, lane);
-                } else {
-                    self.acceptor.on_readable(ev.key, &mut self.main_lane);
+                    MainKey::Admin(_) => {
+                        self.with_admin(|admin, view| admin.on_event(&ev, view));
+                    }
+                    MainKey::Actor { actor, token } => {
+                        self.on_actor_event(actor, token, ev.readable, ev.writable);
+                    }
+                    MainKey::Listener(i) if self.udp.owns(i) => {
+                        let lane = &mut self.main_lane;
+                        self.udp.on_ready(i, ev.readable, ev.writable, lane);
+                    }
+                    MainKey::Listener(i) => self.acceptor.on_readable(i, &mut self.main_lane),
                 }
             }
             if !fifo_fired {
                 self.bridge.cancel_sleep();
             }
             self.acceptor.resume_if_due();
-            self.with_admin(|admin, poller, view| admin.sweep(poller, view));
+            self.with_admin(|admin, view| admin.sweep(view));
             let udp = &mut self.udp;
             let replies = self
                 .bridge

@@ -3,6 +3,8 @@
 //! Each thread owns its counter struct and bumps fields directly. Workers send a copy to the
 //! main thread in a `NotifyStat` message at every stats interval; the stats reporter adds them up.
 
+pub mod histogram;
+
 /// Declares a counter struct of `u64` fields with a visitor over `(name, value)` pairs.
 macro_rules! counters {
     ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident,)* }) => {

@@ -642,3 +642,49 @@ fn reload_applies_the_log_level_and_limits_and_names_what_needs_a_restart() {
     assert_closed(&mut third);
     env.wait_stat("totals.closed_idle", |v| v == 3);
 }
+
+/// `STAT name value` from one `stats` answer.
+fn admin_stat(admin: &mut AdminClient, name: &str) -> Option<u64> {
+    let prefix = format!("STAT {name} ");
+    admin.ask_until_end("stats").iter().find_map(|l| {
+        l.strip_prefix(&prefix)
+            .map(|v| v.parse().expect("a number"))
+    })
+}
+
+#[test]
+fn the_mcp_watch_verdict_is_in_stats_and_metrics_with_mcp_alive_a_gauge() {
+    let env = TestEnv::new(1, "", "");
+    let ccsd = env.start_ccsd();
+    let mut mcp = env.start_echo_mcp();
+    let addr = ccsd.admin.expect("admin port");
+    let mut admin = AdminClient::connect(addr);
+    let wait_for = |admin: &mut AdminClient, name: &str, want: u64| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while admin_stat(admin, name) != Some(want) {
+            assert!(std::time::Instant::now() < deadline, "{name} never {want}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait_for(&mut admin, "mcp_watch_mcp_alive", 1);
+    assert_eq!(admin_stat(&mut admin, "mcp_watch_mcp_down_events"), Some(0));
+    let metrics = http_get(addr, "/metrics", None);
+    for lines in [
+        "# TYPE ccsd_mcp_watch_mcp_alive gauge\nccsd_mcp_watch_mcp_alive 1\n",
+        "# TYPE ccsd_mcp_watch_mcp_down_events counter\nccsd_mcp_watch_mcp_down_events 0\n",
+        "# TYPE ccsd_mcp_watch_mcp_consumer_changes counter\n",
+        "# TYPE ccsd_mcp_watch_mcp_consumer_contention counter\n",
+    ] {
+        assert!(metrics.contains(lines), "{lines:?} missing: {metrics}");
+    }
+
+    mcp.kill();
+    wait_for(&mut admin, "mcp_watch_mcp_alive", 0);
+    assert_eq!(admin_stat(&mut admin, "mcp_watch_mcp_down_events"), Some(1));
+    let metrics = http_get(addr, "/metrics", None);
+    assert!(
+        metrics.contains("ccsd_mcp_watch_mcp_alive 0\n")
+            && metrics.contains("ccsd_mcp_watch_mcp_down_events 1\n"),
+        "{metrics}"
+    );
+}

@@ -179,3 +179,58 @@ fn out_of_descriptors_accepting_pauses_admin_answers_and_accepting_resumes() {
     let mut client = connect(ccsd.addr());
     assert_eq!(round_trip(&mut client, b"back"), packet(b"back"));
 }
+
+/// Starts ccsd under `ulimit -n {limit}` and reads its stderr: `Ok(())` once it is ready (it is
+/// then killed), or `Err(why)` with the line it gave up with.
+fn start_with_descriptor_limit(env: &TestEnv, limit: u32) -> Result<(), String> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {limit} && exec \"$0\" --config \"$1\""))
+        .arg(env!("CARGO_BIN_EXE_ccsd"))
+        .arg(&env.config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ccsd");
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut last = String::new();
+    for line in stderr.lines().map_while(Result::ok) {
+        if line.contains("ccsd ready") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(());
+        }
+        last = line;
+    }
+    let _ = child.wait();
+    Err(last)
+}
+
+#[test]
+fn every_start_step_that_runs_out_of_descriptors_is_named_in_the_error() {
+    let env = TestEnv::new(1, "", "");
+    let mut failures = Vec::new();
+    let mut started = false;
+    for limit in 4..=64 {
+        match start_with_descriptor_limit(&env, limit) {
+            Ok(()) => {
+                started = true;
+                break;
+            }
+            Err(why) => failures.push((limit, why)),
+        }
+    }
+    assert!(started, "never started: {failures:?}");
+    for (limit, why) in &failures {
+        assert!(why.starts_with("ccsd: "), "limit {limit}: {why}");
+        assert!(!why.contains("the runtime"), "limit {limit}: {why}");
+    }
+    // The poller is the first thing a start creates: with only the standard streams and one
+    // descriptor more, that is the step that fails, and the error says so.
+    let (limit, why) = &failures[0];
+    assert!(
+        why.starts_with("ccsd: cannot create the main poller: ") && why.contains("open files"),
+        "limit {limit}: {why}"
+    );
+}

@@ -20,14 +20,16 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use polling::{Event, PollMode, Poller};
+use polling::{Event, Poller};
 use rustix::fs::Mode;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use crate::actors::accept_pause::{AcceptPause, is_out_of_descriptors};
 use crate::settings::AdminSettings;
+use crate::watched::Watched;
 
 /// How often a missing reserve descriptor is asked for again.
 const RESERVE_RETRY: Duration = Duration::from_secs(1);
@@ -64,20 +66,22 @@ impl AdminStream {
     }
 }
 
-impl Read for AdminStream {
+// By shared reference, as for the streams themselves: the admin holds its clients' streams in
+// a `Watched`, which lends them out only that way.
+impl Read for &AdminStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            AdminStream::Tcp(s) => s.read(buf),
-            AdminStream::Unix(s) => s.read(buf),
+            AdminStream::Tcp(s) => (&*s).read(buf),
+            AdminStream::Unix(s) => (&*s).read(buf),
         }
     }
 }
 
-impl Write for AdminStream {
+impl Write for &AdminStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            AdminStream::Tcp(s) => s.write(buf),
-            AdminStream::Unix(s) => s.write(buf),
+            AdminStream::Tcp(s) => (&*s).write(buf),
+            AdminStream::Unix(s) => (&*s).write(buf),
         }
     }
 
@@ -106,6 +110,8 @@ impl AsRawFd for AdminStream {
 pub enum AdminBindError {
     /// `admin.addr` could not be bound.
     Tcp(io::Error),
+    /// The main poller refused the bound `admin.addr` listener.
+    Watch(io::Error),
     /// `admin.unix` could not be made: the path and the step that failed.
     Unix {
         /// The configured path.
@@ -121,6 +127,7 @@ impl fmt::Display for AdminBindError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AdminBindError::Tcp(e) => write!(f, "{e}"),
+            AdminBindError::Watch(e) => write!(f, "cannot watch it in the main poller: {e}"),
             AdminBindError::Unix { path, step, source } => {
                 write!(f, "admin.unix {}: {step}: {source}", path.display())
             }
@@ -131,7 +138,9 @@ impl fmt::Display for AdminBindError {
 impl std::error::Error for AdminBindError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            AdminBindError::Tcp(e) | AdminBindError::Unix { source: e, .. } => Some(e),
+            AdminBindError::Tcp(e)
+            | AdminBindError::Watch(e)
+            | AdminBindError::Unix { source: e, .. } => Some(e),
         }
     }
 }
@@ -139,7 +148,7 @@ impl std::error::Error for AdminBindError {
 /// The Unix socket and its file, removed on drop if it is still the one bound here.
 #[derive(Debug)]
 struct UnixSocket {
-    listener: UnixListener,
+    listener: Watched<UnixListener>,
     path: PathBuf,
     /// Device and inode of the socket file, to recognise it at removal.
     file_id: (u64, u64),
@@ -158,10 +167,10 @@ impl Drop for UnixSocket {
 /// The admin's listeners, their pause state and the reserve descriptor.
 #[derive(Debug)]
 pub(super) struct AdminListeners {
-    tcp: TcpListener,
+    /// Watched by the main poller under the admin's first key.
+    tcp: Watched<TcpListener>,
+    /// Watched under the key after it.
     unix: Option<UnixSocket>,
-    /// Registered in this poller under this key (TCP) and the next (Unix).
-    registered: Option<(usize, bool)>,
     pause: AcceptPause,
     /// Given up when an `accept` finds no descriptor, so the operator still gets in.
     reserve: Option<File>,
@@ -169,15 +178,23 @@ pub(super) struct AdminListeners {
 }
 
 impl AdminListeners {
-    /// Binds `admin.addr` and, if set, `admin.unix`.
-    pub(super) fn bind(settings: &AdminSettings) -> Result<AdminListeners, AdminBindError> {
+    /// Binds `admin.addr` and, if set, `admin.unix`, watched by `poller` under `key` and
+    /// `key + 1`.
+    pub(super) fn bind(
+        settings: &AdminSettings,
+        poller: &Arc<Poller>,
+        key: usize,
+    ) -> Result<AdminListeners, AdminBindError> {
         let tcp = TcpListener::bind(settings.addr).map_err(AdminBindError::Tcp)?;
         tcp.set_nonblocking(true).map_err(AdminBindError::Tcp)?;
-        let unix = settings.unix.as_deref().map(bind_unix).transpose()?;
+        let tcp = Watched::new(poller, tcp, Event::readable(key)).map_err(AdminBindError::Watch)?;
+        let unix = match settings.unix.as_deref() {
+            Some(path) => Some(bind_unix(path, poller, key + 1)?),
+            None => None,
+        };
         Ok(AdminListeners {
             tcp,
             unix,
-            registered: None,
             pause: AcceptPause::default(),
             reserve: open_reserve().ok(),
             next_reserve_try: Instant::now(),
@@ -185,33 +202,11 @@ impl AdminListeners {
     }
 
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        self.tcp.source().local_addr()
     }
 
     pub(super) fn unix_path(&self) -> Option<&Path> {
         self.unix.as_ref().map(|u| u.path.as_path())
-    }
-
-    /// Registers the TCP listener under `key` and the Unix one under `key + 1`.
-    pub(super) fn register(&mut self, poller: &Poller, key: usize) -> io::Result<()> {
-        self.registered = Some((key, true));
-        self.add(poller)
-    }
-
-    fn add(&mut self, poller: &Poller) -> io::Result<()> {
-        let Some((key, _)) = self.registered else {
-            return Ok(());
-        };
-        // SAFETY: the listeners live in `self` (in the admin) for as long as the main poller is
-        // used; the process exits rather than dropping the admin under a live poller.
-        unsafe {
-            poller.add_with_mode(&self.tcp, Event::readable(key), PollMode::Level)?;
-            if let Some(unix) = &self.unix {
-                poller.add_with_mode(&unix.listener, Event::readable(key + 1), PollMode::Level)?;
-            }
-        }
-        self.registered = Some((key, true));
-        Ok(())
     }
 
     /// Accepts one connection from `origin`; out of descriptors, gives up the reserve and tries
@@ -220,8 +215,12 @@ impl AdminListeners {
         let mut used_reserve = false;
         loop {
             let accepted = match (origin, &self.unix) {
-                (Origin::Tcp, _) => self.tcp.accept().map(|(s, _)| AdminStream::Tcp(s)),
-                (Origin::Unix, Some(u)) => u.listener.accept().map(|(s, _)| AdminStream::Unix(s)),
+                (Origin::Tcp, _) => self.tcp.source().accept().map(|(s, _)| AdminStream::Tcp(s)),
+                (Origin::Unix, Some(u)) => u
+                    .listener
+                    .source()
+                    .accept()
+                    .map(|(s, _)| AdminStream::Unix(s)),
                 (Origin::Unix, None) => Err(io::ErrorKind::WouldBlock.into()),
             };
             match accepted {
@@ -251,14 +250,12 @@ impl AdminListeners {
 
     /// Out of descriptors and without a reserve: takes the listeners out of the poller for a
     /// pause; returns its length.
-    pub(super) fn pause(&mut self, poller: &Poller) -> Duration {
+    pub(super) fn pause(&mut self) -> Duration {
         let pause = self.pause.start(Instant::now());
-        if let Some((key, true)) = self.registered {
-            let _ = poller.delete(&self.tcp);
-            if let Some(unix) = &self.unix {
-                let _ = poller.delete(&unix.listener);
-            }
-            self.registered = Some((key, false));
+        // Out of the poller even if the poller complained.
+        let _ = self.tcp.pause();
+        if let Some(unix) = &mut self.unix {
+            let _ = unix.listener.pause();
         }
         pause
     }
@@ -270,7 +267,7 @@ impl AdminListeners {
     /// Puts the listeners back once a pause is over, and takes a new reserve descriptor when
     /// it was used (tried at most once per [`RESERVE_RETRY`]). `Err`: the poller refused them;
     /// the caller pauses again.
-    pub(super) fn tick(&mut self, poller: &Poller, now: Instant) -> io::Result<()> {
+    pub(super) fn tick(&mut self, now: Instant) -> io::Result<()> {
         if self.reserve.is_none() && now >= self.next_reserve_try {
             self.reserve = open_reserve().ok();
             self.next_reserve_try = now + RESERVE_RETRY;
@@ -279,7 +276,11 @@ impl AdminListeners {
             return Ok(());
         }
         self.pause.end();
-        self.add(poller)
+        self.tcp.resume()?;
+        match &mut self.unix {
+            Some(unix) => unix.listener.resume(),
+            None => Ok(()),
+        }
     }
 
     /// Time until a pause is over, if one runs.
@@ -294,7 +295,7 @@ fn open_reserve() -> io::Result<File> {
 }
 
 /// Creates the Unix socket at `path`, mode 0600 from the start, replacing a stale socket file.
-fn bind_unix(path: &Path) -> Result<UnixSocket, AdminBindError> {
+fn bind_unix(path: &Path, poller: &Arc<Poller>, key: usize) -> Result<UnixSocket, AdminBindError> {
     let err = |step: &'static str| {
         move |source: io::Error| AdminBindError::Unix {
             path: path.to_owned(),
@@ -320,6 +321,8 @@ fn bind_unix(path: &Path) -> Result<UnixSocket, AdminBindError> {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .map_err(err("chmod 0600"))?;
     let meta = std::fs::symlink_metadata(path).map_err(err("stat"))?;
+    let listener = Watched::new(poller, listener, Event::readable(key))
+        .map_err(err("watch it in the main poller"))?;
     Ok(UnixSocket {
         listener,
         path: path.to_owned(),
@@ -355,6 +358,11 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    fn bind_unix(path: &Path) -> Result<UnixSocket, AdminBindError> {
+        let poller = Arc::new(Poller::new().unwrap());
+        super::bind_unix(path, &poller, 0)
+    }
 
     fn temp_path(tag: &str) -> PathBuf {
         std::env::temp_dir().join(format!("ccsd-admintest-{tag}-{}.sock", std::process::id()))

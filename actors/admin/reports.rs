@@ -11,6 +11,7 @@ fn each_main_counter(view: &AdminView<'_>, mut f: impl FnMut(&str, &'static str,
     main.acceptor.for_each(|k, v| f("acceptor", k, v));
     main.udp.for_each(|k, v| f("udp", k, v));
     main.bridge.for_each(|k, v| f("bridge", k, v));
+    main.mcp_watch.for_each(|k, v| f("mcp_watch", k, v));
     main.control.for_each(|k, v| f("control", k, v));
     main.process.for_each(|k, v| f("process", k, v));
     main.admin.for_each(|k, v| f("admin", k, v));
@@ -77,7 +78,7 @@ pub(super) fn workers_text(view: &AdminView<'_>) -> String {
 /// Gauges among the worker counters (everything else only grows).
 const GAUGES: [&str; 2] = ["connections_open", "buffered_bytes"];
 /// Gauges among the main thread's counters, by `group_name`.
-const MAIN_GAUGES: [&str; 1] = ["bridge_held_bytes"];
+const MAIN_GAUGES: [&str; 2] = ["bridge_held_bytes", "mcp_watch_mcp_alive"];
 
 /// Prometheus text exposition: worker counters per `worker` label, then the acceptor's and the
 /// bridge's, then per-worker mailbox depth and request-lane fill.
@@ -154,4 +155,49 @@ pub(super) fn metrics_text(view: &AdminView<'_>) -> String {
         view.stats.uptime().as_secs()
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::stats_reporter::{MainCounters, StatsReporter};
+    use crate::settings::StatsSettings;
+    use crate::stats::McpWatchCounters;
+
+    #[test]
+    fn the_mcp_watch_counters_are_in_stats_and_metrics_with_mcp_alive_a_gauge() {
+        let stats = StatsReporter::new(&StatsSettings::default(), 1, 1);
+        let main = MainCounters {
+            mcp_watch: McpWatchCounters {
+                mcp_alive: 1,
+                mcp_down_events: 2,
+                mcp_consumer_changes: 3,
+                mcp_consumer_contention: 4,
+            },
+            ..MainCounters::default()
+        };
+        let view = AdminView {
+            stats: &stats,
+            main,
+            workers: 1,
+        };
+        let text = stats_text(&view);
+        for line in [
+            "STAT mcp_watch_mcp_alive 1\r\n",
+            "STAT mcp_watch_mcp_down_events 2\r\n",
+            "STAT mcp_watch_mcp_consumer_changes 3\r\n",
+            "STAT mcp_watch_mcp_consumer_contention 4\r\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from {text}");
+        }
+        let metrics = metrics_text(&view);
+        for lines in [
+            "# TYPE ccsd_mcp_watch_mcp_alive gauge\nccsd_mcp_watch_mcp_alive 1\n",
+            "# TYPE ccsd_mcp_watch_mcp_down_events counter\nccsd_mcp_watch_mcp_down_events 2\n",
+            "# TYPE ccsd_mcp_watch_mcp_consumer_changes counter\nccsd_mcp_watch_mcp_consumer_changes 3\n",
+            "# TYPE ccsd_mcp_watch_mcp_consumer_contention counter\nccsd_mcp_watch_mcp_consumer_contention 4\n",
+        ] {
+            assert!(metrics.contains(lines), "{lines:?} missing from {metrics}");
+        }
+    }
 }

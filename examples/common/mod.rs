@@ -1,6 +1,6 @@
 //! What every example MCP shares: the command line (`--config FILE`), settings and log setup,
 //! attaching to ccsd's lanes (waiting for ccsd), then the library's request loop
-//! ([`ccsd::service::serve`]) with the example's [`Service`].
+//! ([`ccsd::mcp::service::serve`]) with the example's [`Service`].
 //!
 //! An example includes this file with `#[path = "../common/mod.rs"] mod common;` and calls
 //! [`run`] from its `main`.
@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use ccsd::mcp::service::{Service, serve};
 use ccsd::mcp::{McpEndpoint, McpError};
-use ccsd::service::{Service, serve};
 use ccsd::settings::Settings;
 use log::{error, info};
 

@@ -23,7 +23,7 @@ mod request;
 use std::io::Write;
 use std::process::ExitCode;
 
-use ccsd::service::{After, Service};
+use ccsd::mcp::service::{After, Service};
 
 /// The body of every `GET`.
 const HELLO: &[u8] = b"hello from ccsd\n";

@@ -31,7 +31,7 @@ mod store;
 use std::ops::Range;
 use std::process::ExitCode;
 
-use ccsd::service::{After, Service};
+use ccsd::mcp::service::{After, Service};
 use store::Store;
 
 /// The store and the scratch space for parsing requests.

@@ -9,7 +9,7 @@
 use std::io::Write;
 
 use crate::store::{ArithError, Condition, Outcome, Store, parse_decimal};
-use ccsd::service::After;
+use ccsd::mcp::service::After;
 
 /// The longest key memcached accepts.
 const MAX_KEY: usize = 250;

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use crate::resp_wire::{self, Request, array, bulk, error, integer, printable, simple};
 use crate::store::{ArithError, Condition, Outcome, Store, parse_decimal};
-use ccsd::service::After;
+use ccsd::mcp::service::After;
 
 /// The command names this module answers, in lower case.
 const COMMANDS: [&str; 21] = [

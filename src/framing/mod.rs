@@ -138,6 +138,7 @@ mod line;
 mod memcache;
 mod resp;
 mod scan;
+mod settings_entry;
 
 #[doc(hidden)]
 pub use contract::{check_contract, check_fuzz_input};

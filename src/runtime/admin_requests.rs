@@ -6,13 +6,10 @@
 use std::collections::VecDeque;
 
 use log::{info, warn};
-use polling::Poller;
 
-use super::Broker;
+use super::{Broker, fd_limit, reload};
 use crate::actors::admin::{Admin, AdminAction, AdminView};
-use crate::fd_limit;
 use crate::message::{MainMsg, WorkerMsg, WorkerSettings};
-use crate::reload;
 use crate::settings::Settings;
 
 impl Broker {
@@ -20,7 +17,7 @@ impl Broker {
     /// actions it returns, and those that follow from them, in order.
     pub(super) fn with_admin(
         &mut self,
-        f: impl FnOnce(&mut Admin, &Poller, &AdminView<'_>) -> Vec<AdminAction>,
+        f: impl FnOnce(&mut Admin, &AdminView<'_>) -> Vec<AdminAction>,
     ) {
         let mut queue = VecDeque::from(self.admin_call(f));
         while let Some(action) = queue.pop_front() {
@@ -31,7 +28,7 @@ impl Broker {
     /// Runs `f` on the admin (if any) with a view of the current counters.
     fn admin_call(
         &mut self,
-        f: impl FnOnce(&mut Admin, &Poller, &AdminView<'_>) -> Vec<AdminAction>,
+        f: impl FnOnce(&mut Admin, &AdminView<'_>) -> Vec<AdminAction>,
     ) -> Vec<AdminAction> {
         let view = AdminView {
             stats: &self.stats,
@@ -39,7 +36,7 @@ impl Broker {
             workers: self.worker_mailboxes.len(),
         };
         match &mut self.admin {
-            Some(admin) => f(admin, &self.poller, &view),
+            Some(admin) => f(admin, &view),
             None => Vec::new(),
         }
     }
@@ -64,16 +61,16 @@ impl Broker {
                     let asked =
                         self.worker_mailboxes[w].try_send(WorkerMsg::SampleConns { token, max });
                     if asked.is_err() {
-                        next.extend(self.admin_call(|admin, poller, view| {
-                            admin.conn_sample(poller, token, w, None, view)
-                        }));
+                        next.extend(
+                            self.admin_call(|admin, view| admin.conn_sample(token, w, None, view)),
+                        );
                     }
                 }
                 next
             }
             AdminAction::Reload { token } => {
                 let text = self.reload();
-                self.admin_call(|admin, poller, view| admin.answer(poller, token, &text, view))
+                self.admin_call(|admin, view| admin.answer(token, &text, view))
             }
         }
     }
@@ -84,9 +81,7 @@ impl Broker {
             MainMsg::NotifyStat(stat) => self.stats.on_notify_stat(stat),
             MainMsg::ConnSample(sample) => {
                 let (token, worker) = (sample.token, sample.worker);
-                self.with_admin(|admin, poller, view| {
-                    admin.conn_sample(poller, token, worker, Some(sample), view)
-                });
+                self.with_admin(|admin, view| admin.conn_sample(token, worker, Some(sample), view));
             }
         }
     }

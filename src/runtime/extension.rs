@@ -8,16 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
-use polling::Event;
+use log::{Level, info};
 
+use super::keys::MainKeys;
 use super::{Broker, StartError};
-use crate::actor::{
-    ACTOR_KEY_BASE, ACTOR_TOKENS, ActorContext, ActorRequest, MainActor, Registrations,
-    StatsSnapshot,
-};
+use crate::actor::{ActorContext, ActorRequest, MainActor, Registrations, StatsSnapshot};
 use crate::flow::FlowId;
 use crate::framing::{self, FramerFactory};
+use crate::logging::log_limited;
 use crate::message::{CustomMcp, Disconnect, PortCommand, WorkerMsg};
 use crate::record::{CloseMode, CustomOp};
 use crate::settings::Settings;
@@ -117,7 +115,7 @@ impl Broker {
         let slot = &mut self.actors[i];
         let mut ctx = ActorContext {
             poller: &self.poller,
-            key_base: ACTOR_KEY_BASE + i * ACTOR_TOKENS,
+            key_base: MainKeys::actor_base(i),
             registrations: &mut slot.registrations,
             requests: &mut self.actor_requests,
             local_addrs: &self.local_addrs,
@@ -168,11 +166,11 @@ impl Broker {
             let pending = &mut self.pending_port_commands[w];
             if pending.len() >= PENDING_PORT_COMMANDS {
                 self.control.dropped_port_commands += 1;
-                if let Some(n) = self.control_log.allow() {
-                    warn!(
-                        "worker {w} mailbox full: dropped a listen-port command ({n} similar suppressed)"
-                    );
-                }
+                log_limited!(
+                    self.control_log,
+                    Level::Warn,
+                    "worker {w} mailbox full: dropped a listen-port command"
+                );
                 continue;
             }
             pending.push_back(command.clone());
@@ -219,24 +217,27 @@ impl Broker {
                 Some(CustomOp::Application) => {}
                 None => {
                     self.control.custom_unknown_op += 1;
-                    if let Some(n) = self.control_log.allow() {
-                        warn!(
-                            "custom record with unknown code {} ({n} similar suppressed)",
-                            msg.header.code
-                        );
-                    }
+                    log_limited!(
+                        self.control_log,
+                        Level::Warn,
+                        "custom record with unknown code {}",
+                        msg.header.code
+                    );
                 }
             }
             self.each_actor(|actor, ctx| actor.on_custom(&msg, ctx));
         }
     }
 
-    /// Hands readiness of an actor-owned key to its actor.
-    pub(super) fn on_actor_event(&mut self, ev: &Event) {
-        let i = (ev.key - ACTOR_KEY_BASE) / ACTOR_TOKENS;
-        let token = (ev.key - ACTOR_KEY_BASE) % ACTOR_TOKENS;
+    /// Hands readiness of custom actor `i`'s source `token` to the actor.
+    pub(super) fn on_actor_event(
+        &mut self,
+        i: usize,
+        token: usize,
+        readable: bool,
+        writable: bool,
+    ) {
         if i < self.actors.len() {
-            let (readable, writable) = (ev.readable, ev.writable);
             self.with_actor(i, |actor, ctx| {
                 actor.on_ready(token, readable, writable, ctx)
             });

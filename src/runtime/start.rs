@@ -1,10 +1,14 @@
-//! Starting a broker: ports first, then the instance lock and pid file, the lanes, the workers,
-//! the main thread's actors and their poller keys; everything that can fail because of the
-//! environment becomes a [`StartError`], and nothing is left running when it does.
+//! Starting a broker, in named steps: raise the open-file limit, create the main poller, bind
+//! the listeners and the admin port (each watched by the main poller as soon as it is bound; ports
+//! first: a start that fails on a busy port must not touch the lanes), take the instance lock and
+//! the pid file, attach the lanes, spawn the workers, then build the main thread's actors and
+//! watch the response lane's FIFO and the signal socket. Everything that can fail because of the
+//! environment becomes a [`StartError`] naming its step; every source in the poller is held in a
+//! `Watched` guard, so a failed start leaves nothing registered.
 
 use std::collections::VecDeque;
-use std::io;
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -12,9 +16,15 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use log::info;
-use polling::{Event, PollMode, Poller};
+use polling::{Event, Poller};
 
-use super::{Broker, StartError};
+use super::fd_limit;
+use super::instance::InstanceLock;
+use super::keys::MainKeys;
+use super::listener::{self, ListenOptions};
+use super::pid_file::PidFile;
+use super::signals::Signals;
+use super::{Broker, StartError, StartStep};
 use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
 use crate::actors::admin::{Admin, AdminBindError};
 use crate::actors::mcp_bridge::{BridgeLink, McpBridge};
@@ -22,22 +32,18 @@ use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::StatsReporter;
 use crate::actors::udp::{UdpActor, UdpListening};
 use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
-use crate::fd_limit;
 use crate::flow::next_epoch;
 use crate::framing;
-use crate::instance::InstanceLock;
-use crate::lane::Lane;
-use crate::listener::{self, ListenOptions};
+use crate::lane::{Lane, Producer};
 use crate::logging::LogLimiter;
 use crate::mailbox::{Mailbox, mailbox};
 use crate::main_lane::MainLane;
 use crate::memory::{MemoryBudget, MemoryShare};
-use crate::message::MainMsg;
-use crate::pid_file::PidFile;
+use crate::message::{MainMsg, WorkerMsg};
 use crate::rate_limit::RateLimiter;
 use crate::settings::{ByteSize, Proto, Settings, WhenDown};
-use crate::signals::Signals;
 use crate::stats::ControlCounters;
+use crate::watched::Watched;
 
 /// Capacity of the main thread's mailbox (`NotifyStat` from workers).
 const MAIN_MAILBOX: usize = 1024;
@@ -47,99 +53,16 @@ const RECYCLED_BUFFERS: usize = 64;
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 impl Broker {
+    /// Runs the start steps in order (see the module header); the builder adds custom actors.
     pub(super) fn start_bare(settings: &Settings) -> Result<Broker, StartError> {
         let worker_count = settings.broker.worker_count();
         let max_connections = settings.broker.max_connections;
         let needed = fd_limit::fd_budget(max_connections, worker_count, settings.listen.len());
         fd_limit::raise_for(needed, max_connections);
-        // Ports first: a start that fails on a busy port must not touch the lanes.
-        // By listener index: TCP listeners go to the acceptor, UDP ones to the UDP actor.
-        let mut listeners = Vec::with_capacity(settings.listen.len());
-        let mut udp_listeners = Vec::with_capacity(settings.listen.len());
-        let mut infos = Vec::with_capacity(settings.listen.len());
-        let mut local_addrs = Vec::with_capacity(settings.listen.len());
-        for (i, l) in settings.listen.iter().enumerate() {
-            // Built for UDP listeners too (unused there): workers index listeners by position.
-            let framer = framing::build(l).map_err(|source| StartError::Framing {
-                listener: i,
-                source,
-            })?;
-            let bind_err = |source| StartError::Bind {
-                addr: l.addr,
-                source,
-            };
-            let options = ListenOptions {
-                backlog: l.backlog,
-                reuse_port: l.reuse_port,
-                v6only: l.v6only,
-            };
-            let open = Arc::new(AtomicUsize::new(0));
-            let rate = (l.max_requests_per_second > 0)
-                .then(|| Arc::new(RateLimiter::new(l.max_requests_per_second, RATE_WINDOW)));
-            let local = match l.proto {
-                Proto::Tcp => {
-                    let listener = listener::bind(l.addr, options).map_err(bind_err)?;
-                    let local = listener.local_addr().map_err(bind_err)?;
-                    info!(
-                        "listening on tcp://{local} (listener {i}, framing {})",
-                        framer.name()
-                    );
-                    listeners.push(Some(Listening {
-                        socket: listener,
-                        port: local.port(),
-                        open: Arc::clone(&open),
-                        max_connections: l.max_connections,
-                    }));
-                    udp_listeners.push(None);
-                    local
-                }
-                Proto::Udp => {
-                    let socket = listener::bind_udp(l.addr, options).map_err(bind_err)?;
-                    let udp = UdpListening::new(
-                        socket,
-                        l.packet_limit() as usize,
-                        rate.clone(),
-                        l.udp_send_queue.bytes() as usize,
-                        l.udp_send_timeout,
-                    )
-                    .map_err(bind_err)?;
-                    let local = udp.local_addr();
-                    info!(
-                        "listening on udp://{local} (listener {i}, max_packet {})",
-                        ByteSize(l.packet_limit())
-                    );
-                    listeners.push(None);
-                    udp_listeners.push(Some(udp));
-                    local
-                }
-            };
-            infos.push(ListenerInfo {
-                framer,
-                port: local.port(),
-                rate,
-                open,
-            });
-            local_addrs.push(local);
-        }
-
-        let admin = if settings.admin.enabled {
-            let bind_err = |source| StartError::Bind {
-                addr: settings.admin.addr,
-                source,
-            };
-            let admin = Admin::bind(&settings.admin).map_err(|e| match e {
-                AdminBindError::Tcp(source) => bind_err(source),
-                unix => StartError::AdminUnix(unix),
-            })?;
-            info!("admin on tcp://{}", admin.local_addr().map_err(bind_err)?);
-            if let Some(path) = admin.unix_path() {
-                info!("admin on unix://{}", path.display());
-            }
-            Some(admin)
-        } else {
-            None
-        };
-
+        let poller = Arc::new(Poller::new().map_err(StartError::at(StartStep::MainPoller))?);
+        let keys = MainKeys::new(settings.listen.len());
+        let ports = bind_listeners(settings, &poller, keys)?;
+        let admin = bind_admin(settings, &poller, keys)?;
         // Before any lane is touched: a second ccsd on the same lanes would corrupt them.
         let instance =
             InstanceLock::acquire(&settings.lock_path()).map_err(StartError::Instance)?;
@@ -147,120 +70,48 @@ impl Broker {
             Some(path) => Some(PidFile::write(path).map_err(StartError::PidFile)?),
             None => None,
         };
-        let capacity = settings.queues.capacity.bytes();
-        let mut lane_paths: Vec<PathBuf> = (0..settings.request_lane_count())
-            .map(|w| settings.request_lane_path(w))
-            .collect();
-        lane_paths.push(settings.response_lane_path());
-        Lane::check_space(&settings.queues.dir, &lane_paths, capacity)
-            .map_err(StartError::Queue)?;
-        let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
-            .map_err(StartError::Queue)?;
-        // One request lane per worker, then the main thread's (UDP, overload notices).
-        let request_lanes = (0..settings.request_lane_count())
-            .map(|w| Lane::create_or_attach(&settings.request_lane_path(w), capacity))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StartError::Queue)?;
-        // Never an epoch of an earlier start on these lane files (any of them may have been
-        // recreated alone): see `flow`.
-        let previous = request_lanes
-            .iter()
-            .map(Lane::epoch)
-            .fold(response.epoch(), u64::max);
-        let epoch = next_epoch(previous, response.path()).map_err(StartError::Queue)?;
-        let epoch_count = u64::from(epoch);
-        let mut requests: Vec<_> = request_lanes
-            .into_iter()
-            .map(|lane| {
-                lane.set_epoch(epoch_count);
-                lane.into_producer()
-            })
-            .collect();
-        let main_lane = MainLane::new(
-            requests.pop().expect("the main thread's lane"),
-            worker_count as u8,
-        );
-
+        let lanes = attach_lanes(settings)?;
+        let epoch = lanes.epoch;
         // Before the workers: they read its verdict (`mcp.when_down`).
         let mcp_watch = McpWatch::attach(settings).map_err(StartError::Queue)?;
-        let poller = Arc::new(Poller::new().map_err(StartError::Runtime)?);
         let (main_mailbox, inbox) = mailbox(MAIN_MAILBOX, Arc::clone(&poller));
         let memory = MemoryBudget::new(settings.limits.max_memory.bytes());
-        let mut worker_links = Vec::with_capacity(worker_count);
-        let mut bridge_links = Vec::with_capacity(worker_count);
-        let mut workers = Vec::with_capacity(worker_count);
-        let mut worker_mailboxes = Vec::with_capacity(worker_count);
-        for (id, lane) in requests.into_iter().enumerate() {
-            let links = WorkerLinks {
-                main: &main_mailbox,
-                mcp_watch: &mcp_watch,
-                memory: &memory,
-            };
-            let (link, bridge_link, handle) =
-                spawn_worker(id, epoch, lane, &infos, links, settings)
-                    .map_err(StartError::Runtime)?;
-            worker_mailboxes.push(link.mailbox.clone());
-            worker_links.push(link);
-            bridge_links.push(bridge_link);
-            workers.push(handle);
-        }
+        let links = WorkerLinks {
+            main: &main_mailbox,
+            mcp_watch: &mcp_watch,
+            memory: &memory,
+        };
+        let workers = spawn_workers(settings, epoch, lanes.requests, &ports.infos, links)?;
 
         // Publish the epoch and lane count only now, when the workers that own the request lanes
         // exist: an MCP that attaches sees a complete set.
-        response.set_epoch(epoch_count);
+        let response = lanes.response;
+        response.set_epoch(u64::from(epoch));
         response.set_request_lanes(settings.request_lane_count() as u32);
+        let response_path = response.path().to_path_buf();
         let bridge = McpBridge::new(
             response.into_consumer(),
             epoch,
-            bridge_links,
+            workers.bridge_links,
             settings.mcp.reply_max_age,
         )
         .with_memory_share(MemoryShare::new(&memory));
-        let mut acceptor = Acceptor::new(
-            listeners,
-            worker_links,
+        let acceptor = Acceptor::new(
+            ports.tcp,
+            workers.acceptor_links,
             settings.broker.dispatch,
             settings.broker.max_connections,
             settings.mcp.overload_notices,
         )
         .with_memory_budget(Arc::clone(&memory));
-        acceptor.register(&poller, 0).map_err(StartError::Runtime)?;
         let udp = UdpActor::new(
-            Arc::clone(&poller),
-            udp_listeners,
+            ports.udp,
             epoch,
-            main_lane.index(),
+            lanes.main_lane.index(),
             (settings.mcp.when_down == WhenDown::Refuse).then(|| mcp_watch.down_flag()),
         );
-        udp.register().map_err(StartError::Runtime)?;
-        // SAFETY: the FIFO belongs to the bridge's lane, which lives in `Broker` next to the
-        // poller for the rest of the process.
-        unsafe {
-            poller
-                .add_with_mode(
-                    bridge.wake_fd().as_raw_fd(),
-                    Event::readable(acceptor.listener_count()),
-                    PollMode::Level,
-                )
-                .map_err(StartError::Runtime)?;
-        }
-        let signals = Signals::install().map_err(StartError::Runtime)?;
-        // SAFETY: the socket lives in `Broker` next to the poller for the rest of the process.
-        unsafe {
-            poller
-                .add_with_mode(
-                    signals.fd().as_raw_fd(),
-                    Event::readable(acceptor.listener_count() + 1),
-                    PollMode::Level,
-                )
-                .map_err(StartError::Runtime)?;
-        }
-        let mut admin = admin;
-        if let Some(admin) = &mut admin {
-            admin
-                .register(&poller, acceptor.listener_count() + 2)
-                .map_err(StartError::Runtime)?;
-        }
+        let response_fifo = watch_response_lane(&bridge, &poller, keys, response_path)?;
+        let signals = Signals::install(&poller, keys.signals())?;
         let stats = StatsReporter::new(&settings.stats, epoch, worker_count);
         info!(
             "ccsd ready: epoch {epoch}, {worker_count} workers, queues {}",
@@ -268,20 +119,22 @@ impl Broker {
         );
         Ok(Broker {
             poller,
+            keys,
             acceptor,
             udp,
             bridge,
-            main_lane,
+            _response_fifo: response_fifo,
+            main_lane: lanes.main_lane,
             mcp_watch,
             stats,
             inbox,
-            local_addrs,
+            local_addrs: ports.local_addrs,
             epoch,
             idle_spin: settings.broker.idle_spin,
             shutdown_grace: settings.broker.shutdown_grace,
             stop_deadline: Instant::now(),
-            workers,
-            worker_mailboxes,
+            workers: workers.handles,
+            worker_mailboxes: workers.mailboxes,
             signals,
             admin,
             actors: Vec::new(),
@@ -300,7 +153,237 @@ impl Broker {
     }
 }
 
+/// The bound listeners, by listener index (`Settings::listen`).
+struct Ports {
+    /// The acceptor's: `None` where a listener is UDP.
+    tcp: Vec<Option<Listening>>,
+    /// The UDP actor's: `None` where a listener is TCP.
+    udp: Vec<Option<UdpListening>>,
+    /// What the workers know of every listener.
+    infos: Vec<ListenerInfo>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+/// Binds every listener and has the main poller watch it under its key.
+fn bind_listeners(
+    settings: &Settings,
+    poller: &Arc<Poller>,
+    keys: MainKeys,
+) -> Result<Ports, StartError> {
+    let n = settings.listen.len();
+    let mut ports = Ports {
+        tcp: Vec::with_capacity(n),
+        udp: Vec::with_capacity(n),
+        infos: Vec::with_capacity(n),
+        local_addrs: Vec::with_capacity(n),
+    };
+    for (i, l) in settings.listen.iter().enumerate() {
+        // Built for UDP listeners too (unused there): workers index listeners by position.
+        let framer = framing::build(l).map_err(|source| StartError::Framing {
+            listener: i,
+            source,
+        })?;
+        let bind_err = |source| StartError::Bind {
+            addr: l.addr,
+            source,
+        };
+        let options = ListenOptions {
+            backlog: l.backlog,
+            reuse_port: l.reuse_port,
+            v6only: l.v6only,
+        };
+        let open = Arc::new(AtomicUsize::new(0));
+        let rate = (l.max_requests_per_second > 0)
+            .then(|| Arc::new(RateLimiter::new(l.max_requests_per_second, RATE_WINDOW)));
+        let interest = Event::readable(keys.listener(i));
+        let local = match l.proto {
+            Proto::Tcp => {
+                let socket = listener::bind(l.addr, options).map_err(bind_err)?;
+                let local = socket.local_addr().map_err(bind_err)?;
+                let watch = StartError::at(StartStep::WatchListener {
+                    listener: i,
+                    addr: local,
+                });
+                let socket = Watched::new(poller, socket, interest).map_err(watch)?;
+                info!(
+                    "listening on tcp://{local} (listener {i}, framing {})",
+                    framer.name()
+                );
+                ports.tcp.push(Some(Listening {
+                    socket,
+                    port: local.port(),
+                    open: Arc::clone(&open),
+                    max_connections: l.max_connections,
+                }));
+                ports.udp.push(None);
+                local
+            }
+            Proto::Udp => {
+                let socket = listener::bind_udp(l.addr, options).map_err(bind_err)?;
+                let local = socket.local_addr().map_err(bind_err)?;
+                let watch = StartError::at(StartStep::WatchListener {
+                    listener: i,
+                    addr: local,
+                });
+                let socket = Watched::new(poller, socket, interest).map_err(watch)?;
+                let udp = UdpListening::new(
+                    socket,
+                    l.packet_limit() as usize,
+                    rate.clone(),
+                    l.udp_send_queue.bytes() as usize,
+                    l.udp_send_timeout,
+                )
+                .map_err(bind_err)?;
+                info!(
+                    "listening on udp://{local} (listener {i}, max_packet {})",
+                    ByteSize(l.packet_limit())
+                );
+                ports.tcp.push(None);
+                ports.udp.push(Some(udp));
+                local
+            }
+        };
+        ports.infos.push(ListenerInfo {
+            framer,
+            port: local.port(),
+            rate,
+            open,
+        });
+        ports.local_addrs.push(local);
+    }
+    Ok(ports)
+}
+
+/// Binds the admin port (and the admin Unix socket), watched by the main poller, if enabled.
+fn bind_admin(
+    settings: &Settings,
+    poller: &Arc<Poller>,
+    keys: MainKeys,
+) -> Result<Option<Admin>, StartError> {
+    if !settings.admin.enabled {
+        return Ok(None);
+    }
+    let addr = settings.admin.addr;
+    let bind_err = |source| StartError::Bind { addr, source };
+    let admin = Admin::bind(&settings.admin, poller, keys.admin()).map_err(|e| match e {
+        AdminBindError::Tcp(source) => bind_err(source),
+        AdminBindError::Watch(source) => StartError::System {
+            step: StartStep::WatchAdmin(addr),
+            source,
+        },
+        unix => StartError::AdminUnix(unix),
+    })?;
+    info!("admin on tcp://{}", admin.local_addr().map_err(bind_err)?);
+    if let Some(path) = admin.unix_path() {
+        info!("admin on unix://{}", path.display());
+    }
+    Ok(Some(admin))
+}
+
+/// The lanes, attached (created if missing), with this start's epoch.
+struct Lanes {
+    epoch: u16,
+    /// The workers' request lanes, in worker order.
+    requests: Vec<Producer>,
+    /// The main thread's request lane.
+    main_lane: MainLane,
+    /// The response lane; its epoch is published once the workers run.
+    response: Lane,
+}
+
+/// Checks the room for every lane, then creates or attaches them and picks the next epoch.
+fn attach_lanes(settings: &Settings) -> Result<Lanes, StartError> {
+    let capacity = settings.queues.capacity.bytes();
+    let mut lane_paths: Vec<PathBuf> = (0..settings.request_lane_count())
+        .map(|w| settings.request_lane_path(w))
+        .collect();
+    lane_paths.push(settings.response_lane_path());
+    Lane::check_space(&settings.queues.dir, &lane_paths, capacity).map_err(StartError::Queue)?;
+    let response = Lane::create_or_attach(&settings.response_lane_path(), capacity)
+        .map_err(StartError::Queue)?;
+    // One request lane per worker, then the main thread's (UDP, overload notices).
+    let request_lanes = (0..settings.request_lane_count())
+        .map(|w| Lane::create_or_attach(&settings.request_lane_path(w), capacity))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Queue)?;
+    // Never an epoch of an earlier start on these lane files (any of them may have been
+    // recreated alone): see `flow`.
+    let previous = request_lanes
+        .iter()
+        .map(Lane::epoch)
+        .fold(response.epoch(), u64::max);
+    let epoch = next_epoch(previous, response.path()).map_err(StartError::Queue)?;
+    let mut requests: Vec<_> = request_lanes
+        .into_iter()
+        .map(|lane| {
+            lane.set_epoch(u64::from(epoch));
+            lane.into_producer()
+        })
+        .collect();
+    let main_lane = MainLane::new(
+        requests.pop().expect("the main thread's lane"),
+        settings.broker.worker_count() as u8,
+    );
+    Ok(Lanes {
+        epoch,
+        requests,
+        main_lane,
+        response,
+    })
+}
+
+/// The running workers and the links to them.
+struct Workers {
+    handles: Vec<JoinHandle<()>>,
+    mailboxes: Vec<Mailbox<WorkerMsg>>,
+    acceptor_links: Vec<WorkerLink>,
+    bridge_links: Vec<BridgeLink>,
+}
+
+/// Starts one worker per request lane.
+fn spawn_workers(
+    settings: &Settings,
+    epoch: u16,
+    lanes: Vec<Producer>,
+    listeners: &[ListenerInfo],
+    links: WorkerLinks<'_>,
+) -> Result<Workers, StartError> {
+    let n = lanes.len();
+    let mut workers = Workers {
+        handles: Vec::with_capacity(n),
+        mailboxes: Vec::with_capacity(n),
+        acceptor_links: Vec::with_capacity(n),
+        bridge_links: Vec::with_capacity(n),
+    };
+    for (id, lane) in lanes.into_iter().enumerate() {
+        let (link, bridge_link, handle) =
+            spawn_worker(id, epoch, lane, listeners, &links, settings)?;
+        workers.mailboxes.push(link.mailbox.clone());
+        workers.acceptor_links.push(link);
+        workers.bridge_links.push(bridge_link);
+        workers.handles.push(handle);
+    }
+    Ok(workers)
+}
+
+/// Has the main poller watch the response lane's wake-up FIFO, through a duplicate of the
+/// bridge's descriptor (the same FIFO): the guard owns what it registers.
+fn watch_response_lane(
+    bridge: &McpBridge,
+    poller: &Arc<Poller>,
+    keys: MainKeys,
+    lane: PathBuf,
+) -> Result<Watched<OwnedFd>, StartError> {
+    let step = StartStep::WatchResponseLane(lane);
+    let fifo = bridge
+        .wake_fd()
+        .try_clone_to_owned()
+        .map_err(StartError::at(step.clone()))?;
+    Watched::new(poller, fifo, Event::readable(keys.response_lane())).map_err(StartError::at(step))
+}
+
 /// What every worker shares with the main thread.
+#[derive(Clone, Copy)]
 struct WorkerLinks<'a> {
     main: &'a Mailbox<MainMsg>,
     mcp_watch: &'a McpWatch,
@@ -311,17 +394,17 @@ struct WorkerLinks<'a> {
 fn spawn_worker(
     id: usize,
     epoch: u16,
-    lane: crate::lane::Producer,
+    lane: Producer,
     listeners: &[ListenerInfo],
-    links: WorkerLinks<'_>,
+    links: &WorkerLinks<'_>,
     settings: &Settings,
-) -> io::Result<(WorkerLink, BridgeLink, JoinHandle<()>)> {
+) -> Result<(WorkerLink, BridgeLink, JoinHandle<()>), StartError> {
     let WorkerLinks {
         main,
         mcp_watch,
         memory,
-    } = links;
-    let poller = Arc::new(Poller::new()?);
+    } = *links;
+    let poller = Arc::new(Poller::new().map_err(StartError::at(StartStep::WorkerPoller(id)))?);
     let (mailbox, inbox) = mailbox(settings.broker.mailbox_capacity, Arc::clone(&poller));
     let (recycle_tx, recycle_rx) = crossbeam_channel::bounded(RECYCLED_BUFFERS);
     let open = Arc::new(AtomicUsize::new(0));
@@ -347,7 +430,8 @@ fn spawn_worker(
     });
     let handle = thread::Builder::new()
         .name(format!("ccsd-worker-{id}"))
-        .spawn(move || worker.run())?;
+        .spawn(move || worker.run())
+        .map_err(StartError::at(StartStep::WorkerThread(id)))?;
     Ok((
         WorkerLink {
             mailbox: mailbox.clone(),

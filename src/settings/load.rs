@@ -28,12 +28,19 @@ pub(super) fn load_file(
     path: Option<&Path>,
     env: Vec<(String, String)>,
     mut problems: Vec<String>,
+    framers: &[String],
 ) -> Result<Settings, SettingsError> {
     let Some(path) = path else {
-        return parse("built-in settings", DEFAULT_SETTINGS_TOML, env, problems);
+        return parse(
+            "built-in settings",
+            DEFAULT_SETTINGS_TOML,
+            env,
+            problems,
+            framers,
+        );
     };
     match fs::read_to_string(path) {
-        Ok(text) => parse(&path.display().to_string(), &text, env, problems),
+        Ok(text) => parse(&path.display().to_string(), &text, env, problems, framers),
         Err(err) => {
             problems.push(format!(
                 "{}: cannot read the settings file: {err}",
@@ -45,12 +52,14 @@ pub(super) fn load_file(
 }
 
 /// Merges `toml` with the environment overrides in `env`, deserializes each section on its own and
-/// validates, collecting every problem into `problems`. `origin` names the text in parse errors.
+/// validates, collecting every problem into `problems`. `origin` names the text in parse errors;
+/// `framers` are the names `listen[i].framing` may take.
 pub(super) fn parse(
     origin: &str,
     toml: &str,
     env: Vec<(String, String)>,
     problems: Vec<String>,
+    framers: &[String],
 ) -> Result<Settings, SettingsError> {
     let mut loader = Loader {
         env_keys: Vec::new(),
@@ -113,6 +122,7 @@ pub(super) fn parse(
         admin: admin.as_ref(),
         limits: limits.as_ref(),
         mcp: mcp.as_ref(),
+        framers,
     }
     .check(&mut loader.problems);
 

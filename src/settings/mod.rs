@@ -9,6 +9,12 @@
 //! Loading reports every problem it finds in one go, each starting with the key it concerns, so an
 //! operator fixes a file in one round. `docs/configuration.md` describes every key.
 //!
+//! The settings do not know the framers (the framers read the settings): validation receives the
+//! names `listen[i].framing` may take. [`Settings::load`], [`Settings::load_with_env`],
+//! [`Settings::from_toml_str`] and [`Settings::validate`] hand it the process-wide framing
+//! registry's names; they are defined beside that registry (`src/framing/settings_entry.rs`), so
+//! that this module does not import `framing`.
+//!
 //! # Examples
 //!
 //! ```
@@ -108,18 +114,11 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Loads the settings file at `path` (the built-in [`DEFAULT_SETTINGS_TOML`] when `None`),
-    /// applies the `CCSD_<SECTION>__<KEY>` environment variables of this process and validates.
-    ///
-    /// Variable names are case-insensitive; each value is read as text and converted to its key's
-    /// type, exactly as if written as a string in the file (`CCSD_QUEUES__NAME=007` stays `"007"`).
-    /// Every `CCSD_` variable is taken as an override, so an unknown one is an error.
-    ///
-    /// # Errors
-    ///
-    /// Every problem found: an unreadable or malformed file, unknown keys, values of the wrong
-    /// type and everything [`Settings::validate`] rejects.
-    pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
+    /// [`Settings::load`] with `framers` as the names `listen[i].framing` may take.
+    pub(crate) fn load_knowing(
+        path: Option<&Path>,
+        framers: &[String],
+    ) -> Result<Settings, SettingsError> {
         let mut env = Vec::new();
         let mut problems = Vec::new();
         for (name, value) in std::env::vars_os() {
@@ -130,38 +129,28 @@ impl Settings {
                 Err(_) => problems.push(format!("{key} (from {name}): value is not valid UTF-8")),
             }
         }
-        load_file(path, env, problems)
+        load_file(path, env, problems, framers)
     }
 
-    /// Like [`Settings::load`], but with the environment variables given as `(name, value)` pairs
-    /// instead of the process environment.
-    ///
-    /// # Errors
-    ///
-    /// As for [`Settings::load`].
-    pub fn load_with_env(
+    /// [`Settings::load_with_env`] with `framers` as the names `listen[i].framing` may take.
+    pub(crate) fn load_with_env_knowing(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
+        framers: &[String],
     ) -> Result<Settings, SettingsError> {
-        load_file(path, env.into_iter().collect(), Vec::new())
+        load_file(path, env.into_iter().collect(), Vec::new(), framers)
     }
 
-    /// Parses and validates settings from TOML text, without environment overrides.
-    ///
-    /// # Errors
-    ///
-    /// As for [`Settings::load`].
-    pub fn from_toml_str(toml: &str) -> Result<Settings, SettingsError> {
-        parse("settings", toml, Vec::new(), Vec::new())
+    /// [`Settings::from_toml_str`] with `framers` as the names `listen[i].framing` may take.
+    pub(crate) fn from_toml_str_knowing(
+        toml: &str,
+        framers: &[String],
+    ) -> Result<Settings, SettingsError> {
+        parse("settings", toml, Vec::new(), Vec::new(), framers)
     }
 
-    /// Checks the rules that types alone cannot express, such as value ranges and rules that span
-    /// several keys; [`Settings::load`] already calls it.
-    ///
-    /// # Errors
-    ///
-    /// Every rule broken, each problem starting with the key concerned.
-    pub fn validate(&self) -> Result<(), SettingsError> {
+    /// [`Settings::validate`] with `framers` as the names `listen[i].framing` may take.
+    pub(crate) fn validate_knowing(&self, framers: &[String]) -> Result<(), SettingsError> {
         let listeners: Vec<_> = self.listen.iter().map(Some).collect();
         let mut problems = Vec::new();
         Validation {
@@ -172,6 +161,7 @@ impl Settings {
             admin: Some(&self.admin),
             limits: Some(&self.limits),
             mcp: Some(&self.mcp),
+            framers,
         }
         .check(&mut problems);
         SettingsError::check(problems)

@@ -81,6 +81,8 @@ pub(super) struct Validation<'a> {
     pub(super) admin: Option<&'a AdminSettings>,
     pub(super) limits: Option<&'a LimitsSettings>,
     pub(super) mcp: Option<&'a McpSettings>,
+    /// The names `listen[i].framing` may take (the settings do not know the framers).
+    pub(super) framers: &'a [String],
 }
 
 impl Validation<'_> {
@@ -92,7 +94,7 @@ impl Validation<'_> {
             queues.check(problems);
         }
         if let Some(listeners) = self.listen {
-            check_listeners(listeners, problems);
+            check_listeners(listeners, self.framers, problems);
             if let Some(queues) = self.queues {
                 check_lane_holds_packets(queues.capacity, listeners, problems);
             }
@@ -275,13 +277,17 @@ impl QueueSettings {
     }
 }
 
-fn check_listeners(listeners: &[Option<&ListenSettings>], problems: &mut Vec<String>) {
+fn check_listeners(
+    listeners: &[Option<&ListenSettings>],
+    framers: &[String],
+    problems: &mut Vec<String>,
+) {
     if listeners.is_empty() {
         problems.push("listen: at least one [[listen]] table is required".to_owned());
     }
     for (i, listen) in listeners.iter().enumerate() {
         let Some(listen) = listen else { continue };
-        listen.check(i, problems);
+        listen.check(i, framers, problems);
         let port = listen.addr.port();
         // TCP and UDP ports are separate: one address may have a listener of each.
         if let Some(j) = listeners[..i].iter().position(|other| {
@@ -337,7 +343,7 @@ fn ipv4_overlap(a: &ListenSettings, b: &ListenSettings) -> bool {
 }
 
 impl ListenSettings {
-    fn check(&self, i: usize, problems: &mut Vec<String>) {
+    fn check(&self, i: usize, framers: &[String], problems: &mut Vec<String>) {
         if !(64 * KIB..=GIB).contains(&self.udp_send_queue.bytes()) {
             problems.push(format!(
                 "listen[{i}].udp_send_queue: must be between 64KiB and 1GiB, got {}",
@@ -350,11 +356,11 @@ impl ListenSettings {
                 self.udp_send_timeout
             ));
         }
-        if !crate::framing::is_known(&self.framing) {
+        if !framers.contains(&self.framing) {
             problems.push(format!(
                 "listen[{i}].framing: unknown framing {:?}, known framings: {}",
                 self.framing,
-                crate::framing::known_framings().join(", ")
+                framers.join(", ")
             ));
         }
         let max_packet = self.max_packet;

@@ -1,6 +1,6 @@
 //! The pid file (`broker.pid_file`): this process's pid, for init scripts and monitoring.
 //!
-//! It is written at start, right after the instance lock is taken (`src/instance.rs`), and removed
+//! It is written at start, right after the instance lock is taken (`instance.rs`), and removed
 //! when the broker ends (a clean stop, or a failure the process reports). ccsd keeps an exclusive
 //! `flock` on it while it runs, so a file left behind by a process that died (SIGKILL, a crash) is
 //! told apart from one in use without trusting the pid inside, which the system may have given to
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use log::warn;
 
-use crate::instance::{InstanceError, lock_with_pid};
+use super::instance::{InstanceError, lock_with_pid};
 
 /// Why the pid file could not be written.
 #[derive(Debug)]
@@ -38,7 +38,11 @@ impl fmt::Display for PidFileError {
     }
 }
 
-impl std::error::Error for PidFileError {}
+impl std::error::Error for PidFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
+    }
+}
 
 /// A written pid file, locked while it lives and removed when dropped.
 #[derive(Debug)]
@@ -53,7 +57,7 @@ impl PidFile {
     /// # Errors
     /// The file is locked by another live process, is not a file ccsd may write (a symbolic
     /// link, not a regular file, several hard links, another owner, more than mode 0644; see
-    /// `src/instance.rs`), or cannot be created or written.
+    /// `instance.rs`), or cannot be created or written.
     pub fn write(path: &Path) -> Result<PidFile, PidFileError> {
         let file = lock_with_pid(path, 0o644).map_err(PidFileError)?;
         Ok(PidFile {

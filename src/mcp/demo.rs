@@ -4,7 +4,7 @@
 //! ccsd process itself, attached to the same shared-memory lanes, so a newcomer gets a working
 //! server from one command.
 
-use crate::service::{After, Service};
+use super::service::{After, Service};
 
 /// The echo service: the reply is the packet.
 #[derive(Debug, Default, Clone, Copy)]

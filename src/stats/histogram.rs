@@ -12,7 +12,7 @@
 //! a bucket holds one distinct value and otherwise off by at most the bucket's width.
 //!
 //! ```
-//! use ccsd::histogram::Histogram;
+//! use ccsd::stats::histogram::Histogram;
 //!
 //! let mut h = Histogram::default();
 //! for us in [40, 60, 70, 80, 3_000] {

@@ -5,7 +5,7 @@
 //! queues the reply (in chunks of at most [`REPLY_CHUNK`] bytes, which ccsd writes to the client
 //! back to back, so a large reply fits even the smallest lane; a reply to a UDP datagram is one
 //! record, since ccsd sends each record as one datagram), closes the connection when the
-//! service says so, and publishes replies in batches. The echo MCP ([`crate::demo::Echo`]) and the
+//! service says so, and publishes replies in batches. The echo MCP ([`super::demo::Echo`]) and the
 //! example MCPs (`examples/kv_mcp`, `examples/http_mcp`) are services.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,6 +65,7 @@ pub fn serve<S: Service>(
     let mut msg = Message::new();
     let mut reply = Vec::with_capacity(64 * 1024);
     let mut counters = ServeCounters::default();
+    // SYNC POINT: Relaxed: a request to stop, seen within STOP_CHECK; nothing is published with it.
     while !stop.load(Ordering::Relaxed) {
         if !mcp.recv(&mut msg, Some(STOP_CHECK))? {
             continue;

@@ -8,16 +8,18 @@
 //! registered, so when the byte is read the flag is already visible.
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use log::{error, info};
+use log::{Level, info};
+use polling::{Event, Poller};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
-use crate::logging::{LogLimiter, reopen_log_file};
+use super::{StartError, StartStep};
+use crate::logging::{LogLimiter, log_limited, reopen_log_file};
 use crate::stats::ProcessCounters;
+use crate::watched::Watched;
 
 /// Which signals arrived since the last look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,10 +34,19 @@ pub struct Received {
     pub user2: bool,
 }
 
+/// The flags the handlers set, one per kind of signal.
+struct Flags {
+    stop: Arc<AtomicBool>,
+    hangup: Arc<AtomicBool>,
+    user1: Arc<AtomicBool>,
+    user2: Arc<AtomicBool>,
+}
+
 /// The installed handlers and the socket they write to.
 #[derive(Debug)]
 pub struct Signals {
-    wake: UnixStream,
+    /// Watched by the main poller (readable) under the signals' key.
+    wake: Watched<UnixStream>,
     stop: Arc<AtomicBool>,
     hangup: Arc<AtomicBool>,
     user1: Arc<AtomicBool>,
@@ -46,11 +57,32 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Installs the handlers for SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2.
+    /// Installs the handlers for SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2, and has `poller`
+    /// watch the socket they write to under `key`.
     ///
     /// # Errors
-    /// The socket pair or a handler could not be set up.
-    pub fn install() -> io::Result<Signals> {
+    /// The socket pair or a handler could not be set up, or the poller refused the socket.
+    pub(crate) fn install(poller: &Arc<Poller>, key: usize) -> Result<Signals, StartError> {
+        Signals::install_handlers()
+            .map_err(StartError::at(StartStep::SignalHandlers))
+            .and_then(|(wake, flags)| {
+                let wake = Watched::new(poller, wake, Event::readable(key))
+                    .map_err(StartError::at(StartStep::WatchSignals))?;
+                Ok(Signals {
+                    wake,
+                    stop: flags.stop,
+                    hangup: flags.hangup,
+                    user1: flags.user1,
+                    user2: flags.user2,
+                    counters: ProcessCounters::default(),
+                    reopen_log: LogLimiter::default(),
+                    ignored_log: LogLimiter::default(),
+                })
+            })
+    }
+
+    /// The handlers, the flags they set and the socket they write a byte to.
+    fn install_handlers() -> io::Result<(UnixStream, Flags)> {
         let (wake, write) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -68,27 +100,24 @@ impl Signals {
             signal_hook::flag::register(signal, Arc::clone(flag))?;
             signal_hook::low_level::pipe::register(signal, write.try_clone()?)?;
         }
-        Ok(Signals {
-            wake,
+        let flags = Flags {
             stop,
             hangup,
             user1,
             user2,
-            counters: ProcessCounters::default(),
-            reopen_log: LogLimiter::default(),
-            ignored_log: LogLimiter::default(),
-        })
-    }
-
-    /// The socket to watch for readability in the main poller.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.wake.as_fd()
+        };
+        Ok((wake, flags))
     }
 
     /// Empties the socket and says which signals arrived since the last call.
     pub fn take(&mut self) -> Received {
         let mut buf = [0u8; 64];
-        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        while matches!(self.wake.source().read(&mut buf), Ok(n) if n > 0) {}
+        // SYNC POINT: each handler stores its flag (signal-hook: SeqCst) before it writes its byte,
+        // so a byte read above means its flag is already set. Reading and clearing in one swap
+        // loses no signal: one that lands after the swap sets the flag again and writes another
+        // byte, which wakes the loop for it. No other memory is published through the flags, so
+        // SeqCst is not needed for that; it only matches the handlers' stores.
         Received {
             stop: self.stop.swap(false, Ordering::SeqCst),
             hangup: self.hangup.swap(false, Ordering::SeqCst),
@@ -108,11 +137,11 @@ impl Signals {
         }
         if received.user2 {
             self.counters.ignored_signals += 1;
-            if let Some(held) = self.ignored_log.allow() {
-                info!(
-                    "SIGUSR2: ignored (reserved for hot restart, which this version does not have) ({held} similar suppressed)"
-                );
-            }
+            log_limited!(
+                self.ignored_log,
+                Level::Info,
+                "SIGUSR2: ignored (reserved for hot restart, which this version does not have)"
+            );
         }
     }
 
@@ -128,11 +157,11 @@ impl Signals {
             Ok(None) => info!("{signal}: no log file to reopen (log.file is not set)"),
             Err(e) => {
                 self.counters.log_reopen_errors += 1;
-                if let Some(held) = self.reopen_log.allow() {
-                    error!(
-                        "{signal}: cannot reopen the log, still writing to the old file: {e} ({held} similar suppressed)"
-                    );
-                }
+                log_limited!(
+                    self.reopen_log,
+                    Level::Error,
+                    "{signal}: cannot reopen the log, still writing to the old file: {e}"
+                );
             }
         }
     }

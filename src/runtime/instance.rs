@@ -6,7 +6,7 @@
 //! the refusal can say who holds it. The kernel releases the lock when the process dies, however
 //! it dies, so a crash never leaves a stale lock behind.
 //!
-//! The lock file and the pid file (`src/pid_file.rs`, same code) often live in a directory other
+//! The lock file and the pid file (`pid_file.rs`, same code) often live in a directory other
 //! users can write to (`/dev/shm`). ccsd, maybe running as root, truncates and writes them, so it
 //! only does so to a file that is unmistakably its own: opened without following a symbolic link
 //! (`O_NOFOLLOW`), a regular file with one name (a hard link planted by another user would point
@@ -111,7 +111,14 @@ impl InstanceError {
     }
 }
 
-impl std::error::Error for InstanceError {}
+impl std::error::Error for InstanceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InstanceError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// The held lock; released when dropped or when the process exits.
 #[derive(Debug)]

@@ -33,6 +33,8 @@
 //! per drain (so a record MCP wrote during the drain counts as no wait at all). A record whose
 //! timestamp is 0 (MCP did not stamp it) is not recorded.
 
+pub mod response;
+
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
@@ -51,7 +53,7 @@ use crate::mailbox::Mailbox;
 use crate::memory::MemoryShare;
 use crate::message::{CustomMcp, DataTrans, WorkerMsg};
 use crate::record::{RECORD_HEADER_SIZE, RecordHeader};
-use crate::response::{Destination, Rejection, ResponseCheck};
+use response::{Destination, Rejection, ResponseCheck};
 use crate::stats::BridgeCounters;
 
 /// A batch is sent as soon as it holds this many bytes or [`BATCH_RECORDS`] records: large

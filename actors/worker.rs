@@ -21,9 +21,13 @@
 //! the graceful stop), `memory.rs` its part of `limits.max_memory` (counting its connections'
 //! buffers, pausing reads and closing the largest holders while ccsd is over the ceiling).
 
+mod connection;
 mod control;
+mod idle;
+mod limits;
 mod memory;
 mod replies;
+mod reply_timing;
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -38,13 +42,13 @@ use log::{debug, error, warn};
 use polling::{Event, Events, PollMode, Poller};
 
 use crate::clock::monotonic_ns;
-use crate::connection::{CloseCause, Conn, Ingested, LaneSink, frame_connection};
+use connection::{CloseCause, Conn, Ingested, LaneSink, frame_connection};
 use crate::flow::{FlowId, FlowTable};
 use crate::framing::Framer;
 use crate::histogram::Histogram;
-use crate::idle::IdleList;
+use idle::IdleList;
 use crate::lane::Producer;
-use crate::limits::Limits;
+use limits::Limits;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::memory::{MemoryBudget, MemoryShare};
@@ -169,7 +173,7 @@ pub struct Worker {
     /// When the current loop turn's wait returned: the time of its reads and writes.
     now: Instant,
     counters: WorkerCounters,
-    /// Request→reply latency of the replies written in full (`src/reply_timing.rs`).
+    /// Request→reply latency of the replies written in full (`reply_timing.rs`).
     latency: Histogram,
     full_log: LogLimiter,
     error_log: LogLimiter,

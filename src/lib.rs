@@ -9,18 +9,16 @@
 //!   [`listener`] opens its listening sockets; [`actor`]: the interface of custom main-thread
 //!   actors added with [`runtime::Broker::builder`]; `reload.rs`: what the admin `reload`
 //!   command may change at run time.
-//! - [`actors`]: one actor per file — acceptor, UDP, MCP bridge, stats reporter (main thread),
-//!   worker; a worker's per-connection byte handling (buffers, framing into the lane, writing) is
-//!   in `connection.rs`; the per-connection limits (`[limits]`) are in `limits.rs` and [`idle`];
+//! - [`actors`]: one actor per file or folder — acceptor, UDP, MCP bridge, stats reporter (main
+//!   thread), worker (its connections, their limits, idle lists and reply timing live in
+//!   `actors/worker/`, the bridge's record checks in `actors/mcp_bridge/`);
 //!   [`rate_limit`] is the lock-free request-rate window a listener's workers share; [`memory`]
 //!   the bytes all connections and replies hold together (`limits.max_memory`); a UDP
-//!   listener's queue of replies waiting for its socket is in `datagram_queue.rs`; the
-//!   request→reply latency of replies still in a send buffer in `reply_timing.rs`.
+//!   listener's queue of replies waiting for its socket is in `datagram_queue.rs`.
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up;
 //!   [`main_lane`]: the request lane the main thread produces into (UDP, overload notices).
-//! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it;
-//!   [`response`]: the checks the MCP bridge applies to each record MCP sends.
+//! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
 //!   request loop of a simple MCP around a [`service::Service`]; [`demo`]: the echo service.
@@ -35,17 +33,14 @@ pub mod actor;
 #[path = "../actors/mod.rs"]
 pub mod actors;
 pub mod clock;
-pub(crate) mod connection;
 pub(crate) mod datagram_queue;
 pub mod demo;
 pub mod fd_limit;
 pub mod flow;
 pub mod framing;
 pub mod histogram;
-pub mod idle;
 pub mod instance;
 pub mod lane;
-pub(crate) mod limits;
 pub mod listener;
 pub mod logging;
 pub mod mailbox;
@@ -57,8 +52,6 @@ pub mod pid_file;
 pub mod rate_limit;
 pub mod record;
 pub(crate) mod reload;
-pub(crate) mod reply_timing;
-pub mod response;
 pub mod runtime;
 pub mod service;
 pub mod settings;

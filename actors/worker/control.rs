@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Queued, Worker};
-use crate::connection::{CloseCause, Conn};
+use super::connection::{CloseCause, Conn};
 use crate::flow::FlowId;
 use crate::message::{ConnInfo, ConnSample, Disconnect, MainMsg, PortCommand, WorkerSettings};
 use crate::record::CloseMode;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use super::Worker;
-use crate::connection::CloseCause;
+use super::connection::CloseCause;
 use crate::flow::FlowId;
 use crate::memory::release_free_memory;
 

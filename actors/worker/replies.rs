@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Queued, Worker};
 use crate::clock::monotonic_ns;
-use crate::connection::{CloseCause, queue_capped, write_pending};
+use super::connection::{CloseCause, queue_capped, write_pending};
 use crate::flow::{FlowId, StaleFlow};
 use crate::message::DataTrans;
 use crate::record::{CloseMode, Kind};

@@ -15,7 +15,7 @@
 
 use ccsd::message::DataTrans;
 use ccsd::record::{Kind, RECORD_HEADER_SIZE, RecordHeader};
-use ccsd::response::{Destination, Rejection, ResponseCheck};
+use ccsd::actors::mcp_bridge::response::{Destination, Rejection, ResponseCheck};
 
 /// Bytes before the first record: epoch, workers, age limit, clock.
 const CONFIG_SIZE: usize = 12;

@@ -10,16 +10,16 @@ use std::time::Instant;
 
 use log::warn;
 
-use crate::actors::worker::ListenerInfo;
+use super::ListenerInfo;
 use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
 use crate::framing::{FrameCheck, FrameError, Framer, Progress};
 use crate::lane::{Producer, PushError};
-use crate::limits::RequestWindow;
+use super::limits::RequestWindow;
 use crate::logging::LogLimiter;
 use crate::rate_limit::RateLimiter;
 use crate::record::{Kind, Reason, RecordHeader, Transport};
-use crate::reply_timing::UnsentReplies;
+use super::reply_timing::UnsentReplies;
 use crate::settings::OnFull;
 use crate::stats::WorkerCounters;
 

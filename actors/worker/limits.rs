@@ -2,16 +2,16 @@
 //! buffer cap, and the rate-limited log lines for connections closed by a limit.
 //!
 //! The idle timeout's and the packet timeout's bookkeeping are the worker's
-//! [`IdleList`](crate::idle::IdleList)s; a connection's receive buffer needs no cap of its own,
+//! [`IdleList`](super::idle::IdleList)s; a connection's receive buffer needs no cap of its own,
 //! because it never holds more than its listener's `max_packet` plus one read
-//! (`src/connection.rs`), and `limits.packet_timeout` bounds how long it may hold that.
+//! (`connection.rs`), and `limits.packet_timeout` bounds how long it may hold that.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use log::{Level, log};
 
-use crate::connection::CloseCause;
+use super::connection::CloseCause;
 use crate::logging::LogLimiter;
 use crate::settings::LimitsSettings;
 

@@ -53,8 +53,8 @@ use crate::mailbox::Mailbox;
 use crate::memory::MemoryShare;
 use crate::message::{CustomMcp, DataTrans, WorkerMsg};
 use crate::record::{RECORD_HEADER_SIZE, RecordHeader};
-use response::{Destination, Rejection, ResponseCheck};
 use crate::stats::BridgeCounters;
+use response::{Destination, Rejection, ResponseCheck};
 
 /// A batch is sent as soon as it holds this many bytes or [`BATCH_RECORDS`] records: large
 /// enough to spare wake-ups, small enough that the first reply of a burst does not wait for the

@@ -56,7 +56,11 @@ impl MainLane {
                 self.counters.lane_wakeups += u64::from(woke);
             }
             Err(e) => {
-                log_limited!(self.error_log, Level::Warn, "main lane: cannot wake MCP: {e}");
+                log_limited!(
+                    self.error_log,
+                    Level::Warn,
+                    "main lane: cannot wake MCP: {e}"
+                );
             }
         }
     }

@@ -13,9 +13,9 @@
 //! decoded header re-encodes to the bytes it came from; a batch yields exactly the records put
 //! in it, and no byte string makes the batch reader panic or yield a record that does not decode.
 
+use ccsd::actors::mcp_bridge::response::{Destination, Rejection, ResponseCheck};
 use ccsd::message::DataTrans;
 use ccsd::record::{Kind, RECORD_HEADER_SIZE, RecordHeader};
-use ccsd::actors::mcp_bridge::response::{Destination, Rejection, ResponseCheck};
 
 /// Bytes before the first record: epoch, workers, age limit, clock.
 const CONFIG_SIZE: usize = 12;

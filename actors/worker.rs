@@ -62,7 +62,7 @@ use crate::lane::Producer;
 use crate::logging::{LogLimiter, log_limited};
 use crate::mailbox::Mailbox;
 use crate::memory::{MemoryBudget, MemoryShare};
-use crate::message::{Connect, MainMsg, NotifyStat, WorkerMsg};
+use crate::message::{Connect, MainMsg, NotifyStat, ReplyBatch, WorkerMsg};
 use crate::rate_limit::RateLimiter;
 use crate::record::{Kind, RecordHeader, Transport};
 use crate::settings::{LimitsSettings, OnFull};
@@ -99,7 +99,7 @@ pub struct WorkerSetup {
     /// The receiving end of the worker's mailbox.
     pub inbox: Receiver<WorkerMsg>,
     /// Where emptied reply batches go back to the MCP bridge.
-    pub recycle: Sender<Vec<u8>>,
+    pub recycle: Sender<ReplyBatch>,
     /// Bytes of reply batches the bridge handed over and this worker has not taken yet
     /// (`BridgeLink::in_flight`): the worker subtracts each batch once its replies are queued.
     pub in_flight: Arc<AtomicUsize>,
@@ -141,7 +141,7 @@ pub struct Worker {
     id: usize,
     poller: Arc<Poller>,
     inbox: Receiver<WorkerMsg>,
-    recycle: Sender<Vec<u8>>,
+    recycle: Sender<ReplyBatch>,
     in_flight: Arc<AtomicUsize>,
     main: Mailbox<MainMsg>,
     listeners: Vec<ListenerInfo>,

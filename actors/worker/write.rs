@@ -14,8 +14,8 @@ use crate::flow::{FlowId, StaleFlow};
 use crate::message::DataTrans;
 use crate::record::{CloseMode, Kind};
 
-/// The largest emptied batch buffer given back to the MCP bridge for reuse: twice the bridge's
-/// batch size (a batch grows by doubling), so a buffer grown by one large record is freed.
+/// The largest emptied batch given back to the MCP bridge for reuse: twice the bridge's batch
+/// size (a batch grows by doubling), so a batch grown by one large record is freed.
 const RECYCLE_MAX_CAPACITY: usize = 128 * 1024;
 
 /// What became of bytes queued for a connection.
@@ -40,7 +40,7 @@ impl Worker {
     /// Queues each of MCP's records in `d` for its connection, in lane order, then gives the
     /// batch buffer back to the bridge.
     pub(super) fn on_data_trans(&mut self, d: DataTrans) {
-        for (header, payload) in d.records() {
+        for (header, payload) in d.batch.records() {
             match header.kind {
                 Kind::Data => self.queue_reply(header.flow, payload, header.echo[0]),
                 Kind::Close if header.code == CloseMode::Force as u8 => {
@@ -61,10 +61,11 @@ impl Worker {
         let mut batch = d.batch;
         // SYNC POINT: Relaxed: the count only paces the MCP bridge (`BridgeLink::in_flight`); the
         // bridge added this batch's length before sending it, so the count never goes below zero.
-        self.in_flight.fetch_sub(batch.len(), Ordering::Relaxed);
-        // The bridge allocates a new buffer when none comes back; a full channel just frees this
-        // one, and so does a buffer a large record made grow (memory goes back after a burst).
-        if batch.capacity() <= RECYCLE_MAX_CAPACITY {
+        self.in_flight
+            .fetch_sub(batch.record_bytes(), Ordering::Relaxed);
+        // The bridge allocates a new batch when none comes back; a full channel just frees this
+        // one, and so does a batch a large record made grow (memory goes back after a burst).
+        if batch.capacity_bytes() <= RECYCLE_MAX_CAPACITY {
             batch.clear();
             let _ = self.recycle.try_send(batch);
         }

@@ -1,27 +1,27 @@
 //! Worker: owns a share of the client connections on its own poller.
 //!
 //! Only the owning worker registers, reads, writes and closes its sockets; nothing here is shared
-//! with another thread but the mailbox, the recycle channel for reply buffers, the in-flight
+//! with another thread but the mailbox, the recycle channel for reply batches, the in-flight
 //! count of reply bytes and the open-connection gauges.
 //!
 //! One turn of the loop ([`Worker::run`]): wait on the poller; read every readable connection
 //! and push each complete packet into the worker's request lane; drain the mailbox (new
 //! connections, MCP's replies, closes, control messages); write every connection that got
 //! replies; close the connections whose clocks ran out (`limits.idle_timeout`,
-//! `limits.packet_timeout`, `limits.half_close_timeout`, each an [`IdleList`] so a sweep costs
+//! `limits.packet_timeout`, `limits.half_close_timeout`, each an `IdleList` so a sweep costs
 //! O(expired)); publish the lane once, waking MCP only if it sleeps.
 //!
 //! Follow a packet through these files:
 //! - read → frame → lane: `read.rs` (readiness, back-pressure, half-close) →
-//!   `connection.rs` ([`Conn`]: its buffers and state; `Conn::take_packets`) → `ingress.rs`
+//!   `connection.rs` (`Conn`: its buffers and state; `Conn::take_packets`) → `ingress.rs`
 //!   (the request lane: push, full lane, MCP down, publish);
 //! - reply → queue → write → close: `write.rs` (MCP's batches, `limits.max_send_buffer`,
-//!   write interest) → `connection.rs` (`Conn::queue_reply`, `Conn::flush`) → [`Worker::close`]
+//!   write interest) → `connection.rs` (`Conn::queue_reply`, `Conn::flush`) → `Worker::close`
 //!   here (the disconnect notice, counters and gauges).
 //!
 //! Beside the path: `control.rs` (port commands, admin `conns`, reloads, the graceful stop),
 //! `memory.rs` (this worker's part of `limits.max_memory`), `limits.rs` (the limits and their
-//! log lines), `idle.rs` (the [`IdleList`]), `reply_timing.rs` (request→reply latency).
+//! log lines), `idle.rs` (the `IdleList`), `reply_timing.rs` (request→reply latency).
 //!
 //! Half-close: a read of 0 while requests are unanswered does not close the connection at once.
 //! It stops being read and closes as soon as its replies are written, when a write fails or a

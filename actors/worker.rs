@@ -19,15 +19,17 @@
 //!   write interest) → `connection.rs` (`Conn::queue_reply`, `Conn::flush`) → `Worker::close`
 //!   here (the disconnect notice, counters and gauges).
 //!
-//! Beside the path: `control.rs` (port commands, admin `conns`, reloads, the graceful stop),
-//! `memory.rs` (this worker's part of `limits.max_memory`), `limits.rs` (the limits and their
-//! log lines), `idle.rs` (the `IdleList`), `reply_timing.rs` (request→reply latency).
+//! Beside the path: `setup.rs` (what a worker is started with), `close.rs` (why a connection
+//! closes), `control.rs` (port commands, admin `conns`, reloads, the graceful stop), `memory.rs`
+//! (this worker's part of `limits.max_memory`), `limits.rs` (the limits and their log lines),
+//! `idle.rs` (the `IdleList`), `reply_timing.rs` (request→reply latency).
 //!
 //! Half-close: a read of 0 while requests are unanswered does not close the connection at once.
 //! It stops being read and closes as soon as its replies are written, when a write fails or a
 //! reset arrives (the client had closed fully, not just shut down its sending side: a read of 0
 //! cannot tell the two apart), or at the half-close timeout, whichever comes first.
 
+mod close;
 mod connection;
 mod control;
 mod idle;
@@ -36,6 +38,7 @@ mod limits;
 mod memory;
 mod read;
 mod reply_timing;
+mod setup;
 mod write;
 
 use std::io;
@@ -49,23 +52,22 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use log::{Level, debug, error};
 use polling::{Events, PollMode, Poller};
 
-use connection::{CloseCause, Conn};
+pub use setup::{ListenerInfo, WorkerSetup};
+
+use close::CloseCause;
+use connection::Conn;
 use idle::IdleList;
 use ingress::Ingress;
 use limits::Limits;
 
 use crate::clock::monotonic_ns;
 use crate::flow::{FlowId, FlowTable};
-use crate::framing::Framer;
 use crate::histogram::Histogram;
-use crate::lane::Producer;
 use crate::logging::{LogLimiter, log_limited};
 use crate::mailbox::Mailbox;
-use crate::memory::{MemoryBudget, MemoryShare};
+use crate::memory::MemoryShare;
 use crate::message::{Connect, MainMsg, NotifyStat, ReplyBatch, WorkerMsg};
-use crate::rate_limit::RateLimiter;
 use crate::record::{Kind, RecordHeader, Transport};
-use crate::settings::{LimitsSettings, OnFull};
 use crate::stats::WorkerCounters;
 
 /// Bytes read from a socket in one call; also the most a connection buffers beyond a packet.
@@ -74,67 +76,6 @@ const READ_CHUNK: usize = 64 * 1024;
 const MESSAGES_PER_TURN: usize = 256;
 /// How soon a worker with paused connections looks for room in its request lane again.
 const BACKPRESSURE_RETRY: Duration = Duration::from_millis(1);
-
-/// What a worker needs to know about each listener.
-#[derive(Debug, Clone)]
-pub struct ListenerInfo {
-    /// Finds packet boundaries for this listener's connections.
-    pub framer: Arc<dyn Framer>,
-    /// The listener's local port, copied into every record header.
-    pub port: u16,
-    /// The listener's open connections (raised by the acceptor, lowered here on close).
-    pub open: Arc<AtomicUsize>,
-    /// `listen[i].max_requests_per_second`, shared by every worker; `None`: no limit.
-    pub rate: Option<Arc<RateLimiter>>,
-}
-
-/// Everything a worker thread is started with.
-pub struct WorkerSetup {
-    /// The worker's index (also the request lane's index and the flow id's worker field).
-    pub id: usize,
-    /// This ccsd start's epoch, carried in every flow id.
-    pub epoch: u16,
-    /// The worker's own poller; its mailbox senders notify it.
-    pub poller: Arc<Poller>,
-    /// The receiving end of the worker's mailbox.
-    pub inbox: Receiver<WorkerMsg>,
-    /// Where emptied reply batches go back to the MCP bridge.
-    pub recycle: Sender<ReplyBatch>,
-    /// Bytes of reply batches the bridge handed over and this worker has not taken yet
-    /// (`BridgeLink::in_flight`): the worker subtracts each batch once its replies are queued.
-    pub in_flight: Arc<AtomicUsize>,
-    /// The main thread's mailbox, for `NotifyStat`.
-    pub main: Mailbox<MainMsg>,
-    /// The worker's request lane to MCP.
-    pub lane: Producer,
-    /// Listener details, by listener index.
-    pub listeners: Vec<ListenerInfo>,
-    /// What to do with a packet when the request lane is full.
-    pub on_full: OnFull,
-    /// Open connections of this worker, read by the acceptor's least-connections policy.
-    pub open_gauge: Arc<AtomicUsize>,
-    /// How often to send `NotifyStat`.
-    pub stats_interval: Duration,
-    /// How long to keep polling without sleeping after the last work (`broker.idle_spin`).
-    pub idle_spin: Duration,
-    /// The per-connection limits.
-    pub limits: LimitsSettings,
-    /// Tell MCP about every new connection (`mcp.connect_events`).
-    pub connect_events: bool,
-    /// With `mcp.when_down = "refuse"`: the MCP watch's verdict, true while MCP is down.
-    pub mcp_down: Option<Arc<AtomicBool>>,
-    /// `limits.max_memory`: the total every holder publishes into, and the ceiling.
-    pub memory: Arc<MemoryBudget>,
-}
-
-impl std::fmt::Debug for WorkerSetup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerSetup")
-            .field("id", &self.id)
-            .field("epoch", &self.epoch)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A worker thread's state.
 pub struct Worker {

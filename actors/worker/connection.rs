@@ -21,15 +21,16 @@ use std::time::Instant;
 
 use polling::Event;
 
-use super::ListenerInfo;
+use super::close::CloseCause;
 use super::ingress::{Budget, Ingress};
 use super::reply_timing::UnsentReplies;
+use super::setup::ListenerInfo;
 use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
 use crate::framing::Progress;
 use crate::histogram::Histogram;
 use crate::message::ConnInfo;
-use crate::record::{Kind, Reason, RecordHeader, Transport};
+use crate::record::{Kind, RecordHeader, Transport};
 use crate::stats::WorkerCounters;
 
 /// Buffers that grew past this are released once empty, so idle connections stay small.
@@ -38,74 +39,6 @@ const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;
 const RECV_SLACK: usize = 64 * 1024;
 /// The length of the request-rate window (`limits.max_requests_per_second`).
 const WINDOW_NS: u64 = 1_000_000_000;
-
-/// Why the worker closes a connection: what MCP is told and which counter grows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum CloseCause {
-    Peer,
-    SocketError,
-    Malformed,
-    Oversize,
-    ByMcp,
-    QueueFull,
-    Shutdown,
-    /// No activity for `limits.idle_timeout`.
-    Idle,
-    /// Unwritten replies over `limits.max_send_buffer`.
-    SlowClient,
-    /// More packets in a second than `limits.max_requests_per_second`.
-    RateLimited,
-    /// A packet over its listener's `max_requests_per_second`.
-    ListenerRateLimited,
-    /// Half-closed by the client, and its replies did not all come within
-    /// `limits.half_close_timeout` (counted as `closed_peer`, and in `half_close_timeouts`).
-    HalfCloseTimeout,
-    /// An unfinished packet older than `limits.packet_timeout`.
-    PacketTimeout,
-    /// One of the largest holders while ccsd held more than `limits.max_memory`.
-    MaxMemory,
-}
-
-impl CloseCause {
-    /// What MCP is told in the disconnect notice.
-    pub(super) fn reason(self) -> Reason {
-        match self {
-            CloseCause::Peer | CloseCause::HalfCloseTimeout => Reason::PeerClosed,
-            CloseCause::SocketError => Reason::Error,
-            CloseCause::Malformed | CloseCause::Oversize => Reason::Protocol,
-            CloseCause::ByMcp => Reason::Local,
-            CloseCause::QueueFull
-            | CloseCause::SlowClient
-            | CloseCause::RateLimited
-            | CloseCause::ListenerRateLimited
-            | CloseCause::MaxMemory => Reason::Overload,
-            CloseCause::Shutdown => Reason::Shutdown,
-            CloseCause::Idle | CloseCause::PacketTimeout => Reason::Timeout,
-        }
-    }
-
-    /// Bumps the counter for this cause (exactly one `closed_*` counter per close).
-    pub(super) fn count(self, c: &mut WorkerCounters) {
-        if self == CloseCause::HalfCloseTimeout {
-            c.half_close_timeouts += 1;
-        }
-        *match self {
-            CloseCause::Peer | CloseCause::HalfCloseTimeout => &mut c.closed_peer,
-            CloseCause::SocketError => &mut c.closed_error,
-            CloseCause::Malformed => &mut c.closed_protocol,
-            CloseCause::Oversize => &mut c.closed_oversize,
-            CloseCause::ByMcp => &mut c.closed_by_mcp,
-            CloseCause::QueueFull => &mut c.closed_queue_full,
-            CloseCause::Shutdown => &mut c.closed_shutdown,
-            CloseCause::Idle => &mut c.closed_idle,
-            CloseCause::PacketTimeout => &mut c.closed_packet_timeout,
-            CloseCause::MaxMemory => &mut c.closed_max_memory,
-            CloseCause::SlowClient => &mut c.closed_slow_client,
-            CloseCause::RateLimited => &mut c.closed_rate_limited,
-            CloseCause::ListenerRateLimited => &mut c.closed_listener_rate_limited,
-        } += 1;
-    }
-}
 
 /// One client connection: its socket `S` and everything the worker knows about it.
 #[derive(Debug)]

@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::Worker;
-use super::connection::{CloseCause, Conn};
+use super::close::CloseCause;
+use super::connection::Conn;
 use super::write::Queued;
 use crate::flow::FlowId;
 use crate::message::{ConnSample, Disconnect, MainMsg, PortCommand, WorkerSettings};

@@ -9,7 +9,7 @@
 
 use log::Level;
 
-use super::connection::CloseCause;
+use super::close::CloseCause;
 use crate::framing::{FrameCheck, FrameError, Framer, Progress};
 use crate::lane::{Producer, PushError};
 use crate::logging::{LogLimiter, log_limited};

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use log::Level;
 
-use super::connection::CloseCause;
+use super::close::CloseCause;
 use crate::logging::{LogLimiter, log_limited};
 use crate::settings::LimitsSettings;
 

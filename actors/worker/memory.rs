@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use log::{Level, debug};
 
 use super::Worker;
-use super::connection::CloseCause;
+use super::close::CloseCause;
 use crate::flow::FlowId;
 use crate::logging::log_limited;
 use crate::memory::release_free_memory;

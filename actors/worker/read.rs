@@ -6,7 +6,8 @@
 use std::io;
 
 use super::Worker;
-use super::connection::{CloseCause, Conn, Ingested};
+use super::close::CloseCause;
+use super::connection::{Conn, Ingested};
 use crate::flow::FlowId;
 
 /// Reads per readable connection per turn, so one busy client cannot starve the others.

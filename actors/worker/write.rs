@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 
 use super::Worker;
-use super::connection::CloseCause;
+use super::close::CloseCause;
 use crate::flow::{FlowId, StaleFlow};
 use crate::message::DataTrans;
 use crate::record::{CloseMode, Kind};

@@ -9,16 +9,14 @@
 //!   [`listener`] opens its listening sockets; [`actor`]: the interface of custom main-thread
 //!   actors added with [`runtime::Broker::builder`]; `reload.rs`: what the admin `reload`
 //!   command may change at run time.
-//! - [`actors`]: one actor per file or folder — acceptor, UDP, MCP bridge, stats reporter (main
-//!   thread), worker (its connections, their limits, idle lists and reply timing live in
-//!   `actors/worker/`, the bridge's record checks in `actors/mcp_bridge/`);
+//! - [`actors`]: one actor per file — acceptor, UDP, MCP bridge, stats reporter (main thread),
 //!   [`rate_limit`] is the lock-free request-rate window a listener's workers share; [`memory`]
 //!   the bytes all connections and replies hold together (`limits.max_memory`); a UDP
-//!   listener's queue of replies waiting for its socket is in `datagram_queue.rs`.
+//!   listener's queue of replies waiting for its socket is in `datagram_queue.rs`; the
 //! - [`message`] and [`mailbox`]: the typed messages actors exchange and how they are delivered.
 //! - [`lane`]: the single-producer/single-consumer shared-memory ring and its wake-up;
 //!   [`main_lane`]: the request lane the main thread produces into (UDP, overload notices).
-//! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it.
+//! - [`record`] and [`flow`]: the record header every packet carries, and the flow ids in it;
 //! - [`framing`]: framers that find packet boundaries in a byte stream.
 //! - [`mcp`]: the MCP side of the lanes, for business processes written in Rust; [`service`]: the
 //!   request loop of a simple MCP around a [`service::Service`]; [`demo`]: the echo service.

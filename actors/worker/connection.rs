@@ -517,8 +517,13 @@ impl RequestWindow {
 #[cfg(test)]
 mod tests {
     use std::cell::{Cell, RefCell};
+    use std::sync::Arc;
 
     use super::*;
+    use crate::framing::LineFramer;
+    use crate::lane::{Consumer, Lane};
+    use crate::record::RECORD_HEADER_SIZE;
+    use crate::settings::OnFull;
 
     /// A client socket that takes at most `room` bytes, then would block; or fails every write.
     #[derive(Debug, Default)]
@@ -712,6 +717,106 @@ mod tests {
         c.flush(&mut out, &mut latency).unwrap();
         c.recount(&mut buffered);
         assert_eq!(buffered - 1_000, c.counted_bytes() as u64);
+    }
+
+    /// A request lane in `/dev/shm`, removed when dropped (also when the test panics).
+    struct RequestLane(std::path::PathBuf);
+
+    impl Drop for RequestLane {
+        fn drop(&mut self) {
+            let _ = Lane::remove_files(&self.0);
+        }
+    }
+
+    /// A request lane of `capacity` bytes: the worker's side as an [`Ingress`] that pauses on a
+    /// full lane, and MCP's side.
+    fn request_lane(tag: &str, capacity: u64) -> (RequestLane, Ingress, Consumer) {
+        let files = RequestLane(std::path::PathBuf::from(format!(
+            "/dev/shm/ccsd-lanetest-conn-{tag}-{}.req",
+            std::process::id()
+        )));
+        let mcp = Lane::create_or_attach(&files.0, capacity)
+            .unwrap()
+            .into_consumer();
+        let worker = Lane::attach(&files.0, None).unwrap().into_producer();
+        (files, Ingress::new(worker, 0, OnFull::Backpressure), mcp)
+    }
+
+    fn line_listener() -> ListenerInfo {
+        ListenerInfo {
+            framer: Arc::new(LineFramer::new(2048)),
+            port: 7000,
+            open: Arc::default(),
+            rate: None,
+        }
+    }
+
+    /// The payloads MCP can read now.
+    fn requests(mcp: &mut Consumer) -> Vec<(RecordHeader, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut record = Vec::new();
+        while mcp.pop_into(&mut record).unwrap().is_some() {
+            let header = RecordHeader::decode(&record).unwrap();
+            out.push((header, record[RECORD_HEADER_SIZE..].to_vec()));
+            record.clear();
+        }
+        out
+    }
+
+    #[test]
+    fn a_packet_split_over_reads_enters_the_lane_once_whole_timed_from_its_first_byte() {
+        let (_files, mut ingress, mut mcp) = request_lane("split", 1 << 16);
+        let (info, mut counters) = (line_listener(), WorkerCounters::default());
+        let flow = FlowId::new(1, 0, 0, 5);
+        let mut c = conn(0);
+        let mut take = |c: &mut Conn<Client>, bytes: &[u8]| {
+            c.take_packets(flow, &info, bytes, u64::MAX, &mut ingress, &mut counters)
+        };
+        assert_eq!(take(&mut c, b"hel"), Ok(Ingested::Done));
+        let began = c.unfinished_since_ns().expect("an unfinished packet");
+        assert_eq!(take(&mut c, b"lo\nwor"), Ok(Ingested::Done));
+        ingress.publish(&mut counters);
+        let got = requests(&mut mcp);
+        assert_eq!(got.len(), 1);
+        let (header, payload) = &got[0];
+        assert_eq!(payload, b"hello\n");
+        assert_eq!((header.flow, header.listen_port), (flow, 7000));
+        assert_eq!(header.echo[0], began, "timed from its first byte");
+        assert_eq!((counters.packets_in, counters.bytes_in), (1, 6));
+        assert_ne!(c.unfinished_since_ns(), Some(began), "`wor` began later");
+        assert!(!c.answered(), "one request waits for its reply");
+    }
+
+    #[test]
+    fn packets_a_full_lane_cannot_take_stay_buffered_until_a_retry_fits_them() {
+        let (_files, mut ingress, mut mcp) = request_lane("full", 4096);
+        let (info, mut counters) = (line_listener(), WorkerCounters::default());
+        let flow = FlowId::new(1, 0, 0, 6);
+        let mut line = vec![b'x'; 999];
+        line.push(b'\n');
+        let burst = line.repeat(8);
+        let mut c = conn(0);
+        let taken = c.take_packets(flow, &info, &burst, u64::MAX, &mut ingress, &mut counters);
+        assert_eq!(taken, Ok(Ingested::Blocked));
+        assert_eq!(counters.backpressure_pauses, 1);
+        ingress.publish(&mut counters);
+        let mut delivered = requests(&mut mcp).len();
+        assert!((1..8).contains(&delivered), "{delivered} of 8 fit at first");
+        assert!(c.holds_unfinished_packet(), "the rest is buffered");
+        while delivered < 8 {
+            let retry = c.take_packets(flow, &info, &[], u64::MAX, &mut ingress, &mut counters);
+            ingress.publish(&mut counters);
+            let now = requests(&mut mcp);
+            assert!(
+                now.iter().all(|(_, p)| *p == line),
+                "whole packets, in order"
+            );
+            assert!(!now.is_empty(), "a retry after MCP read makes progress");
+            delivered += now.len();
+            assert_eq!(retry == Ok(Ingested::Done), delivered == 8);
+        }
+        assert!(!c.holds_unfinished_packet());
+        assert_eq!(counters.packets_in, 8);
     }
 
     #[test]

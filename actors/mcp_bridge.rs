@@ -33,6 +33,8 @@
 //! per drain (so a record MCP wrote during the drain counts as no wait at all). A record whose
 //! timestamp is 0 (MCP did not stamp it) is not recorded.
 
+pub mod response;
+
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
@@ -41,18 +43,18 @@ use std::time::Duration;
 use std::{io, mem};
 
 use crossbeam_channel::Receiver;
-use log::warn;
+use log::Level;
 
 use crate::clock::monotonic_ns;
 use crate::histogram::Histogram;
 use crate::lane::Consumer;
-use crate::logging::LogLimiter;
+use crate::logging::{LogLimiter, log_limited};
 use crate::mailbox::Mailbox;
 use crate::memory::MemoryShare;
-use crate::message::{CustomMcp, DataTrans, WorkerMsg};
+use crate::message::{CustomMcp, DataTrans, ReplyBatch, WorkerMsg};
 use crate::record::{RECORD_HEADER_SIZE, RecordHeader};
-use crate::response::{Destination, Rejection, ResponseCheck};
 use crate::stats::BridgeCounters;
+use response::{Destination, Rejection, ResponseCheck};
 
 /// A batch is sent as soon as it holds this many bytes or [`BATCH_RECORDS`] records: large
 /// enough to spare wake-ups, small enough that the first reply of a burst does not wait for the
@@ -78,18 +80,11 @@ pub struct BridgeLink {
     /// The worker's mailbox.
     pub mailbox: Mailbox<WorkerMsg>,
     /// Emptied batch buffers coming back from the worker.
-    pub recycle: Receiver<Vec<u8>>,
+    pub recycle: Receiver<ReplyBatch>,
     /// Bytes of batches handed to the worker and not yet taken by it: the bridge adds a batch's
     /// length before it sends it (and takes it back if the send fails), the worker subtracts it
     /// once it has queued the batch's replies.
     pub in_flight: Arc<AtomicUsize>,
-}
-
-/// A batch the bridge holds because its worker could not take it.
-#[derive(Debug)]
-struct HeldBatch {
-    batch: Vec<u8>,
-    records: usize,
 }
 
 /// Routes MCP's records to workers.
@@ -98,10 +93,10 @@ pub struct McpBridge {
     lane: Consumer,
     check: ResponseCheck,
     links: Vec<BridgeLink>,
-    batches: Vec<Vec<u8>>,
-    batch_records: Vec<usize>,
+    /// Per worker, the batch being filled.
+    batches: Vec<ReplyBatch>,
     /// Per worker, the batches it could not take yet, oldest first.
-    held: Vec<VecDeque<HeldBatch>>,
+    held: Vec<VecDeque<ReplyBatch>>,
     /// Bytes of every held batch.
     held_bytes: usize,
     /// Reading the response lane is stopped: held replies reached [`HELD_MAX`].
@@ -138,8 +133,7 @@ impl McpBridge {
                 reply_max_age_ns: u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX),
             },
             links,
-            batches: vec![Vec::new(); n],
-            batch_records: vec![0; n],
+            batches: (0..n).map(|_| ReplyBatch::default()).collect(),
             held: (0..n).map(|_| VecDeque::new()).collect(),
             held_bytes: 0,
             lane_paused: false,
@@ -257,21 +251,21 @@ impl McpBridge {
                 Err(corrupt) if corrupt.tail_out_of_range => {
                     // The head stays: moving it back would deliver replies again.
                     self.counters.lane_bad_tails += 1;
-                    if let Some(n) = self.garbage_log.allow() {
-                        warn!(
-                            "response lane: {corrupt}; reading resumes when MCP publishes a tail in range ({n} similar suppressed)"
-                        );
-                    }
+                    log_limited!(
+                        self.garbage_log,
+                        Level::Warn,
+                        "response lane: {corrupt}; reading resumes when MCP publishes a tail in range"
+                    );
                 }
                 Err(corrupt) => {
                     let skipped = self.lane.discard_all();
                     self.counters.lane_corruptions += 1;
                     self.counters.lane_corrupt_bytes += skipped;
-                    if let Some(n) = self.garbage_log.allow() {
-                        warn!(
-                            "response lane: {corrupt}; discarded {skipped} bytes ({n} similar suppressed)"
-                        );
-                    }
+                    log_limited!(
+                        self.garbage_log,
+                        Level::Warn,
+                        "response lane: {corrupt}; discarded {skipped} bytes"
+                    );
                 }
             }
         }
@@ -295,10 +289,10 @@ impl McpBridge {
         if self.now_ns == 0 {
             self.now_ns = monotonic_ns();
         }
-        let w = match self.check.classify(&self.record, self.now_ns) {
+        let (header, w) = match self.check.classify(&self.record, self.now_ns) {
             Ok((header, Destination::Worker(w))) => {
                 self.record_wait(&header);
-                w
+                (header, w)
             }
             Ok((header, Destination::MainLane)) => {
                 self.record_wait(&header);
@@ -316,11 +310,11 @@ impl McpBridge {
             }
             Err(rejection) => return self.count_rejection(rejection),
         };
+        // The header goes to the worker decoded: it is not decoded again there.
         let batch = &mut self.batches[w];
-        batch.extend_from_slice(&self.record);
+        batch.push(&header, &self.record[RECORD_HEADER_SIZE..]);
         self.counters.records_routed += 1;
-        self.batch_records[w] += 1;
-        if batch.len() >= BATCH_BYTES || self.batch_records[w] >= BATCH_RECORDS {
+        if batch.record_bytes() >= BATCH_BYTES || batch.len() >= BATCH_RECORDS {
             self.send_batch(w);
         }
     }
@@ -338,19 +332,19 @@ impl McpBridge {
         match rejection {
             Rejection::Malformed(e) => {
                 self.counters.dropped_malformed += 1;
-                if let Some(n) = self.garbage_log.allow() {
-                    warn!(
-                        "response lane: dropping a malformed record: {e} ({n} similar suppressed)"
-                    );
-                }
+                log_limited!(
+                    self.garbage_log,
+                    Level::Warn,
+                    "response lane: dropping a malformed record: {e}"
+                );
             }
             Rejection::UnknownCloseMode(code) => {
                 self.counters.dropped_malformed += 1;
-                if let Some(n) = self.garbage_log.allow() {
-                    warn!(
-                        "response lane: dropping a CLOSE with unknown mode {code} ({n} similar suppressed)"
-                    );
-                }
+                log_limited!(
+                    self.garbage_log,
+                    Level::Warn,
+                    "response lane: dropping a CLOSE with unknown mode {code}"
+                );
             }
             Rejection::UnexpectedKind(_) => self.counters.dropped_unexpected_kind += 1,
             Rejection::StaleEpoch => self.counters.dropped_stale_epoch += 1,
@@ -367,32 +361,30 @@ impl McpBridge {
         if self.batches[w].is_empty() {
             return;
         }
-        let records = mem::take(&mut self.batch_records[w]);
         let fresh = self.links[w].recycle.try_recv().unwrap_or_default();
         let batch = mem::replace(&mut self.batches[w], fresh);
-        let held = HeldBatch { batch, records };
         let held = if self.held[w].is_empty() {
-            match self.hand_over(w, held) {
+            match self.hand_over(w, batch) {
                 Ok(()) => return,
-                Err(held) => held,
+                Err(batch) => batch,
             }
         } else {
-            held
+            batch
         };
-        self.counters.replies_held += held.records as u64;
-        self.held_bytes += held.batch.len();
+        self.counters.replies_held += held.len() as u64;
+        self.held_bytes += held.record_bytes();
         self.held[w].push_back(held);
     }
 
     /// Sends `held` to worker `w` unless replies fill three quarters of its mailbox (the rest is
     /// for connections and control messages) or it has [`IN_FLIGHT_MAX`] bytes still to take (a
     /// batch always goes when nothing is in flight, however large).
-    fn hand_over(&mut self, w: usize, held: HeldBatch) -> Result<(), HeldBatch> {
+    fn hand_over(&mut self, w: usize, batch: ReplyBatch) -> Result<(), ReplyBatch> {
         let link = &self.links[w];
-        let len = held.batch.len();
+        let len = batch.record_bytes();
         let capacity = link.mailbox.capacity();
         if link.mailbox.len() >= capacity - capacity / 4 {
-            return Err(held);
+            return Err(batch);
         }
         // SYNC POINT: Relaxed: the count only paces the bridge; the batch itself reaches the
         // worker through the channel, which orders it. A stale (higher) value delays a batch by
@@ -400,10 +392,9 @@ impl McpBridge {
         // subtraction can never find the count lower than its batch.
         let in_flight = link.in_flight.load(Ordering::Relaxed);
         if in_flight > 0 && in_flight + len > IN_FLIGHT_MAX {
-            return Err(held);
+            return Err(batch);
         }
         link.in_flight.fetch_add(len, Ordering::Relaxed);
-        let HeldBatch { batch, records } = held;
         match link
             .mailbox
             .try_send(WorkerMsg::DataTrans(DataTrans { batch }))
@@ -414,7 +405,7 @@ impl McpBridge {
                 let WorkerMsg::DataTrans(DataTrans { batch }) = err.into_inner() else {
                     unreachable!("a DataTrans was sent")
                 };
-                Err(HeldBatch { batch, records })
+                Err(batch)
             }
         }
     }
@@ -423,7 +414,7 @@ impl McpBridge {
     fn offer_held(&mut self) {
         for w in 0..self.held.len() {
             while let Some(held) = self.held[w].pop_front() {
-                let len = held.batch.len();
+                let len = held.record_bytes();
                 match self.hand_over(w, held) {
                     Ok(()) => self.held_bytes -= len,
                     Err(held) => {
@@ -442,17 +433,23 @@ impl McpBridge {
         }
         self.lane_paused = true;
         self.counters.lane_pauses += 1;
-        if let Some(n) = self.hold_log.allow() {
-            let behind: Vec<String> = (0..self.held.len())
-                .filter(|&w| !self.held[w].is_empty())
-                .map(|w| w.to_string())
-                .collect();
-            warn!(
-                "workers {} are behind: holding {} bytes of replies, not reading the response lane until they catch up ({n} similar suppressed)",
-                behind.join(", "),
-                self.held_bytes
-            );
-        }
+        // The list of workers is only built when the line is logged.
+        log_limited!(
+            self.hold_log,
+            Level::Warn,
+            "workers {} are behind: holding {} bytes of replies, not reading the response lane until they catch up",
+            self.workers_behind(),
+            self.held_bytes
+        );
+    }
+
+    /// The workers the bridge holds replies for, as "0, 2".
+    fn workers_behind(&self) -> String {
+        let behind: Vec<String> = (0..self.held.len())
+            .filter(|&w| !self.held[w].is_empty())
+            .map(|w| w.to_string())
+            .collect();
+        behind.join(", ")
     }
 }
 
@@ -566,8 +563,11 @@ mod tests {
                 panic!("a batch was delivered")
             };
             // What the worker does once it has queued a batch's replies.
-            in_flight.fetch_sub(d.batch.len(), Ordering::Relaxed);
-            d.records().map(|(h, p)| (h.flow, p.to_vec())).collect()
+            in_flight.fetch_sub(d.batch.record_bytes(), Ordering::Relaxed);
+            d.batch
+                .records()
+                .map(|(h, p)| (h.flow, p.to_vec()))
+                .collect()
         };
         assert_eq!(take(&inbox), [(a, b"a1".to_vec())]);
         let mut later = Vec::new();

@@ -44,11 +44,11 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::path::Path;
 
-use log::warn;
+use log::{Level, warn};
 use once_cell::sync::Lazy;
 
 use crate::lane::LaneError;
-use crate::logging::LogLimiter;
+use crate::logging::{LogLimiter, log_limited};
 
 const SLOT_BITS: u32 = 20;
 const GENERATION_BITS: u32 = 20;
@@ -268,13 +268,15 @@ impl<T> FlowTable<T> {
                 self.slots.len() - 1
             }
             None => {
-                if self.retired > 0
-                    && let Some(n) = self.exhausted_log.allow()
-                {
-                    warn!(
+                if self.retired > 0 {
+                    log_limited!(
+                        self.exhausted_log,
+                        Level::Warn,
                         "worker {}: every flow id of epoch {} is live or issued ({} slots retired); \
-                         refusing connections until a restart opens a new epoch ({n} similar suppressed)",
-                        self.worker, self.epoch, self.retired
+                         refusing connections until a restart opens a new epoch",
+                        self.worker,
+                        self.epoch,
+                        self.retired
                     );
                 }
                 return None;

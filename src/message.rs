@@ -1,8 +1,8 @@
 //! The typed messages actors exchange over their mailboxes.
 //!
 //! - [`Connect`]: acceptor → worker, a freshly accepted connection to own.
-//! - [`DataTrans`]: MCP bridge → worker, a batch of records from MCP (replies and close requests)
-//!   for that worker's flows, in lane order.
+//! - [`DataTrans`]: MCP bridge → worker, a [`ReplyBatch`] of records from MCP (replies and close
+//!   requests) for that worker's flows, in lane order, their headers decoded once by the bridge.
 //! - [`Disconnect`]: main thread → worker, close these flows (admin `close`, a custom actor).
 //! - [`NotifyStat`]: worker → main thread, the worker's counters and latency histogram.
 //! - [`CustomMcp`]: MCP bridge → main-thread actors, a custom record from MCP.
@@ -33,40 +33,85 @@ pub struct Connect {
     pub listener: usize,
 }
 
-/// Records from MCP for one worker: each is a 64-byte header then its payload, back to back,
-/// every header already validated by the bridge.
+/// Records from MCP for one worker, every header already decoded and checked by the bridge.
 #[derive(Debug)]
 pub struct DataTrans {
-    /// The records. The worker hands the emptied buffer back to the bridge for reuse.
-    pub batch: Vec<u8>,
+    /// The records. The worker hands the emptied batch back to the bridge for reuse.
+    pub batch: ReplyBatch,
 }
 
-impl DataTrans {
-    /// Iterates over the batch's records as `(header, payload)`.
+/// Records from MCP in lane order: their decoded headers, and their payloads back to back (each
+/// its header's `payload_len` bytes). Both vectors are kept when the batch is cleared, so a
+/// batch that goes back and forth between the bridge and a worker allocates only while it grows.
+#[derive(Debug, Default)]
+pub struct ReplyBatch {
+    headers: Vec<RecordHeader>,
+    payloads: Vec<u8>,
+}
+
+impl ReplyBatch {
+    /// Appends a record: `header`, whose `payload_len` is `payload.len()` (as decoding a record
+    /// from a lane guarantees), and `payload`.
+    pub fn push(&mut self, header: &RecordHeader, payload: &[u8]) {
+        debug_assert_eq!(header.payload_len as usize, payload.len());
+        self.headers.push(*header);
+        self.payloads.extend_from_slice(payload);
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    /// The bytes the records took in the lane, headers included: what the batch stands for in
+    /// the bridge's pacing and in `limits.max_memory`.
+    pub fn record_bytes(&self) -> usize {
+        self.headers.len() * RECORD_HEADER_SIZE + self.payloads.len()
+    }
+
+    /// The bytes the batch's two vectors hold allocated.
+    pub fn capacity_bytes(&self) -> usize {
+        self.headers.capacity() * std::mem::size_of::<RecordHeader>() + self.payloads.capacity()
+    }
+
+    /// Empties the batch, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.headers.clear();
+        self.payloads.clear();
+    }
+
+    /// Iterates over the records as `(header, payload)`, in the order they were pushed.
     pub fn records(&self) -> BatchRecords<'_> {
-        BatchRecords { rest: &self.batch }
+        BatchRecords {
+            headers: self.headers.iter(),
+            payloads: &self.payloads,
+        }
     }
 }
 
-/// Iterator over the records of a [`DataTrans`].
+/// Iterator over the records of a [`ReplyBatch`].
 #[derive(Debug)]
 pub struct BatchRecords<'a> {
-    rest: &'a [u8],
+    headers: std::slice::Iter<'a, RecordHeader>,
+    payloads: &'a [u8],
 }
 
 impl<'a> Iterator for BatchRecords<'a> {
-    type Item = (RecordHeader, &'a [u8]);
+    type Item = (&'a RecordHeader, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let header_bytes = self.rest.get(..RECORD_HEADER_SIZE)?;
-        let payload_len = u32::from_le_bytes(header_bytes[4..8].try_into().ok()?) as usize;
-        let end = RECORD_HEADER_SIZE + payload_len;
-        let record = self.rest.get(..end)?;
-        self.rest = &self.rest[end..];
-        // Only the bridge fills batches, with records it has just decoded: a record that does not
-        // decode here would be a bug in ccsd, not bad input, and ends the batch.
-        let header = RecordHeader::decode(record).ok()?;
-        Some((header, &record[RECORD_HEADER_SIZE..]))
+        let header = self.headers.next()?;
+        // Only `push` fills a batch, with each header's own payload: the split always fits.
+        let (payload, rest) = self
+            .payloads
+            .split_at_checked(header.payload_len as usize)?;
+        self.payloads = rest;
+        Some((header, payload))
     }
 }
 

@@ -2,10 +2,13 @@
 //!
 //! Every lane frame carries one record: this header, then `payload_len` bytes. The layout is
 //! explicit little-endian and independent of any C ABI (no `time_t`, no padding rules, one
-//! address format for IPv4 and IPv6); `docs/protocol.md` describes it byte by byte.
+//! address format for IPv4 and IPv6); `docs/protocol.md` describes it byte by byte, and
+//! [`offset`] names where each field lies. This module is the only place that reads or writes
+//! header bytes: everything else handles a [`RecordHeader`].
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
 
 use crate::flow::FlowId;
 
@@ -15,6 +18,39 @@ pub const RECORD_MAGIC: u16 = 0xCC5D;
 pub const RECORD_VERSION: u8 = 1;
 /// Bytes in a record header; the payload follows at this offset.
 pub const RECORD_HEADER_SIZE: usize = 64;
+
+/// Where each field of the header lies: byte ranges (or single bytes) from the start of the
+/// record, every multi-byte field little-endian. Bytes 62–63 are reserved and written as zero.
+pub mod offset {
+    use std::ops::Range;
+
+    /// [`RECORD_MAGIC`](super::RECORD_MAGIC).
+    pub const MAGIC: Range<usize> = 0..2;
+    /// [`RECORD_VERSION`](super::RECORD_VERSION).
+    pub const VERSION: usize = 2;
+    /// The [`Kind`](super::Kind).
+    pub const KIND: usize = 3;
+    /// Bytes after the header (`u32`).
+    pub const PAYLOAD_LEN: Range<usize> = 4..8;
+    /// The [`FlowId`](crate::flow::FlowId) (`u64`).
+    pub const FLOW: Range<usize> = 8..16;
+    /// `CLOCK_MONOTONIC` nanoseconds when the record was written (`u64`).
+    pub const TIMESTAMP_NS: Range<usize> = 16..24;
+    /// `echo[0]` (`u64`): in a request, when its first byte was read.
+    pub const ECHO0: Range<usize> = 24..32;
+    /// `echo[1]` (`u64`).
+    pub const ECHO1: Range<usize> = 32..40;
+    /// The client's IP address, IPv4 as IPv4-mapped IPv6 (16 bytes, network order).
+    pub const PEER_IP: Range<usize> = 40..56;
+    /// The client's port (`u16`).
+    pub const PEER_PORT: Range<usize> = 56..58;
+    /// The local port of the listener (`u16`).
+    pub const LISTEN_PORT: Range<usize> = 58..60;
+    /// The [`Transport`](super::Transport).
+    pub const TRANSPORT: usize = 60;
+    /// The disconnect [`Reason`](super::Reason) or [`CloseMode`](super::CloseMode); 0 otherwise.
+    pub const CODE: usize = 61;
+}
 
 /// What a record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,23 +314,23 @@ impl RecordHeader {
     /// The 64 wire bytes of this header.
     pub fn encode(&self) -> [u8; RECORD_HEADER_SIZE] {
         let mut b = [0u8; RECORD_HEADER_SIZE];
-        b[0..2].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
-        b[2] = RECORD_VERSION;
-        b[3] = self.kind as u8;
-        b[4..8].copy_from_slice(&self.payload_len.to_le_bytes());
-        b[8..16].copy_from_slice(&self.flow.0.to_le_bytes());
-        b[16..24].copy_from_slice(&self.timestamp_ns.to_le_bytes());
-        b[24..32].copy_from_slice(&self.echo[0].to_le_bytes());
-        b[32..40].copy_from_slice(&self.echo[1].to_le_bytes());
+        b[offset::MAGIC].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+        b[offset::VERSION] = RECORD_VERSION;
+        b[offset::KIND] = self.kind as u8;
+        b[offset::PAYLOAD_LEN].copy_from_slice(&self.payload_len.to_le_bytes());
+        b[offset::FLOW].copy_from_slice(&self.flow.0.to_le_bytes());
+        b[offset::TIMESTAMP_NS].copy_from_slice(&self.timestamp_ns.to_le_bytes());
+        b[offset::ECHO0].copy_from_slice(&self.echo[0].to_le_bytes());
+        b[offset::ECHO1].copy_from_slice(&self.echo[1].to_le_bytes());
         let ip = match self.peer.ip() {
             IpAddr::V4(v4) => v4.to_ipv6_mapped(),
             IpAddr::V6(v6) => v6,
         };
-        b[40..56].copy_from_slice(&ip.octets());
-        b[56..58].copy_from_slice(&self.peer.port().to_le_bytes());
-        b[58..60].copy_from_slice(&self.listen_port.to_le_bytes());
-        b[60] = self.transport as u8;
-        b[61] = self.code;
+        b[offset::PEER_IP].copy_from_slice(&ip.octets());
+        b[offset::PEER_PORT].copy_from_slice(&self.peer.port().to_le_bytes());
+        b[offset::LISTEN_PORT].copy_from_slice(&self.listen_port.to_le_bytes());
+        b[offset::TRANSPORT] = self.transport as u8;
+        b[offset::CODE] = self.code;
         b
     }
 
@@ -307,48 +343,52 @@ impl RecordHeader {
         let Some(b) = record.first_chunk::<RECORD_HEADER_SIZE>() else {
             return Err(RecordError::TooShort(record.len()));
         };
-        let magic = u16::from_le_bytes([b[0], b[1]]);
+        let magic = u16::from_le_bytes(field(b, offset::MAGIC));
         if magic != RECORD_MAGIC {
             return Err(RecordError::BadMagic(magic));
         }
-        if b[2] != RECORD_VERSION {
-            return Err(RecordError::BadVersion(b[2]));
+        let version = b[offset::VERSION];
+        if version != RECORD_VERSION {
+            return Err(RecordError::BadVersion(version));
         }
-        let kind = Kind::from_u8(b[3]).ok_or(RecordError::UnknownKind(b[3]))?;
-        let transport = Transport::from_u8(b[60]).ok_or(RecordError::UnknownTransport(b[60]))?;
-        let payload_len = u32::from_le_bytes(field(b, 4));
+        let kind = b[offset::KIND];
+        let kind = Kind::from_u8(kind).ok_or(RecordError::UnknownKind(kind))?;
+        let transport = b[offset::TRANSPORT];
+        let transport =
+            Transport::from_u8(transport).ok_or(RecordError::UnknownTransport(transport))?;
+        let payload_len = u32::from_le_bytes(field(b, offset::PAYLOAD_LEN));
         if RECORD_HEADER_SIZE as u64 + u64::from(payload_len) != record.len() as u64 {
             return Err(RecordError::LengthMismatch {
                 payload_len,
                 record_len: record.len(),
             });
         }
-        let ip = Ipv6Addr::from(field::<16>(b, 40));
+        let ip = Ipv6Addr::from(field::<16>(b, offset::PEER_IP));
         let ip = match ip.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6(ip),
         };
         Ok(RecordHeader {
             kind,
-            code: b[61],
+            code: b[offset::CODE],
             payload_len,
-            flow: FlowId(u64::from_le_bytes(field(b, 8))),
-            timestamp_ns: u64::from_le_bytes(field(b, 16)),
+            flow: FlowId(u64::from_le_bytes(field(b, offset::FLOW))),
+            timestamp_ns: u64::from_le_bytes(field(b, offset::TIMESTAMP_NS)),
             echo: [
-                u64::from_le_bytes(field(b, 24)),
-                u64::from_le_bytes(field(b, 32)),
+                u64::from_le_bytes(field(b, offset::ECHO0)),
+                u64::from_le_bytes(field(b, offset::ECHO1)),
             ],
-            peer: SocketAddr::new(ip, u16::from_le_bytes(field(b, 56))),
-            listen_port: u16::from_le_bytes(field(b, 58)),
+            peer: SocketAddr::new(ip, u16::from_le_bytes(field(b, offset::PEER_PORT))),
+            listen_port: u16::from_le_bytes(field(b, offset::LISTEN_PORT)),
             transport,
         })
     }
 }
 
-/// `N` bytes of `b` starting at `at`.
-fn field<const N: usize>(b: &[u8; RECORD_HEADER_SIZE], at: usize) -> [u8; N] {
+/// The `N` bytes of `b` at `at` (one of the [`offset`] ranges, `N` bytes long).
+fn field<const N: usize>(b: &[u8; RECORD_HEADER_SIZE], at: Range<usize>) -> [u8; N] {
     let mut out = [0u8; N];
-    out.copy_from_slice(&b[at..at + N]);
+    out.copy_from_slice(&b[at]);
     out
 }
 
@@ -402,6 +442,38 @@ mod tests {
         assert_eq!(&b[56..58], &4567u16.to_le_bytes());
         assert_eq!(&b[58..60], &7300u16.to_le_bytes());
         assert_eq!(b[60], Transport::Tcp as u8);
+    }
+
+    #[test]
+    fn the_named_offsets_tile_the_header_up_to_the_reserved_bytes() {
+        let mut fields = vec![
+            offset::MAGIC,
+            offset::VERSION..offset::VERSION + 1,
+            offset::KIND..offset::KIND + 1,
+            offset::PAYLOAD_LEN,
+            offset::FLOW,
+            offset::TIMESTAMP_NS,
+            offset::ECHO0,
+            offset::ECHO1,
+            offset::PEER_IP,
+            offset::PEER_PORT,
+            offset::LISTEN_PORT,
+            offset::TRANSPORT..offset::TRANSPORT + 1,
+            offset::CODE..offset::CODE + 1,
+        ];
+        fields.sort_by_key(|r| r.start);
+        let end = fields.iter().fold(0, |at, r| {
+            assert_eq!(
+                r.start, at,
+                "{r:?} does not start where the previous field ends"
+            );
+            r.end
+        });
+        assert_eq!(
+            end,
+            RECORD_HEADER_SIZE - 2,
+            "two reserved bytes end the header"
+        );
     }
 
     #[test]

@@ -107,6 +107,9 @@ counters! {
         lane_publishes,
         /// Times publishing woke a sleeping MCP through the FIFO.
         lane_wakeups,
+        /// Times the worker continued writing its request lane at MCP's head because that head
+        /// could not follow its tail (MCP or another writer broke the lane protocol).
+        lane_resyncs,
     }
 }
 

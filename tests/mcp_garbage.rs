@@ -161,3 +161,41 @@ fn a_request_tail_behind_mcps_head_never_hands_mcp_a_request_twice() {
     );
     assert_eq!(mcp.counters().lane_corruptions, 0);
 }
+
+/// Byte offset of `head` in a lane header (`docs/protocol.md`, "Lane layout").
+const OFF_HEAD: u64 = 256;
+
+#[test]
+fn a_worker_continues_its_request_lane_at_a_head_its_tail_cannot_follow_and_counts_it() {
+    let env = TestEnv::new(1, "max_packet = \"1KiB\"", "");
+    env.add_setting("queues", "capacity = \"64KiB\"");
+    env.add_setting("queues", "on_full = \"backpressure\"");
+    let ccsd = env.start_ccsd();
+    let path = env.settings().request_lane_path(0);
+    let capacity = Lane::attach(&path, None).unwrap().capacity();
+    // A broken MCP stores a head far ahead of everything ccsd wrote: once the worker needs the
+    // space, the lane would look full forever.
+    let ahead = 2 * capacity + 1000;
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(&ahead.to_le_bytes(), OFF_HEAD)
+        .unwrap();
+
+    let body = [b'r'; 1000];
+    let mut client = connect(ccsd.addr());
+    for _ in 0..(capacity as usize / body.len() + 8) {
+        client.write_all(&packet(&body)).unwrap();
+    }
+    env.wait_stat("totals.lane_resyncs", |v| v == 1);
+
+    // The worker went on writing at that head: an MCP reading from it finds whole requests.
+    let mut requests = Lane::attach(&path, None).unwrap().into_consumer();
+    assert_eq!(requests.lane().head_position(), ahead);
+    let mut record = Vec::new();
+    assert!(requests.pop_into(&mut record).unwrap().is_some());
+    let request = RecordHeader::decode(&record).unwrap();
+    assert_eq!(request.kind, Kind::Data);
+    assert_eq!(&record[ccsd::record::RECORD_HEADER_SIZE..], packet(&body));
+}

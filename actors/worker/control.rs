@@ -4,10 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Queued, Worker};
-use crate::connection::{CloseCause, Conn};
+use super::Worker;
+use super::close::CloseCause;
+use super::connection::Conn;
+use super::write::Queued;
 use crate::flow::FlowId;
-use crate::message::{ConnInfo, ConnSample, Disconnect, MainMsg, PortCommand, WorkerSettings};
+use crate::message::{ConnSample, Disconnect, MainMsg, PortCommand, WorkerSettings};
 use crate::record::CloseMode;
 
 impl Worker {
@@ -22,7 +24,7 @@ impl Worker {
             .filter(|&flow| {
                 self.conns
                     .peek(flow)
-                    .is_some_and(|c| self.listeners[c.listener].port == port)
+                    .is_some_and(|c| self.listeners[c.listener()].port == port)
             })
             .collect();
         for flow in flows {
@@ -35,7 +37,7 @@ impl Worker {
                     let _ = self.close_after_flush(flow);
                 }
                 PortCommand::Broadcast { payload, .. } => {
-                    if self.queue_bytes(flow, payload) == Queued::Yes {
+                    if self.queue(flow, payload, None) == Queued::Yes {
                         self.counters.broadcast_writes += 1;
                     }
                 }
@@ -43,7 +45,6 @@ impl Worker {
         }
     }
 
-    /// Queues a reply to a request whose first byte was read at `echo0_ns`.
     /// Describes up to `max` connections to the main thread (admin `conns`).
     pub(super) fn on_sample_conns(&mut self, token: u64, max: usize) {
         let now = Instant::now();
@@ -53,15 +54,7 @@ impl Worker {
             .take(max)
             .filter_map(|flow| {
                 let c = self.conns.peek(flow)?;
-                Some(ConnInfo {
-                    flow,
-                    peer: c.peer,
-                    listen_port: self.listeners[c.listener].port,
-                    age: now.saturating_duration_since(c.opened),
-                    buffered_in: c.rbuf.len(),
-                    buffered_out: c.wbuf.len() - c.wpos,
-                    outstanding: c.outstanding,
-                })
+                Some(c.info(flow, self.listeners[c.listener()].port, now))
             })
             .collect();
         let sample = ConnSample {
@@ -84,7 +77,7 @@ impl Worker {
             let watched: Vec<usize> = self
                 .conns
                 .flows()
-                .filter(|&flow| self.conns.peek(flow).is_some_and(|c| !c.paused))
+                .filter(|&flow| self.conns.peek(flow).is_some_and(|c| !c.is_paused()))
                 .map(FlowId::slot)
                 .collect();
             for slot in watched {
@@ -100,7 +93,7 @@ impl Worker {
                 .filter(|&flow| {
                     self.conns
                         .peek(flow)
-                        .is_some_and(|c| !c.paused && !c.rbuf.is_empty())
+                        .is_some_and(|c| !c.is_paused() && c.holds_unfinished_packet())
                 })
                 .map(FlowId::slot)
                 .collect();
@@ -123,7 +116,7 @@ impl Worker {
         let flows: Vec<FlowId> = self.conns.flows().collect();
         for flow in flows {
             if let Ok(conn) = self.conns.get_mut(flow) {
-                conn.paused = true;
+                conn.pause();
             }
             if self.update_interest(flow).is_err() {
                 self.close(flow, CloseCause::SocketError);

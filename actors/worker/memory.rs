@@ -21,11 +21,12 @@
 
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{Level, debug};
 
 use super::Worker;
-use crate::connection::CloseCause;
+use super::close::CloseCause;
 use crate::flow::FlowId;
+use crate::logging::log_limited;
 use crate::memory::release_free_memory;
 
 /// How often a worker over `limits.max_memory` may close its largest holders.
@@ -61,20 +62,20 @@ impl Worker {
         let Ok(conn) = self.conns.get_mut(flow) else {
             return;
         };
-        conn.memory_paused = true;
+        conn.pause_for_memory();
         self.memory_paused.push(flow);
         self.counters.memory_pauses += 1;
         // Not reading it is not the client's idleness, nor its slowness.
         self.idle.remove(flow.slot());
         self.unfinished.remove(flow.slot());
-        if let Some(n) = self.memory_log.allow() {
-            warn!(
-                "worker {}: ccsd holds {} bytes, over limits.max_memory ({}): not reading clients, closing the largest holders ({n} similar suppressed)",
-                self.id,
-                self.memory.budget().held(),
-                self.memory.budget().max()
-            );
-        }
+        log_limited!(
+            self.memory_log,
+            Level::Warn,
+            "worker {}: ccsd holds {} bytes, over limits.max_memory ({}): not reading clients, closing the largest holders",
+            self.id,
+            self.memory.budget().held(),
+            self.memory.budget().max()
+        );
         if self.update_interest(flow).is_err() {
             self.close(flow, CloseCause::SocketError);
         }
@@ -129,7 +130,7 @@ impl Worker {
         let mut candidates = std::mem::take(&mut self.memory_candidates);
         candidates.clear();
         candidates.extend(self.conns.flows().filter_map(|flow| {
-            let held = self.conns.peek(flow)?.counted_bytes;
+            let held = self.conns.peek(flow)?.counted_bytes();
             (held > 0).then_some((held, flow))
         }));
         if candidates.len() > CANDIDATES {
@@ -159,9 +160,8 @@ impl Worker {
             let Ok(conn) = self.conns.get_mut(flow) else {
                 continue;
             };
-            conn.memory_paused = false;
-            let reading = !conn.paused && !conn.half_closed && self.stopping.is_none();
-            let unfinished = !conn.rbuf.is_empty();
+            let reading = conn.resume_after_memory() && self.stopping.is_none();
+            let unfinished = conn.holds_unfinished_packet();
             if reading {
                 // Its clocks start again from now.
                 self.idle.touch(flow.slot(), self.now);

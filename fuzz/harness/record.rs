@@ -1,7 +1,8 @@
 //! The check behind the `record` fuzz target, also run by `tests/fuzz_corpus.rs` (both include
 //! this file by path): arbitrary bytes taken as records popped from the response lane, judged
 //! as the MCP bridge judges them ([`ResponseCheck::classify`]); the accepted ones are batched
-//! as the bridge batches them and read back as a worker reads them ([`DataTrans::records`]).
+//! as the bridge batches them (decoded headers, [`ReplyBatch::push`]) and read back as a worker
+//! reads them ([`ReplyBatch::records`]).
 //!
 //! Input: bytes 0–1 the epoch (little-endian), byte 2 the number of workers minus one, byte 3
 //! `reply_max_age` in microseconds (0: none), bytes 4–11 the clock (little-endian nanoseconds);
@@ -11,11 +12,11 @@
 //! when [`RecordHeader::decode`] fails, with the same error); each rejection's reason is true of
 //! the header and the checks before it passed; an accepted record satisfies every check; a
 //! decoded header re-encodes to the bytes it came from; a batch yields exactly the records put
-//! in it, and no byte string makes the batch reader panic or yield a record that does not decode.
+//! in it.
 
-use ccsd::message::DataTrans;
+use ccsd::actors::mcp_bridge::response::{Destination, Rejection, ResponseCheck};
+use ccsd::message::ReplyBatch;
 use ccsd::record::{Kind, RECORD_HEADER_SIZE, RecordHeader};
-use ccsd::response::{Destination, Rejection, ResponseCheck};
 
 /// Bytes before the first record: epoch, workers, age limit, clock.
 const CONFIG_SIZE: usize = 12;
@@ -43,7 +44,6 @@ pub fn check_input(input: &[u8]) -> Result<(), String> {
     let now_ns = u64::from_le_bytes(clock);
 
     let mut routed: Vec<Vec<&[u8]>> = vec![Vec::new(); check.workers];
-    let mut everything = Vec::new();
     while let Some((len, after)) = rest.split_first_chunk::<2>() {
         let len = usize::from(u16::from_le_bytes(*len)).min(after.len());
         let (record, next) = after.split_at(len);
@@ -51,19 +51,9 @@ pub fn check_input(input: &[u8]) -> Result<(), String> {
         if let Some(worker) = check_record(&check, now_ns, record)? {
             routed[worker].push(record);
         }
-        everything.extend_from_slice(record);
     }
     for records in &routed {
         check_batch(records)?;
-    }
-    // The batch reader trusts the bridge, but must not panic on bytes it never validated.
-    for (header, payload) in (DataTrans { batch: everything }).records() {
-        ensure!(
-            payload.len() == header.payload_len as usize,
-            "the batch reader yielded {} payload bytes for payload_len {}",
-            payload.len(),
-            header.payload_len
-        );
     }
     Ok(())
 }
@@ -158,12 +148,21 @@ fn check_round_trip(header: &RecordHeader, record: &[u8]) -> Result<(), String> 
     Ok(())
 }
 
-/// Batches `records` as the bridge does and checks that the worker's reader gives them back.
+/// Batches `records` (each accepted by the check) as the bridge does and checks that the
+/// worker's reader gives them back.
 fn check_batch(records: &[&[u8]]) -> Result<(), String> {
-    let trans = DataTrans {
-        batch: records.concat(),
-    };
-    let mut read = trans.records();
+    let mut batch = ReplyBatch::default();
+    for record in records {
+        let header = RecordHeader::decode(record).map_err(|e| e.to_string())?;
+        batch.push(&header, &record[RECORD_HEADER_SIZE..]);
+    }
+    ensure!(
+        batch.record_bytes() == records.iter().map(|r| r.len()).sum::<usize>(),
+        "the batch stands for {} bytes of {} records",
+        batch.record_bytes(),
+        records.len()
+    );
+    let mut read = batch.records();
     for (i, record) in records.iter().enumerate() {
         let Some((header, payload)) = read.next() else {
             return Err(format!(
@@ -172,7 +171,7 @@ fn check_batch(records: &[&[u8]]) -> Result<(), String> {
             ));
         };
         ensure!(
-            Ok(header) == RecordHeader::decode(record) && payload == &record[RECORD_HEADER_SIZE..],
+            Ok(*header) == RecordHeader::decode(record) && payload == &record[RECORD_HEADER_SIZE..],
             "record {i} of the batch reads back as {header:?} with {} payload bytes",
             payload.len()
         );

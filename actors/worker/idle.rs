@@ -4,20 +4,6 @@
 //! marking a connection active is O(1) (unlink, append at the tail) and finding the expired ones
 //! is O(expired): they are exactly the nodes at the head whose last activity is older than the
 //! timeout. Nothing is allocated per activity; the node vector grows with the slot table.
-//!
-//! ```
-//! use std::time::{Duration, Instant};
-//! use ccsd::idle::IdleList;
-//!
-//! let start = Instant::now();
-//! let mut idle = IdleList::new(Duration::from_secs(60));
-//! idle.touch(3, start);
-//! idle.touch(7, start + Duration::from_secs(30));
-//! assert_eq!(idle.expired(start + Duration::from_secs(60)), Some(3));
-//! idle.remove(3);
-//! assert_eq!(idle.expired(start + Duration::from_secs(60)), None);
-//! assert_eq!(idle.until_next_expiry(start + Duration::from_secs(60)), Some(Duration::from_secs(30)));
-//! ```
 
 use std::time::{Duration, Instant};
 
@@ -35,7 +21,7 @@ struct Node {
 
 /// Slots ordered by last activity, least recent first.
 #[derive(Debug)]
-pub struct IdleList {
+pub(crate) struct IdleList {
     /// Zero: the timeout is off and the list stays empty.
     timeout: Duration,
     nodes: Vec<Node>,
@@ -45,7 +31,7 @@ pub struct IdleList {
 
 impl IdleList {
     /// An empty list for connections that expire after `timeout` without activity (zero: never).
-    pub fn new(timeout: Duration) -> IdleList {
+    pub(crate) fn new(timeout: Duration) -> IdleList {
         IdleList {
             timeout,
             nodes: Vec::new(),
@@ -55,14 +41,14 @@ impl IdleList {
     }
 
     /// Whether the timeout is on (not zero).
-    pub fn is_on(&self) -> bool {
+    pub(crate) fn is_on(&self) -> bool {
         !self.timeout.is_zero()
     }
 
     /// Changes the timeout (a reload). The order by last activity stays valid for any timeout;
     /// turning it off empties the list, and after turning it on the caller touches every slot
     /// that should be watched.
-    pub fn set_timeout(&mut self, timeout: Duration) {
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
         if timeout.is_zero() {
             for node in &mut self.nodes {
@@ -75,7 +61,7 @@ impl IdleList {
 
     /// Records activity on `slot` at `now`: it moves to the tail (joining the list if it was not
     /// in it). Does nothing when the timeout is off.
-    pub fn touch(&mut self, slot: usize, now: Instant) {
+    pub(crate) fn touch(&mut self, slot: usize, now: Instant) {
         if self.timeout.is_zero() {
             return;
         }
@@ -103,7 +89,7 @@ impl IdleList {
     }
 
     /// Takes `slot` out of the list (a closed or paused connection); nothing if it is not in it.
-    pub fn remove(&mut self, slot: usize) {
+    pub(crate) fn remove(&mut self, slot: usize) {
         let Some(node) = self.nodes.get_mut(slot).filter(|n| n.linked) else {
             return;
         };
@@ -120,7 +106,7 @@ impl IdleList {
     }
 
     /// The least recently active slot, if it has been inactive for the whole timeout at `now`.
-    pub fn expired(&self, now: Instant) -> Option<usize> {
+    pub(crate) fn expired(&self, now: Instant) -> Option<usize> {
         let head = self.nodes.get(self.head as usize)?;
         (now.saturating_duration_since(head.last_active) >= self.timeout)
             .then_some(self.head as usize)
@@ -128,7 +114,7 @@ impl IdleList {
 
     /// How long after `now` the least recently active slot expires (zero if it already has);
     /// `None` when the list is empty.
-    pub fn until_next_expiry(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn until_next_expiry(&self, now: Instant) -> Option<Duration> {
         let head = self.nodes.get(self.head as usize)?;
         Some((head.last_active + self.timeout).saturating_duration_since(now))
     }

@@ -1,0 +1,78 @@
+//! What a worker thread is started with ([`WorkerSetup`]), and what it knows about each
+//! listener ([`ListenerInfo`]); the runtime builds both.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use polling::Poller;
+
+use crate::framing::Framer;
+use crate::lane::Producer;
+use crate::mailbox::Mailbox;
+use crate::memory::MemoryBudget;
+use crate::message::{MainMsg, ReplyBatch, WorkerMsg};
+use crate::rate_limit::RateLimiter;
+use crate::settings::{LimitsSettings, OnFull};
+
+/// What a worker needs to know about each listener.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    /// Finds packet boundaries for this listener's connections.
+    pub framer: Arc<dyn Framer>,
+    /// The listener's local port, copied into every record header.
+    pub port: u16,
+    /// The listener's open connections (raised by the acceptor, lowered here on close).
+    pub open: Arc<AtomicUsize>,
+    /// `listen[i].max_requests_per_second`, shared by every worker; `None`: no limit.
+    pub rate: Option<Arc<RateLimiter>>,
+}
+
+/// Everything a worker thread is started with.
+pub struct WorkerSetup {
+    /// The worker's index (also the request lane's index and the flow id's worker field).
+    pub id: usize,
+    /// This ccsd start's epoch, carried in every flow id.
+    pub epoch: u16,
+    /// The worker's own poller; its mailbox senders notify it.
+    pub poller: Arc<Poller>,
+    /// The receiving end of the worker's mailbox.
+    pub inbox: Receiver<WorkerMsg>,
+    /// Where emptied reply batches go back to the MCP bridge.
+    pub recycle: Sender<ReplyBatch>,
+    /// Bytes of reply batches the bridge handed over and this worker has not taken yet
+    /// (`BridgeLink::in_flight`): the worker subtracts each batch once its replies are queued.
+    pub in_flight: Arc<AtomicUsize>,
+    /// The main thread's mailbox, for `NotifyStat`.
+    pub main: Mailbox<MainMsg>,
+    /// The worker's request lane to MCP.
+    pub lane: Producer,
+    /// Listener details, by listener index.
+    pub listeners: Vec<ListenerInfo>,
+    /// What to do with a packet when the request lane is full.
+    pub on_full: OnFull,
+    /// Open connections of this worker, read by the acceptor's least-connections policy.
+    pub open_gauge: Arc<AtomicUsize>,
+    /// How often to send `NotifyStat`.
+    pub stats_interval: Duration,
+    /// How long to keep polling without sleeping after the last work (`broker.idle_spin`).
+    pub idle_spin: Duration,
+    /// The per-connection limits.
+    pub limits: LimitsSettings,
+    /// Tell MCP about every new connection (`mcp.connect_events`).
+    pub connect_events: bool,
+    /// With `mcp.when_down = "refuse"`: the MCP watch's verdict, true while MCP is down.
+    pub mcp_down: Option<Arc<AtomicBool>>,
+    /// `limits.max_memory`: the total every holder publishes into, and the ceiling.
+    pub memory: Arc<MemoryBudget>,
+}
+
+impl std::fmt::Debug for WorkerSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSetup")
+            .field("id", &self.id)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}

@@ -28,6 +28,12 @@
 //! [`consumer_lock::lock_path`] names and fails with [`McpError::Busy`], naming the holder's pid,
 //! while another process holds it.
 //!
+//! What happens to a request MCP took but had not answered when it died is chosen with
+//! [`McpEndpoint::set_delivery`]: [`Delivery::AtMostOnce`] (the default) hands its space back to
+//! ccsd as soon as it is read, so it is lost; [`Delivery::AtLeastOnce`] hands it back only once
+//! the replies queued for it are published, so the next MCP gets it again (`docs/protocol.md`,
+//! "Delivery guarantees").
+//!
 //! Replies are not visible to ccsd until [`McpEndpoint::flush`] (or until 16 have been queued,
 //! when the endpoint publishes by itself, so a busy MCP never holds replies back for long);
 //! flushing once per batch of requests (when no more are pending) saves a fence and a possible
@@ -35,7 +41,8 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -210,6 +217,22 @@ pub struct EndpointCounters {
     pub response_resyncs: u64,
 }
 
+/// What becomes of a request MCP took when MCP dies before answering it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A request's space goes back to ccsd as soon as it is read: a request taken but not
+    /// answered when MCP dies is lost, and no request is ever handed to MCP twice.
+    #[default]
+    AtMostOnce,
+    /// A request's space goes back to ccsd only once the replies queued for it are published
+    /// (at a flush, which [`McpEndpoint::recv`] does before it sleeps and [`McpEndpoint::send`]
+    /// every 16 records): after MCP dies, the next MCP receives every request the dead one had
+    /// not published replies for. A request counts as answered when MCP asks for the next one
+    /// or calls [`McpEndpoint::commit`]. Requests whose replies were published but whose release
+    /// was not stored yet (MCP died between the two) are delivered twice.
+    AtLeastOnce,
+}
+
 /// MCP's end of ccsd's lanes.
 #[derive(Debug)]
 pub struct McpEndpoint {
@@ -223,6 +246,10 @@ pub struct McpEndpoint {
     fired: Vec<bool>,
     /// Records queued since the last publish.
     unpublished: usize,
+    delivery: Delivery,
+    /// At least once: the request being answered (its lane and the position before it), which
+    /// a flush does not release yet.
+    answering: Option<(usize, u64)>,
     /// Held while this endpoint consumes the lanes.
     _lock: ConsumerLock,
 }
@@ -235,19 +262,36 @@ impl McpEndpoint {
     /// [`McpError::Busy`] when another MCP holds the lanes' MCP lock; a lane is missing, not
     /// ready, or of another version or capacity.
     pub fn attach(settings: &Settings) -> Result<McpEndpoint, McpError> {
+        McpEndpoint::attach_at(
+            &settings.queues.dir,
+            &settings.queues.name,
+            Some(settings.queues.capacity.bytes()),
+        )
+    }
+
+    /// Attaches to the lanes `queues.name` = `name` in `queues.dir` = `dir` names, without a
+    /// settings file. With `capacity`, every lane must have exactly that capacity; without, the
+    /// lanes' own headers say it.
+    ///
+    /// # Errors
+    /// As [`attach`](McpEndpoint::attach).
+    pub fn attach_at(
+        dir: &Path,
+        name: &str,
+        capacity: Option<u64>,
+    ) -> Result<McpEndpoint, McpError> {
         // Before any lane: attaching as consumer writes consumer_pid, which is ccsd's to watch.
-        let lock = ConsumerLock::acquire(&consumer_lock::lock_path(settings))?;
-        let capacity = Some(settings.queues.capacity.bytes());
+        let lock = ConsumerLock::acquire(&consumer_lock::lock_path_in(dir, name))?;
         let response =
-            Lane::attach(&settings.response_lane_path(), capacity).map_err(McpError::Lane)?;
+            Lane::attach(&dir.join(format!("{name}.rsp")), capacity).map_err(McpError::Lane)?;
         let lanes = response.request_lanes() as usize;
         if lanes == 0 {
             return Err(McpError::NotReady(response.path().to_path_buf()));
         }
         let mut requests = Vec::with_capacity(lanes);
         for w in 0..lanes {
-            let lane =
-                Lane::attach(&settings.request_lane_path(w), capacity).map_err(McpError::Lane)?;
+            let lane = Lane::attach(&dir.join(format!("{name}.req.{w}")), capacity)
+                .map_err(McpError::Lane)?;
             requests.push(lane.into_consumer());
         }
         Ok(McpEndpoint {
@@ -259,6 +303,8 @@ impl McpEndpoint {
             last_record: Instant::now(),
             fired: vec![false; lanes],
             unpublished: 0,
+            delivery: Delivery::AtMostOnce,
+            answering: None,
             _lock: lock,
         })
     }
@@ -285,6 +331,34 @@ impl McpEndpoint {
     /// Spinning saves a sleep and a wake-up per request under steady traffic, and costs CPU.
     pub fn set_idle_spin(&mut self, spin: Duration) {
         self.idle_spin = spin;
+    }
+
+    /// Chooses what becomes of requests taken but not answered when MCP dies (see [`Delivery`]).
+    /// Switching to [`Delivery::AtMostOnce`] releases every request read so far.
+    pub fn set_delivery(&mut self, delivery: Delivery) {
+        self.delivery = delivery;
+        self.answering = None;
+        let hold = delivery == Delivery::AtLeastOnce;
+        for lane in &mut self.requests {
+            lane.hold_release(hold);
+        }
+    }
+
+    /// The delivery guarantee in force.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// At least once: declares every request taken so far answered, publishes the replies
+    /// queued and then releases those requests. Needed only by an MCP that answers a request
+    /// after it took the next one, or wants the release before its next
+    /// [`recv`](McpEndpoint::recv); at most once, the same as [`flush`](McpEndpoint::flush).
+    ///
+    /// # Errors
+    /// Writing the wake-up FIFO failed.
+    pub fn commit(&mut self) -> Result<(), McpError> {
+        self.answering = None;
+        self.flush()
     }
 
     /// Number of request lanes (ccsd workers).
@@ -316,15 +390,21 @@ impl McpEndpoint {
     ///
     /// Invalid records are skipped and counted in [`counters`](McpEndpoint::counters).
     pub fn try_recv(&mut self, msg: &mut Message) -> bool {
+        // Asking for the next request says the last one is answered.
+        self.answering = None;
         let lanes = self.requests.len();
         for i in 0..lanes {
             let idx = (self.next_lane + i) % lanes;
             loop {
                 msg.bytes.clear();
+                let before = self.requests[idx].position();
                 match self.requests[idx].pop_into(&mut msg.bytes) {
                     Ok(Some(_)) => match RecordHeader::decode(&msg.bytes) {
                         Ok(h) => {
                             msg.header = h;
+                            if self.delivery == Delivery::AtLeastOnce {
+                                self.answering = Some((idx, before));
+                            }
                             self.next_lane = (idx + 1) % lanes;
                             if !self.idle_spin.is_zero() {
                                 self.last_record = Instant::now();
@@ -355,6 +435,7 @@ impl McpEndpoint {
     /// # Errors
     /// Waiting on a FIFO failed.
     pub fn recv(&mut self, msg: &mut Message, timeout: Option<Duration>) -> Result<bool, McpError> {
+        self.answering = None;
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if self.try_recv(msg) {
@@ -475,7 +556,8 @@ impl McpEndpoint {
         }
     }
 
-    /// Makes queued replies visible to ccsd and wakes it if it sleeps.
+    /// Makes queued replies visible to ccsd and wakes it if it sleeps; at least once, then
+    /// releases the requests answered so far (all taken but the one being answered).
     ///
     /// # Errors
     /// Writing the wake-up FIFO failed.
@@ -484,6 +566,57 @@ impl McpEndpoint {
             self.responses.publish()?;
         }
         self.unpublished = 0;
+        if self.delivery == Delivery::AtLeastOnce {
+            // The replies are in the header's tail (Release store in publish) before any
+            // request they answer is released below: a reader of our head that sees a request
+            // gone sees its replies too.
+            for (idx, lane) in self.requests.iter_mut().enumerate() {
+                match self.answering {
+                    Some((lane_idx, before)) if lane_idx == idx => lane.release_to(before),
+                    _ => lane.release_to(lane.position()),
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// For an MCP with its own event loop: announces that it is about to sleep on
+    /// [`wake_fds`](McpEndpoint::wake_fds), after publishing queued replies. Returns false
+    /// when a request lane holds records (do not sleep: receive them); true when any record
+    /// published from now on makes a wake-up descriptor readable. Call
+    /// [`finish_wait`](McpEndpoint::finish_wait) after the sleep, before receiving.
+    ///
+    /// # Errors
+    /// Publishing the replies failed.
+    pub fn prepare_wait(&mut self) -> Result<bool, McpError> {
+        self.flush()?;
+        let mut all_empty = true;
+        for lane in &mut self.requests {
+            all_empty &= lane.prepare_sleep();
+        }
+        if !all_empty {
+            for lane in &mut self.requests {
+                lane.cancel_sleep();
+            }
+        }
+        Ok(all_empty)
+    }
+
+    /// Ends a sleep announced by [`prepare_wait`](McpEndpoint::prepare_wait): withdraws the
+    /// announcement and empties the wake-up FIFOs.
+    ///
+    /// # Errors
+    /// Reading a FIFO failed.
+    pub fn finish_wait(&mut self) -> Result<(), McpError> {
+        for lane in &mut self.requests {
+            lane.after_wake()?;
+        }
+        Ok(())
+    }
+
+    /// The wake-up FIFOs of the request lanes, to watch for readability in one's own event loop
+    /// (see [`prepare_wait`](McpEndpoint::prepare_wait)).
+    pub fn wake_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.requests.iter().map(Consumer::wake_fd)
     }
 }

@@ -69,6 +69,9 @@ pub struct Consumer {
     /// The out-of-range tail last reported, so that a producer that leaves it there is reported
     /// once, not at every look.
     pub(super) bad_tail: Option<u64>,
+    /// While true, reading moves only our private head: the head in the header (which the
+    /// producer and a later consumer see) moves at [`Consumer::release_to`].
+    pub(super) hold_release: bool,
 }
 
 impl Consumer {
@@ -177,12 +180,49 @@ impl Consumer {
         }
     }
 
-    /// Moves the head to `head`, handing the space before it back to the producer.
+    /// Moves the head to `head`, handing the space before it back to the producer (unless
+    /// releases are held, see [`Consumer::hold_release`]).
     fn release(&mut self, head: u64) {
         self.head = head;
+        if !self.hold_release {
+            self.store_head(head);
+        }
+    }
+
+    /// Stores `head` into the header.
+    fn store_head(&mut self, head: u64) {
         // SYNC POINT: Release store of head, pairs with the producer's Acquire load: our reads
         // of the released frames happen before it overwrites them.
         self.lane.head().store(head, Ordering::Release);
+    }
+
+    /// Holds releases (`true`): records read from now on stay in the lane, for the producer and
+    /// for any consumer that attaches after us, until [`Consumer::release_to`] hands them back.
+    /// An MCP that must not lose a request it took uses this to release a request only once its
+    /// replies are published. `false` releases everything read so far at once.
+    pub fn hold_release(&mut self, hold: bool) {
+        self.hold_release = hold;
+        if !hold {
+            self.store_head(self.head);
+        }
+    }
+
+    /// Our private head: the position of the next frame to read. With releases held it may be
+    /// ahead of the head in the header.
+    pub fn position(&self) -> u64 {
+        self.head
+    }
+
+    /// Stores `position` (a value [`Consumer::position`] returned, not behind one released
+    /// before) as the head in the header: the space of every record before it goes back to the
+    /// producer, and a consumer attaching later starts there.
+    pub fn release_to(&mut self, position: u64) {
+        debug_assert!(
+            self.head.wrapping_sub(position) <= self.lane.capacity,
+            "release_to({position}) is not at or behind our head {}",
+            self.head
+        );
+        self.store_head(position);
     }
 
     fn corrupt(&self, tail: u64, len: u32, flags: u32, problem: &'static str) -> LaneCorrupt {

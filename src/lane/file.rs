@@ -231,6 +231,7 @@ impl Lane {
             head,
             tail: head,
             bad_tail: None,
+            hold_release: false,
         }
     }
 

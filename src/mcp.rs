@@ -202,6 +202,27 @@ impl Default for Message {
 /// Replies queued before [`McpEndpoint::send`] publishes them by itself.
 const PUBLISH_EVERY: usize = 16;
 
+/// How often attaching a request lane that ccsd announced but that fails is retried.
+const LANE_RETRY: Duration = Duration::from_millis(100);
+
+/// The directory, queue name and expected capacity of a set of lanes.
+#[derive(Debug, Clone)]
+struct LanePaths {
+    dir: PathBuf,
+    name: String,
+    capacity: Option<u64>,
+}
+
+impl LanePaths {
+    fn request(&self, lane: usize) -> PathBuf {
+        self.dir.join(format!("{}.req.{lane}", self.name))
+    }
+
+    fn response(&self) -> PathBuf {
+        self.dir.join(format!("{}.rsp", self.name))
+    }
+}
+
 /// Records an endpoint skipped because they were not valid.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EndpointCounters {
@@ -215,6 +236,8 @@ pub struct EndpointCounters {
     /// Times ccsd's head in the response lane could not follow our tail, and we continued
     /// writing at ccsd's head.
     pub response_resyncs: u64,
+    /// Request lanes attached after a ccsd restart with more workers announced them.
+    pub lanes_added: u64,
 }
 
 /// What becomes of a request MCP took when MCP dies before answering it.
@@ -250,6 +273,11 @@ pub struct McpEndpoint {
     /// At least once: the request being answered (its lane and the position before it), which
     /// a flush does not release yet.
     answering: Option<(usize, u64)>,
+    /// Where the lanes are, to attach the ones a ccsd restarted with more workers creates.
+    lanes_at: LanePaths,
+    /// When a `request_lanes` we do not have yet was last tried (failures retry at most every
+    /// [`LANE_RETRY`]).
+    lanes_tried: Option<Instant>,
     /// Held while this endpoint consumes the lanes.
     _lock: ConsumerLock,
 }
@@ -282,16 +310,19 @@ impl McpEndpoint {
     ) -> Result<McpEndpoint, McpError> {
         // Before any lane: attaching as consumer writes consumer_pid, which is ccsd's to watch.
         let lock = ConsumerLock::acquire(&consumer_lock::lock_path_in(dir, name))?;
-        let response =
-            Lane::attach(&dir.join(format!("{name}.rsp")), capacity).map_err(McpError::Lane)?;
+        let lanes_at = LanePaths {
+            dir: dir.to_path_buf(),
+            name: name.to_owned(),
+            capacity,
+        };
+        let response = Lane::attach(&lanes_at.response(), capacity).map_err(McpError::Lane)?;
         let lanes = response.request_lanes() as usize;
         if lanes == 0 {
             return Err(McpError::NotReady(response.path().to_path_buf()));
         }
         let mut requests = Vec::with_capacity(lanes);
         for w in 0..lanes {
-            let lane = Lane::attach(&dir.join(format!("{name}.req.{w}")), capacity)
-                .map_err(McpError::Lane)?;
+            let lane = Lane::attach(&lanes_at.request(w), capacity).map_err(McpError::Lane)?;
             requests.push(lane.into_consumer());
         }
         Ok(McpEndpoint {
@@ -305,6 +336,8 @@ impl McpEndpoint {
             unpublished: 0,
             delivery: Delivery::AtMostOnce,
             answering: None,
+            lanes_at,
+            lanes_tried: None,
             _lock: lock,
         })
     }
@@ -361,6 +394,33 @@ impl McpEndpoint {
         self.flush()
     }
 
+    /// Attaches the request lanes a ccsd restarted with more workers announced in the response
+    /// lane's `request_lanes` (one relaxed load when nothing changed). Lanes beyond a smaller
+    /// count are kept: no one produces into them any more, and what they still hold is read.
+    /// A lane that cannot be attached yet is retried at most every [`LANE_RETRY`].
+    fn follow_new_lanes(&mut self) {
+        let announced = self.responses.lane().request_lanes() as usize;
+        if announced <= self.requests.len()
+            || self.lanes_tried.is_some_and(|t| t.elapsed() < LANE_RETRY)
+        {
+            return;
+        }
+        self.lanes_tried = Some(Instant::now());
+        for w in self.requests.len()..announced {
+            match Lane::attach(&self.lanes_at.request(w), self.lanes_at.capacity) {
+                Ok(lane) => {
+                    let mut consumer = lane.into_consumer();
+                    consumer.hold_release(self.delivery == Delivery::AtLeastOnce);
+                    self.requests.push(consumer);
+                    self.fired.push(false);
+                    self.counters.lanes_added += 1;
+                }
+                Err(_) => return,
+            }
+        }
+        self.lanes_tried = None;
+    }
+
     /// Number of request lanes (ccsd workers).
     pub fn request_lanes(&self) -> usize {
         self.requests.len()
@@ -392,6 +452,7 @@ impl McpEndpoint {
     pub fn try_recv(&mut self, msg: &mut Message) -> bool {
         // Asking for the next request says the last one is answered.
         self.answering = None;
+        self.follow_new_lanes();
         let lanes = self.requests.len();
         for i in 0..lanes {
             let idx = (self.next_lane + i) % lanes;
@@ -461,6 +522,7 @@ impl McpEndpoint {
     /// Queued replies are published first: ccsd may be waiting for them to send more requests.
     fn sleep(&mut self, timeout: Option<Duration>) -> Result<(), McpError> {
         self.flush()?;
+        self.follow_new_lanes();
         // Announce the sleep on every lane first; any lane that got records meanwhile cancels it.
         let mut all_empty = true;
         for lane in &mut self.requests {
@@ -590,6 +652,7 @@ impl McpEndpoint {
     /// Publishing the replies failed.
     pub fn prepare_wait(&mut self) -> Result<bool, McpError> {
         self.flush()?;
+        self.follow_new_lanes();
         let mut all_empty = true;
         for lane in &mut self.requests {
             all_empty &= lane.prepare_sleep();

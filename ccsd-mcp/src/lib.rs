@@ -45,6 +45,8 @@ pub struct CcsdMcp {
     msg: Message,
     /// The epoll descriptor over every wake-up FIFO, made at the first `ccsd_mcp_wait_fd`.
     wait_fd: Option<OwnedFd>,
+    /// Wake-up FIFOs in `wait_fd` (request lanes added by a ccsd restart join later).
+    watched: usize,
     /// `ccsd_mcp_prepare_wait` announced a sleep that no receive has ended yet.
     waiting: bool,
 }
@@ -114,6 +116,7 @@ unsafe fn hand_out(out: *mut *mut CcsdMcp, endpoint: McpEndpoint) -> c_int {
         endpoint,
         msg: Message::new(),
         wait_fd: None,
+        watched: 0,
         waiting: false,
     });
     // SAFETY: the caller checked `out` is not null; C owns the box until ccsd_mcp_detach.
@@ -420,25 +423,33 @@ pub unsafe extern "C" fn ccsd_mcp_wait_fd(mcp: *mut CcsdMcp) -> c_int {
         // SAFETY: header rules: a live handle, this thread only.
         let mcp = unsafe { handle(mcp) }?;
         if mcp.wait_fd.is_none() {
-            let io = |op: &'static str| {
-                move |e: rustix::io::Errno| {
-                    CallError::new(CCSD_MCP_E_IO, format!("wait descriptor: {op}: {e}"))
-                }
-            };
             let epfd = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(io("epoll_create"))?;
-            for (i, fd) in mcp.endpoint.wake_fds().enumerate() {
-                epoll::add(
-                    &epfd,
-                    fd,
-                    epoll::EventData::new_u64(i as u64),
-                    epoll::EventFlags::IN,
-                )
-                .map_err(io("epoll_ctl"))?;
-            }
             mcp.wait_fd = Some(epfd);
         }
+        mcp.watch_new_lanes()?;
         Ok(mcp.wait_fd.as_ref().map_or(-1, |fd| fd.as_fd().as_raw_fd()))
     })
+}
+
+/// A failed system call of the wait descriptor.
+fn io(op: &'static str) -> impl Fn(rustix::io::Errno) -> CallError {
+    move |e| CallError::new(CCSD_MCP_E_IO, format!("wait descriptor: {op}: {e}"))
+}
+
+impl CcsdMcp {
+    /// Adds the wake-up FIFOs of request lanes not in the wait descriptor yet (all of them at
+    /// first; later the lanes a ccsd restarted with more workers created).
+    fn watch_new_lanes(&mut self) -> Result<(), CallError> {
+        let Some(epfd) = &self.wait_fd else {
+            return Ok(());
+        };
+        for (i, fd) in self.endpoint.wake_fds().enumerate().skip(self.watched) {
+            let data = epoll::EventData::new_u64(i as u64);
+            epoll::add(epfd, fd, data, epoll::EventFlags::IN).map_err(io("epoll_ctl"))?;
+            self.watched = i + 1;
+        }
+        Ok(())
+    }
 }
 
 /// `int ccsd_mcp_prepare_wait(ccsd_mcp *mcp)`.
@@ -454,6 +465,9 @@ pub unsafe extern "C" fn ccsd_mcp_prepare_wait(mcp: *mut CcsdMcp) -> c_int {
             mcp.endpoint.finish_wait()?;
         }
         mcp.waiting = mcp.endpoint.prepare_wait()?;
+        // prepare_wait may have attached new request lanes: a wake-up byte their producer
+        // writes from now on stays in the FIFO until the caller polls.
+        mcp.watch_new_lanes()?;
         Ok(c_int::from(mcp.waiting))
     })
 }

@@ -27,7 +27,7 @@ mcp_cmd() { # mcp_cmd NAME CONFIG
     case $1 in
     rust) echo "$REL/examples/echo_mcp --config $2" ;;
     c) echo "$WORK/c_echo_mcp $2" ;;
-    python) echo "env CCSD_MCP_LIB=$WORK/prefix/lib/libccsd_mcp.so PYTHONPATH=$PWD/python python3 $PWD/python/examples/echo_mcp.py $2" ;;
+    python) echo "env LIBCCSD_MCP_PATH=$WORK/prefix/lib/libccsd_mcp.so PYTHONPATH=$PWD/python python3 $PWD/python/examples/echo_mcp.py $2" ;;
     esac
 }
 

@@ -181,3 +181,45 @@ fn the_header_compiles_as_cpp_too() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_python_module_declares_the_same_record_layout() {
+    let python = root().join("python");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import ccsd_mcp as m\n\
+             print('size', __import__('ctypes').sizeof(m.Record))\n\
+             for name, _ in m.Record._fields_: print(name, getattr(m.Record, name).offset)",
+        )
+        .env("PYTHONPATH", &python)
+        .env(
+            "LIBCCSD_MCP_PATH",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/libccsd_mcp.so"),
+        )
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = [
+        ("size", size_of::<CcsdMcpRecord>()),
+        ("flow", offset_of!(CcsdMcpRecord, flow)),
+        ("timestamp_ns", offset_of!(CcsdMcpRecord, timestamp_ns)),
+        ("echo", offset_of!(CcsdMcpRecord, echo)),
+        ("payload", offset_of!(CcsdMcpRecord, payload)),
+        ("payload_len", offset_of!(CcsdMcpRecord, payload_len)),
+        ("listen_port", offset_of!(CcsdMcpRecord, listen_port)),
+        ("peer_port", offset_of!(CcsdMcpRecord, peer_port)),
+        ("peer_addr", offset_of!(CcsdMcpRecord, peer_addr)),
+        ("kind", offset_of!(CcsdMcpRecord, kind)),
+        ("code", offset_of!(CcsdMcpRecord, code)),
+        ("transport", offset_of!(CcsdMcpRecord, transport)),
+        ("reserved", offset_of!(CcsdMcpRecord, reserved)),
+    ]
+    .map(|(name, v)| format!("{name} {v}\n"))
+    .concat();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+}

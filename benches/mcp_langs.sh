@@ -73,14 +73,14 @@ done
 python3 - "$WORK" "$ROUNDS" "${MCPS[@]}" <<'PY'
 import statistics, sys
 work, rounds, mcps = sys.argv[1], sys.argv[2], sys.argv[3:]
-med = {}
+runs = {m: [list(map(float, l.split())) for l in open(f"{work}/{m}")] for m in mcps}
+med = {m: [statistics.median(r[i] for r in rows) for i in range(3)] for m, rows in runs.items()}
+print(f"{rounds} rounds; median [min-max] of the runs, and the ratio of the medians to Rust's")
+print(f"{'MCP':8}{'requests/s':>32}{'p50 us':>22}{'p99 us':>24}")
 for m in mcps:
-    rows = [list(map(float, l.split())) for l in open(f"{work}/{m}")]
-    med[m] = [statistics.median(r[i] for r in rows) for i in range(3)]
-print(f"{rounds} rounds, medians (ratio to the Rust MCP)")
-print(f"{'MCP':8}{'requests/s':>22}{'p50 us':>18}{'p99 us':>18}")
-for m in mcps:
-    t, p50, p99 = med[m]
-    r = med["rust"]
-    print(f"{m:8}{t:14,.0f} ({t / r[0]:4.2f}){p50:10.0f} ({p50 / r[1]:4.2f}){p99:10.0f} ({p99 / r[2]:4.2f})")
+    cells = []
+    for i, fmt in enumerate(["{:,.0f}", "{:.0f}", "{:.0f}"]):
+        vals = [r[i] for r in runs[m]]
+        cells.append(f"{fmt.format(med[m][i])} [{fmt.format(min(vals))}-{fmt.format(max(vals))}] ({med[m][i] / med['rust'][i]:.2f})")
+    print(f"{m:8}{cells[0]:>32}{cells[1]:>22}{cells[2]:>24}")
 PY

@@ -52,7 +52,8 @@ impl CallError {
     pub(crate) fn report(self) -> c_int {
         // An interior NUL cannot come from our messages, but must not lose the message either.
         let text = CString::new(self.message.replace('\0', " ")).unwrap_or_default();
-        LAST_ERROR.with(|last| *last.borrow_mut() = text);
+        // try_with: a call from a thread being torn down must not panic outside catch_unwind.
+        let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = text);
         self.code
     }
 }

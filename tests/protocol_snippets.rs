@@ -27,7 +27,15 @@ fn the_c_snippets_of_the_protocol_document_compile_as_one_file() {
     let file = dir.join("protocol.c");
     std::fs::write(&file, &source).unwrap();
     let out = Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-Wno-unused-function", "-c", "-o"])
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-Wno-unused-function",
+            "-c",
+            "-o",
+        ])
         .arg(dir.join("protocol.o"))
         .arg(&file)
         .output()

@@ -177,7 +177,8 @@ fn c_kv_mcp_quit_closes_after_the_reply_and_drop_closes_at_once() {
 }
 
 #[test]
-fn every_c_function_checks_its_arguments_and_the_event_loop_api_wakes_on_a_request() {
+fn every_c_function_checks_its_arguments_the_event_loop_api_wakes_and_a_custom_record_closes_a_port()
+ {
     let env = TestEnv::new(1, "", "");
     let ccsd = env.start_ccsd();
     let exe = c_common::compile("tests/c/api_check.c", "api_check", true);
@@ -191,6 +192,10 @@ fn every_c_function_checks_its_arguments_and_the_event_loop_api_wakes_on_a_reque
     assert_eq!(read_n(&mut client, 12), b"pushed reply");
     assert_closed(&mut client);
     check.wait_for_line("api_check disconnect reason 5");
+    let mut second = connect(ccsd.addr());
+    second.write_all(&packet(b"close my port")).unwrap();
+    assert_closed(&mut second);
+    check.wait_for_line("api_check port closed, reason 5");
     check.wait_for_line("api_check done");
     assert_eq!(check.exit_code(), Some(0), "{}", check.lines.join("\n"));
 }

@@ -1,7 +1,8 @@
 /* Calls every function of ccsd_mcp.h, linked against the static library, against a real ccsd:
  * null pointers and bad arguments are refused with CCSD_MCP_E_INVALID and a message, a second
  * attach is refused, and the event-loop API (wait descriptor, prepare_wait) wakes on a request,
- * which is answered with a pushed record, a reply and a close after flush.
+ * which is answered with a pushed record, a reply and a close after flush; then a custom record
+ * closes every connection of the listener a second client came through.
  *   api_check DIR NAME      (queues.dir and queues.name of a running ccsd) */
 #define _POSIX_C_SOURCE 200809L
 #include <ccsd_mcp.h>
@@ -86,6 +87,21 @@ int main(int argc, char **argv) {
     }
     CHECK(got == 1);
     fprintf(stderr, "api_check disconnect reason %u\n", rec.code);
+    /* A custom record: close every connection of the listener a second client comes through. */
+    while ((got = ccsd_mcp_recv(mcp, &rec, 10000)) == 1 && rec.kind != CCSD_MCP_DATA) {
+    }
+    CHECK(got == 1);
+    ccsd_mcp_record custom;
+    memset(&custom, 0, sizeof custom);
+    custom.kind = CCSD_MCP_CUSTOM;
+    custom.code = CCSD_MCP_OP_CLOSE_PORT_NOW;
+    custom.listen_port = rec.listen_port;
+    custom.transport = CCSD_MCP_TRANSPORT_NONE;
+    CHECK(ccsd_mcp_send(mcp, &custom) == CCSD_MCP_OK);
+    while ((got = ccsd_mcp_recv(mcp, &rec, 10000)) == 1 && rec.kind != CCSD_MCP_DISCONNECT) {
+    }
+    CHECK(got == 1);
+    fprintf(stderr, "api_check port closed, reason %u\n", rec.code);
     ccsd_mcp_detach(mcp);
     fprintf(stderr, "api_check done\n");
     return 0;

@@ -12,9 +12,9 @@
  * CCSD_MCP_E_* code on failure. ccsd_mcp_last_error() then describes the failure in words.
  *
  * Threads: a ccsd_mcp handle is not thread-safe. Use it from one thread at a time (it may move
- * between threads when the caller synchronises the hand-over). Replies may be sent from the
- * thread that receives only; a program that answers on other threads must pass the answers back
- * to that thread. ccsd_mcp_last_error() is per thread. Only one handle per set of lanes can exist
+ * between threads when the caller synchronises the hand-over). A program that answers on worker
+ * threads passes the answers back to the thread that owns the handle, or serialises every call
+ * on the handle with a mutex of its own. ccsd_mcp_last_error() is per thread. Only one handle per set of lanes can exist
  * at a time in the whole system (the MCP lock, {dir}/{name}.mcp.lock): a second attach, in this
  * process or another, fails with CCSD_MCP_E_BUSY.
  *
@@ -122,7 +122,7 @@ void ccsd_mcp_detach(ccsd_mcp *mcp);
 
 /*
  * Takes the next record from the request lanes into *rec: returns 1, or 0 when none came within
- * timeout_ms (0: do not wait; negative: wait until one comes or a signal interrupts), or a
+ * timeout_ms (0: do not wait; negative: wait until one comes), or a
  * negative code. Before it waits it publishes the replies queued so far. Invalid records are
  * skipped. The previous record's payload is invalid from here on.
  */
@@ -157,7 +157,8 @@ int ccsd_mcp_flush(ccsd_mcp *mcp);
  * (docs/protocol.md, "Delivery guarantees"): CCSD_MCP_AT_MOST_ONCE (default: it is lost) or
  * CCSD_MCP_AT_LEAST_ONCE (the next MCP receives it again; a request counts as answered when the
  * next ccsd_mcp_recv() is called or at ccsd_mcp_commit(), and is released once the replies queued
- * for it are published).
+ * for it are published). An MCP that answers a request after taking the next one (worker threads,
+ * asynchronous work) calls ccsd_mcp_commit() only when every request taken so far is answered.
  */
 int ccsd_mcp_set_delivery(ccsd_mcp *mcp, int delivery);
 

@@ -146,7 +146,10 @@ class Mcp:
         self.detach()
 
     def __del__(self):
-        self.detach()
+        try:
+            self.detach()
+        except Exception:  # interpreter shutdown: the library may already be gone
+            pass
 
     def __iter__(self):
         while True:

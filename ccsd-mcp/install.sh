@@ -11,7 +11,7 @@ profile=${2:-release}
 root=$(cd "$(dirname "$0")/.." && pwd)
 flag=()
 [ "$profile" = release ] && flag=(--release)
-cargo build --quiet --manifest-path "$root/Cargo.toml" -p ccsd-mcp "${flag[@]}"
+"${CARGO:-cargo}" build --quiet --manifest-path "$root/Cargo.toml" -p ccsd-mcp "${flag[@]}"
 target=${CARGO_TARGET_DIR:-$root/target}/$profile
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/ccsd-mcp/Cargo.toml" | head -n1)
 # What a C program linking the static library needs besides it (rustc's list for this target),
@@ -20,7 +20,7 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/ccsd-mcp/Cargo.toml" | head
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 : >"$scratch/probe.rs"
-native=$(rustc --crate-type staticlib --print native-static-libs --out-dir "$scratch" \
+native=$("${RUSTC:-rustc}" --crate-type staticlib --print native-static-libs --out-dir "$scratch" \
     "$scratch/probe.rs" 2>&1 | sed -n 's/.*native-static-libs: //p')
 mkdir -p "$prefix/lib/pkgconfig" "$prefix/include"
 # install(1) replaces files (unlink, then create): a running MCP keeps its mapping intact.

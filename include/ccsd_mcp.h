@@ -85,9 +85,12 @@ typedef struct ccsd_mcp ccsd_mcp;
 
 /*
  * One record: its header fields and payload. 72 bytes on 64-bit targets.
- * A received record's payload points into the handle's buffer: valid until the next
- * ccsd_mcp_recv() or ccsd_mcp_detach() on that handle. Integers are in host order (the library
- * converts from the little-endian wire format).
+ * A received record's payload points into the handle's buffer (CCSD_MCP_AT_MOST_ONCE: copied
+ * once out of the lane) or into the lane itself (CCSD_MCP_AT_LEAST_ONCE: not copied; the request
+ * stays in the lane until it is answered anyway). Either way it is valid until the next
+ * ccsd_mcp_recv(), ccsd_mcp_commit(), ccsd_mcp_set_delivery() or ccsd_mcp_detach() on that
+ * handle; read it, never write it. Integers are in host order (the library converts from the
+ * little-endian wire format).
  */
 typedef struct ccsd_mcp_record {
     uint64_t flow;           /* the connection; replies are routed by it alone */

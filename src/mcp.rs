@@ -48,8 +48,8 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::flow::FlowId;
-use crate::lane::{Consumer, Lane, LaneError, Producer, PushError};
-use crate::record::{CloseMode, Kind, RECORD_HEADER_SIZE, RecordHeader};
+use crate::lane::{Consumer, HeldRecord, Lane, LaneCorrupt, LaneError, Producer, PushError};
+use crate::record::{CloseMode, Kind, RECORD_HEADER_SIZE, RecordError, RecordHeader};
 use crate::settings::Settings;
 
 pub mod consumer_lock;
@@ -196,6 +196,32 @@ impl Message {
 impl Default for Message {
     fn default() -> Self {
         Message::new()
+    }
+}
+
+/// A record [`McpEndpoint::try_recv_held`] took, its payload still in the lane.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldMessage {
+    header: RecordHeader,
+    record: HeldRecord,
+}
+
+impl HeldMessage {
+    /// The record's header (copied out of the lane).
+    pub fn header(&self) -> &RecordHeader {
+        &self.header
+    }
+
+    /// The payload's first byte, in the lane's shared memory: valid until the endpoint's next
+    /// receive, commit or delivery change. Hand it to code that copies or reads it through the
+    /// pointer (a C caller); never make a Rust reference of it.
+    pub fn payload_ptr(&self) -> *const u8 {
+        self.record.as_ptr().wrapping_add(RECORD_HEADER_SIZE)
+    }
+
+    /// Bytes of payload at [`payload_ptr`](HeldMessage::payload_ptr).
+    pub fn payload_len(&self) -> usize {
+        self.record.len() - RECORD_HEADER_SIZE
     }
 }
 
@@ -450,32 +476,75 @@ impl McpEndpoint {
     ///
     /// Invalid records are skipped and counted in [`counters`](McpEndpoint::counters).
     pub fn try_recv(&mut self, msg: &mut Message) -> bool {
-        // Asking for the next request says the last one is answered.
+        let bytes = &mut msg.bytes;
+        let taken = self.take_next(|lane| {
+            bytes.clear();
+            Ok(lane.pop_into(bytes)?.map(|_| RecordHeader::decode(bytes)))
+        });
+        match taken {
+            Some(header) => {
+                msg.header = header;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// At least once only: takes the next valid record like [`try_recv`](McpEndpoint::try_recv)
+    /// but leaves its payload in the lane, uncopied ([`HeldMessage`]); it stays there, untouched
+    /// by ccsd, until the next receive, [`commit`](McpEndpoint::commit) or
+    /// [`set_delivery`](McpEndpoint::set_delivery). None when no record waits, and always at
+    /// most once (a record read is handed back to ccsd at once then: copy it with `try_recv`).
+    pub fn try_recv_held(&mut self) -> Option<HeldMessage> {
+        if self.delivery != Delivery::AtLeastOnce {
+            return None;
+        }
+        let mut head = [0u8; RECORD_HEADER_SIZE];
+        let mut held = None;
+        let header = self.take_next(|lane| {
+            Ok(lane.pop_held(&mut head)?.map(|record| {
+                held = Some(record);
+                if record.len() < RECORD_HEADER_SIZE {
+                    return Err(RecordError::TooShort(record.len()));
+                }
+                RecordHeader::decode_with_len(&head, record.len())
+            }))
+        })?;
+        Some(HeldMessage {
+            header,
+            record: held?,
+        })
+    }
+
+    /// Takes the next valid record from the request lanes, visiting them in turn, with `pop`
+    /// (which takes one record from a lane and decodes its header). Invalid records and lane
+    /// faults are skipped and counted. Asking for the next request says the last one is
+    /// answered.
+    fn take_next(
+        &mut self,
+        mut pop: impl FnMut(
+            &mut Consumer,
+        ) -> Result<Option<Result<RecordHeader, RecordError>>, LaneCorrupt>,
+    ) -> Option<RecordHeader> {
         self.answering = None;
         self.follow_new_lanes();
         let lanes = self.requests.len();
         for i in 0..lanes {
             let idx = (self.next_lane + i) % lanes;
             loop {
-                msg.bytes.clear();
                 let before = self.requests[idx].position();
-                match self.requests[idx].pop_into(&mut msg.bytes) {
-                    Ok(Some(_)) => match RecordHeader::decode(&msg.bytes) {
-                        Ok(h) => {
-                            msg.header = h;
-                            if self.delivery == Delivery::AtLeastOnce {
-                                self.answering = Some((idx, before));
-                            }
-                            self.next_lane = (idx + 1) % lanes;
-                            if !self.idle_spin.is_zero() {
-                                self.last_record = Instant::now();
-                            }
-                            return true;
+                match pop(&mut self.requests[idx]) {
+                    Ok(Some(Ok(header))) => {
+                        if self.delivery == Delivery::AtLeastOnce {
+                            self.answering = Some((idx, before));
                         }
-                        Err(_) => {
-                            self.counters.malformed_records += 1;
+                        self.next_lane = (idx + 1) % lanes;
+                        if !self.idle_spin.is_zero() {
+                            self.last_record = Instant::now();
                         }
-                    },
+                        return Some(header);
+                    }
+                    Ok(Some(Err(_))) => self.counters.malformed_records += 1,
                     Ok(None) => break,
                     // The head stays: moving it back would hand us requests again.
                     Err(corrupt) if corrupt.tail_out_of_range => self.counters.lane_bad_tails += 1,
@@ -486,7 +555,7 @@ impl McpEndpoint {
                 }
             }
         }
-        false
+        None
     }
 
     /// Takes the next record, sleeping on the wake-up FIFOs up to `timeout` (`None`: forever)
@@ -496,10 +565,41 @@ impl McpEndpoint {
     /// # Errors
     /// Waiting on a FIFO failed.
     pub fn recv(&mut self, msg: &mut Message, timeout: Option<Duration>) -> Result<bool, McpError> {
+        self.wait_for(timeout, |mcp| mcp.try_recv(msg))
+    }
+
+    /// [`recv`](McpEndpoint::recv) for [`try_recv_held`](McpEndpoint::try_recv_held): at least
+    /// once, the next record with its payload left in the lane; None on timeout (and always at
+    /// most once).
+    ///
+    /// # Errors
+    /// Waiting on a FIFO failed.
+    pub fn recv_held(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<HeldMessage>, McpError> {
+        if self.delivery != Delivery::AtLeastOnce {
+            return Ok(None);
+        }
+        let mut held = None;
+        self.wait_for(timeout, |mcp| {
+            held = mcp.try_recv_held();
+            held.is_some()
+        })?;
+        Ok(held)
+    }
+
+    /// Runs `take` until it takes a record, spinning then sleeping while the lanes are empty,
+    /// up to `timeout`. Returns false on timeout.
+    fn wait_for(
+        &mut self,
+        timeout: Option<Duration>,
+        mut take: impl FnMut(&mut McpEndpoint) -> bool,
+    ) -> Result<bool, McpError> {
         self.answering = None;
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if self.try_recv(msg) {
+            if take(self) {
                 return Ok(true);
             }
             let left = match deadline {

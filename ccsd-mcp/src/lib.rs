@@ -227,15 +227,25 @@ pub unsafe extern "C" fn ccsd_mcp_recv(
         if !mcp.endpoint.has_pending_requests() {
             mcp.endpoint.flush()?;
         }
-        let got = match timeout(timeout_ms) {
-            Some(Duration::ZERO) => mcp.endpoint.try_recv(&mut mcp.msg),
-            wait => mcp.endpoint.recv(&mut mcp.msg, wait)?,
+        let wait = timeout(timeout_ms);
+        let out = if mcp.endpoint.delivery() == Delivery::AtLeastOnce {
+            // The request stays in the lane until it is answered: hand C its payload there.
+            let held = match wait {
+                Some(Duration::ZERO) => mcp.endpoint.try_recv_held(),
+                wait => mcp.endpoint.recv_held(wait)?,
+            };
+            held.as_ref().map(CcsdMcpRecord::from_held)
+        } else {
+            let got = match wait {
+                Some(Duration::ZERO) => mcp.endpoint.try_recv(&mut mcp.msg),
+                wait => mcp.endpoint.recv(&mut mcp.msg, wait)?,
+            };
+            got.then(|| CcsdMcpRecord::from_message(&mcp.msg))
         };
-        if !got {
+        let Some(out) = out else {
             mcp.endpoint.flush()?;
             return Ok(0);
-        }
-        let out = CcsdMcpRecord::from_message(&mcp.msg);
+        };
         // SAFETY: `rec` checked for null; the header asks for a writable ccsd_mcp_record.
         unsafe { rec.write(out) };
         Ok(1)

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use ccsd::mcp::Message;
+use ccsd::mcp::{HeldMessage, Message};
 use ccsd::record::{
     Kind, RECORD_HEADER_SIZE, RECORD_MAGIC, RECORD_VERSION, RecordError, RecordHeader,
 };
@@ -21,8 +21,8 @@ pub struct CcsdMcpRecord {
     pub timestamp_ns: u64,
     /// Values ccsd set in a request; a reply carries them back.
     pub echo: [u64; 2],
-    /// The payload: for a received record, inside the handle's buffer, valid until the next
-    /// receive or detach.
+    /// The payload: for a received record, inside the handle's buffer (at most once) or the lane
+    /// itself (at least once), valid until the next receive, commit, delivery change or detach.
     pub payload: *const u8,
     /// Bytes at `payload`.
     pub payload_len: u32,
@@ -45,8 +45,16 @@ pub struct CcsdMcpRecord {
 impl CcsdMcpRecord {
     /// The record in `msg`, its payload pointing into `msg`.
     pub(crate) fn from_message(msg: &Message) -> CcsdMcpRecord {
-        let h = msg.header();
         let payload = msg.payload();
+        CcsdMcpRecord::from_parts(msg.header(), payload.as_ptr(), payload.len())
+    }
+
+    /// A record taken without copying, its payload pointing into the lane.
+    pub(crate) fn from_held(held: &HeldMessage) -> CcsdMcpRecord {
+        CcsdMcpRecord::from_parts(held.header(), held.payload_ptr(), held.payload_len())
+    }
+
+    fn from_parts(h: &RecordHeader, payload: *const u8, len: usize) -> CcsdMcpRecord {
         let peer_addr = match h.peer.ip() {
             IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             IpAddr::V6(v6) => v6.octets(),
@@ -55,8 +63,8 @@ impl CcsdMcpRecord {
             flow: h.flow.0,
             timestamp_ns: h.timestamp_ns,
             echo: h.echo,
-            payload: payload.as_ptr(),
-            payload_len: payload.len() as u32,
+            payload,
+            payload_len: len as u32,
             listen_port: h.listen_port,
             peer_port: h.peer.port(),
             peer_addr,

@@ -28,6 +28,12 @@
 //! [`consumer_lock::lock_path`] names and fails with [`McpError::Busy`], naming the holder's pid,
 //! while another process holds it.
 //!
+//! What happens to a request MCP took but had not answered when it died is chosen with
+//! [`McpEndpoint::set_delivery`]: [`Delivery::AtMostOnce`] (the default) hands its space back to
+//! ccsd as soon as it is read, so it is lost; [`Delivery::AtLeastOnce`] hands it back only once
+//! the replies queued for it are published, so the next MCP gets it again (`docs/protocol.md`,
+//! "Delivery guarantees").
+//!
 //! Replies are not visible to ccsd until [`McpEndpoint::flush`] (or until 16 have been queued,
 //! when the endpoint publishes by itself, so a busy MCP never holds replies back for long);
 //! flushing once per batch of requests (when no more are pending) saves a fence and a possible
@@ -35,14 +41,15 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::flow::FlowId;
-use crate::lane::{Consumer, Lane, LaneError, Producer, PushError};
-use crate::record::{CloseMode, Kind, RECORD_HEADER_SIZE, RecordHeader};
+use crate::lane::{Consumer, HeldRecord, Lane, LaneCorrupt, LaneError, Producer, PushError};
+use crate::record::{CloseMode, Kind, RECORD_HEADER_SIZE, RecordError, RecordHeader};
 use crate::settings::Settings;
 
 pub mod consumer_lock;
@@ -194,8 +201,55 @@ impl Default for Message {
     }
 }
 
+/// A record [`McpEndpoint::try_recv_held`] took, its payload still in the lane.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldMessage {
+    header: RecordHeader,
+    record: HeldRecord,
+}
+
+impl HeldMessage {
+    /// The record's header (copied out of the lane).
+    pub fn header(&self) -> &RecordHeader {
+        &self.header
+    }
+
+    /// The payload's first byte, in the lane's shared memory: valid until the endpoint's next
+    /// receive, commit or delivery change. Hand it to code that copies or reads it through the
+    /// pointer (a C caller); never make a Rust reference of it.
+    pub fn payload_ptr(&self) -> *const u8 {
+        self.record.as_ptr().wrapping_add(RECORD_HEADER_SIZE)
+    }
+
+    /// Bytes of payload at [`payload_ptr`](HeldMessage::payload_ptr).
+    pub fn payload_len(&self) -> usize {
+        self.record.len() - RECORD_HEADER_SIZE
+    }
+}
+
 /// Replies queued before [`McpEndpoint::send`] publishes them by itself.
 const PUBLISH_EVERY: usize = 16;
+
+/// How often attaching a request lane that ccsd announced but that fails is retried.
+const LANE_RETRY: Duration = Duration::from_millis(100);
+
+/// The directory, queue name and expected capacity of a set of lanes.
+#[derive(Debug, Clone)]
+struct LanePaths {
+    dir: PathBuf,
+    name: String,
+    capacity: Option<u64>,
+}
+
+impl LanePaths {
+    fn request(&self, lane: usize) -> PathBuf {
+        self.dir.join(format!("{}.req.{lane}", self.name))
+    }
+
+    fn response(&self) -> PathBuf {
+        self.dir.join(format!("{}.rsp", self.name))
+    }
+}
 
 /// Records an endpoint skipped because they were not valid.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +264,24 @@ pub struct EndpointCounters {
     /// Times ccsd's head in the response lane could not follow our tail, and we continued
     /// writing at ccsd's head.
     pub response_resyncs: u64,
+    /// Request lanes attached after a ccsd restart with more workers announced them.
+    pub lanes_added: u64,
+}
+
+/// What becomes of a request MCP took when MCP dies before answering it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A request's space goes back to ccsd as soon as it is read: a request taken but not
+    /// answered when MCP dies is lost, and no request is ever handed to MCP twice.
+    #[default]
+    AtMostOnce,
+    /// A request's space goes back to ccsd only once the replies queued for it are published
+    /// (at a flush, which [`McpEndpoint::recv`] does before it sleeps and [`McpEndpoint::send`]
+    /// every 16 records): after MCP dies, the next MCP receives every request the dead one had
+    /// not published replies for. A request counts as answered when MCP asks for the next one
+    /// or calls [`McpEndpoint::commit`]. Requests whose replies were published but whose release
+    /// was not stored yet (MCP died between the two) are delivered twice.
+    AtLeastOnce,
 }
 
 /// MCP's end of ccsd's lanes.
@@ -225,6 +297,15 @@ pub struct McpEndpoint {
     fired: Vec<bool>,
     /// Records queued since the last publish.
     unpublished: usize,
+    delivery: Delivery,
+    /// At least once: the request being answered (its lane and the position before it), which
+    /// a flush does not release yet.
+    answering: Option<(usize, u64)>,
+    /// Where the lanes are, to attach the ones a ccsd restarted with more workers creates.
+    lanes_at: LanePaths,
+    /// When a `request_lanes` we do not have yet was last tried (failures retry at most every
+    /// [`LANE_RETRY`]).
+    lanes_tried: Option<Instant>,
     /// Held while this endpoint consumes the lanes.
     _lock: ConsumerLock,
 }
@@ -237,19 +318,39 @@ impl McpEndpoint {
     /// [`McpError::Busy`] when another MCP holds the lanes' MCP lock; a lane is missing, not
     /// ready, or of another version or capacity.
     pub fn attach(settings: &Settings) -> Result<McpEndpoint, McpError> {
+        McpEndpoint::attach_at(
+            &settings.queues.dir,
+            &settings.queues.name,
+            Some(settings.queues.capacity.bytes()),
+        )
+    }
+
+    /// Attaches to the lanes `queues.name` = `name` in `queues.dir` = `dir` names, without a
+    /// settings file. With `capacity`, every lane must have exactly that capacity; without, the
+    /// lanes' own headers say it.
+    ///
+    /// # Errors
+    /// As [`attach`](McpEndpoint::attach).
+    pub fn attach_at(
+        dir: &Path,
+        name: &str,
+        capacity: Option<u64>,
+    ) -> Result<McpEndpoint, McpError> {
         // Before any lane: attaching as consumer writes consumer_pid, which is ccsd's to watch.
-        let lock = ConsumerLock::acquire(&consumer_lock::lock_path(settings))?;
-        let capacity = Some(settings.queues.capacity.bytes());
-        let response =
-            Lane::attach(&settings.response_lane_path(), capacity).map_err(McpError::Lane)?;
+        let lock = ConsumerLock::acquire(&consumer_lock::lock_path_in(dir, name))?;
+        let lanes_at = LanePaths {
+            dir: dir.to_path_buf(),
+            name: name.to_owned(),
+            capacity,
+        };
+        let response = Lane::attach(&lanes_at.response(), capacity).map_err(McpError::Lane)?;
         let lanes = response.request_lanes() as usize;
         if lanes == 0 {
             return Err(McpError::NotReady(response.path().to_path_buf()));
         }
         let mut requests = Vec::with_capacity(lanes);
         for w in 0..lanes {
-            let lane =
-                Lane::attach(&settings.request_lane_path(w), capacity).map_err(McpError::Lane)?;
+            let lane = Lane::attach(&lanes_at.request(w), capacity).map_err(McpError::Lane)?;
             requests.push(lane.into_consumer());
         }
         Ok(McpEndpoint {
@@ -261,6 +362,10 @@ impl McpEndpoint {
             last_record: Instant::now(),
             fired: vec![false; lanes],
             unpublished: 0,
+            delivery: Delivery::AtMostOnce,
+            answering: None,
+            lanes_at,
+            lanes_tried: None,
             _lock: lock,
         })
     }
@@ -287,6 +392,61 @@ impl McpEndpoint {
     /// Spinning saves a sleep and a wake-up per request under steady traffic, and costs CPU.
     pub fn set_idle_spin(&mut self, spin: Duration) {
         self.idle_spin = spin;
+    }
+
+    /// Chooses what becomes of requests taken but not answered when MCP dies (see [`Delivery`]).
+    /// Switching to [`Delivery::AtMostOnce`] releases every request read so far.
+    pub fn set_delivery(&mut self, delivery: Delivery) {
+        self.delivery = delivery;
+        self.answering = None;
+        let hold = delivery == Delivery::AtLeastOnce;
+        for lane in &mut self.requests {
+            lane.hold_release(hold);
+        }
+    }
+
+    /// The delivery guarantee in force.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// At least once: declares every request taken so far answered, publishes the replies
+    /// queued and then releases those requests. Needed only by an MCP that answers a request
+    /// after it took the next one, or wants the release before its next
+    /// [`recv`](McpEndpoint::recv); at most once, the same as [`flush`](McpEndpoint::flush).
+    ///
+    /// # Errors
+    /// Writing the wake-up FIFO failed.
+    pub fn commit(&mut self) -> Result<(), McpError> {
+        self.answering = None;
+        self.flush()
+    }
+
+    /// Attaches the request lanes a ccsd restarted with more workers announced in the response
+    /// lane's `request_lanes` (one relaxed load when nothing changed). Lanes beyond a smaller
+    /// count are kept: no one produces into them any more, and what they still hold is read.
+    /// A lane that cannot be attached yet is retried at most every [`LANE_RETRY`].
+    fn follow_new_lanes(&mut self) {
+        let announced = self.responses.lane().request_lanes() as usize;
+        if announced <= self.requests.len()
+            || self.lanes_tried.is_some_and(|t| t.elapsed() < LANE_RETRY)
+        {
+            return;
+        }
+        self.lanes_tried = Some(Instant::now());
+        for w in self.requests.len()..announced {
+            match Lane::attach(&self.lanes_at.request(w), self.lanes_at.capacity) {
+                Ok(lane) => {
+                    let mut consumer = lane.into_consumer();
+                    consumer.hold_release(self.delivery == Delivery::AtLeastOnce);
+                    self.requests.push(consumer);
+                    self.fired.push(false);
+                    self.counters.lanes_added += 1;
+                }
+                Err(_) => return,
+            }
+        }
+        self.lanes_tried = None;
     }
 
     /// Number of request lanes (ccsd workers).
@@ -318,25 +478,75 @@ impl McpEndpoint {
     ///
     /// Invalid records are skipped and counted in [`counters`](McpEndpoint::counters).
     pub fn try_recv(&mut self, msg: &mut Message) -> bool {
+        let bytes = &mut msg.bytes;
+        let taken = self.take_next(|lane| {
+            bytes.clear();
+            Ok(lane.pop_into(bytes)?.map(|_| RecordHeader::decode(bytes)))
+        });
+        match taken {
+            Some(header) => {
+                msg.header = header;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// At least once only: takes the next valid record like [`try_recv`](McpEndpoint::try_recv)
+    /// but leaves its payload in the lane, uncopied ([`HeldMessage`]); it stays there, untouched
+    /// by ccsd, until the next receive, [`commit`](McpEndpoint::commit) or
+    /// [`set_delivery`](McpEndpoint::set_delivery). None when no record waits, and always at
+    /// most once (a record read is handed back to ccsd at once then: copy it with `try_recv`).
+    pub fn try_recv_held(&mut self) -> Option<HeldMessage> {
+        if self.delivery != Delivery::AtLeastOnce {
+            return None;
+        }
+        let mut head = [0u8; RECORD_HEADER_SIZE];
+        let mut held = None;
+        let header = self.take_next(|lane| {
+            Ok(lane.pop_held(&mut head)?.map(|record| {
+                held = Some(record);
+                if record.len() < RECORD_HEADER_SIZE {
+                    return Err(RecordError::TooShort(record.len()));
+                }
+                RecordHeader::decode_with_len(&head, record.len())
+            }))
+        })?;
+        Some(HeldMessage {
+            header,
+            record: held?,
+        })
+    }
+
+    /// Takes the next valid record from the request lanes, visiting them in turn, with `pop`
+    /// (which takes one record from a lane and decodes its header). Invalid records and lane
+    /// faults are skipped and counted. Asking for the next request says the last one is
+    /// answered.
+    fn take_next(
+        &mut self,
+        mut pop: impl FnMut(
+            &mut Consumer,
+        ) -> Result<Option<Result<RecordHeader, RecordError>>, LaneCorrupt>,
+    ) -> Option<RecordHeader> {
+        self.answering = None;
+        self.follow_new_lanes();
         let lanes = self.requests.len();
         for i in 0..lanes {
             let idx = (self.next_lane + i) % lanes;
             loop {
-                msg.bytes.clear();
-                match self.requests[idx].pop_into(&mut msg.bytes) {
-                    Ok(Some(_)) => match RecordHeader::decode(&msg.bytes) {
-                        Ok(h) => {
-                            msg.header = h;
-                            self.next_lane = (idx + 1) % lanes;
-                            if !self.idle_spin.is_zero() {
-                                self.last_record = Instant::now();
-                            }
-                            return true;
+                let before = self.requests[idx].position();
+                match pop(&mut self.requests[idx]) {
+                    Ok(Some(Ok(header))) => {
+                        if self.delivery == Delivery::AtLeastOnce {
+                            self.answering = Some((idx, before));
                         }
-                        Err(_) => {
-                            self.counters.malformed_records += 1;
+                        self.next_lane = (idx + 1) % lanes;
+                        if !self.idle_spin.is_zero() {
+                            self.last_record = Instant::now();
                         }
-                    },
+                        return Some(header);
+                    }
+                    Ok(Some(Err(_))) => self.counters.malformed_records += 1,
                     Ok(None) => break,
                     // The head stays: moving it back would hand us requests again.
                     Err(corrupt) if corrupt.tail_out_of_range => self.counters.lane_bad_tails += 1,
@@ -347,7 +557,7 @@ impl McpEndpoint {
                 }
             }
         }
-        false
+        None
     }
 
     /// Takes the next record, sleeping on the wake-up FIFOs up to `timeout` (`None`: forever)
@@ -357,9 +567,41 @@ impl McpEndpoint {
     /// # Errors
     /// Waiting on a FIFO failed.
     pub fn recv(&mut self, msg: &mut Message, timeout: Option<Duration>) -> Result<bool, McpError> {
+        self.wait_for(timeout, |mcp| mcp.try_recv(msg))
+    }
+
+    /// [`recv`](McpEndpoint::recv) for [`try_recv_held`](McpEndpoint::try_recv_held): at least
+    /// once, the next record with its payload left in the lane; None on timeout (and always at
+    /// most once).
+    ///
+    /// # Errors
+    /// Waiting on a FIFO failed.
+    pub fn recv_held(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<HeldMessage>, McpError> {
+        if self.delivery != Delivery::AtLeastOnce {
+            return Ok(None);
+        }
+        let mut held = None;
+        self.wait_for(timeout, |mcp| {
+            held = mcp.try_recv_held();
+            held.is_some()
+        })?;
+        Ok(held)
+    }
+
+    /// Runs `take` until it takes a record, spinning then sleeping while the lanes are empty,
+    /// up to `timeout`. Returns false on timeout.
+    fn wait_for(
+        &mut self,
+        timeout: Option<Duration>,
+        mut take: impl FnMut(&mut McpEndpoint) -> bool,
+    ) -> Result<bool, McpError> {
+        self.answering = None;
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if self.try_recv(msg) {
+            if take(self) {
                 return Ok(true);
             }
             let left = match deadline {
@@ -382,6 +624,7 @@ impl McpEndpoint {
     /// Queued replies are published first: ccsd may be waiting for them to send more requests.
     fn sleep(&mut self, timeout: Option<Duration>) -> Result<(), McpError> {
         self.flush()?;
+        self.follow_new_lanes();
         // Announce the sleep on every lane first; any lane that got records meanwhile cancels it.
         let mut all_empty = true;
         for lane in &mut self.requests {
@@ -477,7 +720,8 @@ impl McpEndpoint {
         }
     }
 
-    /// Makes queued replies visible to ccsd and wakes it if it sleeps.
+    /// Makes queued replies visible to ccsd and wakes it if it sleeps; at least once, then
+    /// releases the requests answered so far (all taken but the one being answered).
     ///
     /// # Errors
     /// Writing the wake-up FIFO failed.
@@ -486,6 +730,58 @@ impl McpEndpoint {
             self.responses.publish()?;
         }
         self.unpublished = 0;
+        if self.delivery == Delivery::AtLeastOnce {
+            // The replies are in the header's tail (Release store in publish) before any
+            // request they answer is released below: a reader of our head that sees a request
+            // gone sees its replies too.
+            for (idx, lane) in self.requests.iter_mut().enumerate() {
+                match self.answering {
+                    Some((lane_idx, before)) if lane_idx == idx => lane.release_to(before),
+                    _ => lane.release_to(lane.position()),
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// For an MCP with its own event loop: announces that it is about to sleep on
+    /// [`wake_fds`](McpEndpoint::wake_fds), after publishing queued replies. Returns false
+    /// when a request lane holds records (do not sleep: receive them); true when any record
+    /// published from now on makes a wake-up descriptor readable. Call
+    /// [`finish_wait`](McpEndpoint::finish_wait) after the sleep, before receiving.
+    ///
+    /// # Errors
+    /// Publishing the replies failed.
+    pub fn prepare_wait(&mut self) -> Result<bool, McpError> {
+        self.flush()?;
+        self.follow_new_lanes();
+        let mut all_empty = true;
+        for lane in &mut self.requests {
+            all_empty &= lane.prepare_sleep();
+        }
+        if !all_empty {
+            for lane in &mut self.requests {
+                lane.cancel_sleep();
+            }
+        }
+        Ok(all_empty)
+    }
+
+    /// Ends a sleep announced by [`prepare_wait`](McpEndpoint::prepare_wait): withdraws the
+    /// announcement and empties the wake-up FIFOs.
+    ///
+    /// # Errors
+    /// Reading a FIFO failed.
+    pub fn finish_wait(&mut self) -> Result<(), McpError> {
+        for lane in &mut self.requests {
+            lane.after_wake()?;
+        }
+        Ok(())
+    }
+
+    /// The wake-up FIFOs of the request lanes, to watch for readability in one's own event loop
+    /// (see [`prepare_wait`](McpEndpoint::prepare_wait)).
+    pub fn wake_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.requests.iter().map(Consumer::wake_fd)
     }
 }

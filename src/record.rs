@@ -343,6 +343,18 @@ impl RecordHeader {
         let Some(b) = record.first_chunk::<RECORD_HEADER_SIZE>() else {
             return Err(RecordError::TooShort(record.len()));
         };
+        RecordHeader::decode_with_len(b, record.len())
+    }
+
+    /// Decodes and validates the header `b` of a record of `record_len` bytes (header and
+    /// payload) whose payload is elsewhere (say, still in a lane).
+    ///
+    /// # Errors
+    /// A [`RecordError`] naming the first field that is wrong.
+    pub fn decode_with_len(
+        b: &[u8; RECORD_HEADER_SIZE],
+        record_len: usize,
+    ) -> Result<RecordHeader, RecordError> {
         let magic = u16::from_le_bytes(field(b, offset::MAGIC));
         if magic != RECORD_MAGIC {
             return Err(RecordError::BadMagic(magic));
@@ -357,10 +369,10 @@ impl RecordHeader {
         let transport =
             Transport::from_u8(transport).ok_or(RecordError::UnknownTransport(transport))?;
         let payload_len = u32::from_le_bytes(field(b, offset::PAYLOAD_LEN));
-        if RECORD_HEADER_SIZE as u64 + u64::from(payload_len) != record.len() as u64 {
+        if RECORD_HEADER_SIZE as u64 + u64::from(payload_len) != record_len as u64 {
             return Err(RecordError::LengthMismatch {
                 payload_len,
-                record_len: record.len(),
+                record_len,
             });
         }
         let ip = Ipv6Addr::from(field::<16>(b, offset::PEER_IP));

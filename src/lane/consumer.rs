@@ -57,6 +57,31 @@ impl fmt::Display for LaneCorrupt {
 
 impl Error for LaneCorrupt {}
 
+/// A record [`Consumer::pop_held`] left in the lane: where its bytes are. They are shared
+/// memory: read them through the raw pointer (copy them out), never through a Rust reference.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldRecord {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl HeldRecord {
+    /// The first byte of the record, inside the lane's mapping.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// Bytes in the record.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a record of no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// The consuming end of a lane: reads frames at its head and releases their space.
 #[derive(Debug)]
 pub struct Consumer {
@@ -69,6 +94,9 @@ pub struct Consumer {
     /// The out-of-range tail last reported, so that a producer that leaves it there is reported
     /// once, not at every look.
     pub(super) bad_tail: Option<u64>,
+    /// While true, reading moves only our private head: the head in the header (which the
+    /// producer and a later consumer see) moves at [`Consumer::release_to`].
+    pub(super) hold_release: bool,
 }
 
 impl Consumer {
@@ -85,6 +113,63 @@ impl Consumer {
     /// [`LaneCorrupt`] when the published tail or the next frame breaks the protocol; the head
     /// is left in front of the offending frame.
     pub fn pop_into(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, LaneCorrupt> {
+        let Some((off, len, frame)) = self.next_record()? else {
+            return Ok(None);
+        };
+        out.reserve(len);
+        // SAFETY: next_record checked that [off + 8, off + 8 + len) lies inside the data area of
+        // a LANE_HEADER_SIZE + capacity byte mapping, and before the published tail, so the
+        // producer finished writing it and leaves it alone until we store a head past it (below).
+        // `out` has `len` spare bytes after reserve; heap memory cannot overlap the mapping.
+        unsafe {
+            let src = self
+                .lane
+                .region
+                .data()
+                .add(off as usize + FRAME_HEADER_SIZE);
+            ptr::copy_nonoverlapping(src, out.as_mut_ptr().add(out.len()), len);
+            out.set_len(out.len() + len);
+        }
+        self.release(self.head.wrapping_add(frame));
+        Ok(Some(len))
+    }
+
+    /// Takes the next record without copying it (except its first `prefix.len()` bytes, or
+    /// fewer if it is shorter, copied into `prefix`, for its header): its bytes stay in the lane,
+    /// where the producer leaves them alone until a [`release_to`](Consumer::release_to) passes
+    /// them. Only while releases are held ([`hold_release`](Consumer::hold_release)); None
+    /// otherwise, and when empty. Skips PAD frames.
+    ///
+    /// # Errors
+    /// As [`pop_into`](Consumer::pop_into).
+    pub fn pop_held(&mut self, prefix: &mut [u8]) -> Result<Option<HeldRecord>, LaneCorrupt> {
+        if !self.hold_release {
+            return Ok(None);
+        }
+        let Some((off, len, frame)) = self.next_record()? else {
+            return Ok(None);
+        };
+        let record = HeldRecord {
+            ptr: self
+                .lane
+                .region
+                .data()
+                .wrapping_add(off as usize + FRAME_HEADER_SIZE),
+            len,
+        };
+        let copied = len.min(prefix.len());
+        // SAFETY: as in pop_into, [off + 8, off + 8 + len) is inside the data area and before the
+        // published tail, and `copied <= len`; `prefix` is caller memory, not the mapping.
+        unsafe { ptr::copy_nonoverlapping(record.ptr, prefix.as_mut_ptr(), copied) };
+        // Releases are held: only our private head moves.
+        self.release(self.head.wrapping_add(frame));
+        Ok(Some(record))
+    }
+
+    /// Finds the next record at the head, checking its frame against the capacity and the
+    /// published tail and releasing the PAD frames before it: its data-area offset, its length
+    /// and its frame size. The head stays in front of the record.
+    fn next_record(&mut self) -> Result<Option<(u64, usize, u64)>, LaneCorrupt> {
         let capacity = self.lane.capacity;
         loop {
             if self.head == self.tail {
@@ -144,24 +229,7 @@ impl Consumer {
                     } else if frame > available {
                         "frame extends past tail"
                     } else {
-                        let len = len as usize;
-                        out.reserve(len);
-                        // SAFETY: [off + 8, off + 8 + len) lies inside the data area (frame <=
-                        // capacity - off) of a LANE_HEADER_SIZE + capacity byte mapping, and
-                        // before the published tail, so the producer finished writing it and
-                        // leaves it alone until we store a head past it. `out` has `len` spare
-                        // bytes after reserve; heap memory cannot overlap the mapping.
-                        unsafe {
-                            let src = self
-                                .lane
-                                .region
-                                .data()
-                                .add(off as usize + FRAME_HEADER_SIZE);
-                            ptr::copy_nonoverlapping(src, out.as_mut_ptr().add(out.len()), len);
-                            out.set_len(out.len() + len);
-                        }
-                        self.release(self.head.wrapping_add(frame));
-                        return Ok(Some(len));
+                        return Ok(Some((off, len as usize, frame)));
                     };
                     return Err(self.corrupt(self.tail, len, flags, problem));
                 }
@@ -177,12 +245,49 @@ impl Consumer {
         }
     }
 
-    /// Moves the head to `head`, handing the space before it back to the producer.
+    /// Moves the head to `head`, handing the space before it back to the producer (unless
+    /// releases are held, see [`Consumer::hold_release`]).
     fn release(&mut self, head: u64) {
         self.head = head;
+        if !self.hold_release {
+            self.store_head(head);
+        }
+    }
+
+    /// Stores `head` into the header.
+    fn store_head(&mut self, head: u64) {
         // SYNC POINT: Release store of head, pairs with the producer's Acquire load: our reads
         // of the released frames happen before it overwrites them.
         self.lane.head().store(head, Ordering::Release);
+    }
+
+    /// Holds releases (`true`): records read from now on stay in the lane, for the producer and
+    /// for any consumer that attaches after us, until [`Consumer::release_to`] hands them back.
+    /// An MCP that must not lose a request it took uses this to release a request only once its
+    /// replies are published. `false` releases everything read so far at once.
+    pub fn hold_release(&mut self, hold: bool) {
+        self.hold_release = hold;
+        if !hold {
+            self.store_head(self.head);
+        }
+    }
+
+    /// Our private head: the position of the next frame to read. With releases held it may be
+    /// ahead of the head in the header.
+    pub fn position(&self) -> u64 {
+        self.head
+    }
+
+    /// Stores `position` (a value [`Consumer::position`] returned, not behind one released
+    /// before) as the head in the header: the space of every record before it goes back to the
+    /// producer, and a consumer attaching later starts there.
+    pub fn release_to(&mut self, position: u64) {
+        debug_assert!(
+            self.head.wrapping_sub(position) <= self.lane.capacity,
+            "release_to({position}) is not at or behind our head {}",
+            self.head
+        );
+        self.store_head(position);
     }
 
     fn corrupt(&self, tail: u64, len: u32, flags: u32, problem: &'static str) -> LaneCorrupt {

@@ -267,6 +267,7 @@ impl Lane {
             head,
             tail: head,
             bad_tail: None,
+            hold_release: false,
         }
     }
 

@@ -35,7 +35,7 @@ mod file;
 mod layout;
 mod producer;
 
-pub use consumer::{Consumer, LaneCorrupt};
+pub use consumer::{Consumer, HeldRecord, LaneCorrupt};
 pub use error::LaneError;
 pub use file::Lane;
 pub use layout::{FRAME_HEADER_SIZE, LANE_HEADER_SIZE, LANE_MAGIC, LANE_VERSION};

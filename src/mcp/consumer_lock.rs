@@ -21,10 +21,12 @@ use super::McpError;
 
 /// The MCP lock file of the lanes `settings` name: `{queues.dir}/{queues.name}.mcp.lock`.
 pub fn lock_path(settings: &Settings) -> PathBuf {
-    settings
-        .queues
-        .dir
-        .join(format!("{}.mcp.lock", settings.queues.name))
+    lock_path_in(&settings.queues.dir, &settings.queues.name)
+}
+
+/// The MCP lock file of the lanes named `name` in `dir`: `{dir}/{name}.mcp.lock`.
+pub fn lock_path_in(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.mcp.lock"))
 }
 
 /// The pid the MCP that holds (or last held) the lock at `path` wrote into it, if readable.

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use ccsd::settings::Settings;
@@ -30,6 +30,7 @@ impl TestEnv {
     /// A config with the test's queues, a fast stats interval, one TCP listener on port 0 with
     /// `listen_extra` lines added to it, and `extra` appended (other sections).
     pub fn new(workers: usize, listen_extra: &str, extra: &str) -> TestEnv {
+        build_examples();
         let name = format!(
             "ccsd-t{}-{}",
             std::process::id(),
@@ -168,20 +169,78 @@ pub fn stat(doc: &serde_json::Value, path: &str) -> Option<u64> {
         .and_then(serde_json::Value::as_u64)
 }
 
-/// The path of an example binary built by `cargo build --examples` next to the test binaries.
+/// The path of the example binary `name` in `target/<profile>/examples/`, built by
+/// [`build_examples`] if it is not yet.
 pub fn example_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let path = profile_dir.join("examples").join(name);
+    build_examples();
+    let path = profile_dir().join("examples").join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the examples first (`cargo build --examples && cargo test`, as README says)",
+        "{} is missing after `cargo build --examples`: is `{name}` an example?",
         path.display()
     );
     path
+}
+
+/// Runs `cargo build --examples` once per test binary, with the profile and target directory this
+/// test binary was built with. `cargo test` builds the examples whose unit tests it runs only as
+/// test harnesses, and `cargo test --test NAME` builds none, so without this step plain
+/// `cargo test` from a fresh clone could not start the example MCPs and tools. When the examples
+/// are fresh (after the README's `cargo build --examples`) cargo only checks them. Called before
+/// the first ccsd start too ([`TestEnv::new`]), so a first build never delays a test mid-scenario.
+pub fn build_examples() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let profile_dir = profile_dir();
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+            None => panic!("no profile directory in {}", profile_dir.display()),
+        };
+        // `<target-dir>/<profile>/` or, when built for an explicit target, `<target-dir>/<triple>/<profile>/`;
+        // cargo marks the root of a target directory with CACHEDIR.TAG.
+        let parent = profile_dir.parent().expect("target directory");
+        let mut cmd =
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into()));
+        cmd.arg("build")
+            .arg("--examples")
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .arg("--profile")
+            .arg(&profile);
+        match parent.parent() {
+            Some(root)
+                if !parent.join("CACHEDIR.TAG").exists() && root.join("CACHEDIR.TAG").exists() =>
+            {
+                cmd.arg("--target-dir")
+                    .arg(root)
+                    .arg("--target")
+                    .arg(parent.file_name().expect("target triple"));
+            }
+            _ => {
+                cmd.arg("--target-dir").arg(parent);
+            }
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// `target/<profile>/`: this test binary lives in its `deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 /// A child process whose stderr lines are collected.

@@ -10,21 +10,33 @@ use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{Kind, Reason};
 use common::{TestEnv, WAIT, assert_closed, connect, packet};
 
-const IDLE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Long beside the busy client's pace: a stall of most of a second on a loaded machine still
+/// leaves the busy client active, while the idle one has nothing to keep it.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the busy client sends.
+const PACE: Duration = Duration::from_millis(50);
 
 #[test]
 fn idle_connection_is_closed_with_reason_timeout_while_a_busy_one_stays_open() {
-    let env = TestEnv::new(1, "", "[limits]\nidle_timeout = \"200ms\"\n");
+    let env = TestEnv::new(
+        1,
+        "",
+        &format!(
+            "[limits]\nidle_timeout = \"{}ms\"\n",
+            IDLE_TIMEOUT.as_millis()
+        ),
+    );
     let ccsd = env.start_ccsd();
     let mut mcp = McpEndpoint::attach_wait(&env.settings(), WAIT).unwrap();
 
     let connected = Instant::now();
     let mut idle = connect(ccsd.addr());
     let mut busy = connect(ccsd.addr());
-    // The busy client's pace is the behaviour under test: one packet every 50 ms for 700 ms.
-    while connected.elapsed() < Duration::from_millis(700) {
+    // The busy client's pace is the behaviour under test: one packet every PACE for three idle
+    // timeouts.
+    while connected.elapsed() < 3 * IDLE_TIMEOUT {
         busy.write_all(&packet(b"still here")).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(PACE);
     }
 
     assert_closed(&mut idle);

@@ -13,7 +13,12 @@ use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{Kind, Reason};
 use common::{TestEnv, WAIT, assert_closed, connect, packet};
 
-const PACKET_TIMEOUT: Duration = Duration::from_millis(300);
+/// Long beside the 50 ms between the prompt client's two halves: a stall of most of a second on
+/// a loaded machine still completes its packet in time, while the dripped packet (a byte every
+/// 50 ms, 100 bytes) cannot complete before the timeout.
+const PACKET_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long both clients keep sending.
+const SENDING: Duration = Duration::from_millis(2500);
 
 #[test]
 fn a_packet_trickled_in_past_the_timeout_closes_its_connection_and_a_prompt_one_does_not() {
@@ -32,12 +37,12 @@ fn a_packet_trickled_in_past_the_timeout_closes_its_connection_and_a_prompt_one_
     let mut drip = connect(ccsd.addr());
     let mut prompt = connect(ccsd.addr());
     // A 100-byte packet announced, its bytes sent one every 50 ms: activity all the time, so only
-    // the packet timeout can close it within the 900 ms.
+    // the packet timeout can close it while the clients send.
     drip.write_all(&100u32.to_be_bytes()).unwrap();
     let mut sent = 0;
     let mut prompt_packets = 0;
-    // The pace is the behaviour under test: both clients keep sending for 900 ms.
-    while started.elapsed() < Duration::from_millis(900) {
+    // The pace is the behaviour under test: both clients keep sending for SENDING.
+    while started.elapsed() < SENDING {
         if drip.write_all(b"d").is_ok() {
             sent += 1;
         }

@@ -1,7 +1,8 @@
-//! The check behind the `record` fuzz target, also run by `tests/fuzz_corpus.rs` (both include
-//! this file by path): arbitrary bytes taken as records popped from the response lane, judged
-//! as the MCP bridge judges them ([`ResponseCheck::classify`]); the accepted ones are batched
-//! as the bridge batches them and read back as a worker reads them ([`DataTrans::records`]).
+//! The check behind the `record` fuzz target, also run by `tests/framing/fuzz_corpus.rs` (both
+//! include this file by path): arbitrary bytes taken as records popped from the response lane,
+//! judged as the MCP bridge judges them ([`ResponseCheck::classify`]); the accepted ones are
+//! batched as the bridge batches them and read back as a worker reads them
+//! ([`DataTrans::records`]).
 //!
 //! Input: bytes 0–1 the epoch (little-endian), byte 2 the number of workers minus one, byte 3
 //! `reply_max_age` in microseconds (0: none), bytes 4–11 the clock (little-endian nanoseconds);

@@ -36,7 +36,7 @@ fn requests_are_dropped_while_mcp_is_down_and_answered_once_it_is_back() {
     assert_open_and_silent(&mut client);
 
     // Back: the same client is answered, and only for what it sends now.
-    let mut mcp = env.start_echo_mcp();
+    let mut mcp = env.start_mcp("echo_mcp");
     env.wait_stat("mcp_watch.mcp_alive", |v| v == 1);
     assert_eq!(round_trip(&mut client, b"answered"), packet(b"answered"));
 
@@ -48,7 +48,7 @@ fn requests_are_dropped_while_mcp_is_down_and_answered_once_it_is_back() {
     env.wait_stat("totals.dropped_mcp_down", |v| v == 4);
     assert_open_and_silent(&mut client);
 
-    let _mcp = env.start_echo_mcp();
+    let _mcp = env.start_mcp("echo_mcp");
     env.wait_stat("mcp_watch.mcp_alive", |v| v == 1);
     client.write_all(&packet(b"again")).unwrap();
     assert_eq!(read_n(&mut client, 9), packet(b"again"));

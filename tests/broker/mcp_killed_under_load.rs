@@ -115,7 +115,7 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
 fn killing_mcp_mid_load_never_misdelivers_and_requests_after_its_restart_are_answered() {
     let env = TestEnv::new(2, "", "");
     let ccsd = env.start_ccsd();
-    let mut mcp = env.start_echo_mcp();
+    let mut mcp = env.start_mcp("echo_mcp");
 
     let mut clients = Vec::new();
     for client in 0..CLIENTS {
@@ -141,7 +141,7 @@ fn killing_mcp_mid_load_never_misdelivers_and_requests_after_its_restart_are_ans
     });
 
     mcp.kill();
-    let _mcp = env.start_echo_mcp();
+    let _mcp = env.start_mcp("echo_mcp");
     // Everything from here on is sent to the new MCP and must be answered.
     let restart: Vec<u64> = clients
         .iter()

@@ -24,7 +24,7 @@ fn echo_round_trips(ccsd: &Proc, count: usize) {
 fn a_second_mcp_exits_naming_the_first_and_the_first_keeps_answering() {
     let env = TestEnv::new(2, "", "");
     let ccsd = env.start_ccsd();
-    let first = env.start_echo_mcp();
+    let first = env.start_mcp("echo_mcp");
 
     let mut cmd = Command::new(example_bin("echo_mcp"));
     cmd.arg("--config").arg(&env.config);
@@ -48,14 +48,14 @@ fn a_second_mcp_exits_naming_the_first_and_the_first_keeps_answering() {
 fn an_mcp_started_after_the_first_exits_takes_over_and_is_counted_as_a_change() {
     let env = TestEnv::new(1, "", "");
     let mut ccsd = env.start_ccsd();
-    let mut first = env.start_echo_mcp();
+    let mut first = env.start_mcp("echo_mcp");
     echo_round_trips(&ccsd, 5);
     // ccsd has seen the first MCP on its lanes.
     ccsd.wait_for_line("MCP is up");
     let first_pid = first.child.id();
     first.kill();
 
-    let second = env.start_echo_mcp();
+    let second = env.start_mcp("echo_mcp");
     echo_round_trips(&ccsd, 5);
     env.wait_stat("mcp_watch.mcp_consumer_changes", |v| v == 1);
     let line = ccsd.wait_for_line("MCP changed");
@@ -74,7 +74,7 @@ fn an_mcp_started_after_the_first_exits_takes_over_and_is_counted_as_a_change() 
 fn a_consumer_that_ignores_the_mcp_lock_is_reported_as_contention() {
     let env = TestEnv::new(1, "", "");
     let mut ccsd = env.start_ccsd();
-    let first = env.start_echo_mcp();
+    let first = env.start_mcp("echo_mcp");
     echo_round_trips(&ccsd, 5);
 
     // A second consumer attaches to request lane 0 without the lock, as a careless MCP would.

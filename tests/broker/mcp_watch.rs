@@ -12,7 +12,7 @@ use common::{TestEnv, WAIT, connect, packet, read_n, round_trip};
 fn a_killed_mcp_is_reported_down_and_up_again_and_queued_requests_are_answered() {
     let env = TestEnv::new(2, "", "");
     let mut ccsd = env.start_ccsd();
-    let mut mcp = env.start_echo_mcp();
+    let mut mcp = env.start_mcp("echo_mcp");
     env.wait_stat("mcp_watch.mcp_alive", |v| v == 1);
     ccsd.wait_for_line("MCP is up");
     let mut client = connect(ccsd.addr());
@@ -29,7 +29,7 @@ fn a_killed_mcp_is_reported_down_and_up_again_and_queued_requests_are_answered()
 
     client.write_all(&packet(b"while down")).unwrap();
     env.wait_stat("totals.packets_in", |v| v == 2);
-    let _mcp = env.start_echo_mcp();
+    let _mcp = env.start_mcp("echo_mcp");
     assert_eq!(read_n(&mut client, 14), packet(b"while down"));
     env.wait_stat("mcp_watch.mcp_alive", |v| v == 1);
     ccsd.wait_for_line("MCP is up");

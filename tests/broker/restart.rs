@@ -13,7 +13,7 @@ use common::{TestEnv, WAIT, connect, packet, read_n, round_trip};
 fn requests_queued_while_mcp_is_down_are_answered_when_it_returns() {
     let env = TestEnv::new(2, "", "");
     let ccsd = env.start_ccsd();
-    let mut mcp = env.start_echo_mcp();
+    let mut mcp = env.start_mcp("echo_mcp");
     let mut client = connect(ccsd.addr());
     assert_eq!(round_trip(&mut client, b"first"), packet(b"first"));
 
@@ -27,7 +27,7 @@ fn requests_queued_while_mcp_is_down_are_answered_when_it_returns() {
     // ccsd has taken all ten into the request lane while no MCP runs.
     env.wait_stat("totals.packets_in", |v| v == 11);
 
-    let _mcp = env.start_echo_mcp();
+    let _mcp = env.start_mcp("echo_mcp");
     for b in &bodies {
         assert_eq!(read_n(&mut client, 4 + b.len()), packet(b));
     }

@@ -136,7 +136,7 @@ fn a_full_lanes_directory_after_the_start_never_kills_ccsd_or_mcp() {
     // One worker: two request lanes and the response lane, 2 MiB each: 6 MiB of 8.
     use_lanes_in(&env, &tmpfs.dir, "2MiB", "64KiB");
     let mut ccsd = env.start_ccsd();
-    let mut mcp = env.start_echo_mcp();
+    let mut mcp = env.start_mcp("echo_mcp");
 
     // Someone else fills the tmpfs to the last byte.
     let mut filler = std::fs::File::create(tmpfs.dir.join("filler")).unwrap();

@@ -7,10 +7,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{OnceLock, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
+use ccsd::demo::Echo;
+use ccsd::mcp::McpEndpoint;
+use ccsd::service::serve;
 use ccsd::settings::Settings;
 
 /// How long any single wait in a test may take before it fails.
@@ -110,8 +113,11 @@ impl TestEnv {
         p
     }
 
-    pub fn start_echo_mcp(&self) -> Proc {
-        self.start_mcp("echo_mcp")
+    /// The echo MCP, served in this test process (see [`EchoMcp`]), attached when this returns.
+    /// Tests about the MCP process itself (killing it, a second one) start the example binary
+    /// with [`TestEnv::start_mcp`]`("echo_mcp")` instead.
+    pub fn start_echo_mcp(&self) -> EchoMcp {
+        EchoMcp::start(&self.settings())
     }
 
     /// Starts the example MCP `name` on this test's config and waits until it has attached.
@@ -147,6 +153,49 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         remove_queue_files(&self.name);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The echo MCP of `examples/echo_mcp` (the library's request loop, [`serve`], with
+/// [`Echo`]) on a thread of this test process, attached to the test's real lanes. Dropping it
+/// stops the loop, which notices within its stop check; nothing waits for that, so a test's
+/// teardown does not either.
+pub struct EchoMcp {
+    stop: Arc<AtomicBool>,
+}
+
+impl EchoMcp {
+    fn start(settings: &Settings) -> EchoMcp {
+        let settings = settings.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        let (attached_tx, attached) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut mcp = match McpEndpoint::attach_wait(&settings, WAIT) {
+                Ok(mcp) => mcp,
+                Err(e) => {
+                    let _ = attached_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            mcp.set_idle_spin(settings.broker.idle_spin);
+            let _ = attached_tx.send(Ok(()));
+            // An error ends the loop; the test then sees its replies missing.
+            if let Err(e) = serve(&mut mcp, &mut Echo, &stop_flag) {
+                eprintln!("in-process echo MCP: {e}");
+            }
+        });
+        match attached.recv() {
+            Ok(Ok(())) => EchoMcp { stop },
+            Ok(Err(e)) => panic!("the in-process echo MCP cannot attach: {e}"),
+            Err(_) => panic!("the in-process echo MCP's thread ended before attaching"),
+        }
+    }
+}
+
+impl Drop for EchoMcp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

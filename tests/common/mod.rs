@@ -1,5 +1,6 @@
 //! Shared harness for the integration tests: starts the real `ccsd` binary and the real example
-//! MCPs on unique queue names and port 0, finds their addresses from their logs, reads the stats
+//! MCPs (built once per test binary) or the echo MCP in the test process, on unique queue names and
+//! port 0, finds their addresses from their logs, reads the stats
 //! file, and removes every shared-memory file on drop.
 #![allow(dead_code)] // each test binary uses a different subset of the harness
 

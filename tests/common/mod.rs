@@ -1,7 +1,7 @@
 //! Shared harness for the integration tests: starts the real `ccsd` binary and the real example
-//! MCPs (built once per test binary) or the echo MCP in the test process, on unique queue names and
-//! port 0, finds their addresses from their logs, reads the stats
-//! file, and removes every shared-memory file on drop.
+//! MCPs (built once per test binary) or the echo MCP in the test process, on unique queue names
+//! and port 0, finds their addresses from their logs, reads the stats file, and removes every
+//! shared-memory file on drop.
 #![allow(dead_code)] // each test binary uses a different subset of the harness
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -247,8 +247,8 @@ pub fn build_examples() {
             Some(other) => other.to_owned(),
             None => panic!("no profile directory in {}", profile_dir.display()),
         };
-        // `<target-dir>/<profile>/` or, when built for an explicit target, `<target-dir>/<triple>/<profile>/`;
-        // cargo marks the root of a target directory with CACHEDIR.TAG.
+        // `<target-dir>/<profile>/`, or `<target-dir>/<triple>/<profile>/` when built for an
+        // explicit target; cargo marks the root of a target directory with CACHEDIR.TAG.
         let parent = profile_dir.parent().expect("target directory");
         let mut cmd =
             Command::new(std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into()));

@@ -236,8 +236,8 @@ pub fn example_bin(name: &str) -> PathBuf {
 /// test binary was built with. `cargo test` builds the examples whose unit tests it runs only as
 /// test harnesses, and `cargo test --test NAME` builds none, so without this step plain
 /// `cargo test` from a fresh clone could not start the example MCPs and tools. When the examples
-/// are fresh (after the README's `cargo build --examples`) cargo only checks them. Called before
-/// the first ccsd start too ([`TestEnv::new`]), so a first build never delays a test mid-scenario.
+/// are fresh cargo only checks them (a fraction of a second). Called before the first ccsd start
+/// too ([`TestEnv::new`]), so a first build never delays a test mid-scenario.
 pub fn build_examples() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {

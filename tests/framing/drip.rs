@@ -44,7 +44,13 @@ fn round_trip(healthy: &mut TcpStream, request: &[u8]) {
 /// before the probe was sent); then sends `tail` and expects the whole packet back. Returns the
 /// CPU ticks ccsd spent over the drip.
 fn drip(framing: &str, head: &[u8], filler: &[u8], tail: &[u8], probe: &[u8]) -> u64 {
-    let env = TestEnv::new(1, &format!("framing = \"{framing}\""), "");
+    // The 8 MiB echo waits in ccsd's send buffer until this test reads it: room for all of it, so
+    // a test thread slow to start reading on a loaded machine is not closed as a slow client.
+    let env = TestEnv::new(
+        1,
+        &format!("framing = \"{framing}\""),
+        "[limits]\nmax_send_buffer = \"16MiB\"\n",
+    );
     let ccsd = env.start_ccsd();
     let _mcp = env.start_echo_mcp();
     let mut healthy = connect(ccsd.addr());

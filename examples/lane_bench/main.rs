@@ -16,7 +16,7 @@
 //! lane_bench produce --path P --records N [--size S | --seq-sizes]
 //!     Attach to the existing lane P and produce N records: S bytes each starting with the
 //!     sequence number (little-endian u64), or with --seq-sizes the deterministic stream of
-//!     tests/lane_common/records.rs (1..=200 bytes, content derived from the sequence number).
+//!     tests/lane/records.rs (1..=200 bytes, content derived from the sequence number).
 //! lane_bench socket-produce --records N --size S
 //!     Write N length-prefixed S-byte records to stdout, flushing every 64 (used by the
 //!     throughput benchmark).
@@ -31,7 +31,7 @@
 
 mod args;
 mod latency;
-#[path = "../../tests/lane_common/records.rs"]
+#[path = "../../tests/lane/records.rs"]
 mod records;
 mod throughput;
 

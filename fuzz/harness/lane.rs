@@ -1,8 +1,8 @@
-//! The check behind the `lane` fuzz target, also run by `tests/fuzz_corpus.rs` (both include
-//! this file by path): a real lane file with both real ends attached, a [`Consumer`] (as the MCP
-//! bridge reads the response lane) and a [`Producer`] (as a worker fills a request lane), while
-//! the input also writes the file as a hostile peer would: any bytes in the data area, any `head`
-//! or `tail`. Those writes are plain file writes, so the product code needs no test hook.
+//! The check behind the `lane` fuzz target, also run by `tests/framing/fuzz_corpus.rs` (both
+//! include this file by path): a real lane file with both real ends attached, a [`Consumer`] (as
+//! the MCP bridge reads the response lane) and a [`Producer`] (as a worker fills a request lane),
+//! while the input also writes the file as a hostile peer would: any bytes in the data area, any
+//! `head` or `tail`. Those writes are plain file writes, so the product code needs no test hook.
 //!
 //! Input: bytes 0–7 the initial `head` (little-endian), bytes 8–9 how far the initial `tail` is
 //! ahead of it; then operations, each a byte choosing one (modulo 8) and its arguments: push a

@@ -1,5 +1,5 @@
-//! The check behind the `record` fuzz target, also run by `tests/fuzz_corpus.rs` (both include
-//! this file by path): arbitrary bytes taken as records popped from the response lane, judged
+//! The check behind the `record` fuzz target, also run by `tests/framing/fuzz_corpus.rs`
+//! (both include this file by path): arbitrary bytes taken as records popped from the response lane, judged
 //! as the MCP bridge judges them ([`ResponseCheck::classify`]); the accepted ones are batched
 //! as the bridge batches them (decoded headers, [`ReplyBatch::push`]) and read back as a worker
 //! reads them ([`ReplyBatch::records`]).

@@ -1,16 +1,20 @@
 //! Shared harness for the integration tests: starts the real `ccsd` binary and the real example
-//! MCPs on unique queue names and port 0, finds their addresses from their logs, reads the stats
-//! file, and removes every shared-memory file on drop.
+//! MCPs (built once per test binary) or the echo MCP in the test process, on unique queue names
+//! and port 0, finds their addresses from their logs, reads the stats file, and removes every
+//! shared-memory file on drop.
 #![allow(dead_code)] // each test binary uses a different subset of the harness
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
+use ccsd::mcp::McpEndpoint;
+use ccsd::mcp::demo::Echo;
+use ccsd::mcp::service::serve;
 use ccsd::settings::Settings;
 
 /// How long any single wait in a test may take before it fails.
@@ -30,6 +34,7 @@ impl TestEnv {
     /// A config with the test's queues, a fast stats interval, one TCP listener on port 0 with
     /// `listen_extra` lines added to it, and `extra` appended (other sections).
     pub fn new(workers: usize, listen_extra: &str, extra: &str) -> TestEnv {
+        build_examples();
         let name = format!(
             "ccsd-t{}-{}",
             std::process::id(),
@@ -109,8 +114,11 @@ impl TestEnv {
         p
     }
 
-    pub fn start_echo_mcp(&self) -> Proc {
-        self.start_mcp("echo_mcp")
+    /// The echo MCP, served in this test process (see [`EchoMcp`]), attached when this returns.
+    /// Tests about the MCP process itself (killing it, a second one) start the example binary
+    /// with [`TestEnv::start_mcp`]`("echo_mcp")` instead.
+    pub fn start_echo_mcp(&self) -> EchoMcp {
+        EchoMcp::start(&self.settings())
     }
 
     /// Starts the example MCP `name` on this test's config and waits until it has attached.
@@ -149,6 +157,49 @@ impl Drop for TestEnv {
     }
 }
 
+/// The echo MCP of `examples/echo_mcp` (the library's request loop, [`serve`], with
+/// [`Echo`]) on a thread of this test process, attached to the test's real lanes. Dropping it
+/// stops the loop, which notices within its stop check; nothing waits for that, so a test's
+/// teardown does not either.
+pub struct EchoMcp {
+    stop: Arc<AtomicBool>,
+}
+
+impl EchoMcp {
+    fn start(settings: &Settings) -> EchoMcp {
+        let settings = settings.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        let (attached_tx, attached) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut mcp = match McpEndpoint::attach_wait(&settings, WAIT) {
+                Ok(mcp) => mcp,
+                Err(e) => {
+                    let _ = attached_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            mcp.set_idle_spin(settings.broker.idle_spin);
+            let _ = attached_tx.send(Ok(()));
+            // An error ends the loop; the test then sees its replies missing.
+            if let Err(e) = serve(&mut mcp, &mut Echo, &stop_flag) {
+                eprintln!("in-process echo MCP: {e}");
+            }
+        });
+        match attached.recv() {
+            Ok(Ok(())) => EchoMcp { stop },
+            Ok(Err(e)) => panic!("the in-process echo MCP cannot attach: {e}"),
+            Err(_) => panic!("the in-process echo MCP's thread ended before attaching"),
+        }
+    }
+}
+
+impl Drop for EchoMcp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Removes `/dev/shm/{name}.*`.
 pub fn remove_queue_files(name: &str) {
     let prefix = format!("{name}.");
@@ -168,20 +219,78 @@ pub fn stat(doc: &serde_json::Value, path: &str) -> Option<u64> {
         .and_then(serde_json::Value::as_u64)
 }
 
-/// The path of an example binary built by `cargo build --examples` next to the test binaries.
+/// The path of the example binary `name` in `target/<profile>/examples/`, built by
+/// [`build_examples`] if it is not yet.
 pub fn example_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let path = profile_dir.join("examples").join(name);
+    build_examples();
+    let path = profile_dir().join("examples").join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the examples first (`cargo build --examples && cargo test`, as README says)",
+        "{} is missing after `cargo build --examples`: is `{name}` an example?",
         path.display()
     );
     path
+}
+
+/// Runs `cargo build --examples` once per test binary, with the profile and target directory this
+/// test binary was built with. `cargo test` builds the examples whose unit tests it runs only as
+/// test harnesses, and `cargo test --test NAME` builds none, so without this step plain
+/// `cargo test` from a fresh clone could not start the example MCPs and tools. When the examples
+/// are fresh cargo only checks them (a fraction of a second). Called before the first ccsd start
+/// too ([`TestEnv::new`]), so a first build never delays a test mid-scenario.
+pub fn build_examples() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let profile_dir = profile_dir();
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+            None => panic!("no profile directory in {}", profile_dir.display()),
+        };
+        // `<target-dir>/<profile>/`, or `<target-dir>/<triple>/<profile>/` when built for an
+        // explicit target; cargo marks the root of a target directory with CACHEDIR.TAG.
+        let parent = profile_dir.parent().expect("target directory");
+        let mut cmd =
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into()));
+        cmd.arg("build")
+            .arg("--examples")
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .arg("--profile")
+            .arg(&profile);
+        match parent.parent() {
+            Some(root)
+                if !parent.join("CACHEDIR.TAG").exists() && root.join("CACHEDIR.TAG").exists() =>
+            {
+                cmd.arg("--target-dir")
+                    .arg(root)
+                    .arg("--target")
+                    .arg(parent.file_name().expect("target triple"));
+            }
+            _ => {
+                cmd.arg("--target-dir").arg(parent);
+            }
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// `target/<profile>/`: this test binary lives in its `deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 /// A child process whose stderr lines are collected.

@@ -1,0 +1,12 @@
+//! Settings: loading files and environment overrides, the validation rules, extreme values through
+//! the real binary, `--check-config` and the command line's errors.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod check_config_files;
+mod cli;
+mod env;
+mod extremes;
+mod load;
+mod validate;

@@ -52,7 +52,7 @@ use crate::lane::{Consumer, HeldRecord, Lane, LaneCorrupt, LaneError, Producer, 
 use crate::record::{CloseMode, Kind, RECORD_HEADER_SIZE, RecordError, RecordHeader};
 use crate::settings::Settings;
 
-pub mod consumer_lock;
+pub(crate) mod consumer_lock;
 pub mod demo;
 pub mod service;
 

@@ -31,7 +31,7 @@ const COUNT_MASK: u64 = u32::MAX as u64;
 
 /// At most `max` events per window, counted across threads.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     max: u64,
     window_ms: i32,
     /// `window start (ms, low 32 bits) << 32 | events in that window`; 0 before the first event.
@@ -41,7 +41,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter allowing `max` events (at most `u32::MAX`; more is taken as that) per `window`
     /// (rounded to milliseconds, from 1 ms to 24 days).
-    pub fn new(max: u64, window: Duration) -> RateLimiter {
+    pub(crate) fn new(max: u64, window: Duration) -> RateLimiter {
         RateLimiter {
             max: max.min(COUNT_MASK),
             window_ms: i32::try_from(window.as_millis()).unwrap_or(i32::MAX).max(1),
@@ -51,7 +51,7 @@ impl RateLimiter {
 
     /// Counts one event at `now_ns` (a monotonic clock in nanoseconds, the same for every caller)
     /// and says whether it is within the limit. A refused event is not counted.
-    pub fn allow(&self, now_ns: u64) -> bool {
+    pub(crate) fn allow(&self, now_ns: u64) -> bool {
         let now_ms = (now_ns / NS_PER_MS) as u32;
         // SYNC POINT: Relaxed, as the exchange below: the word guards nothing else in memory.
         let mut current = self.state.load(Ordering::Relaxed);

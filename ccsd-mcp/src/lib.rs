@@ -19,9 +19,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ccsd::flow::FlowId;
+use ccsd::mcp::service::REPLY_CHUNK;
 use ccsd::mcp::{Delivery, McpEndpoint, McpError, Message};
 use ccsd::record::{CloseMode, Kind, RecordHeader, Transport};
-use ccsd::service::REPLY_CHUNK;
 use ccsd::settings::Settings;
 use rustix::event::epoll;
 

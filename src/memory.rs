@@ -8,23 +8,6 @@
 //! published last ([`MemoryShare::publish`]): no lock, and no shared write per packet. Readers
 //! (the acceptor before it hands over a connection, each worker once per turn) compare the total
 //! with the ceiling. The total lags each holder by at most one of its turns.
-//!
-//! ```
-//! use ccsd::memory::{MemoryBudget, MemoryShare};
-//!
-//! let budget = MemoryBudget::new(100);
-//! let (mut worker, mut bridge) = (MemoryShare::new(&budget), MemoryShare::new(&budget));
-//! worker.publish(80);
-//! bridge.publish(30);
-//! assert_eq!(budget.held(), 110);
-//! assert!(budget.over());
-//! assert_eq!(budget.to_free(budget.held()), 110 - 88); // down to an eighth under the ceiling
-//! worker.publish(50);
-//! assert!(!budget.over());
-//! budget.set_max(0); // off
-//! worker.publish(1 << 40);
-//! assert!(!budget.over());
-//! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,5 +134,38 @@ impl Drop for MemoryShare {
     /// A holder that goes away (a worker thread ending) takes its part back.
     fn drop(&mut self) {
         self.publish(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holders_add_up_and_the_ceiling_applies_to_their_sum() {
+        let budget = MemoryBudget::new(100);
+        let (mut worker, mut bridge) = (MemoryShare::new(&budget), MemoryShare::new(&budget));
+        worker.publish(80);
+        bridge.publish(30);
+        assert_eq!(budget.held(), 110);
+        assert!(budget.over());
+        // Down to an eighth under the ceiling.
+        assert_eq!(budget.to_free(budget.held()), 110 - 88);
+        worker.publish(50);
+        assert_eq!(
+            budget.held(),
+            80,
+            "a holder that shrank takes the difference back"
+        );
+        assert!(!budget.over());
+        budget.set_max(0);
+        worker.publish(1 << 40);
+        assert!(!budget.over(), "no ceiling at 0");
+        drop(worker);
+        assert_eq!(
+            budget.held(),
+            30,
+            "a holder that goes away takes its part back"
+        );
     }
 }

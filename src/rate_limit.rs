@@ -10,18 +10,6 @@
 //! in the low half. Each allowed event costs one compare-and-swap on a cache line the callers
 //! share; since events beyond the limit are refused, that cost per second is bounded by the limit
 //! itself.
-//!
-//! ```
-//! use std::time::Duration;
-//! use ccsd::rate_limit::RateLimiter;
-//!
-//! let limit = RateLimiter::new(2, Duration::from_secs(1));
-//! let t = 5_000_000_000; // nanoseconds on the callers' clock
-//! assert!(limit.allow(t));
-//! assert!(limit.allow(t + 1));
-//! assert!(!limit.allow(t + 2));
-//! assert!(limit.allow(t + 1_000_000_000)); // a second after the window opened
-//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 
 /// The first pause after a failure.
-pub const FIRST_PAUSE: Duration = Duration::from_millis(10);
+pub(crate) const FIRST_PAUSE: Duration = Duration::from_millis(10);
 /// The longest pause: how late, at most, accepting resumes after descriptors free up.
-pub const MAX_PAUSE: Duration = Duration::from_secs(1);
+pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// Whether an `accept` failure means the process (or the system) has no descriptor (or socket
 /// memory) left for the new connection, so that trying again at once would fail the same way.
-pub fn is_out_of_descriptors(e: &io::Error) -> bool {
+pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
     [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM]
         .iter()
         .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
@@ -29,7 +29,7 @@ pub fn is_out_of_descriptors(e: &io::Error) -> bool {
 
 /// The pause state of one owner's listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AcceptPause {
+pub(crate) struct AcceptPause {
     /// The length of the next pause.
     next: Duration,
     /// When the current pause ends; `None` while accepting.
@@ -47,12 +47,12 @@ impl Default for AcceptPause {
 
 impl AcceptPause {
     /// Whether the listeners are out of the poller now.
-    pub fn is_paused(&self) -> bool {
+    pub(crate) fn is_paused(&self) -> bool {
         self.until.is_some()
     }
 
     /// Starts a pause at `now`; returns its length (twice the last one, at most [`MAX_PAUSE`]).
-    pub fn start(&mut self, now: Instant) -> Duration {
+    pub(crate) fn start(&mut self, now: Instant) -> Duration {
         let pause = self.next;
         self.until = Some(now + pause);
         self.next = (pause * 2).min(MAX_PAUSE);
@@ -60,22 +60,22 @@ impl AcceptPause {
     }
 
     /// Whether a pause is over at `now` (the listeners should go back into the poller).
-    pub fn is_over(&self, now: Instant) -> bool {
+    pub(crate) fn is_over(&self, now: Instant) -> bool {
         self.until.is_some_and(|until| until <= now)
     }
 
     /// The listeners are back in the poller.
-    pub fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         self.until = None;
     }
 
     /// An `accept` succeeded: the next failure pauses for [`FIRST_PAUSE`] again.
-    pub fn accepted(&mut self) {
+    pub(crate) fn accepted(&mut self) {
         self.next = FIRST_PAUSE;
     }
 
     /// Time until the current pause is over, if one runs.
-    pub fn time_left(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn time_left(&self, now: Instant) -> Option<Duration> {
         self.until.map(|until| until.saturating_duration_since(now))
     }
 }

@@ -47,7 +47,7 @@ const ACCEPTS_PER_TURN: usize = 256;
 
 /// The acceptor's view of one worker.
 #[derive(Debug, Clone)]
-pub struct WorkerLink {
+pub(crate) struct WorkerLink {
     /// The worker's mailbox.
     pub mailbox: Mailbox<WorkerMsg>,
     /// The worker's open connections (raised here on hand-over, lowered by the worker on close).
@@ -56,7 +56,7 @@ pub struct WorkerLink {
 
 /// One listening socket as the acceptor sees it.
 #[derive(Debug)]
-pub struct Listening {
+pub(crate) struct Listening {
     /// The bound, non-blocking socket, watched by the main poller (readable).
     pub(crate) socket: Watched<TcpListener>,
     /// Its local port (for overload notices).
@@ -88,7 +88,7 @@ impl fmt::Display for Limit {
 
 /// Accepts connections and spreads them over the workers.
 #[derive(Debug)]
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     /// By listener index (`Settings::listen`); `None` for UDP listeners.
     listeners: Vec<Option<Listening>>,
     workers: Vec<WorkerLink>,
@@ -111,7 +111,7 @@ impl Acceptor {
     /// An acceptor for `listeners` (indexed like `Settings::listen`, `None` where a listener is
     /// not TCP) that keeps at most `max_connections` connections open over all of them, and
     /// tells MCP about each connection it refuses when `overload_notices` is set.
-    pub fn new(
+    pub(crate) fn new(
         listeners: Vec<Option<Listening>>,
         workers: Vec<WorkerLink>,
         dispatch: Dispatch,
@@ -136,7 +136,7 @@ impl Acceptor {
     }
 
     /// Refuses new connections while `budget` is over its ceiling (`limits.max_memory`).
-    pub fn with_memory_budget(mut self, budget: Arc<MemoryBudget>) -> Acceptor {
+    pub(crate) fn with_memory_budget(mut self, budget: Arc<MemoryBudget>) -> Acceptor {
         self.memory = Some(budget);
         self
     }
@@ -144,7 +144,7 @@ impl Acceptor {
     /// Applies new connection limits (a reload): `broker.max_connections` and each listener's
     /// `max_connections`, by listener index. Open connections are never closed for it; new ones
     /// are refused until the count is below the limit.
-    pub fn set_max_connections(&mut self, max_connections: usize, per_listener: &[usize]) {
+    pub(crate) fn set_max_connections(&mut self, max_connections: usize, per_listener: &[usize]) {
         self.max_connections = max_connections;
         for (l, &max) in self.listeners.iter_mut().zip(per_listener) {
             if let Some(l) = l {
@@ -163,7 +163,7 @@ impl Acceptor {
 
     /// Stops accepting: takes the listeners out of the poller and closes them, so new clients are
     /// refused by the kernel.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         // Each leaves the poller before it is closed (`Watched`).
         self.listeners.clear();
         self.pause.end();
@@ -196,7 +196,7 @@ impl Acceptor {
     }
 
     /// Puts the listeners back into the poller once a pause is over.
-    pub fn resume_if_due(&mut self) {
+    pub(crate) fn resume_if_due(&mut self) {
         if !self.pause.is_paused() || !self.pause.is_over(Instant::now()) {
             return;
         }
@@ -210,19 +210,19 @@ impl Acceptor {
     }
 
     /// Time until a pause is over, if accepting is paused (the main loop wakes up then).
-    pub fn time_to_resume(&self) -> Option<Duration> {
+    pub(crate) fn time_to_resume(&self) -> Option<Duration> {
         self.pause.time_left(Instant::now())
     }
 
     /// What the acceptor counted so far.
-    pub fn counters(&self) -> AcceptorCounters {
+    pub(crate) fn counters(&self) -> AcceptorCounters {
         self.counters
     }
 
     /// Accepts what is pending on listener `i` and hands each connection to a worker; overload
     /// notices go into `lane`. Readiness of a listener that [`stop`](Acceptor::stop) closed in
     /// the same turn is ignored.
-    pub fn on_readable(&mut self, i: usize, lane: &mut MainLane) {
+    pub(crate) fn on_readable(&mut self, i: usize, lane: &mut MainLane) {
         if self.pause.is_paused() {
             // Readiness reported in the same turn as the pause began.
             return;

@@ -32,15 +32,16 @@ use log::{Level, LevelFilter, info};
 use polling::{Event, Poller};
 
 use crate::actors::accept_pause::is_out_of_descriptors;
-use crate::actors::stats_reporter::{MainCounters, StatsReporter};
+use crate::actors::stats_reporter::StatsReporter;
 use crate::flow::FlowId;
 use crate::logging::{LogLimiter, log_limited};
 use crate::message::ConnSample;
 use crate::settings::AdminSettings;
 use crate::stats::AdminCounters;
+use crate::stats::MainCounters;
 use crate::watched::Watched;
 use conns::PendingSample;
-pub use listen::AdminBindError;
+pub(crate) use listen::AdminBindError;
 use listen::{AdminListeners, AdminStream, Origin};
 use reports::{metrics_text, stats_text, workers_text};
 
@@ -55,7 +56,7 @@ const MAX_OUTPUT: usize = 16 << 20;
 
 /// What the main loop must do for an admin command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminAction {
+pub(crate) enum AdminAction {
     /// Close this flow (its worker is told).
     Close(FlowId),
     /// Stop gracefully, as on SIGTERM.
@@ -78,7 +79,7 @@ pub enum AdminAction {
 
 /// What the admin reads from the rest of the main thread to answer.
 #[derive(Debug)]
-pub struct AdminView<'a> {
+pub(crate) struct AdminView<'a> {
     /// Workers' latest counters.
     pub stats: &'a StatsReporter,
     /// The main thread's own counters.
@@ -118,7 +119,7 @@ struct Client {
 
 /// The admin port and its clients.
 #[derive(Debug)]
-pub struct Admin {
+pub(crate) struct Admin {
     listeners: AdminListeners,
     token: Option<String>,
     idle_timeout: Duration,
@@ -193,7 +194,7 @@ impl Admin {
     ///
     /// # Errors
     /// The address cannot be bound, the Unix socket cannot be made, or the poller refused them.
-    pub fn bind(
+    pub(crate) fn bind(
         settings: &AdminSettings,
         poller: &Arc<Poller>,
         first_key: usize,
@@ -216,28 +217,28 @@ impl Admin {
     }
 
     /// The bound address (useful with port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listeners.local_addr()
     }
 
     /// The Unix socket's path, when `admin.unix` is set.
-    pub fn unix_path(&self) -> Option<&Path> {
+    pub(crate) fn unix_path(&self) -> Option<&Path> {
         self.listeners.unix_path()
     }
 
     /// Applies a new `admin.idle_timeout` and `admin.login_timeout` (a reload).
-    pub fn set_timeouts(&mut self, idle: Duration, login: Duration) {
+    pub(crate) fn set_timeouts(&mut self, idle: Duration, login: Duration) {
         self.idle_timeout = idle;
         self.login_timeout = login;
     }
 
     /// What the admin counted so far.
-    pub fn counters(&self) -> AdminCounters {
+    pub(crate) fn counters(&self) -> AdminCounters {
         self.counters
     }
 
     /// Handles readiness `ev` of one of the admin's keys; returns what the main loop must do.
-    pub fn on_event(&mut self, ev: &Event, view: &AdminView<'_>) -> Vec<AdminAction> {
+    pub(crate) fn on_event(&mut self, ev: &Event, view: &AdminView<'_>) -> Vec<AdminAction> {
         if ev.key < self.first_key + LISTENER_KEYS {
             let origin = if ev.key == self.first_key {
                 Origin::Tcp
@@ -268,7 +269,12 @@ impl Admin {
 
     /// The answer to the deferred command `token` (`reload`): written to the client that asked,
     /// whose next commands are then answered. Nothing if that client has gone.
-    pub fn answer(&mut self, token: u64, text: &str, view: &AdminView<'_>) -> Vec<AdminAction> {
+    pub(crate) fn answer(
+        &mut self,
+        token: u64,
+        text: &str,
+        view: &AdminView<'_>,
+    ) -> Vec<AdminAction> {
         let mut actions = Vec::new();
         let Some(slot) = self
             .clients
@@ -286,7 +292,7 @@ impl Admin {
 
     /// Worker `worker`'s answer to the `conns` request `token` (`None`: its mailbox was full, so
     /// it was never asked); once every worker has answered, the client gets the whole answer.
-    pub fn conn_sample(
+    pub(crate) fn conn_sample(
         &mut self,
         token: u64,
         worker: usize,
@@ -308,7 +314,7 @@ impl Admin {
     /// Closes clients past the login deadline or idle for longer than `admin.idle_timeout`,
     /// answers the `conns` requests some worker did not answer in time, and puts paused
     /// listeners back.
-    pub fn sweep(&mut self, view: &AdminView<'_>) -> Vec<AdminAction> {
+    pub(crate) fn sweep(&mut self, view: &AdminView<'_>) -> Vec<AdminAction> {
         let now = Instant::now();
         for slot in 0..self.clients.len() {
             let Some(c) = &self.clients[slot] else {
@@ -338,7 +344,7 @@ impl Admin {
 
     /// Time until the admin must look again: the earliest `conns` request timing out, client
     /// login or idle deadline, or end of a listener pause.
-    pub fn time_to_next(&self) -> Option<Duration> {
+    pub(crate) fn time_to_next(&self) -> Option<Duration> {
         let now = Instant::now();
         let samples = self.samples.iter().map(|s| s.deadline());
         // A client waiting for a deferred answer is looked at again once it has it.

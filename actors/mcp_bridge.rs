@@ -33,7 +33,7 @@
 //! per drain (so a record MCP wrote during the drain counts as no wait at all). A record whose
 //! timestamp is 0 (MCP did not stamp it) is not recorded.
 
-pub mod response;
+pub(crate) mod response;
 
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
@@ -46,7 +46,6 @@ use crossbeam_channel::Receiver;
 use log::Level;
 
 use crate::clock::monotonic_ns;
-use crate::histogram::Histogram;
 use crate::lane::Consumer;
 use crate::logging::{LogLimiter, log_limited};
 use crate::mailbox::Mailbox;
@@ -54,6 +53,7 @@ use crate::memory::MemoryShare;
 use crate::message::{CustomMcp, DataTrans, ReplyBatch, WorkerMsg};
 use crate::record::{RECORD_HEADER_SIZE, RecordHeader};
 use crate::stats::BridgeCounters;
+use crate::stats::histogram::Histogram;
 use response::{Destination, Rejection, ResponseCheck};
 
 /// A batch is sent as soon as it holds this many bytes or [`BATCH_RECORDS`] records: large
@@ -63,20 +63,20 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// See [`BATCH_BYTES`].
 const BATCH_RECORDS: usize = 64;
 /// Records read per turn before the main loop looks at its other actors.
-pub const RECORDS_PER_TURN: usize = 1024;
+pub(crate) const RECORDS_PER_TURN: usize = 1024;
 /// Reply bytes a worker may have in its mailbox, handed over but not taken yet; beyond that its
 /// batches wait in the bridge. Bounds the replies queued for a worker in bytes rather than by
 /// `broker.mailbox_capacity` messages (a batch is always handed over when none is in flight).
-pub const IN_FLIGHT_MAX: usize = 8 << 20;
+pub(crate) const IN_FLIGHT_MAX: usize = 8 << 20;
 /// Reply bytes the bridge holds for workers that cannot take them yet, over all workers, before
 /// it stops reading the response lane (push-back on MCP).
-pub const HELD_MAX: usize = 16 << 20;
+pub(crate) const HELD_MAX: usize = 16 << 20;
 /// How soon the main loop offers held replies again (workers do not signal room).
-pub const HELD_RETRY: Duration = Duration::from_millis(1);
+pub(crate) const HELD_RETRY: Duration = Duration::from_millis(1);
 
 /// The bridge's view of one worker.
 #[derive(Debug)]
-pub struct BridgeLink {
+pub(crate) struct BridgeLink {
     /// The worker's mailbox.
     pub mailbox: Mailbox<WorkerMsg>,
     /// Emptied batch buffers coming back from the worker.
@@ -89,7 +89,7 @@ pub struct BridgeLink {
 
 /// Routes MCP's records to workers.
 #[derive(Debug)]
-pub struct McpBridge {
+pub(crate) struct McpBridge {
     lane: Consumer,
     check: ResponseCheck,
     links: Vec<BridgeLink>,
@@ -118,7 +118,7 @@ pub struct McpBridge {
 impl McpBridge {
     /// A bridge reading `lane` for ccsd start `epoch`, routing to `links` by worker index and
     /// dropping DATA replies older than `reply_max_age` (zero: none).
-    pub fn new(
+    pub(crate) fn new(
         lane: Consumer,
         epoch: u16,
         links: Vec<BridgeLink>,
@@ -150,23 +150,23 @@ impl McpBridge {
 
     /// Counts the replies held or in flight ([`reply_bytes`](McpBridge::reply_bytes)) in
     /// `share`, published at the end of every drain.
-    pub fn with_memory_share(mut self, share: MemoryShare) -> McpBridge {
+    pub(crate) fn with_memory_share(mut self, share: MemoryShare) -> McpBridge {
         self.memory = Some(share);
         self
     }
 
     /// Applies a new `mcp.reply_max_age` (a reload); zero: replies never expire.
-    pub fn set_reply_max_age(&mut self, reply_max_age: Duration) {
+    pub(crate) fn set_reply_max_age(&mut self, reply_max_age: Duration) {
         self.check.reply_max_age_ns = u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX);
     }
 
     /// The response lane's wake-up FIFO, to register in the main poller.
-    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn wake_fd(&self) -> BorrowedFd<'_> {
         self.lane.wake_fd()
     }
 
     /// What the bridge counted so far.
-    pub fn counters(&self) -> BridgeCounters {
+    pub(crate) fn counters(&self) -> BridgeCounters {
         let mut counters = self.counters;
         counters.held_bytes = self.held_bytes as u64;
         counters
@@ -174,7 +174,7 @@ impl McpBridge {
 
     /// Whether replies wait in the bridge for a worker: the main loop must call
     /// [`drain`](McpBridge::drain) again within [`HELD_RETRY`] even if nothing else happens.
-    pub fn holding(&self) -> bool {
+    pub(crate) fn holding(&self) -> bool {
         self.held_bytes > 0
     }
 
@@ -182,14 +182,14 @@ impl McpBridge {
     /// since, while `limits.max_memory` is on: the main loop should drain again within
     /// [`HELD_RETRY`] (announcing its sleep as usual), so that a stale figure does not keep ccsd
     /// over the ceiling after a burst.
-    pub fn memory_recount_due(&self) -> bool {
+    pub(crate) fn memory_recount_due(&self) -> bool {
         self.memory
             .as_ref()
             .is_some_and(|m| m.published() > 0 && m.budget().max() != 0)
     }
 
     /// Reply bytes on their way to the workers: held by the bridge, or in a worker's mailbox.
-    pub fn reply_bytes(&self) -> usize {
+    pub(crate) fn reply_bytes(&self) -> usize {
         let in_flight: usize = self
             .links
             .iter()
@@ -201,22 +201,22 @@ impl McpBridge {
 
     /// How long the replies read so far waited in the response lane (their header's timestamp to
     /// the drain that read them).
-    pub fn response_lane_wait(&self) -> Histogram {
+    pub(crate) fn response_lane_wait(&self) -> Histogram {
         self.lane_wait
     }
 
     /// Bytes MCP has written that the bridge has not read yet.
-    pub fn lane_used_bytes(&self) -> u64 {
+    pub(crate) fn lane_used_bytes(&self) -> u64 {
         self.lane.lane().used_bytes()
     }
 
     /// Tells MCP the bridge is about to sleep; false when records arrived meanwhile (do not sleep).
-    pub fn prepare_sleep(&mut self) -> bool {
+    pub(crate) fn prepare_sleep(&mut self) -> bool {
         self.lane.prepare_sleep()
     }
 
     /// The main loop woke for something else: withdraw the sleep announcement (no syscall).
-    pub fn cancel_sleep(&mut self) {
+    pub(crate) fn cancel_sleep(&mut self) {
         self.lane.cancel_sleep();
     }
 
@@ -224,14 +224,14 @@ impl McpBridge {
     ///
     /// # Errors
     /// Reading the FIFO failed.
-    pub fn on_wake(&mut self) -> io::Result<()> {
+    pub(crate) fn on_wake(&mut self) -> io::Result<()> {
         self.lane.after_wake()
     }
 
     /// Routes up to [`RECORDS_PER_TURN`] records and returns how many it read; when that is
     /// `RECORDS_PER_TURN`, more may be waiting. Records for flows of the main thread's lane go to
     /// `main_thread` (header and payload), in lane order.
-    pub fn drain(&mut self, main_thread: &mut dyn FnMut(&RecordHeader, &[u8])) -> usize {
+    pub(crate) fn drain(&mut self, main_thread: &mut dyn FnMut(&RecordHeader, &[u8])) -> usize {
         self.offer_held();
         self.now_ns = 0;
         let mut taken = 0;
@@ -280,7 +280,7 @@ impl McpBridge {
     }
 
     /// The custom records read since the last call, oldest first.
-    pub fn take_customs(&mut self) -> Vec<CustomMcp> {
+    pub(crate) fn take_customs(&mut self) -> Vec<CustomMcp> {
         mem::take(&mut self.customs)
     }
 

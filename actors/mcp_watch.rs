@@ -42,7 +42,7 @@ use crate::settings::{Settings, WhenDown};
 use crate::stats::McpWatchCounters;
 
 /// How often the lanes are looked at.
-pub const CHECK_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// Why MCP counts as down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ struct Takeover {
 
 /// Watches the request lanes' consumer: MCP.
 #[derive(Debug)]
-pub struct McpWatch {
+pub(crate) struct McpWatch {
     lanes: Vec<Watched>,
     stall_timeout: Duration,
     next_check: Instant,
@@ -111,7 +111,7 @@ impl McpWatch {
     ///
     /// # Errors
     /// A lane could not be attached.
-    pub fn attach(settings: &Settings) -> Result<McpWatch, LaneError> {
+    pub(crate) fn attach(settings: &Settings) -> Result<McpWatch, LaneError> {
         let now = Instant::now();
         let capacity = Some(settings.queues.capacity.bytes());
         let lanes = (0..settings.request_lane_count())
@@ -147,22 +147,22 @@ impl McpWatch {
     }
 
     /// True while MCP counts as down: set at every check, read by the workers once per turn.
-    pub fn down_flag(&self) -> Arc<AtomicBool> {
+    pub(crate) fn down_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.down_flag)
     }
 
     /// What the watch counted so far.
-    pub fn counters(&self) -> McpWatchCounters {
+    pub(crate) fn counters(&self) -> McpWatchCounters {
         self.counters
     }
 
     /// Time left until the next check is due.
-    pub fn time_to_next(&self) -> Duration {
+    pub(crate) fn time_to_next(&self) -> Duration {
         self.next_check.saturating_duration_since(Instant::now())
     }
 
     /// Checks the lanes if a check is due, logging and counting a change of state.
-    pub fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         let now = Instant::now();
         if now < self.next_check {
             return;

@@ -6,11 +6,11 @@
 //! admin back off their listeners with [`accept_pause::AcceptPause`] when descriptors run out. Each worker thread runs
 //! one [`worker::Worker`] on its own poller.
 
-pub mod accept_pause;
-pub mod acceptor;
-pub mod admin;
-pub mod mcp_bridge;
-pub mod mcp_watch;
-pub mod stats_reporter;
-pub mod udp;
-pub mod worker;
+pub(crate) mod accept_pause;
+pub(crate) mod acceptor;
+pub(crate) mod admin;
+pub(crate) mod mcp_bridge;
+pub(crate) mod mcp_watch;
+pub(crate) mod stats_reporter;
+pub(crate) mod udp;
+pub(crate) mod worker;

@@ -13,46 +13,11 @@ use crate::logging::{LogLimiter, log_limited};
 use crate::message::NotifyStat;
 use crate::settings::StatsSettings;
 use crate::stats::histogram::Histogram;
-use crate::stats::{
-    AcceptorCounters, AdminCounters, BridgeCounters, ControlCounters, MainLaneCounters,
-    McpWatchCounters, ProcessCounters, UdpCounters, WorkerCounters,
-};
-
-/// The main thread's counters at report time.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MainCounters {
-    /// The acceptor's counters.
-    pub acceptor: AcceptorCounters,
-    /// The UDP actor's counters.
-    pub udp: UdpCounters,
-    /// The MCP bridge's counters.
-    pub bridge: BridgeCounters,
-    /// The MCP watch's gauge and counter.
-    pub mcp_watch: McpWatchCounters,
-    /// Control requests: custom records and listen-port commands.
-    pub control: ControlCounters,
-    /// What the process did on signals.
-    pub process: ProcessCounters,
-    /// The admin port's clients (all zero without an admin port).
-    pub admin: AdminCounters,
-    /// The main thread's request lane.
-    pub main_lane: MainLaneCounters,
-    /// Bytes in the response lane not read yet.
-    pub response_lane_used_bytes: u64,
-    /// Bytes in the main thread's request lane not read by MCP yet.
-    pub main_lane_used_bytes: u64,
-    /// How long replies waited in the response lane (the MCP bridge's histogram).
-    pub response_lane_wait: Histogram,
-    /// Bytes the connections' buffers and the replies on their way to the workers hold
-    /// (`limits.max_memory`'s total, as last published by each holder).
-    pub memory_held_bytes: u64,
-    /// `limits.max_memory` in bytes; 0: no ceiling.
-    pub max_memory_bytes: u64,
-}
+use crate::stats::{MainCounters, WorkerCounters};
 
 /// Collects counters and writes the status file.
 #[derive(Debug)]
-pub struct StatsReporter {
+pub(crate) struct StatsReporter {
     file: Option<PathBuf>,
     interval: Duration,
     next_report: Instant,
@@ -68,7 +33,7 @@ pub struct StatsReporter {
 impl StatsReporter {
     /// A reporter for `workers` workers, writing `settings.file` (if any) every
     /// `settings.interval` and logging a summary every `settings.log_interval`.
-    pub fn new(settings: &StatsSettings, epoch: u16, workers: usize) -> StatsReporter {
+    pub(crate) fn new(settings: &StatsSettings, epoch: u16, workers: usize) -> StatsReporter {
         let now = Instant::now();
         StatsReporter {
             file: settings.file.clone(),
@@ -84,25 +49,25 @@ impl StatsReporter {
     }
 
     /// Applies a new `stats.interval` (a reload); the next report is due within it.
-    pub fn set_interval(&mut self, interval: Duration) {
+    pub(crate) fn set_interval(&mut self, interval: Duration) {
         self.interval = interval;
         self.next_report = self.next_report.min(Instant::now() + interval);
     }
 
     /// Keeps a worker's latest counters.
-    pub fn on_notify_stat(&mut self, stat: NotifyStat) {
+    pub(crate) fn on_notify_stat(&mut self, stat: NotifyStat) {
         if let Some(slot) = self.workers.get_mut(stat.worker) {
             *slot = Some(stat);
         }
     }
 
     /// The latest counters of each worker (`None` until its first `NotifyStat`).
-    pub fn workers(&self) -> &[Option<NotifyStat>] {
+    pub(crate) fn workers(&self) -> &[Option<NotifyStat>] {
         &self.workers
     }
 
     /// The sum of every worker's latest counters.
-    pub fn totals(&self) -> WorkerCounters {
+    pub(crate) fn totals(&self) -> WorkerCounters {
         let mut totals = WorkerCounters::default();
         for w in self.workers.iter().flatten() {
             totals.add(&w.counters);
@@ -111,7 +76,7 @@ impl StatsReporter {
     }
 
     /// The request→reply latency of every worker's latest report, merged.
-    pub fn latency_totals(&self) -> Histogram {
+    pub(crate) fn latency_totals(&self) -> Histogram {
         let mut totals = Histogram::default();
         for w in self.workers.iter().flatten() {
             totals.merge(&w.latency);
@@ -120,22 +85,22 @@ impl StatsReporter {
     }
 
     /// Time since ccsd started.
-    pub fn uptime(&self) -> Duration {
+    pub(crate) fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
 
     /// This start's epoch.
-    pub fn epoch(&self) -> u16 {
+    pub(crate) fn epoch(&self) -> u16 {
         self.epoch
     }
 
     /// Time left until the next report is due.
-    pub fn time_to_next(&self) -> Duration {
+    pub(crate) fn time_to_next(&self) -> Duration {
         self.next_report.saturating_duration_since(Instant::now())
     }
 
     /// Writes a report if one is due; true when it did.
-    pub fn tick(&mut self, main: &MainCounters) -> bool {
+    pub(crate) fn tick(&mut self, main: &MainCounters) -> bool {
         let due = Instant::now() >= self.next_report;
         if due {
             self.report(main, false);
@@ -144,7 +109,7 @@ impl StatsReporter {
     }
 
     /// Writes a report now (the last one, at a stop), with its summary at info level.
-    pub fn report_now(&mut self, main: &MainCounters) {
+    pub(crate) fn report_now(&mut self, main: &MainCounters) {
         self.report(main, true);
     }
 

@@ -39,11 +39,11 @@ use crate::watched::Watched;
 use datagram_queue::DatagramQueue;
 
 /// Datagrams read per listener per readiness, before the main loop looks elsewhere.
-pub const DATAGRAMS_PER_TURN: usize = 256;
+pub(crate) const DATAGRAMS_PER_TURN: usize = 256;
 
 /// One UDP listener as the UDP actor sees it.
 #[derive(Debug)]
-pub struct UdpListening {
+pub(crate) struct UdpListening {
     socket: Watched<UdpSocket>,
     local: SocketAddr,
     port: u16,
@@ -80,16 +80,11 @@ impl UdpListening {
             write_armed: false,
         })
     }
-
-    /// The address the socket is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
 }
 
 /// Receives datagrams into the main thread's lane and sends MCP's replies.
 #[derive(Debug)]
-pub struct UdpActor {
+pub(crate) struct UdpActor {
     /// By listener index (`Settings::listen`), which is also the poller key and the flow's slot;
     /// `None` for TCP listeners.
     listeners: Vec<Option<UdpListening>>,
@@ -112,7 +107,7 @@ impl UdpActor {
     /// The actor for `listeners` (indexed like `Settings::listen`), writing flows of ccsd start
     /// `epoch` on the main thread's lane `lane_index`; while `mcp_down` (if given) holds true,
     /// datagrams are dropped.
-    pub fn new(
+    pub(crate) fn new(
         listeners: Vec<Option<UdpListening>>,
         epoch: u16,
         lane_index: u8,
@@ -141,17 +136,23 @@ impl UdpActor {
     }
 
     /// Whether poller key `key` is one of this actor's sockets.
-    pub fn owns(&self, key: usize) -> bool {
+    pub(crate) fn owns(&self, key: usize) -> bool {
         self.listeners.get(key).is_some_and(Option::is_some)
     }
 
     /// What the actor counted so far.
-    pub fn counters(&self) -> UdpCounters {
+    pub(crate) fn counters(&self) -> UdpCounters {
         self.counters
     }
 
     /// Socket `key` is ready: read datagrams into `lane`, send queued replies.
-    pub fn on_ready(&mut self, key: usize, readable: bool, writable: bool, lane: &mut MainLane) {
+    pub(crate) fn on_ready(
+        &mut self,
+        key: usize,
+        readable: bool,
+        writable: bool,
+        lane: &mut MainLane,
+    ) {
         if readable && !self.stopped {
             self.receive(key, lane);
         }
@@ -161,7 +162,7 @@ impl UdpActor {
     }
 
     /// A reply from MCP for a flow of the main thread's lane (the bridge checked its epoch).
-    pub fn on_reply(&mut self, header: &RecordHeader, payload: &[u8]) {
+    pub(crate) fn on_reply(&mut self, header: &RecordHeader, payload: &[u8]) {
         if header.kind != Kind::Data {
             self.counters.dropped_close += 1;
             return;
@@ -221,7 +222,7 @@ impl UdpActor {
     }
 
     /// Drops queued replies that waited too long (the main loop calls this every turn).
-    pub fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         for l in self.listeners.iter_mut().flatten() {
             if l.queue.next_expiry().is_some_and(|t| t <= now) {
                 let expired = l.queue.expire(now);
@@ -237,7 +238,7 @@ impl UdpActor {
     }
 
     /// When the oldest queued reply expires, if any waits.
-    pub fn next_expiry(&self) -> Option<Instant> {
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
         self.listeners
             .iter()
             .flatten()
@@ -246,7 +247,7 @@ impl UdpActor {
     }
 
     /// A graceful stop began: stop reading; replies still go out.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.stopped = true;
         for i in 0..self.listeners.len() {
             if self.owns(i) {

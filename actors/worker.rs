@@ -52,7 +52,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use log::{Level, debug, error};
 use polling::{Events, PollMode, Poller};
 
-pub use setup::{ListenerInfo, WorkerSetup};
+pub(crate) use setup::{ListenerInfo, WorkerSetup};
 
 use close::CloseCause;
 use connection::Conn;
@@ -62,13 +62,13 @@ use limits::Limits;
 
 use crate::clock::monotonic_ns;
 use crate::flow::{FlowId, FlowTable};
-use crate::histogram::Histogram;
 use crate::logging::{LogLimiter, log_limited};
 use crate::mailbox::Mailbox;
 use crate::memory::MemoryShare;
 use crate::message::{Connect, MainMsg, NotifyStat, ReplyBatch, WorkerMsg};
 use crate::record::{Kind, RecordHeader, Transport};
 use crate::stats::WorkerCounters;
+use crate::stats::histogram::Histogram;
 
 /// Bytes read from a socket in one call; also the most a connection buffers beyond a packet.
 const READ_CHUNK: usize = 64 * 1024;
@@ -78,7 +78,7 @@ const MESSAGES_PER_TURN: usize = 256;
 const BACKPRESSURE_RETRY: Duration = Duration::from_millis(1);
 
 /// A worker thread's state.
-pub struct Worker {
+pub(crate) struct Worker {
     id: usize,
     poller: Arc<Poller>,
     inbox: Receiver<WorkerMsg>,
@@ -152,7 +152,7 @@ impl std::fmt::Debug for Worker {
 
 impl Worker {
     /// A worker ready to [`run`](Worker::run) on its own thread.
-    pub fn new(setup: WorkerSetup) -> Worker {
+    pub(crate) fn new(setup: WorkerSetup) -> Worker {
         Worker {
             id: setup.id,
             conns: FlowTable::new(setup.epoch, setup.id as u8),
@@ -196,7 +196,7 @@ impl Worker {
 
     /// Runs the event loop until every mailbox sender is gone, the poller fails, or (after
     /// `Shutdown`) every connection is closed.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(NonZeroUsize::new(1024).expect("nonzero"));
         loop {
             events.clear();

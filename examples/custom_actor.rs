@@ -19,8 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ccsd::actor::{ActorContext, MainActor, StatsSnapshot};
-use ccsd::message::CustomMcp;
+use ccsd::actor::{ActorContext, CustomMcp, MainActor, StatsSnapshot};
 use ccsd::record::CustomOp;
 use ccsd::runtime::Broker;
 use ccsd::settings::Settings;

@@ -20,12 +20,14 @@ use std::time::{Duration, Instant};
 
 use polling::{Event, Poller};
 
-use crate::actors::stats_reporter::MainCounters;
 use crate::flow::FlowId;
-use crate::message::{CustomMcp, NotifyStat};
 use crate::record::CloseMode;
+use crate::stats::MainCounters;
 use crate::stats::WorkerCounters;
 use crate::watched::Watched;
+
+// The messages a custom actor receives, public here so that the actor interface is one module.
+pub use crate::message::{CustomMcp, NotifyStat};
 
 /// Poller keys at or above this belong to custom actors.
 pub(crate) const ACTOR_KEY_BASE: usize = 1 << 30;

@@ -10,11 +10,11 @@
 //! ```
 //!
 //! - `epoch` is this ccsd start, counted in the lane headers (1 for the first start on new lane
-//!   files, then one more at every start; see [`next_epoch`]), so a reply addressed to a
+//!   files, then one more at every start; see `next_epoch`), so a reply addressed to a
 //!   connection of an earlier run (left in the response lane across a restart) is recognised as
 //!   stale.
 //! - `worker` is the worker the connection was born on; the MCP bridge routes a reply by it.
-//! - `slot` indexes the owner's [`FlowTable`]; `generation` counts how often that slot was used
+//! - `slot` indexes the owner's `FlowTable`; `generation` counts how often that slot was used
 //!   before, so a late reply for a closed connection never reaches the next occupant of its slot.
 //!
 //! **No flow id is issued twice within the life of the lane files.** The argument, which
@@ -22,7 +22,7 @@
 //!
 //! 1. Two starts on the same lane files never share an epoch: each start stores its epoch in the
 //!    lane headers before it issues a flow, the next start takes the stored value plus one, and a
-//!    start that would need an epoch past [`MAX_EPOCH`] refuses to run ([`next_epoch`]) instead
+//!    start that would need an epoch past [`MAX_EPOCH`] refuses to run (`next_epoch`) instead
 //!    of wrapping. Epoch 0 is never used, so no flow id is 0 (flow 0 means "no connection").
 //! 2. Within one start, a worker issues flows only of its own index.
 //! 3. Within one worker, a slot's generation only grows: it goes up by one each time the slot
@@ -72,6 +72,8 @@ const EPOCHS_LEFT_WARNING: u16 = 1000;
 /// Test-only: when set to a number from 1 to 2^20, slots retire after that many generations
 /// instead of [`SLOT_GENERATIONS`], so tests reach the retirement without a million
 /// connections. Not a setting: nothing else changes, and a warning is logged when it is used.
+/// Public for `tests/broker/flow_ids.rs` only.
+#[doc(hidden)]
 pub const GENERATIONS_ENV: &str = "CCSDTEST_SLOT_GENERATIONS";
 
 /// The generations per slot of every [`FlowTable`] of this process ([`GENERATIONS_ENV`]).
@@ -100,7 +102,7 @@ static GENERATIONS: Lazy<u32> = Lazy::new(|| {
 /// [`LaneError::EpochsExhausted`] when `previous` is [`MAX_EPOCH`] or more: these lane files
 /// have served every epoch a flow id can carry, and another would repeat flow ids of an earlier
 /// start.
-pub fn next_epoch(previous: u64, lane: &Path) -> Result<u16, LaneError> {
+pub(crate) fn next_epoch(previous: u64, lane: &Path) -> Result<u16, LaneError> {
     match u16::try_from(previous.saturating_add(1)) {
         Ok(epoch) => {
             let left = MAX_EPOCH - epoch;
@@ -178,7 +180,7 @@ impl fmt::Display for FlowId {
 
 /// Why a flow id does not name a live connection of this table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StaleFlow {
+pub(crate) enum StaleFlow {
     /// The flow belongs to another ccsd start.
     OtherEpoch,
     /// The flow belongs to another worker.
@@ -194,7 +196,7 @@ struct Slot<T> {
 }
 
 /// One worker's connections, indexed by slot, each behind a generation-checked [`FlowId`].
-pub struct FlowTable<T> {
+pub(crate) struct FlowTable<T> {
     epoch: u16,
     worker: u8,
     slots: Vec<Slot<T>>,
@@ -221,7 +223,7 @@ impl<T> fmt::Debug for FlowTable<T> {
 
 impl<T> FlowTable<T> {
     /// An empty table for `worker` in ccsd start `epoch`.
-    pub fn new(epoch: u16, worker: u8) -> FlowTable<T> {
+    pub(crate) fn new(epoch: u16, worker: u8) -> FlowTable<T> {
         FlowTable::with_generations(epoch, worker, *GENERATIONS)
     }
 
@@ -240,24 +242,19 @@ impl<T> FlowTable<T> {
         }
     }
 
-    /// Slots retired because every generation they could carry was issued.
-    pub fn retired(&self) -> usize {
-        self.retired
-    }
-
     /// Live connections.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the table holds no connection.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Stores `value` in a free slot and returns its new flow id, or `None` when all
     /// [`MAX_SLOTS`] slots are live or retired.
-    pub fn insert(&mut self, value: T) -> Option<FlowId> {
+    pub(crate) fn insert(&mut self, value: T) -> Option<FlowId> {
         let slot = match self.free.pop_front() {
             Some(slot) => slot as usize,
             None if self.slots.len() < MAX_SLOTS => {
@@ -294,7 +291,7 @@ impl<T> FlowTable<T> {
     }
 
     /// Checks that `flow` names a live connection of this table.
-    pub fn check(&self, flow: FlowId) -> Result<(), StaleFlow> {
+    pub(crate) fn check(&self, flow: FlowId) -> Result<(), StaleFlow> {
         if flow.epoch() != self.epoch {
             return Err(StaleFlow::OtherEpoch);
         }
@@ -308,7 +305,7 @@ impl<T> FlowTable<T> {
     }
 
     /// The connection `flow` names, if it is still open.
-    pub fn get_mut(&mut self, flow: FlowId) -> Result<&mut T, StaleFlow> {
+    pub(crate) fn get_mut(&mut self, flow: FlowId) -> Result<&mut T, StaleFlow> {
         self.check(flow)?;
         Ok(self.slots[flow.slot()]
             .value
@@ -317,13 +314,13 @@ impl<T> FlowTable<T> {
     }
 
     /// The connection `flow` names, read-only, if it is still open.
-    pub fn peek(&self, flow: FlowId) -> Option<&T> {
+    pub(crate) fn peek(&self, flow: FlowId) -> Option<&T> {
         self.check(flow).ok()?;
         self.slots[flow.slot()].value.as_ref()
     }
 
     /// The connection in `slot` (a poller key) with its flow id, if the slot is occupied.
-    pub fn by_slot_mut(&mut self, slot: usize) -> Option<(FlowId, &mut T)> {
+    pub(crate) fn by_slot_mut(&mut self, slot: usize) -> Option<(FlowId, &mut T)> {
         let (epoch, worker) = (self.epoch, self.worker);
         let s = self.slots.get_mut(slot)?;
         let flow = FlowId::new(epoch, worker, s.generation, slot as u32);
@@ -333,7 +330,7 @@ impl<T> FlowTable<T> {
     /// Removes the connection `flow` names; its slot goes to the back of the free list with the
     /// next generation, or is retired when that generation would not fit (see the module
     /// header: a (slot, generation) pair is never issued twice).
-    pub fn remove(&mut self, flow: FlowId) -> Option<T> {
+    pub(crate) fn remove(&mut self, flow: FlowId) -> Option<T> {
         self.check(flow).ok()?;
         let s = &mut self.slots[flow.slot()];
         let value = s.value.take();
@@ -348,7 +345,7 @@ impl<T> FlowTable<T> {
     }
 
     /// Every live flow id, in slot order.
-    pub fn flows(&self) -> impl Iterator<Item = FlowId> + '_ {
+    pub(crate) fn flows(&self) -> impl Iterator<Item = FlowId> + '_ {
         self.slots.iter().enumerate().filter_map(|(i, s)| {
             s.value
                 .as_ref()
@@ -415,7 +412,7 @@ mod tests {
             last = t.insert(()).unwrap();
             assert!(seen.insert(last), "{last:?} was issued twice");
         }
-        assert_eq!(t.retired(), 3, "slots 0, 1 and 2 served 3 generations each");
+        assert_eq!(t.retired, 3, "slots 0, 1 and 2 served 3 generations each");
         assert_eq!((last.slot(), last.generation()), (3, 1));
     }
 
@@ -431,7 +428,7 @@ mod tests {
         t.remove(last);
         let next = t.insert(()).unwrap();
         assert_eq!((next.slot(), next.generation()), (1, 0));
-        assert_eq!(t.retired(), 1);
+        assert_eq!(t.retired, 1);
         assert_eq!(t.check(last), Err(StaleFlow::Closed));
     }
 
@@ -448,7 +445,7 @@ mod tests {
         assert_eq!(t.insert(()), None);
         t.remove(live);
         assert_eq!(t.insert(()), None, "a retired slot is never reused");
-        assert_eq!(t.retired(), MAX_SLOTS);
+        assert_eq!(t.retired, MAX_SLOTS);
     }
 
     #[test]

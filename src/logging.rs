@@ -1,10 +1,10 @@
 //! Logging: fern to stderr and an optional file, plus a rate limiter for warnings that bad input
 //! could otherwise turn into a flood.
 //!
-//! Nothing on the data path logs per packet: counters record every event, and a [`LogLimiter`]
+//! Nothing on the data path logs per packet: counters record every event, and a `LogLimiter`
 //! lets through one line per interval with the number of similar events it held back.
 //!
-//! The log file can be reopened at its configured path ([`reopen_log_file`], on SIGHUP), so that
+//! The log file can be reopened at its configured path (`reopen_log_file`, on SIGHUP), so that
 //! logrotate can rename it and have new lines go to a new file. The logger writes through a
 //! process-wide slot holding the open file; a reopen opens the new file first and then swaps it in,
 //! so no line is lost or split between the two.
@@ -110,7 +110,7 @@ fn open_log_file(path: &Path) -> io::Result<File> {
 ///
 /// # Errors
 /// The file cannot be opened (the error names it); lines keep going to the old file.
-pub fn reopen_log_file() -> io::Result<Option<&'static Path>> {
+pub(crate) fn reopen_log_file() -> io::Result<Option<&'static Path>> {
     let Some(log_file) = LOG_FILE.get() else {
         return Ok(None);
     };
@@ -147,7 +147,7 @@ fn utc_timestamp(t: SystemTime) -> String {
 
 /// Lets one log line through per interval and counts the ones it held back.
 #[derive(Debug)]
-pub struct LogLimiter {
+pub(crate) struct LogLimiter {
     interval: Duration,
     last: Option<Instant>,
     suppressed: u64,
@@ -155,7 +155,7 @@ pub struct LogLimiter {
 
 impl LogLimiter {
     /// A limiter allowing one line per `interval`.
-    pub const fn new(interval: Duration) -> LogLimiter {
+    pub(crate) const fn new(interval: Duration) -> LogLimiter {
         LogLimiter {
             interval,
             last: None,
@@ -165,7 +165,7 @@ impl LogLimiter {
 
     /// `Some(n)` when a line may be logged now, `n` being how many were held back since the last
     /// one; `None` when this one should be held back.
-    pub fn allow(&mut self) -> Option<u64> {
+    pub(crate) fn allow(&mut self) -> Option<u64> {
         let now = Instant::now();
         match self.last {
             Some(last) if now.duration_since(last) < self.interval => {

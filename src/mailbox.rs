@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use polling::Poller;
 
 /// The sending half of an actor's mailbox.
-pub struct Mailbox<M> {
+pub(crate) struct Mailbox<M> {
     tx: Sender<M>,
     poller: Arc<Poller>,
 }
@@ -39,7 +39,7 @@ impl<M> fmt::Debug for Mailbox<M> {
 }
 
 /// A mailbox of `capacity` messages for the thread that waits on `poller`.
-pub fn mailbox<M>(capacity: usize, poller: Arc<Poller>) -> (Mailbox<M>, Receiver<M>) {
+pub(crate) fn mailbox<M>(capacity: usize, poller: Arc<Poller>) -> (Mailbox<M>, Receiver<M>) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     (Mailbox { tx, poller }, rx)
 }
@@ -49,7 +49,7 @@ impl<M> Mailbox<M> {
     ///
     /// # Errors
     /// The message comes back when the mailbox is full or its receiver is gone.
-    pub fn try_send(&self, msg: M) -> Result<(), TrySendError<M>> {
+    pub(crate) fn try_send(&self, msg: M) -> Result<(), TrySendError<M>> {
         self.tx.try_send(msg)?;
         // A failed notify means the receiver's poller is broken; its thread reports that itself.
         let _ = self.poller.notify();
@@ -57,17 +57,12 @@ impl<M> Mailbox<M> {
     }
 
     /// Messages waiting in the mailbox.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.tx.len()
     }
 
     /// The most messages the mailbox holds.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.tx.capacity().unwrap_or(usize::MAX)
-    }
-
-    /// Whether no message is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.tx.is_empty()
     }
 }

@@ -16,7 +16,7 @@ use crate::stats::MainLaneCounters;
 
 /// The main thread's end of its request lane.
 #[derive(Debug)]
-pub struct MainLane {
+pub(crate) struct MainLane {
     producer: Producer,
     index: u8,
     counters: MainLaneCounters,
@@ -25,7 +25,7 @@ pub struct MainLane {
 
 impl MainLane {
     /// The main thread's lane: `producer` is request lane `index` (the number of workers).
-    pub fn new(producer: Producer, index: u8) -> MainLane {
+    pub(crate) fn new(producer: Producer, index: u8) -> MainLane {
         MainLane {
             producer,
             index,
@@ -35,18 +35,18 @@ impl MainLane {
     }
 
     /// The lane's index, which flows of the main thread carry in their worker field.
-    pub fn index(&self) -> u8 {
+    pub(crate) fn index(&self) -> u8 {
         self.index
     }
 
     /// Writes one record made of `parts` (visible to MCP at the next [`publish`](Self::publish));
     /// false when the lane has no room for it. Callers count their own losses.
-    pub fn try_push(&mut self, parts: &[&[u8]]) -> bool {
+    pub(crate) fn try_push(&mut self, parts: &[&[u8]]) -> bool {
         self.producer.try_push(parts).is_ok()
     }
 
     /// Makes the records pushed this turn visible, waking MCP if it sleeps.
-    pub fn publish(&mut self) {
+    pub(crate) fn publish(&mut self) {
         if !self.producer.has_unpublished() {
             return;
         }
@@ -66,12 +66,12 @@ impl MainLane {
     }
 
     /// Bytes waiting in the lane for MCP.
-    pub fn used_bytes(&self) -> u64 {
+    pub(crate) fn used_bytes(&self) -> u64 {
         self.producer.lane().used_bytes()
     }
 
     /// What the lane counted so far.
-    pub fn counters(&self) -> MainLaneCounters {
+    pub(crate) fn counters(&self) -> MainLaneCounters {
         self.counters
     }
 }

@@ -25,7 +25,7 @@
 //! ```
 //!
 //! Only one MCP consumes a set of lanes at a time: [`McpEndpoint::attach`] first takes the lock
-//! [`consumer_lock::lock_path`] names and fails with [`McpError::Busy`], naming the holder's pid,
+//! `{queues.dir}/{queues.name}.mcp.lock` and fails with [`McpError::Busy`], naming the holder's pid,
 //! while another process holds it.
 //!
 //! What happens to a request MCP took but had not answered when it died is chosen with
@@ -52,7 +52,7 @@ use crate::lane::{Consumer, HeldRecord, Lane, LaneCorrupt, LaneError, Producer, 
 use crate::record::{CloseMode, Kind, RECORD_HEADER_SIZE, RecordError, RecordHeader};
 use crate::settings::Settings;
 
-pub mod consumer_lock;
+pub(crate) mod consumer_lock;
 pub mod demo;
 pub mod service;
 

@@ -17,14 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::flow::FlowId;
-use crate::histogram::Histogram;
 use crate::record::{CloseMode, RECORD_HEADER_SIZE, RecordHeader};
 use crate::settings::LimitsSettings;
 use crate::stats::WorkerCounters;
+use crate::stats::histogram::Histogram;
 
 /// A new client connection for a worker to own.
 #[derive(Debug)]
-pub struct Connect {
+pub(crate) struct Connect {
     /// The accepted socket, already non-blocking.
     pub stream: TcpStream,
     /// The client's address.
@@ -35,7 +35,7 @@ pub struct Connect {
 
 /// Records from MCP for one worker, every header already decoded and checked by the bridge.
 #[derive(Debug)]
-pub struct DataTrans {
+pub(crate) struct DataTrans {
     /// The records. The worker hands the emptied batch back to the bridge for reuse.
     pub batch: ReplyBatch,
 }
@@ -117,7 +117,7 @@ impl<'a> Iterator for BatchRecords<'a> {
 
 /// Close these flows of the receiving worker (MCP is told reason local).
 #[derive(Debug)]
-pub struct Disconnect {
+pub(crate) struct Disconnect {
     /// The flows to close.
     pub flows: Vec<FlowId>,
 }
@@ -150,7 +150,7 @@ pub struct CustomMcp {
 
 /// Something every connection accepted on one listen port must do.
 #[derive(Debug, Clone)]
-pub enum PortCommand {
+pub(crate) enum PortCommand {
     /// Close every connection of the port.
     Close {
         /// The listen port.
@@ -169,7 +169,7 @@ pub enum PortCommand {
 
 /// One connection as the admin `conns` command shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     /// Its flow.
     pub flow: FlowId,
     /// The client's address.
@@ -188,7 +188,7 @@ pub struct ConnInfo {
 
 /// A worker's answer to `WorkerMsg::SampleConns`.
 #[derive(Debug, Clone)]
-pub struct ConnSample {
+pub(crate) struct ConnSample {
     /// The request this answers.
     pub token: u64,
     /// The worker answering.
@@ -201,7 +201,7 @@ pub struct ConnSample {
 
 /// The worker settings a reload can change, sent to every worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerSettings {
+pub(crate) struct WorkerSettings {
     /// `[limits]`.
     pub limits: LimitsSettings,
     /// `stats.interval`: how often the worker sends `NotifyStat`.
@@ -210,7 +210,7 @@ pub struct WorkerSettings {
 
 /// What a worker's mailbox carries.
 #[derive(Debug)]
-pub enum WorkerMsg {
+pub(crate) enum WorkerMsg {
     /// Own a new connection.
     Connect(Connect),
     /// Replies and close requests from MCP.
@@ -241,7 +241,7 @@ pub enum WorkerMsg {
 // allocate at every stats interval to save slots of a channel that is allocated once.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum MainMsg {
+pub(crate) enum MainMsg {
     /// A worker's counters.
     NotifyStat(NotifyStat),
     /// A worker's answer to `WorkerMsg::SampleConns`.

@@ -10,18 +10,6 @@
 //! in the low half. Each allowed event costs one compare-and-swap on a cache line the callers
 //! share; since events beyond the limit are refused, that cost per second is bounded by the limit
 //! itself.
-//!
-//! ```
-//! use std::time::Duration;
-//! use ccsd::rate_limit::RateLimiter;
-//!
-//! let limit = RateLimiter::new(2, Duration::from_secs(1));
-//! let t = 5_000_000_000; // nanoseconds on the callers' clock
-//! assert!(limit.allow(t));
-//! assert!(limit.allow(t + 1));
-//! assert!(!limit.allow(t + 2));
-//! assert!(limit.allow(t + 1_000_000_000)); // a second after the window opened
-//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -31,7 +19,7 @@ const COUNT_MASK: u64 = u32::MAX as u64;
 
 /// At most `max` events per window, counted across threads.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     max: u64,
     window_ms: i32,
     /// `window start (ms, low 32 bits) << 32 | events in that window`; 0 before the first event.
@@ -41,7 +29,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter allowing `max` events (at most `u32::MAX`; more is taken as that) per `window`
     /// (rounded to milliseconds, from 1 ms to 24 days).
-    pub fn new(max: u64, window: Duration) -> RateLimiter {
+    pub(crate) fn new(max: u64, window: Duration) -> RateLimiter {
         RateLimiter {
             max: max.min(COUNT_MASK),
             window_ms: i32::try_from(window.as_millis()).unwrap_or(i32::MAX).max(1),
@@ -51,7 +39,7 @@ impl RateLimiter {
 
     /// Counts one event at `now_ns` (a monotonic clock in nanoseconds, the same for every caller)
     /// and says whether it is within the limit. A refused event is not counted.
-    pub fn allow(&self, now_ns: u64) -> bool {
+    pub(crate) fn allow(&self, now_ns: u64) -> bool {
         let now_ms = (now_ns / NS_PER_MS) as u32;
         // SYNC POINT: Relaxed, as the exchange below: the word guards nothing else in memory.
         let mut current = self.state.load(Ordering::Relaxed);

@@ -37,7 +37,7 @@ use crate::actors::acceptor::Acceptor;
 use crate::actors::admin::{Admin, AdminBindError};
 use crate::actors::mcp_bridge::{HELD_RETRY, McpBridge, RECORDS_PER_TURN};
 use crate::actors::mcp_watch::McpWatch;
-use crate::actors::stats_reporter::{MainCounters, StatsReporter};
+use crate::actors::stats_reporter::StatsReporter;
 use crate::actors::udp::UdpActor;
 use crate::lane::LaneError;
 use crate::logging::LogLimiter;
@@ -47,6 +47,7 @@ use crate::memory::MemoryBudget;
 use crate::message::{MainMsg, PortCommand, WorkerMsg, WorkerSettings};
 use crate::settings::Settings;
 use crate::stats::ControlCounters;
+use crate::stats::MainCounters;
 use crate::watched::Watched;
 
 /// While stopping, how often the main loop checks whether every worker has finished.
@@ -54,13 +55,15 @@ const STOP_POLL: Duration = Duration::from_millis(10);
 
 mod admin_requests;
 mod extension;
+// Public only for `tests/broker/fd_limit.rs`, which checks the descriptor budget against the formula.
+#[doc(hidden)]
 pub mod fd_limit;
-pub mod instance;
+mod instance;
 mod keys;
-pub mod listener;
-pub mod pid_file;
+mod listener;
+mod pid_file;
 mod reload;
-pub mod signals;
+mod signals;
 mod start;
 
 use extension::ActorSlot;

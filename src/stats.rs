@@ -5,6 +5,8 @@
 
 pub mod histogram;
 
+use histogram::Histogram;
+
 /// Declares a counter struct of `u64` fields with a visitor over `(name, value)` pairs.
 macro_rules! counters {
     ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident,)* }) => {
@@ -291,6 +293,40 @@ counters! {
         /// before the main loop looks count once.
         ignored_signals,
     }
+}
+
+/// The main thread's counters at report time: every main-thread actor's counters and gauges,
+/// as the stats reporter writes them and a custom actor receives them
+/// ([`crate::actor::StatsSnapshot`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MainCounters {
+    /// The acceptor's counters.
+    pub acceptor: AcceptorCounters,
+    /// The UDP actor's counters.
+    pub udp: UdpCounters,
+    /// The MCP bridge's counters.
+    pub bridge: BridgeCounters,
+    /// The MCP watch's gauge and counter.
+    pub mcp_watch: McpWatchCounters,
+    /// Control requests: custom records and listen-port commands.
+    pub control: ControlCounters,
+    /// What the process did on signals.
+    pub process: ProcessCounters,
+    /// The admin port's clients (all zero without an admin port).
+    pub admin: AdminCounters,
+    /// The main thread's request lane.
+    pub main_lane: MainLaneCounters,
+    /// Bytes in the response lane not read yet.
+    pub response_lane_used_bytes: u64,
+    /// Bytes in the main thread's request lane not read by MCP yet.
+    pub main_lane_used_bytes: u64,
+    /// How long replies waited in the response lane (the MCP bridge's histogram).
+    pub response_lane_wait: Histogram,
+    /// Bytes the connections' buffers and the replies on their way to the workers hold
+    /// (`limits.max_memory`'s total, as last published by each holder).
+    pub memory_held_bytes: u64,
+    /// `limits.max_memory` in bytes; 0: no ceiling.
+    pub max_memory_bytes: u64,
 }
 
 #[cfg(test)]

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use crate::message::ConnSample;
 
 /// Connections shown by `conns` without an argument.
-pub const DEFAULT_CONNS: usize = 20;
+pub(super) const DEFAULT_CONNS: usize = 20;
 /// Most connections `conns N` shows.
-pub const MAX_CONNS: usize = 1000;
+pub(super) const MAX_CONNS: usize = 1000;
 /// How long the admin waits for the workers' answers.
-pub const SAMPLE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const SAMPLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The usage line for a bad argument.
 pub(crate) const USAGE: &str = "ERROR usage: conns [N] (N from 0 to 1000, default 20)\r\n";

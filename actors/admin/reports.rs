@@ -160,8 +160,9 @@ pub(super) fn metrics_text(view: &AdminView<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::stats_reporter::{MainCounters, StatsReporter};
+    use crate::actors::stats_reporter::StatsReporter;
     use crate::settings::StatsSettings;
+    use crate::stats::MainCounters;
     use crate::stats::McpWatchCounters;
 
     #[test]

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Bytes every queued datagram counts on top of its payload.
-pub const ENTRY_OVERHEAD: usize = 64;
+pub(super) const ENTRY_OVERHEAD: usize = 64;
 /// Emptied payload buffers kept for reuse.
 const SPARE_BUFFERS: usize = 64;
 /// Largest buffer kept for reuse (a larger one is freed).
@@ -32,7 +32,7 @@ struct Waiting {
 
 /// What one [`DatagramQueue::send`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Sent {
+pub(super) struct Sent {
     /// Datagrams the socket took.
     pub datagrams: u64,
     /// Their bytes.
@@ -45,7 +45,7 @@ pub struct Sent {
 
 /// The replies waiting for one UDP socket, oldest first.
 #[derive(Debug)]
-pub struct DatagramQueue {
+pub(super) struct DatagramQueue {
     entries: VecDeque<Waiting>,
     /// Bytes counted against `max_bytes` (payloads plus [`ENTRY_OVERHEAD`] each).
     bytes: usize,
@@ -56,7 +56,7 @@ pub struct DatagramQueue {
 
 impl DatagramQueue {
     /// An empty queue of at most `max_bytes`, whose entries expire after `max_age`.
-    pub fn new(max_bytes: usize, max_age: Duration) -> DatagramQueue {
+    pub(super) fn new(max_bytes: usize, max_age: Duration) -> DatagramQueue {
         DatagramQueue {
             entries: VecDeque::new(),
             bytes: 0,
@@ -67,17 +67,17 @@ impl DatagramQueue {
     }
 
     /// True when nothing waits.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Bytes counted against the bound now.
-    pub fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// Queues `payload` for `peer`; false (and nothing queued) when it does not fit the bound.
-    pub fn push(&mut self, peer: SocketAddr, payload: &[u8], now: Instant) -> bool {
+    pub(super) fn push(&mut self, peer: SocketAddr, payload: &[u8], now: Instant) -> bool {
         let cost = payload.len() + ENTRY_OVERHEAD;
         if self.bytes + cost > self.max_bytes {
             return false;
@@ -94,12 +94,12 @@ impl DatagramQueue {
     }
 
     /// When the oldest entry expires; `None` when the queue is empty.
-    pub fn next_expiry(&self) -> Option<Instant> {
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
         self.entries.front().map(|w| w.since + self.max_age)
     }
 
     /// Drops the entries older than the timeout at `now`; returns how many.
-    pub fn expire(&mut self, now: Instant) -> u64 {
+    pub(super) fn expire(&mut self, now: Instant) -> u64 {
         let mut expired = 0;
         while self
             .entries
@@ -114,7 +114,7 @@ impl DatagramQueue {
 
     /// Drops what expired, then offers the entries, oldest first, to `send_to` until it would
     /// block or the queue is empty. An entry `send_to` fails with another error is dropped.
-    pub fn send(
+    pub(super) fn send(
         &mut self,
         now: Instant,
         mut send_to: impl FnMut(&[u8], SocketAddr) -> io::Result<usize>,

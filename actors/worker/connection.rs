@@ -28,10 +28,10 @@ use super::setup::ListenerInfo;
 use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
 use crate::framing::Progress;
-use crate::histogram::Histogram;
 use crate::message::ConnInfo;
 use crate::record::{Kind, RecordHeader, Transport};
 use crate::stats::WorkerCounters;
+use crate::stats::histogram::Histogram;
 
 /// Buffers that grew past this are released once empty, so idle connections stay small.
 const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;

@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 
-use crate::histogram::Histogram;
+use crate::stats::histogram::Histogram;
 
 /// Unwritten replies a connection keeps apart; more are merged into the last one.
 pub(crate) const MAX_ENTRIES: usize = 32;

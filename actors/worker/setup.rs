@@ -18,7 +18,7 @@ use crate::settings::{LimitsSettings, OnFull};
 
 /// What a worker needs to know about each listener.
 #[derive(Debug, Clone)]
-pub struct ListenerInfo {
+pub(crate) struct ListenerInfo {
     /// Finds packet boundaries for this listener's connections.
     pub framer: Arc<dyn Framer>,
     /// The listener's local port, copied into every record header.
@@ -30,7 +30,7 @@ pub struct ListenerInfo {
 }
 
 /// Everything a worker thread is started with.
-pub struct WorkerSetup {
+pub(crate) struct WorkerSetup {
     /// The worker's index (also the request lane's index and the flow id's worker field).
     pub id: usize,
     /// This ccsd start's epoch, carried in every flow id.

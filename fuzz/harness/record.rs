@@ -14,8 +14,7 @@
 //! decoded header re-encodes to the bytes it came from; a batch yields exactly the records put
 //! in it.
 
-use ccsd::actors::mcp_bridge::response::{Destination, Rejection, ResponseCheck};
-use ccsd::message::ReplyBatch;
+use ccsd::fuzzing::{Destination, Rejection, ReplyBatch, ResponseCheck};
 use ccsd::record::{Kind, RECORD_HEADER_SIZE, RecordHeader};
 
 /// Bytes before the first record: epoch, workers, age limit, clock.

@@ -26,7 +26,6 @@ use crate::settings::{ByteSize, Endian, LengthIncludes, ListenSettings};
 /// # Errors
 ///
 /// The first rule broken, with the offset of the packet and the prefix length that show it.
-#[doc(hidden)]
 pub fn check_contract(framer: &dyn Framer, input: &[u8]) -> Result<(), String> {
     let max = framer.max_packet();
     let empty = framer.check(&[]);

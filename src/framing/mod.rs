@@ -140,8 +140,10 @@ mod resp;
 mod scan;
 mod settings_entry;
 
+pub use contract::check_contract;
+// For the fuzz targets (`fuzz/`) and the corpus replay (`tests/framing/fuzz_corpus.rs`).
 #[doc(hidden)]
-pub use contract::{check_contract, check_fuzz_input};
+pub use contract::check_fuzz_input;
 pub use http::HttpFramer;
 pub use length::LengthFramer;
 pub use line::LineFramer;

@@ -20,17 +20,17 @@ use crate::settings::Settings;
 use super::McpError;
 
 /// The MCP lock file of the lanes `settings` name: `{queues.dir}/{queues.name}.mcp.lock`.
-pub fn lock_path(settings: &Settings) -> PathBuf {
+pub(crate) fn lock_path(settings: &Settings) -> PathBuf {
     lock_path_in(&settings.queues.dir, &settings.queues.name)
 }
 
 /// The MCP lock file of the lanes named `name` in `dir`: `{dir}/{name}.mcp.lock`.
-pub fn lock_path_in(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn lock_path_in(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.mcp.lock"))
 }
 
 /// The pid the MCP that holds (or last held) the lock at `path` wrote into it, if readable.
-pub fn holder_pid(path: &Path) -> Option<u32> {
+pub(crate) fn holder_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 

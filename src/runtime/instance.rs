@@ -122,9 +122,8 @@ impl std::error::Error for InstanceError {
 
 /// The held lock; released when dropped or when the process exits.
 #[derive(Debug)]
-pub struct InstanceLock {
+pub(super) struct InstanceLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl InstanceLock {
@@ -135,17 +134,9 @@ impl InstanceLock {
     /// [`InstanceError::OtherUser`] when the file or the lock belongs to another user;
     /// [`InstanceError::Unsafe`] when `path` is not a file ccsd may write (see the module
     /// documentation); [`InstanceError::Io`] otherwise.
-    pub fn acquire(path: &Path) -> Result<InstanceLock, InstanceError> {
+    pub(super) fn acquire(path: &Path) -> Result<InstanceLock, InstanceError> {
         let file = lock_with_pid(path, 0o600)?;
-        Ok(InstanceLock {
-            _file: file,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(InstanceLock { _file: file })
     }
 }
 
@@ -326,7 +317,6 @@ mod tests {
         }
         drop(first);
         let again = InstanceLock::acquire(&path).unwrap();
-        assert_eq!(again.path(), path);
         drop(again);
         std::fs::remove_file(&path).unwrap();
     }

@@ -14,7 +14,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
 
 /// How to open one listening socket (from a `[[listen]]` table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenOptions {
+pub(super) struct ListenOptions {
     /// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`).
     pub backlog: u32,
     /// Set `SO_REUSEPORT`, so several processes can listen on the same address and the kernel
@@ -29,7 +29,7 @@ pub struct ListenOptions {
 ///
 /// # Errors
 /// Any failing step (`socket`, `setsockopt`, `bind`, `listen`), e.g. `AddrInUse`.
-pub fn bind(addr: SocketAddr, options: ListenOptions) -> io::Result<TcpListener> {
+pub(super) fn bind(addr: SocketAddr, options: ListenOptions) -> io::Result<TcpListener> {
     let fd = bound_socket(addr, SocketType::STREAM, options)?;
     let backlog = i32::try_from(options.backlog).unwrap_or(i32::MAX);
     rustix::net::listen(&fd, backlog)?;
@@ -41,7 +41,7 @@ pub fn bind(addr: SocketAddr, options: ListenOptions) -> io::Result<TcpListener>
 ///
 /// # Errors
 /// Any failing step (`socket`, `setsockopt`, `bind`), e.g. `AddrInUse`.
-pub fn bind_udp(addr: SocketAddr, options: ListenOptions) -> io::Result<UdpSocket> {
+pub(super) fn bind_udp(addr: SocketAddr, options: ListenOptions) -> io::Result<UdpSocket> {
     let fd = bound_socket(addr, SocketType::DGRAM, options)?;
     Ok(UdpSocket::from(fd))
 }

@@ -46,7 +46,7 @@ impl std::error::Error for PidFileError {
 
 /// A written pid file, locked while it lives and removed when dropped.
 #[derive(Debug)]
-pub struct PidFile {
+pub(super) struct PidFile {
     file: File,
     path: PathBuf,
 }
@@ -58,17 +58,12 @@ impl PidFile {
     /// The file is locked by another live process, is not a file ccsd may write (a symbolic
     /// link, not a regular file, several hard links, another owner, more than mode 0644; see
     /// `instance.rs`), or cannot be created or written.
-    pub fn write(path: &Path) -> Result<PidFile, PidFileError> {
+    pub(super) fn write(path: &Path) -> Result<PidFile, PidFileError> {
         let file = lock_with_pid(path, 0o644).map_err(PidFileError)?;
         Ok(PidFile {
             file,
             path: path.to_path_buf(),
         })
-    }
-
-    /// The pid file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Whether `path` still names the file this process wrote (not one put there since).
@@ -104,7 +99,6 @@ mod tests {
     fn holds_our_pid_and_is_removed_when_dropped() {
         let path = temp_path("drop");
         let pid_file = PidFile::write(&path).unwrap();
-        assert_eq!(pid_file.path(), path);
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text, format!("{}\n", std::process::id()));
         drop(pid_file);

@@ -23,7 +23,7 @@ use crate::watched::Watched;
 
 /// Which signals arrived since the last look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Received {
+pub(super) struct Received {
     /// SIGTERM or SIGINT: stop gracefully.
     pub stop: bool,
     /// SIGHUP: reopen the log file.
@@ -44,7 +44,7 @@ struct Flags {
 
 /// The installed handlers and the socket they write to.
 #[derive(Debug)]
-pub struct Signals {
+pub(super) struct Signals {
     /// Watched by the main poller (readable) under the signals' key.
     wake: Watched<UnixStream>,
     stop: Arc<AtomicBool>,
@@ -110,7 +110,7 @@ impl Signals {
     }
 
     /// Empties the socket and says which signals arrived since the last call.
-    pub fn take(&mut self) -> Received {
+    pub(super) fn take(&mut self) -> Received {
         let mut buf = [0u8; 64];
         while matches!(self.wake.source().read(&mut buf), Ok(n) if n > 0) {}
         // SYNC POINT: each handler stores its flag (signal-hook: SeqCst) before it writes its byte,
@@ -128,7 +128,7 @@ impl Signals {
 
     /// Carries out what the signals in `received` ask for, but stopping (the caller's part):
     /// SIGHUP and SIGUSR1 reopen the log file (once, if both came), SIGUSR2 is logged and ignored.
-    pub fn handle(&mut self, received: Received) {
+    pub(super) fn handle(&mut self, received: Received) {
         match (received.hangup, received.user1) {
             (true, true) => self.reopen_log("SIGHUP and SIGUSR1"),
             (true, false) => self.reopen_log("SIGHUP"),
@@ -167,7 +167,7 @@ impl Signals {
     }
 
     /// What was counted so far.
-    pub fn counters(&self) -> ProcessCounters {
+    pub(super) fn counters(&self) -> ProcessCounters {
         self.counters
     }
 }

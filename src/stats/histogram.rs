@@ -11,18 +11,8 @@
 //! the rank, narrowed by the smallest and largest value seen; an estimate is therefore exact when
 //! a bucket holds one distinct value and otherwise off by at most the bucket's width.
 //!
-//! ```
-//! use ccsd::stats::histogram::Histogram;
-//!
-//! let mut h = Histogram::default();
-//! for us in [40, 60, 70, 80, 3_000] {
-//!     h.record_ns(us * 1_000);
-//! }
-//! assert_eq!(h.count(), 5);
-//! assert_eq!(h.max_ns(), 3_000_000);
-//! let p50 = h.percentile_ns(0.5).unwrap();
-//! assert!((50_000..=100_000).contains(&p50));
-//! ```
+//! Public for reading (a custom actor gets the workers' histograms in
+//! [`crate::actor::StatsSnapshot`]); only ccsd records into one.
 
 use std::fmt::Write as _;
 
@@ -53,7 +43,7 @@ pub const BUCKET_BOUNDS_NS: [u64; 19] = [
 pub const BUCKETS: usize = BUCKET_BOUNDS_NS.len() + 1;
 
 /// The percentiles ccsd reports, with the suffix of their names (`p50`, ... `p999`).
-pub const REPORTED_PERCENTILES: [(f64, &str); 4] =
+pub(crate) const REPORTED_PERCENTILES: [(f64, &str); 4] =
     [(0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p999")];
 
 /// Counts of latencies by bucket, with their sum, min and max.
@@ -81,7 +71,7 @@ impl Default for Histogram {
 
 impl Histogram {
     /// Records one latency of `ns` nanoseconds.
-    pub fn record_ns(&mut self, ns: u64) {
+    pub(crate) fn record_ns(&mut self, ns: u64) {
         let bucket = BUCKET_BOUNDS_NS.partition_point(|&bound| bound < ns);
         self.counts[bucket] += 1;
         self.count += 1;
@@ -155,7 +145,7 @@ impl Histogram {
     /// Appends the histogram as a JSON object: `count`, `sum_us`, `min_us`, `max_us`, the
     /// reported percentiles (`p50_us` ...; every figure 0 while `count` is 0), and `buckets`:
     /// the count of each bucket (not cumulative) keyed by its upper bound in µs, `"+Inf"` last.
-    pub fn write_json(&self, out: &mut String) {
+    pub(crate) fn write_json(&self, out: &mut String) {
         let _ = write!(
             out,
             "{{\"count\":{},\"sum_us\":{},\"min_us\":{},\"max_us\":{}",
@@ -184,7 +174,7 @@ impl Histogram {
 
     /// Appends `name_count`, `name_sum_us`, `name_min_us`, `name_max_us` and the reported
     /// percentiles (`name_p50_us` ...) as `STAT` lines of the admin `stats` command.
-    pub fn write_stat_lines(&self, out: &mut String, name: &str) {
+    pub(crate) fn write_stat_lines(&self, out: &mut String, name: &str) {
         let _ = write!(
             out,
             "STAT {name}_count {}\r\nSTAT {name}_sum_us {}\r\nSTAT {name}_min_us {}\r\nSTAT {name}_max_us {}\r\n",
@@ -202,7 +192,7 @@ impl Histogram {
     /// Appends the Prometheus samples of a histogram in seconds: `name_bucket{labels,le="..."}`
     /// (cumulative, `+Inf` last), `name_sum{labels}` and `name_count{labels}`. `labels` is empty or
     /// a list such as `worker="0"`; the `# TYPE` line is the caller's.
-    pub fn write_prometheus(&self, out: &mut String, name: &str, labels: &str) {
+    pub(crate) fn write_prometheus(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
         for (i, n) in self.counts.iter().enumerate() {
@@ -282,6 +272,18 @@ mod tests {
         empty.merge(&Histogram::default());
         assert_eq!(empty, Histogram::default());
         assert_eq!((empty.min_ns(), empty.percentile_ns(0.5)), (0, None));
+    }
+
+    #[test]
+    fn a_few_values_give_their_count_max_and_a_median_in_their_buckets() {
+        let mut h = Histogram::default();
+        for us in [40, 60, 70, 80, 3_000] {
+            h.record_ns(us * 1_000);
+        }
+        assert_eq!(h.count(), 5);
+        assert_eq!(h.max_ns(), 3_000_000);
+        let p50 = h.percentile_ns(0.5).unwrap();
+        assert!((50_000..=100_000).contains(&p50), "p50 {p50} ns");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct MainCounters {
     pub response_lane_used_bytes: u64,
     /// Bytes in the main thread's request lane not read by MCP yet.
     pub main_lane_used_bytes: u64,
+    /// Bytes each lane holds (`queues.capacity`), for the lanes' fill in `/metrics`.
+    pub lane_capacity_bytes: u64,
     /// How long replies waited in the response lane (the MCP bridge's histogram).
     pub response_lane_wait: Histogram,
     /// Bytes the connections' buffers and the replies on their way to the workers hold

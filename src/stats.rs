@@ -7,17 +7,23 @@ pub mod histogram;
 
 /// Declares a counter struct of `u64` fields with a visitor over `(name, value)` pairs.
 macro_rules! counters {
-    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident,)* }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[doc = $fdoc:literal])* $field:ident,)* }) => {
         $(#[$meta])*
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
         pub struct $name {
-            $($(#[$fmeta])* pub $field: u64,)*
+            $($(#[doc = $fdoc])* pub $field: u64,)*
         }
 
         impl $name {
             /// Calls `f` with every counter's name and value, in declaration order.
             pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
                 $(f(stringify!($field), self.$field);)*
+            }
+
+            /// Calls `f` with every counter's name, its doc comment (the `# HELP` text of
+            /// `/metrics`, lines joined, leading space included) and value, in declaration order.
+            pub fn for_each_described(&self, mut f: impl FnMut(&'static str, &'static str, u64)) {
+                $(f(stringify!($field), concat!($($fdoc),*), self.$field);)*
             }
 
             /// Adds every counter of `other` to this one.

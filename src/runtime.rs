@@ -332,6 +332,7 @@ impl Broker {
             main_lane: self.main_lane.counters(),
             response_lane_used_bytes: self.bridge.lane_used_bytes(),
             main_lane_used_bytes: self.main_lane.used_bytes(),
+            lane_capacity_bytes: self.settings.queues.capacity.bytes(),
             response_lane_wait: self.bridge.response_lane_wait(),
             memory_held_bytes: self.memory.held(),
             max_memory_bytes: self.memory.max(),

@@ -9,17 +9,23 @@ use histogram::Histogram;
 
 /// Declares a counter struct of `u64` fields with a visitor over `(name, value)` pairs.
 macro_rules! counters {
-    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident,)* }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[doc = $fdoc:literal])* $field:ident,)* }) => {
         $(#[$meta])*
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
         pub struct $name {
-            $($(#[$fmeta])* pub $field: u64,)*
+            $($(#[doc = $fdoc])* pub $field: u64,)*
         }
 
         impl $name {
             /// Calls `f` with every counter's name and value, in declaration order.
             pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
                 $(f(stringify!($field), self.$field);)*
+            }
+
+            /// Calls `f` with every counter's name, its doc comment (the `# HELP` text of
+            /// `/metrics`, lines joined, leading space included) and value, in declaration order.
+            pub fn for_each_described(&self, mut f: impl FnMut(&'static str, &'static str, u64)) {
+                $(f(stringify!($field), concat!($($fdoc),*), self.$field);)*
             }
 
             /// Adds every counter of `other` to this one.
@@ -320,6 +326,8 @@ pub struct MainCounters {
     pub response_lane_used_bytes: u64,
     /// Bytes in the main thread's request lane not read by MCP yet.
     pub main_lane_used_bytes: u64,
+    /// Bytes each lane holds (`queues.capacity`), for the lanes' fill in `/metrics`.
+    pub lane_capacity_bytes: u64,
     /// How long replies waited in the response lane (the MCP bridge's histogram).
     pub response_lane_wait: Histogram,
     /// Bytes the connections' buffers and the replies on their way to the workers hold

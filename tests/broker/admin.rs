@@ -221,7 +221,7 @@ fn stats_workers_and_metrics_report_the_traffic() {
             .parse()
             .unwrap_or_else(|_| panic!("bad sample {line}"));
         assert!(name.starts_with("ccsd_"), "{line}");
-        if name.starts_with("ccsd_packets_in{") {
+        if name.starts_with("ccsd_packets_in_total{") {
             packets_in += value as u64;
         }
     }
@@ -656,7 +656,7 @@ fn admin_stat(admin: &mut AdminClient, name: &str) -> Option<u64> {
 }
 
 #[test]
-fn the_mcp_watch_verdict_is_in_stats_and_metrics_with_mcp_alive_a_gauge() {
+fn the_mcp_watch_verdict_is_in_stats_and_metrics_as_mcp_up_and_mcp_down_events_total() {
     let env = TestEnv::new(1, "", "");
     let ccsd = env.start_ccsd();
     let mut mcp = env.start_mcp("echo_mcp");
@@ -673,10 +673,10 @@ fn the_mcp_watch_verdict_is_in_stats_and_metrics_with_mcp_alive_a_gauge() {
     assert_eq!(admin_stat(&mut admin, "mcp_watch_mcp_down_events"), Some(0));
     let metrics = http_get(addr, "/metrics", None);
     for lines in [
-        "# TYPE ccsd_mcp_watch_mcp_alive gauge\nccsd_mcp_watch_mcp_alive 1\n",
-        "# TYPE ccsd_mcp_watch_mcp_down_events counter\nccsd_mcp_watch_mcp_down_events 0\n",
-        "# TYPE ccsd_mcp_watch_mcp_consumer_changes counter\n",
-        "# TYPE ccsd_mcp_watch_mcp_consumer_contention counter\n",
+        "# TYPE ccsd_mcp_up gauge\nccsd_mcp_up 1\n",
+        "# TYPE ccsd_mcp_down_events_total counter\nccsd_mcp_down_events_total 0\n",
+        "# TYPE ccsd_mcp_consumer_changes_total counter\n",
+        "# TYPE ccsd_mcp_consumer_contention_total counter\n",
     ] {
         assert!(metrics.contains(lines), "{lines:?} missing: {metrics}");
     }
@@ -686,8 +686,7 @@ fn the_mcp_watch_verdict_is_in_stats_and_metrics_with_mcp_alive_a_gauge() {
     assert_eq!(admin_stat(&mut admin, "mcp_watch_mcp_down_events"), Some(1));
     let metrics = http_get(addr, "/metrics", None);
     assert!(
-        metrics.contains("ccsd_mcp_watch_mcp_alive 0\n")
-            && metrics.contains("ccsd_mcp_watch_mcp_down_events 1\n"),
+        metrics.contains("ccsd_mcp_up 0\n") && metrics.contains("ccsd_mcp_down_events_total 1\n"),
         "{metrics}"
     );
 }

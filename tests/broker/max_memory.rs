@@ -134,7 +134,9 @@ fn over_max_memory_the_largest_holders_are_closed_and_the_others_served() {
     assert!(text.contains("STAT acceptor_refused_max_memory "));
     let metrics = metrics(admin_addr);
     assert!(metrics.contains("# TYPE ccsd_memory_held_bytes gauge"));
-    assert!(metrics.contains(&format!("ccsd_closed_max_memory{{worker=\"0\"}} {closed}")));
+    assert!(metrics.contains(&format!(
+        "ccsd_closed_max_memory_total{{worker=\"0\"}} {closed}"
+    )));
     drop(large);
     ccsd.kill();
 }

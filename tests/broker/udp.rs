@@ -82,7 +82,7 @@ fn every_datagram_from_many_sockets_is_answered_to_its_own_source() {
     assert!(stats.contains("STAT udp_datagrams_in 400\r\n"), "{stats}");
     let metrics = admin(admin_addr, "GET /metrics HTTP/1.1\r\n\r\n");
     assert!(
-        metrics.contains("\nccsd_udp_datagrams_out 400\n"),
+        metrics.contains("\nccsd_udp_datagrams_out_total 400\n"),
         "{metrics}"
     );
 }

@@ -8,7 +8,8 @@
 //! lives with its only owner; the root of `src/` holds what several owners share.
 //!
 //! - The shared vocabulary: [`lane`] (the single-producer/single-consumer shared-memory ring and
-//!   its wake-up), [`record`] and [`flow`] (the record header every packet carries and the flow
+//!   its wake-up), [`proxy_protocol`] (the PROXY protocol header a load balancer sends first, and
+//!   the networks trusted to send it), [`record`] and [`flow`] (the record header every packet carries and the flow
 //!   ids in it), [`message`] and [`mailbox`] (the typed messages actors exchange and how they are
 //!   delivered), [`framing`] (framers that find packet boundaries in a byte stream), [`settings`]
 //!   (loading and validating the settings).
@@ -46,6 +47,7 @@ pub mod main_lane;
 pub mod mcp;
 pub mod memory;
 pub mod message;
+pub mod proxy_protocol;
 pub mod rate_limit;
 pub mod record;
 pub mod runtime;

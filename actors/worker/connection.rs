@@ -30,6 +30,7 @@ use crate::flow::FlowId;
 use crate::framing::Progress;
 use crate::histogram::Histogram;
 use crate::message::ConnInfo;
+use crate::proxy_protocol::{self, Accepted, HeaderError, MAX_HEADER, Parsed};
 use crate::record::{Kind, RecordHeader, Transport};
 use crate::stats::WorkerCounters;
 
@@ -84,6 +85,9 @@ pub(super) struct Conn<S = TcpStream> {
     close_after_flush: bool,
     /// The capacity of `rbuf` and `wbuf` as last counted in its worker's memory figure.
     counted_bytes: usize,
+    /// Its listener has `proxy_protocol` on and the header has not come yet: `rbuf` holds what
+    /// came of it, nothing is framed, and MCP has not been told about the connection.
+    awaits_proxy_header: bool,
 }
 
 /// What became of a connection's bytes.
@@ -128,6 +132,56 @@ impl<S> Conn<S> {
             dirty: false,
             close_after_flush: false,
             counted_bytes: 0,
+            awaits_proxy_header: false,
+        }
+    }
+
+    /// Makes it wait for a PROXY protocol header before anything is framed; the wait counts as
+    /// an unfinished packet begun now (`limits.packet_timeout`).
+    pub(super) fn expect_proxy_header(&mut self) {
+        self.awaits_proxy_header = true;
+        self.rbuf_since_ns = monotonic_ns();
+    }
+
+    /// It waits for its PROXY protocol header: MCP does not know it yet.
+    pub(super) fn awaits_proxy_header(&self) -> bool {
+        self.awaits_proxy_header
+    }
+
+    /// Takes the PROXY protocol header from the bytes that came so far and `fresh` ones (at most
+    /// [`MAX_HEADER`] bytes are ever buffered). `Ok(None)`: incomplete, waiting for more.
+    /// `Ok(Some(n))`: the header is whole and ends `n` bytes into `fresh`, whose rest is the
+    /// client's stream; the peer is now the client it names (unless it names none). Bytes are
+    /// copied into the connection only when the header is split over reads.
+    pub(super) fn take_proxy_header(
+        &mut self,
+        fresh: &[u8],
+        accepted: Accepted,
+    ) -> Result<Option<usize>, HeaderError> {
+        let before = self.rbuf.len();
+        let take = fresh.len().min(MAX_HEADER - before);
+        let parsed = if before == 0 {
+            proxy_protocol::parse(fresh, accepted)?
+        } else {
+            self.rbuf.extend_from_slice(&fresh[..take]);
+            proxy_protocol::parse(&self.rbuf, accepted)?
+        };
+        match parsed {
+            Parsed::Incomplete => {
+                if before == 0 {
+                    self.rbuf.extend_from_slice(&fresh[..take]);
+                }
+                Ok(None)
+            }
+            Parsed::Complete(header) => {
+                self.rbuf.clear();
+                self.awaits_proxy_header = false;
+                if let Some(client) = header.source {
+                    self.peer = client;
+                }
+                // An incomplete parse of `before` bytes means the header is longer.
+                Ok(Some(header.len - before))
+            }
         }
     }
 
@@ -167,8 +221,9 @@ impl<S> Conn<S> {
     }
 
     /// Bytes of an unfinished packet are buffered.
+    /// (A connection waiting for its PROXY header counts as one: the header is unfinished.)
     pub(super) fn holds_unfinished_packet(&self) -> bool {
-        !self.rbuf.is_empty()
+        !self.rbuf.is_empty() || self.awaits_proxy_header
     }
 
     /// When the unfinished packet's first byte was read (`CLOCK_MONOTONIC` ns), if there is one.
@@ -748,6 +803,7 @@ mod tests {
             port: 7000,
             open: Arc::default(),
             rate: None,
+            proxy: None,
         }
     }
 

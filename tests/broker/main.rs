@@ -31,6 +31,7 @@ mod mcp_watch;
 mod non_reading_clients;
 mod packet_timeout;
 mod pid_file;
+mod proxy_protocol;
 mod queue_full;
 mod rate_limit;
 mod reply_expiry;

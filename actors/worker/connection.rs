@@ -876,6 +876,71 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_header_split_over_reads_is_buffered_then_the_rest_of_the_read_is_the_stream() {
+        let header = b"PROXY TCP4 203.0.113.9 10.0.0.1 40001 7300\r\n";
+        for cut in 1..header.len() {
+            let mut c = conn(0);
+            c.expect_proxy_header();
+            assert!(
+                c.holds_unfinished_packet(),
+                "the header counts as unfinished"
+            );
+            assert_eq!(c.take_proxy_header(&header[..cut], Accepted::V1), Ok(None));
+            let second = [&header[cut..], b"hello\n"].concat();
+            let end = c.take_proxy_header(&second, Accepted::V1).unwrap().unwrap();
+            assert_eq!(&second[end..], b"hello\n", "cut at {cut}");
+            assert!(!c.awaits_proxy_header());
+            assert!(
+                !c.holds_unfinished_packet(),
+                "the header bytes are released"
+            );
+            assert_eq!(c.peer(), "203.0.113.9:40001".parse().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_whole_proxy_header_in_one_read_buffers_nothing_and_unknown_keeps_the_peer() {
+        let mut c = conn(0);
+        c.expect_proxy_header();
+        let read = b"PROXY UNKNOWN\r\nping\n";
+        assert_eq!(c.take_proxy_header(read, Accepted::Any), Ok(Some(15)));
+        assert_eq!(c.rbuf.capacity(), 0, "nothing was copied");
+        assert_eq!(c.peer(), "127.0.0.1:4000".parse().unwrap());
+    }
+
+    #[test]
+    fn a_broken_proxy_header_is_refused_when_the_read_that_breaks_it_comes() {
+        let mut c = conn(0);
+        c.expect_proxy_header();
+        assert_eq!(
+            c.take_proxy_header(b"PROXY TCP4 1.2.3.4 5.6.", Accepted::V1),
+            Ok(None)
+        );
+        assert_eq!(
+            c.take_proxy_header(b"7.8 1 2\n", Accepted::V1),
+            Err(HeaderError::V1Syntax("line does not end in \\r\\n"))
+        );
+
+        let mut endless = conn(0);
+        endless.expect_proxy_header();
+        assert_eq!(
+            endless.take_proxy_header(b"PROXY UNKNOWN ", Accepted::V1),
+            Ok(None)
+        );
+        let mut refused = None;
+        for _ in 0..10 {
+            match endless.take_proxy_header(&[b'x'; 40], Accepted::V1) {
+                Ok(None) => assert!(endless.rbuf.len() < proxy_protocol::MAX_V1_HEADER),
+                other => {
+                    refused = Some(other);
+                    break;
+                }
+            }
+        }
+        assert_eq!(refused, Some(Err(HeaderError::V1TooLong)));
+    }
+
+    #[test]
     fn window_budget_shrinks_with_packets_and_refills_after_a_second() {
         let mut w = RequestWindow::default();
         let t = 5 * WINDOW_NS;

@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::Path;
 use std::process::Command;
@@ -113,6 +113,76 @@ fn a_v2_ipv6_header_with_tlvs_makes_its_client_the_peer_of_every_record() {
     let tlvs = [&[0x02, 0, 11][..], b"example.org", &[0x05, 0, 3, 1, 2, 3]].concat();
     let header = v2_header(client, "[2001:db8::1]:7300".parse().unwrap(), &tlvs);
     records_name_the_client(&env, &header, client);
+}
+
+/// The `conns` answer of the admin port at `admin`: one line per connection.
+fn admin_conns(admin: SocketAddr) -> Vec<String> {
+    let mut session = connect(admin);
+    session.write_all(b"conns\n").unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(session).lines() {
+        let line = line.expect("admin reply");
+        if line == "END" {
+            return lines;
+        }
+        lines.push(line);
+    }
+    panic!("admin closed before END: {lines:?}");
+}
+
+/// The value after `name` in a `conns` line.
+fn conn_field<'a>(line: &'a str, name: &str) -> &'a str {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == name).expect(name);
+    words[at + 1]
+}
+
+#[test]
+fn a_header_split_over_reads_is_reassembled_and_conns_then_shows_the_client() {
+    let env = TestEnv::new(1, PROXY_ANY_FROM_LOCALHOST, "");
+    let ccsd = env.start_ccsd();
+    let admin = ccsd.admin.expect("admin port");
+    let mut mcp = McpEndpoint::attach_wait(&env.settings(), WAIT).unwrap();
+    let mut msg = Message::new();
+    let client: SocketAddr = "203.0.113.5:40005".parse().unwrap();
+    let header = v2_header(
+        client,
+        "192.0.2.1:7300".parse().unwrap(),
+        &[0x04, 0, 2, 0, 0],
+    );
+    let mut conn = connect(ccsd.addr());
+    conn.write_all(&header[..10]).unwrap();
+    // The first part is read and held (ccsd's `conns` shows it buffered) before the rest is sent.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let conns = admin_conns(admin);
+        let held = conns
+            .iter()
+            .find(|l| l.starts_with("conn "))
+            .map(|l| conn_field(l, "buffered_in").to_owned());
+        if held.as_deref() == Some("10") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first 10 bytes never showed: {conns:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    conn.write_all(&[&header[10..], &packet(b"split")].concat())
+        .unwrap();
+    let request = next_of_kind(&mut mcp, &mut msg, Kind::Data);
+    assert_eq!(
+        (request.peer, msg.payload()),
+        (client, &packet(b"split")[..])
+    );
+    let conns = admin_conns(admin);
+    let line = conns
+        .iter()
+        .find(|l| l.starts_with("conn "))
+        .expect("one conn");
+    assert_eq!(conn_field(line, "peer"), client.to_string());
+    assert_eq!(conn_field(line, "buffered_in"), "0");
 }
 
 /// Waits until ccsd closes `conn` (assert_closed, with a read deadline).

@@ -486,28 +486,59 @@ mod tests {
         panic!("no reply for the main thread was expected: {header:?}");
     }
 
-    #[test]
-    fn replies_for_the_main_threads_lane_go_to_the_caller_and_beyond_it_are_dropped() {
+    /// A bridge of epoch 5 with one worker, reading a response lane of `lane_capacity` bytes that
+    /// the test writes into as MCP; the worker's mailbox holds `mailbox_capacity` messages.
+    struct OneWorker {
+        bridge: McpBridge,
+        mcp: Producer,
+        inbox: crossbeam_channel::Receiver<WorkerMsg>,
+        in_flight: Arc<AtomicUsize>,
+        _recycle: crossbeam_channel::Sender<ReplyBatch>,
+        _files: LaneFiles,
+    }
+
+    fn one_worker(test: &str, lane_capacity: u64, mailbox_capacity: usize) -> OneWorker {
         let files = LaneFiles(PathBuf::from(format!(
-            "/dev/shm/ccsd-bridgetest-main-{}.rsp",
+            "/dev/shm/ccsd-bridgetest-{test}-{}.rsp",
             std::process::id()
         )));
-        let consumer = Lane::create_or_attach(&files.0, 1 << 16)
+        let consumer = Lane::create_or_attach(&files.0, lane_capacity)
             .unwrap()
             .into_consumer();
-        let mut mcp = Lane::attach(&files.0, None).unwrap().into_producer();
-        let (mailbox, inbox) = mailbox(4, Arc::new(Poller::new().unwrap()));
-        let (_recycle_tx, recycle) = crossbeam_channel::bounded(1);
-        let mut bridge = McpBridge::new(
+        let mcp = Lane::attach(&files.0, None).unwrap().into_producer();
+        let (mailbox, inbox) = mailbox(mailbox_capacity, Arc::new(Poller::new().unwrap()));
+        let (recycle_tx, recycle) = crossbeam_channel::bounded(1);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let bridge = McpBridge::new(
             consumer,
             5,
             vec![BridgeLink {
                 mailbox,
                 recycle,
-                in_flight: Arc::default(),
+                in_flight: Arc::clone(&in_flight),
             }],
             Duration::ZERO,
         );
+        OneWorker {
+            bridge,
+            mcp,
+            inbox,
+            in_flight,
+            _recycle: recycle_tx,
+            _files: files,
+        }
+    }
+
+    #[test]
+    fn replies_for_the_main_threads_lane_go_to_the_caller_and_beyond_it_are_dropped() {
+        let OneWorker {
+            mut bridge,
+            mut mcp,
+            inbox,
+            in_flight: _,
+            _recycle,
+            _files,
+        } = one_worker("main", 1 << 16, 4);
         // One worker (index 0): index 1 is the main thread's lane, index 2 names nothing.
         let udp = FlowId::new(5, 1, 0, 3);
         reply(&mut mcp, udp, b"datagram");
@@ -522,27 +553,14 @@ mod tests {
 
     #[test]
     fn replies_a_full_mailbox_cannot_take_are_held_and_delivered_in_order_once_it_has_room() {
-        let files = LaneFiles(PathBuf::from(format!(
-            "/dev/shm/ccsd-bridgetest-{}.rsp",
-            std::process::id()
-        )));
-        let consumer = Lane::create_or_attach(&files.0, 1 << 16)
-            .unwrap()
-            .into_consumer();
-        let mut mcp = Lane::attach(&files.0, None).unwrap().into_producer();
-        let (mailbox, inbox) = mailbox(1, Arc::new(Poller::new().unwrap()));
-        let (_recycle_tx, recycle) = crossbeam_channel::bounded(1);
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let mut bridge = McpBridge::new(
-            consumer,
-            5,
-            vec![BridgeLink {
-                mailbox,
-                recycle,
-                in_flight: Arc::clone(&in_flight),
-            }],
-            Duration::ZERO,
-        );
+        let OneWorker {
+            mut bridge,
+            mut mcp,
+            inbox,
+            in_flight,
+            _recycle,
+            _files,
+        } = one_worker("held-order", 1 << 16, 1);
         let (a, b) = (FlowId::new(5, 0, 0, 1), FlowId::new(5, 0, 0, 2));
 
         reply(&mut mcp, a, b"a1");
@@ -590,26 +608,14 @@ mod tests {
 
     #[test]
     fn once_held_replies_reach_their_limit_the_response_lane_is_not_read_further() {
-        let files = LaneFiles(PathBuf::from(format!(
-            "/dev/shm/ccsd-bridgetest-held-{}.rsp",
-            std::process::id()
-        )));
-        let consumer = Lane::create_or_attach(&files.0, 32 << 20)
-            .unwrap()
-            .into_consumer();
-        let mut mcp = Lane::attach(&files.0, None).unwrap().into_producer();
-        let (mailbox, inbox) = mailbox(1, Arc::new(Poller::new().unwrap()));
-        let (_recycle_tx, recycle) = crossbeam_channel::bounded(1);
-        let mut bridge = McpBridge::new(
-            consumer,
-            5,
-            vec![BridgeLink {
-                mailbox,
-                recycle,
-                in_flight: Arc::default(),
-            }],
-            Duration::ZERO,
-        );
+        let OneWorker {
+            mut bridge,
+            mut mcp,
+            inbox,
+            in_flight: _,
+            _recycle,
+            _files,
+        } = one_worker("held-limit", 32 << 20, 1);
         let flow = FlowId::new(5, 0, 0, 1);
         let payload = vec![b'p'; 1 << 20];
         // The first fills the one-message mailbox; the next 16 are held (16 MiB and their

@@ -63,6 +63,7 @@ mod keys;
 mod listener;
 mod pid_file;
 mod reload;
+mod sd_notify;
 mod signals;
 mod start;
 
@@ -71,6 +72,7 @@ pub use extension::BrokerBuilder;
 use instance::{InstanceError, InstanceLock};
 use keys::{MainKey, MainKeys};
 use pid_file::{PidFile, PidFileError};
+use sd_notify::Notifier;
 use signals::Signals;
 
 /// Why ccsd could not start.
@@ -228,6 +230,8 @@ pub struct Broker {
     workers: Vec<JoinHandle<()>>,
     worker_mailboxes: Vec<Mailbox<WorkerMsg>>,
     signals: Signals,
+    /// systemd's notification socket (does nothing when not run by systemd).
+    notifier: Notifier,
     admin: Option<Admin>,
     actors: Vec<ActorSlot>,
     actor_requests: Vec<ActorRequest>,
@@ -297,6 +301,10 @@ impl Broker {
             self.shutdown_grace
         };
         info!("stopping: closing listeners, {grace:?} for pending replies");
+        if !*stopping {
+            self.notifier
+                .notify("STOPPING=1\nSTATUS=stopping: closing connections");
+        }
         self.acceptor.stop();
         self.udp.stop();
         if !*stopping {
@@ -351,8 +359,15 @@ impl Broker {
         // Workers still to be told to stop (a full mailbox is retried next turn).
         let mut stop_pending: Vec<usize> = Vec::new();
         let mut stopping = false;
+        self.notifier.notify(&format!(
+            "READY=1\nSTATUS=serving: epoch {}, {} workers, {} listeners",
+            self.epoch,
+            self.workers.len(),
+            self.local_addrs.len()
+        ));
         loop {
             events.clear();
+            let watchdog = self.notifier.watchdog_tick();
             let actor_timer = self.run_actor_timers();
             let spinning = last_work.elapsed() < self.idle_spin;
             let timeout = if more_replies || spinning || !stop_pending.is_empty() {
@@ -382,6 +397,7 @@ impl Broker {
             } else {
                 timeout
             };
+            let timeout = watchdog.map_or(timeout, |t| timeout.min(t));
             self.poller.wait(&mut events, Some(timeout))?;
             let mut fifo_fired = false;
             for ev in events.iter() {
@@ -395,6 +411,9 @@ impl Broker {
                     MainKey::Signals => {
                         let received = self.signals.take();
                         self.signals.handle(received);
+                        if received.hangup {
+                            self.reload_on_hangup();
+                        }
                         if received.stop {
                             self.begin_stop(&mut stopping, &mut stop_pending);
                         }

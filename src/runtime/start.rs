@@ -23,6 +23,7 @@ use super::instance::InstanceLock;
 use super::keys::MainKeys;
 use super::listener::{self, ListenOptions};
 use super::pid_file::PidFile;
+use super::sd_notify::Notifier;
 use super::signals::Signals;
 use super::{Broker, StartError, StartStep};
 use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
@@ -136,6 +137,7 @@ impl Broker {
             workers: workers.handles,
             worker_mailboxes: workers.mailboxes,
             signals,
+            notifier: Notifier::from_env(),
             admin,
             actors: Vec::new(),
             actor_requests: Vec::new(),

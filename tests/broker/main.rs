@@ -43,4 +43,5 @@ mod shutdown;
 mod sighup_reload;
 mod slow_client;
 mod stats_summary;
+mod systemd_units;
 mod udp;

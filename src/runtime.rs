@@ -65,6 +65,7 @@ mod pid_file;
 mod reload;
 mod sd_notify;
 mod signals;
+mod socket_activation;
 mod start;
 
 use extension::ActorSlot;
@@ -74,6 +75,7 @@ use keys::{MainKey, MainKeys};
 use pid_file::{PidFile, PidFileError};
 use sd_notify::Notifier;
 use signals::Signals;
+pub use socket_activation::ActivationError;
 
 /// Why ccsd could not start.
 #[derive(Debug)]
@@ -100,6 +102,8 @@ pub enum StartError {
     },
     /// The admin Unix socket (`admin.unix`) could not be made.
     AdminUnix(AdminBindError),
+    /// The sockets systemd passed (socket activation) cannot be used.
+    SocketActivation(ActivationError),
     /// A step of the start failed on a system call: creating a poller or a thread, installing
     /// the signal handlers, or watching a socket in the main poller.
     System {
@@ -128,6 +132,7 @@ impl fmt::Display for StartError {
                 write!(f, "listen[{listener}].framing: {source}")
             }
             StartError::AdminUnix(e) => write!(f, "{e}"),
+            StartError::SocketActivation(e) => write!(f, "socket activation: {e}"),
             StartError::System { step, source } => write!(f, "cannot {step}: {source}"),
             StartError::Actor { name, source } => write!(f, "actor {name}: {source}"),
         }
@@ -141,6 +146,7 @@ impl std::error::Error for StartError {
             StartError::PidFile(e) => Some(e),
             StartError::Queue(e) => Some(e),
             StartError::AdminUnix(e) => Some(e),
+            StartError::SocketActivation(e) => Some(e),
             StartError::Bind { source, .. }
             | StartError::Framing { source, .. }
             | StartError::System { source, .. }

@@ -42,6 +42,7 @@ mod shm_space;
 mod shutdown;
 mod sighup_reload;
 mod slow_client;
+mod socket_activation;
 mod stats_summary;
 mod systemd_units;
 mod udp;

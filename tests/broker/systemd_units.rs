@@ -1,4 +1,4 @@
-//! The unit files in `dist/systemd` pass `systemd-analyze verify` with no warning: every key is
+//! The unit files in `dist/systemd` (`ccsd.service`, `ccsd-mcp@.service`, `ccsd.socket`) pass `systemd-analyze verify` with no warning: every key is
 //! known to systemd and parses, and the commands exist. The units name the installed paths
 //! (`/usr/bin/ccsd`, `/usr/lib/ccsd/mcp/NAME`), so they are verified from a copy in the test's
 //! directory with those paths pointed at the binaries just built. `verify` needs no running
@@ -74,8 +74,17 @@ fn the_shipped_unit_files_pass_systemd_analyze_verify() {
         "/usr/lib/ccsd/mcp",
         &examples,
     );
+    copy_unit(
+        &dir,
+        "ccsd.socket",
+        "ccsd.socket",
+        "Service=ccsd.service",
+        "Service=ccsd.service",
+    );
     verify(&dir, "ccsd.service");
     verify(&dir, "ccsd-mcp@echo_mcp.service");
+    // The socket unit is checked with the service it activates beside it.
+    verify(&dir, "ccsd.socket");
 }
 
 #[test]

@@ -52,7 +52,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use log::{Level, debug, error};
 use polling::{Events, PollMode, Poller};
 
-pub(crate) use setup::{ListenerInfo, WorkerSetup};
+pub(crate) use setup::{ListenerInfo, ProxyRule, WorkerSetup};
 
 use close::CloseCause;
 use connection::Conn;
@@ -307,9 +307,22 @@ impl Worker {
             self.forget_refused(listener);
             return;
         }
+        let proxy = self.listeners[listener].proxy.as_ref();
+        if proxy.is_some_and(|rule| !rule.trusts(peer.ip())) {
+            // Refused before it takes a slot: MCP never hears of it.
+            self.limits
+                .log_close(CloseCause::ProxyUntrusted, self.id, peer, listener);
+            CloseCause::ProxyUntrusted.count(&mut self.counters);
+            self.forget_refused(listener);
+            return;
+        }
+        let awaits_proxy_header = proxy.is_some();
         // Replies are written whole by ccsd; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
-        let conn = Conn::new(stream, peer, listener);
+        let mut conn = Conn::new(stream, peer, listener);
+        if awaits_proxy_header {
+            conn.expect_proxy_header();
+        }
         let Some(flow) = self.conns.insert(conn) else {
             self.counters.closed_table_full += 1;
             self.forget_refused(listener);
@@ -337,6 +350,16 @@ impl Worker {
         self.idle.touch(flow.slot(), self.now);
         self.counters.connections_opened += 1;
         self.counters.connections_open += 1;
+        if awaits_proxy_header {
+            // MCP hears of it once the header names the client (`read.rs`).
+            self.unfinished.touch(flow.slot(), self.now);
+        } else {
+            self.announce(flow, peer, listener);
+        }
+    }
+
+    /// Tells MCP about a new connection (`mcp.connect_events`).
+    fn announce(&mut self, flow: FlowId, peer: SocketAddr, listener: usize) {
         if self.connect_events {
             let notice = self.notice(Kind::Connect, flow, peer, listener);
             if !self.ingress.push_notice(&notice) {
@@ -397,6 +420,9 @@ impl Worker {
     fn close_unfinished_expired(&mut self) {
         while let Some(slot) = self.unfinished.expired(self.now) {
             match self.conns.by_slot_mut(slot) {
+                Some((flow, conn)) if conn.awaits_proxy_header() => {
+                    self.close(flow, CloseCause::ProxyTimeout)
+                }
                 Some((flow, _)) => self.close(flow, CloseCause::PacketTimeout),
                 None => self.unfinished.remove(slot),
             }
@@ -426,11 +452,15 @@ impl Worker {
         self.unfinished.remove(flow.slot());
         self.buffered -= conn.counted_bytes() as u64;
         let (peer, listener) = (conn.peer(), conn.listener());
+        let announced = !conn.awaits_proxy_header();
         drop(conn);
         self.limits.log_close(cause, self.id, peer, listener);
         cause.count(&mut self.counters);
         self.counters.connections_open -= 1;
         self.lower_open_gauges(listener);
+        if !announced {
+            return;
+        }
         let mut notice = self.notice(Kind::Disconnect, flow, peer, listener);
         notice.code = cause.reason() as u8;
         if !self.ingress.push_notice(&notice) {

@@ -23,7 +23,8 @@
 //! lives with its only owner; the root of `src/` holds what several owners share.
 //!
 //! - The shared vocabulary: [`lane`] (the single-producer/single-consumer shared-memory ring and
-//!   its wake-up), [`record`] and [`flow`], `message` and `mailbox` (the typed messages actors
+//!   its wake-up), [`proxy_protocol`] (the PROXY protocol header a load balancer sends first, and
+//!   the networks trusted to send it), [`record`] and [`flow`], `message` and `mailbox` (the typed messages actors
 //!   exchange and how they are delivered), [`framing`], [`settings`] (loading and validating the
 //!   settings).
 //! - Shared by several actors: `main_lane` (the request lane the main thread produces into: UDP
@@ -63,6 +64,7 @@ pub(crate) mod main_lane;
 pub mod mcp;
 pub(crate) mod memory;
 pub(crate) mod message;
+pub mod proxy_protocol;
 pub(crate) mod rate_limit;
 pub mod record;
 pub mod runtime;

@@ -65,6 +65,18 @@ counters! {
         closed_packet_timeout,
         /// Closed as one of the largest holders while ccsd held more than `limits.max_memory`.
         closed_max_memory,
+        /// Connections on a `proxy_protocol` listener whose PROXY header was accepted.
+        proxy_headers_accepted,
+        /// Closed on a `proxy_protocol` listener: the first bytes were not a PROXY header of an
+        /// accepted version.
+        closed_proxy_missing,
+        /// Closed on a `proxy_protocol` listener: a PROXY header that breaks the specification.
+        closed_proxy_malformed,
+        /// Closed on a `proxy_protocol` listener: the source is not in `proxy_from`.
+        closed_proxy_untrusted,
+        /// Closed on a `proxy_protocol` listener: no whole PROXY header within
+        /// `limits.packet_timeout`.
+        closed_proxy_timeout,
         /// Times a connection stopped being read because ccsd held more than `limits.max_memory`.
         memory_pauses,
         /// Bytes its connections' receive and send buffers hold now (their capacity; a gauge).

@@ -1,6 +1,8 @@
 //! Why a worker closes a connection: each cause says what MCP is told in the disconnect notice
-//! and which `closed_*` counter grows.
+//! and which `closed_*` counter grows. (A connection closed while it waits for its PROXY header was
+//! never announced to MCP, so MCP is told nothing about it.)
 
+use crate::proxy_protocol::HeaderError;
 use crate::record::Reason;
 use crate::stats::WorkerCounters;
 
@@ -36,6 +38,24 @@ pub(super) enum CloseCause {
     PacketTimeout,
     /// One of the largest holders while ccsd held more than `limits.max_memory`.
     MaxMemory,
+    /// A `proxy_protocol` listener's connection began with something else than a PROXY header.
+    ProxyMissing,
+    /// A `proxy_protocol` listener's connection sent a broken PROXY header.
+    ProxyMalformed(HeaderError),
+    /// A `proxy_protocol` listener's connection came from a source not in `proxy_from`.
+    ProxyUntrusted,
+    /// A `proxy_protocol` listener's connection sent no whole header within
+    /// `limits.packet_timeout`.
+    ProxyTimeout,
+}
+
+impl From<HeaderError> for CloseCause {
+    fn from(e: HeaderError) -> CloseCause {
+        match e {
+            HeaderError::Missing => CloseCause::ProxyMissing,
+            e => CloseCause::ProxyMalformed(e),
+        }
+    }
 }
 
 impl CloseCause {
@@ -44,7 +64,11 @@ impl CloseCause {
         match self {
             CloseCause::Peer | CloseCause::HalfCloseTimeout => Reason::PeerClosed,
             CloseCause::SocketError => Reason::Error,
-            CloseCause::Malformed | CloseCause::Oversize => Reason::Protocol,
+            CloseCause::Malformed
+            | CloseCause::Oversize
+            | CloseCause::ProxyMissing
+            | CloseCause::ProxyMalformed(_)
+            | CloseCause::ProxyUntrusted => Reason::Protocol,
             CloseCause::ByMcp => Reason::Local,
             CloseCause::QueueFull
             | CloseCause::SlowClient
@@ -52,7 +76,9 @@ impl CloseCause {
             | CloseCause::ListenerRateLimited
             | CloseCause::MaxMemory => Reason::Overload,
             CloseCause::Shutdown => Reason::Shutdown,
-            CloseCause::Idle | CloseCause::PacketTimeout => Reason::Timeout,
+            CloseCause::Idle | CloseCause::PacketTimeout | CloseCause::ProxyTimeout => {
+                Reason::Timeout
+            }
         }
     }
 
@@ -75,6 +101,10 @@ impl CloseCause {
             CloseCause::SlowClient => &mut c.closed_slow_client,
             CloseCause::RateLimited => &mut c.closed_rate_limited,
             CloseCause::ListenerRateLimited => &mut c.closed_listener_rate_limited,
+            CloseCause::ProxyMissing => &mut c.closed_proxy_missing,
+            CloseCause::ProxyMalformed(_) => &mut c.closed_proxy_malformed,
+            CloseCause::ProxyUntrusted => &mut c.closed_proxy_untrusted,
+            CloseCause::ProxyTimeout => &mut c.closed_proxy_timeout,
         } += 1;
     }
 }

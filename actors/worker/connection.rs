@@ -29,6 +29,7 @@ use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
 use crate::framing::Progress;
 use crate::message::ConnInfo;
+use crate::proxy_protocol::{self, Accepted, HeaderError, MAX_HEADER, Parsed};
 use crate::record::{Kind, RecordHeader, Transport};
 use crate::stats::WorkerCounters;
 use crate::stats::histogram::Histogram;
@@ -84,6 +85,9 @@ pub(super) struct Conn<S = TcpStream> {
     close_after_flush: bool,
     /// The capacity of `rbuf` and `wbuf` as last counted in its worker's memory figure.
     counted_bytes: usize,
+    /// Its listener has `proxy_protocol` on and the header has not come yet: `rbuf` holds what
+    /// came of it, nothing is framed, and MCP has not been told about the connection.
+    awaits_proxy_header: bool,
 }
 
 /// What became of a connection's bytes.
@@ -128,6 +132,56 @@ impl<S> Conn<S> {
             dirty: false,
             close_after_flush: false,
             counted_bytes: 0,
+            awaits_proxy_header: false,
+        }
+    }
+
+    /// Makes it wait for a PROXY protocol header before anything is framed; the wait counts as
+    /// an unfinished packet begun now (`limits.packet_timeout`).
+    pub(super) fn expect_proxy_header(&mut self) {
+        self.awaits_proxy_header = true;
+        self.rbuf_since_ns = monotonic_ns();
+    }
+
+    /// It waits for its PROXY protocol header: MCP does not know it yet.
+    pub(super) fn awaits_proxy_header(&self) -> bool {
+        self.awaits_proxy_header
+    }
+
+    /// Takes the PROXY protocol header from the bytes that came so far and `fresh` ones (at most
+    /// [`MAX_HEADER`] bytes are ever buffered). `Ok(None)`: incomplete, waiting for more.
+    /// `Ok(Some(n))`: the header is whole and ends `n` bytes into `fresh`, whose rest is the
+    /// client's stream; the peer is now the client it names (unless it names none). Bytes are
+    /// copied into the connection only when the header is split over reads.
+    pub(super) fn take_proxy_header(
+        &mut self,
+        fresh: &[u8],
+        accepted: Accepted,
+    ) -> Result<Option<usize>, HeaderError> {
+        let before = self.rbuf.len();
+        let take = fresh.len().min(MAX_HEADER - before);
+        let parsed = if before == 0 {
+            proxy_protocol::parse(fresh, accepted)?
+        } else {
+            self.rbuf.extend_from_slice(&fresh[..take]);
+            proxy_protocol::parse(&self.rbuf, accepted)?
+        };
+        match parsed {
+            Parsed::Incomplete => {
+                if before == 0 {
+                    self.rbuf.extend_from_slice(&fresh[..take]);
+                }
+                Ok(None)
+            }
+            Parsed::Complete(header) => {
+                self.rbuf.clear();
+                self.awaits_proxy_header = false;
+                if let Some(client) = header.source {
+                    self.peer = client;
+                }
+                // An incomplete parse of `before` bytes means the header is longer.
+                Ok(Some(header.len - before))
+            }
         }
     }
 
@@ -167,8 +221,9 @@ impl<S> Conn<S> {
     }
 
     /// Bytes of an unfinished packet are buffered.
+    /// (A connection waiting for its PROXY header counts as one: the header is unfinished.)
     pub(super) fn holds_unfinished_packet(&self) -> bool {
-        !self.rbuf.is_empty()
+        !self.rbuf.is_empty() || self.awaits_proxy_header
     }
 
     /// When the unfinished packet's first byte was read (`CLOCK_MONOTONIC` ns), if there is one.
@@ -748,6 +803,7 @@ mod tests {
             port: 7000,
             open: Arc::default(),
             rate: None,
+            proxy: None,
         }
     }
 
@@ -817,6 +873,71 @@ mod tests {
         }
         assert!(!c.holds_unfinished_packet());
         assert_eq!(counters.packets_in, 8);
+    }
+
+    #[test]
+    fn a_proxy_header_split_over_reads_is_buffered_then_the_rest_of_the_read_is_the_stream() {
+        let header = b"PROXY TCP4 203.0.113.9 10.0.0.1 40001 7300\r\n";
+        for cut in 1..header.len() {
+            let mut c = conn(0);
+            c.expect_proxy_header();
+            assert!(
+                c.holds_unfinished_packet(),
+                "the header counts as unfinished"
+            );
+            assert_eq!(c.take_proxy_header(&header[..cut], Accepted::V1), Ok(None));
+            let second = [&header[cut..], b"hello\n"].concat();
+            let end = c.take_proxy_header(&second, Accepted::V1).unwrap().unwrap();
+            assert_eq!(&second[end..], b"hello\n", "cut at {cut}");
+            assert!(!c.awaits_proxy_header());
+            assert!(
+                !c.holds_unfinished_packet(),
+                "the header bytes are released"
+            );
+            assert_eq!(c.peer(), "203.0.113.9:40001".parse().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_whole_proxy_header_in_one_read_buffers_nothing_and_unknown_keeps_the_peer() {
+        let mut c = conn(0);
+        c.expect_proxy_header();
+        let read = b"PROXY UNKNOWN\r\nping\n";
+        assert_eq!(c.take_proxy_header(read, Accepted::Any), Ok(Some(15)));
+        assert_eq!(c.rbuf.capacity(), 0, "nothing was copied");
+        assert_eq!(c.peer(), "127.0.0.1:4000".parse().unwrap());
+    }
+
+    #[test]
+    fn a_broken_proxy_header_is_refused_when_the_read_that_breaks_it_comes() {
+        let mut c = conn(0);
+        c.expect_proxy_header();
+        assert_eq!(
+            c.take_proxy_header(b"PROXY TCP4 1.2.3.4 5.6.", Accepted::V1),
+            Ok(None)
+        );
+        assert_eq!(
+            c.take_proxy_header(b"7.8 1 2\n", Accepted::V1),
+            Err(HeaderError::V1Syntax("line does not end in \\r\\n"))
+        );
+
+        let mut endless = conn(0);
+        endless.expect_proxy_header();
+        assert_eq!(
+            endless.take_proxy_header(b"PROXY UNKNOWN ", Accepted::V1),
+            Ok(None)
+        );
+        let mut refused = None;
+        for _ in 0..10 {
+            match endless.take_proxy_header(&[b'x'; 40], Accepted::V1) {
+                Ok(None) => assert!(endless.rbuf.len() < proxy_protocol::MAX_V1_HEADER),
+                other => {
+                    refused = Some(other);
+                    break;
+                }
+            }
+        }
+        assert_eq!(refused, Some(Err(HeaderError::V1TooLong)));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub(super) struct Limits {
     half_close_log: LogLimiter,
     packet_timeout_log: LogLimiter,
     memory_log: LogLimiter,
+    /// Connections refused on a `proxy_protocol` listener (one line for every kind of refusal).
+    proxy_log: LogLimiter,
 }
 
 impl Limits {
@@ -52,6 +54,7 @@ impl Limits {
             half_close_log: LogLimiter::default(),
             packet_timeout_log: LogLimiter::default(),
             memory_log: LogLimiter::default(),
+            proxy_log: LogLimiter::default(),
         }
     }
 
@@ -71,7 +74,27 @@ impl Limits {
         peer: SocketAddr,
         listener: usize,
     ) {
+        if let CloseCause::ProxyMalformed(why) = cause {
+            log_limited!(
+                self.proxy_log,
+                Level::Warn,
+                "worker {worker}: closed the connection from {peer} on listen[{listener}]: malformed PROXY protocol header: {why}"
+            );
+            return;
+        }
         let (limiter, what) = match cause {
+            CloseCause::ProxyMissing => (
+                &mut self.proxy_log,
+                "it did not begin with a PROXY protocol header of a version listen[i].proxy_protocol accepts",
+            ),
+            CloseCause::ProxyUntrusted => (
+                &mut self.proxy_log,
+                "its source is not in listen[i].proxy_from, so it may not send a PROXY protocol header",
+            ),
+            CloseCause::ProxyTimeout => (
+                &mut self.proxy_log,
+                "no whole PROXY protocol header within limits.packet_timeout",
+            ),
             CloseCause::Idle => (&mut self.idle_log, "idle for limits.idle_timeout"),
             CloseCause::SlowClient => (
                 &mut self.slow_log,

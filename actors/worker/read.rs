@@ -1,7 +1,8 @@
 //! A worker's read side: read → frame → lane. A readable connection is read into the worker's
 //! scratch buffer and its packets go into the request lane ([`Conn::take_packets`]); a full lane
 //! pauses it (`queues.on_full = "backpressure"`) until its buffered packets fit; a read of 0
-//! half-closes it while requests are unanswered.
+//! half-closes it while requests are unanswered. On a `proxy_protocol` listener the PROXY header
+//! is taken first ([`Worker::take_proxy_header`]); what follows it in the same read is framed.
 
 use std::io;
 
@@ -40,11 +41,47 @@ impl Worker {
                 Err(_) => return self.close(flow, CloseCause::SocketError),
             };
             self.idle.touch(slot, self.now);
+            let n = if conn.awaits_proxy_header() {
+                match self.take_proxy_header(flow, n) {
+                    Some(stream_bytes) => stream_bytes,
+                    None => return,
+                }
+            } else {
+                n
+            };
             match self.ingest(flow, n) {
                 Err(cause) => return self.close(flow, cause),
                 Ok(Ingested::Blocked) => return self.pause(flow),
                 Ok(Ingested::Done) if n < self.scratch.len() => return,
                 Ok(Ingested::Done) => {}
+            }
+        }
+    }
+
+    /// The first `n` bytes of the scratch buffer came to `flow`, which waits for its PROXY
+    /// protocol header: takes the header from them. Once it is whole, the connection's peer is
+    /// the client it names, MCP is told about the connection, and what followed the header is
+    /// moved to the start of the scratch buffer: `Some` of its length, to frame. `None`: the
+    /// header is incomplete, or broken and the connection closed.
+    fn take_proxy_header(&mut self, flow: FlowId, n: usize) -> Option<usize> {
+        let conn = self.conns.get_mut(flow).ok()?;
+        let listener = conn.listener();
+        let accepted = self.listeners[listener].proxy.as_ref()?.accepted;
+        let taken = conn.take_proxy_header(&self.scratch[..n], accepted);
+        conn.recount(&mut self.buffered);
+        match taken {
+            Ok(None) => None,
+            Err(e) => {
+                self.close(flow, e.into());
+                None
+            }
+            Ok(Some(header_end)) => {
+                let peer = conn.peer();
+                self.counters.proxy_headers_accepted += 1;
+                self.unfinished.remove(flow.slot());
+                self.announce(flow, peer, listener);
+                self.scratch.copy_within(header_end..n, 0);
+                Some(n - header_end)
             }
         }
     }

@@ -1,6 +1,7 @@
 //! What a worker thread is started with ([`WorkerSetup`]), and what it knows about each
 //! listener ([`ListenerInfo`]); the runtime builds both.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
@@ -13,8 +14,9 @@ use crate::lane::Producer;
 use crate::mailbox::Mailbox;
 use crate::memory::MemoryBudget;
 use crate::message::{MainMsg, ReplyBatch, WorkerMsg};
+use crate::proxy_protocol::{Accepted, SourceNetwork};
 use crate::rate_limit::RateLimiter;
-use crate::settings::{LimitsSettings, OnFull};
+use crate::settings::{LimitsSettings, ListenSettings, OnFull, ProxyProtocol};
 
 /// What a worker needs to know about each listener.
 #[derive(Debug, Clone)]
@@ -27,6 +29,35 @@ pub(crate) struct ListenerInfo {
     pub open: Arc<AtomicUsize>,
     /// `listen[i].max_requests_per_second`, shared by every worker; `None`: no limit.
     pub rate: Option<Arc<RateLimiter>>,
+    /// `listen[i].proxy_protocol` and `proxy_from`; `None`: off.
+    pub proxy: Option<ProxyRule>,
+}
+
+/// A listener whose connections start with a PROXY protocol header.
+#[derive(Debug, Clone)]
+pub(crate) struct ProxyRule {
+    /// The header versions accepted.
+    pub accepted: Accepted,
+    /// The sources allowed to send it (`listen[i].proxy_from`).
+    pub from: Vec<SourceNetwork>,
+}
+
+impl ProxyRule {
+    /// `listen`'s rule, `None` when `proxy_protocol = "off"`.
+    pub(crate) fn of(listen: &ListenSettings) -> Option<ProxyRule> {
+        match listen.proxy_protocol {
+            ProxyProtocol::Off => None,
+            ProxyProtocol::On(accepted) => Some(ProxyRule {
+                accepted,
+                from: listen.proxy_from.clone(),
+            }),
+        }
+    }
+
+    /// Whether a connection from `ip` may send the header.
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
+        self.from.iter().any(|net| net.contains(ip))
+    }
 }
 
 /// Everything a worker thread is started with.

@@ -33,7 +33,7 @@ use crate::actors::mcp_bridge::{BridgeLink, McpBridge};
 use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::StatsReporter;
 use crate::actors::udp::{UdpActor, UdpListening};
-use crate::actors::worker::{ListenerInfo, Worker, WorkerSetup};
+use crate::actors::worker::{ListenerInfo, ProxyRule, Worker, WorkerSetup};
 use crate::flow::next_epoch;
 use crate::framing;
 use crate::lane::{Lane, Producer};
@@ -42,8 +42,9 @@ use crate::mailbox::{Mailbox, mailbox};
 use crate::main_lane::MainLane;
 use crate::memory::{MemoryBudget, MemoryShare};
 use crate::message::{MainMsg, WorkerMsg};
+use crate::proxy_protocol::Accepted;
 use crate::rate_limit::RateLimiter;
-use crate::settings::{ByteSize, Proto, Settings, WhenDown};
+use crate::settings::{ByteSize, Proto, ProxyProtocol, Settings, WhenDown};
 use crate::stats::ControlCounters;
 use crate::watched::Watched;
 
@@ -221,8 +222,24 @@ fn bind_listeners(
                 });
                 let socket = Watched::new(poller, socket, interest).map_err(watch)?;
                 info!(
-                    "listening on tcp://{local} (listener {i}, framing {}{origin})",
-                    framer.name()
+                    "listening on tcp://{local} (listener {i}, framing {}{}{origin})",
+                    framer.name(),
+                    match l.proxy_protocol {
+                        ProxyProtocol::Off => String::new(),
+                        ProxyProtocol::On(accepted) => format!(
+                            ", PROXY protocol {} from {}",
+                            match accepted {
+                                Accepted::V1 => "v1",
+                                Accepted::V2 => "v2",
+                                Accepted::Any => "v1 or v2",
+                            },
+                            l.proxy_from
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }
                 );
                 ports.tcp.push(Some(Listening {
                     socket,
@@ -274,6 +291,7 @@ fn bind_listeners(
             port: local.port(),
             rate,
             open,
+            proxy: ProxyRule::of(l),
         });
         ports.local_addrs.push(local);
     }

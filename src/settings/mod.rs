@@ -38,8 +38,8 @@ mod validate;
 
 pub use sections::{
     AdminSettings, BrokerSettings, Dispatch, Endian, LengthIncludes, LimitsSettings,
-    ListenSettings, LogSettings, MAX_DATAGRAM, McpSettings, OnFull, Proto, QueueSettings,
-    StatsSettings, WhenDown,
+    ListenSettings, LogSettings, MAX_DATAGRAM, McpSettings, OnFull, Proto, ProxyProtocol,
+    QueueSettings, StatsSettings, WhenDown,
 };
 pub use units::{ByteSize, parse_duration};
 

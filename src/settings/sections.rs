@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+use crate::proxy_protocol::{Accepted, SourceNetwork};
+
 use super::units::{ByteSize, KIB, MIB, parse_duration};
 
 /// Flow ids carry the request lane's index in 8 bits: workers `0..=254` and the main thread's
@@ -200,6 +202,13 @@ pub struct ListenSettings {
     /// UDP only: a reply that waited this long for the socket is dropped.
     #[serde(deserialize_with = "duration")]
     pub udp_send_timeout: Duration,
+    /// TCP only: whether each connection starts with a PROXY protocol header naming the client a
+    /// load balancer relays, and which versions are accepted.
+    pub proxy_protocol: ProxyProtocol,
+    /// The sources allowed to send that header (addresses or networks such as `"10.0.0.0/8"`);
+    /// a connection from any other source is closed.
+    #[serde(deserialize_with = "source_networks")]
+    pub proxy_from: Vec<SourceNetwork>,
 }
 
 /// The largest UDP payload (an IPv6 datagram's length field is 16 bits).
@@ -238,8 +247,45 @@ impl Default for ListenSettings {
             max_requests_per_second: 0,
             udp_send_queue: ByteSize(MIB),
             udp_send_timeout: Duration::from_secs(1),
+            proxy_protocol: ProxyProtocol::Off,
+            proxy_from: Vec::new(),
         }
     }
+}
+
+/// Whether a listener's connections start with a PROXY protocol header
+/// (`listen[i].proxy_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyProtocol {
+    /// `"off"`: no header; the connection's peer is the client.
+    #[default]
+    Off,
+    /// `"v1"`, `"v2"`, `"any"`: the header versions accepted.
+    On(Accepted),
+}
+
+impl<'de> Deserialize<'de> for ProxyProtocol {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        keyword(
+            deserializer,
+            &[
+                ("off", ProxyProtocol::Off),
+                ("v1", ProxyProtocol::On(Accepted::V1)),
+                ("v2", ProxyProtocol::On(Accepted::V2)),
+                ("any", ProxyProtocol::On(Accepted::Any)),
+            ],
+        )
+    }
+}
+
+fn source_networks<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SourceNetwork>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    texts
+        .iter()
+        .map(|text| text.trim().parse().map_err(de::Error::custom))
+        .collect()
 }
 
 /// Transport protocol of a listener (`listen[i].proto`).

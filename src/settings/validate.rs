@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::sections::{
-    AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, McpSettings,
-    QueueSettings, StatsSettings,
+    AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, McpSettings, Proto,
+    ProxyProtocol, QueueSettings, StatsSettings,
 };
 use super::units::{ByteSize, GIB, KIB, MIB};
 use crate::lane::FRAME_HEADER_SIZE;
@@ -343,6 +343,24 @@ fn ipv4_overlap(a: &ListenSettings, b: &ListenSettings) -> bool {
 }
 
 impl ListenSettings {
+    fn check_proxy_protocol(&self, i: usize, problems: &mut Vec<String>) {
+        match (self.proxy_protocol, self.proto) {
+            (ProxyProtocol::Off, _) if !self.proxy_from.is_empty() => problems.push(format!(
+                "listen[{i}].proxy_from: set while proxy_protocol = \"off\"; set proxy_protocol to \"v1\", \"v2\" or \"any\", or remove proxy_from"
+            )),
+            (ProxyProtocol::Off, _) => {}
+            (ProxyProtocol::On(_), Proto::Udp) => problems.push(format!(
+                "listen[{i}].proxy_protocol: TCP listeners only; a UDP datagram carries no PROXY header"
+            )),
+            (ProxyProtocol::On(_), Proto::Tcp) if self.proxy_from.is_empty() => {
+                problems.push(format!(
+                    "listen[{i}].proxy_from: empty; name the load balancers allowed to send the PROXY header (e.g. [\"10.0.0.0/8\"]): any other source could claim to be any client"
+                ))
+            }
+            (ProxyProtocol::On(_), Proto::Tcp) => {}
+        }
+    }
+
     fn check(&self, i: usize, framers: &[String], problems: &mut Vec<String>) {
         if !(64 * KIB..=GIB).contains(&self.udp_send_queue.bytes()) {
             problems.push(format!(
@@ -356,6 +374,7 @@ impl ListenSettings {
                 self.udp_send_timeout
             ));
         }
+        self.check_proxy_protocol(i, problems);
         if !framers.contains(&self.framing) {
             problems.push(format!(
                 "listen[{i}].framing: unknown framing {:?}, known framings: {}",

@@ -32,6 +32,7 @@ mod non_reading_clients;
 mod packet_timeout;
 mod pid_file;
 mod prometheus;
+mod proxy_protocol;
 mod queue_full;
 mod rate_limit;
 mod reply_expiry;

@@ -3,6 +3,8 @@
 
 #[path = "../../fuzz/harness/lane.rs"]
 mod lane_harness;
+#[path = "../../fuzz/harness/proxy_header.rs"]
+mod proxy_header_harness;
 #[path = "../../fuzz/harness/record.rs"]
 mod record_harness;
 
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 use ccsd::framing;
 
 /// The fuzz targets that are not a framing.
-const OTHER_TARGETS: [&str; 2] = ["record", "lane"];
+const OTHER_TARGETS: [&str; 3] = ["record", "lane", "proxy_header"];
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
@@ -88,4 +90,9 @@ fn every_corpus_belongs_to_a_fuzz_target() {
             "fuzz/corpus/{name} belongs to no fuzz target"
         );
     }
+}
+
+#[test]
+fn the_proxy_header_corpus_keeps_the_parser_bounded_and_consistent() {
+    replay("proxy_header", proxy_header_harness::check_input);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ccsd::settings::{
     ByteSize, DEFAULT_SETTINGS_TOML, Dispatch, Endian, LengthIncludes, ListenSettings, OnFull,
-    Proto, Settings, SettingsError,
+    Proto, ProxyProtocol, Settings, SettingsError,
 };
 
 /// Writes `text` to a file named after the calling test and returns its path.
@@ -110,6 +110,7 @@ fn every_key_of_every_section_can_be_set() {
          [queues]\ndir = \"/tmp\"\nname = \"edge-1.a_b\"\ncapacity = 65536\non_full = \"close\"\n\
          [[listen]]\naddr = \"127.0.0.1:0\"\nproto = \"tcp\"\nframing = \"length\"\nmax_packet = \"1KiB\"\n\
          length_offset = 2\nlength_size = 8\nlength_endian = \"little\"\nlength_includes = \"field\"\nlength_adjust = 4\n\
+         proxy_protocol = \"v2\"\nproxy_from = [\"10.0.0.0/8\", \"2001:db8::1\"]\n\
          [log]\nlevel = \"debug\"\nfile = {log_file:?}\n\
          [stats]\ninterval = \"250ms\"\nfile = \"/tmp/ccsd-status.json\"\n"
     );
@@ -133,6 +134,12 @@ fn every_key_of_every_section_can_be_set() {
     assert_eq!(listen.length_endian, Endian::Little);
     assert_eq!(listen.length_includes, LengthIncludes::Field);
     assert_eq!(listen.length_adjust, 4);
+    assert_eq!(
+        listen.proxy_protocol,
+        ProxyProtocol::On(ccsd::proxy_protocol::Accepted::V2)
+    );
+    let from: Vec<String> = listen.proxy_from.iter().map(ToString::to_string).collect();
+    assert_eq!(from, ["10.0.0.0/8", "2001:db8::1/128"]);
     assert_eq!(settings.log.level, log::LevelFilter::Debug);
     assert_eq!(settings.log.file, Some(log_file));
     assert_eq!(settings.stats.interval, Duration::from_millis(250));
@@ -208,6 +215,18 @@ fn an_unknown_keyword_lists_the_accepted_ones() {
         [
             "queues.on_full: unknown value \"block\", expected one of \"backpressure\", \"drop\", \"close\""
         ]
+    );
+}
+
+#[test]
+fn a_proxy_from_entry_that_is_not_a_network_names_its_key() {
+    let problems = problems(Settings::from_toml_str(
+        "[[listen]]\nproxy_protocol = \"v1\"\nproxy_from = [\"10.0.0.0/33\"]\n",
+    ));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("proxy_from") && problems[0].contains("prefix length must be 0 to 32"),
+        "{problems:?}"
     );
 }
 
@@ -430,6 +449,8 @@ fn built_in_settings_file_spells_out_every_key() {
             "max_requests_per_second",
             "name",
             "proto",
+            "proxy_from",
+            "proxy_protocol",
             "reuse_port",
             "udp_send_queue",
             "udp_send_timeout",

@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ccsd::settings::{ByteSize, Proto, Settings, SettingsError, WhenDown};
+use ccsd::proxy_protocol::Accepted;
+use ccsd::settings::{ByteSize, Proto, ProxyProtocol, Settings, SettingsError, WhenDown};
 
 /// The problems `validate` finds after `change` is applied to the defaults.
 fn problems_after(change: impl FnOnce(&mut Settings)) -> Vec<String> {
@@ -611,4 +612,37 @@ fn an_ipv6_listener_without_v6only_may_not_share_its_port_with_an_ipv4_one() {
         1
     );
     assert!(pair("127.0.0.1:7300", "[::ffff:127.0.0.2]:7300", false).is_empty());
+}
+
+#[test]
+fn proxy_protocol_needs_tcp_and_named_sources_and_proxy_from_needs_proxy_protocol() {
+    let v1 = ProxyProtocol::On(Accepted::V1);
+    let from = || vec!["10.0.0.0/8".parse().unwrap()];
+    assert_eq!(
+        problems_after(|s| {
+            s.listen[0].proxy_protocol = v1;
+            s.listen[0].proxy_from = from();
+        }),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems_after(|s| s.listen[0].proxy_protocol = v1),
+        [
+            "listen[0].proxy_from: empty; name the load balancers allowed to send the PROXY header (e.g. [\"10.0.0.0/8\"]): any other source could claim to be any client"
+        ]
+    );
+    assert_eq!(
+        problems_after(|s| {
+            s.listen[0].proto = Proto::Udp;
+            s.listen[0].proxy_protocol = v1;
+            s.listen[0].proxy_from = from();
+        }),
+        ["listen[0].proxy_protocol: TCP listeners only; a UDP datagram carries no PROXY header"]
+    );
+    assert_eq!(
+        problems_after(|s| s.listen[0].proxy_from = from()),
+        [
+            "listen[0].proxy_from: set while proxy_protocol = \"off\"; set proxy_protocol to \"v1\", \"v2\" or \"any\", or remove proxy_from"
+        ]
+    );
 }

@@ -127,3 +127,51 @@ fn systemd_analyze_verify_reports_unknown_keys_and_missing_commands() {
         assert!(stderr.contains(expected), "{unit}: {stderr}");
     }
 }
+
+#[test]
+fn the_sysusers_entry_creates_the_user_the_units_run_as() {
+    // systemd-sysusers --root works on a directory of one's own: no root, no running systemd.
+    if !systemd_analyze_available() {
+        return;
+    }
+    let env = TestEnv::new(1, "", "");
+    let root = env.dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let conf = std::fs::File::open(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/sysusers.d/ccsd.conf"),
+    )
+    .expect("dist/sysusers.d/ccsd.conf");
+    let out = Command::new("systemd-sysusers")
+        .arg(format!("--root={}", root.display()))
+        .arg("-")
+        .stdin(conf)
+        .output()
+        .expect("run systemd-sysusers");
+    assert!(
+        out.status.success(),
+        "systemd-sysusers: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    let user = passwd
+        .lines()
+        .find(|l| l.starts_with("ccsd:"))
+        .unwrap_or_else(|| panic!("no user ccsd in\n{passwd}"));
+    assert!(user.ends_with(":/:/usr/sbin/nologin"), "{user}");
+    let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
+    assert!(group.lines().any(|l| l.starts_with("ccsd:")), "{group}");
+    // The units run as exactly this user and group.
+    for unit in ["ccsd.service", "ccsd-mcp@.service"] {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("dist/systemd")
+                .join(unit),
+        )
+        .unwrap();
+        assert!(
+            text.contains("\nUser=ccsd\n") && text.contains("\nGroup=ccsd\n"),
+            "{unit}"
+        );
+    }
+}

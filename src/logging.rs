@@ -4,7 +4,7 @@
 //! Nothing on the data path logs per packet: counters record every event, and a `LogLimiter`
 //! lets through one line per interval with the number of similar events it held back.
 //!
-//! The log file can be reopened at its configured path (`reopen_log_file`, on SIGHUP), so that
+//! The log file can be reopened at its configured path (`reopen_log_file`, on SIGUSR1), so that
 //! logrotate can rename it and have new lines go to a new file. The logger writes through a
 //! process-wide slot holding the open file; a reopen opens the new file first and then swaps it in,
 //! so no line is lost or split between the two.

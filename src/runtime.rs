@@ -63,7 +63,9 @@ mod keys;
 mod listener;
 mod pid_file;
 mod reload;
+mod sd_notify;
 mod signals;
+mod socket_activation;
 mod start;
 
 use extension::ActorSlot;
@@ -71,7 +73,9 @@ pub use extension::BrokerBuilder;
 use instance::{InstanceError, InstanceLock};
 use keys::{MainKey, MainKeys};
 use pid_file::{PidFile, PidFileError};
+use sd_notify::Notifier;
 use signals::Signals;
+pub use socket_activation::ActivationError;
 
 /// Why ccsd could not start.
 #[derive(Debug)]
@@ -98,6 +102,8 @@ pub enum StartError {
     },
     /// The admin Unix socket (`admin.unix`) could not be made.
     AdminUnix(AdminBindError),
+    /// The sockets systemd passed (socket activation) cannot be used.
+    SocketActivation(ActivationError),
     /// A step of the start failed on a system call: creating a poller or a thread, installing
     /// the signal handlers, or watching a socket in the main poller.
     System {
@@ -126,6 +132,7 @@ impl fmt::Display for StartError {
                 write!(f, "listen[{listener}].framing: {source}")
             }
             StartError::AdminUnix(e) => write!(f, "{e}"),
+            StartError::SocketActivation(e) => write!(f, "socket activation: {e}"),
             StartError::System { step, source } => write!(f, "cannot {step}: {source}"),
             StartError::Actor { name, source } => write!(f, "actor {name}: {source}"),
         }
@@ -139,6 +146,7 @@ impl std::error::Error for StartError {
             StartError::PidFile(e) => Some(e),
             StartError::Queue(e) => Some(e),
             StartError::AdminUnix(e) => Some(e),
+            StartError::SocketActivation(e) => Some(e),
             StartError::Bind { source, .. }
             | StartError::Framing { source, .. }
             | StartError::System { source, .. }
@@ -228,6 +236,8 @@ pub struct Broker {
     workers: Vec<JoinHandle<()>>,
     worker_mailboxes: Vec<Mailbox<WorkerMsg>>,
     signals: Signals,
+    /// systemd's notification socket (does nothing when not run by systemd).
+    notifier: Notifier,
     admin: Option<Admin>,
     actors: Vec<ActorSlot>,
     actor_requests: Vec<ActorRequest>,
@@ -297,6 +307,10 @@ impl Broker {
             self.shutdown_grace
         };
         info!("stopping: closing listeners, {grace:?} for pending replies");
+        if !*stopping {
+            self.notifier
+                .notify("STOPPING=1\nSTATUS=stopping: closing connections");
+        }
         self.acceptor.stop();
         self.udp.stop();
         if !*stopping {
@@ -351,8 +365,15 @@ impl Broker {
         // Workers still to be told to stop (a full mailbox is retried next turn).
         let mut stop_pending: Vec<usize> = Vec::new();
         let mut stopping = false;
+        self.notifier.notify(&format!(
+            "READY=1\nSTATUS=serving: epoch {}, {} workers, {} listeners",
+            self.epoch,
+            self.workers.len(),
+            self.local_addrs.len()
+        ));
         loop {
             events.clear();
+            let watchdog = self.notifier.watchdog_tick();
             let actor_timer = self.run_actor_timers();
             let spinning = last_work.elapsed() < self.idle_spin;
             let timeout = if more_replies || spinning || !stop_pending.is_empty() {
@@ -382,6 +403,7 @@ impl Broker {
             } else {
                 timeout
             };
+            let timeout = watchdog.map_or(timeout, |t| timeout.min(t));
             self.poller.wait(&mut events, Some(timeout))?;
             let mut fifo_fired = false;
             for ev in events.iter() {
@@ -395,6 +417,9 @@ impl Broker {
                     MainKey::Signals => {
                         let received = self.signals.take();
                         self.signals.handle(received);
+                        if received.hangup {
+                            self.reload_on_hangup();
+                        }
                         if received.stop {
                             self.begin_stop(&mut stopping, &mut stop_pending);
                         }

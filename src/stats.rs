@@ -303,7 +303,7 @@ counters! {
 counters! {
     /// What the process did on signals since start.
     ProcessCounters {
-        /// Times the log file was reopened on SIGHUP or SIGUSR1.
+        /// Times the log file was reopened on SIGUSR1.
         log_reopens,
         /// Times it could not be (lines kept going to the old file).
         log_reopen_errors,

@@ -86,9 +86,27 @@ impl Broker {
         }
     }
 
-    /// Admin `reload`: reads the settings again, applies what can change at run time and answers
-    /// what changed and what needs a restart; invalid settings change nothing.
+    /// SIGHUP (`systemctl reload`): the same reload as the admin command; its outcome is logged.
+    pub(super) fn reload_on_hangup(&mut self) {
+        info!("SIGHUP: reloading the settings");
+        let answer = self.reload();
+        info!("SIGHUP: {}", answer.lines().next().unwrap_or_default());
+    }
+
+    /// A settings reload (admin `reload`, SIGHUP), told to systemd: `RELOADING=1` before, then
+    /// `READY=1` with the outcome as `STATUS=` (a failed reload leaves ccsd serving as before).
     fn reload(&mut self) -> String {
+        self.notifier.reloading();
+        let answer = self.reload_settings();
+        let outcome = answer.lines().next().unwrap_or_default();
+        self.notifier
+            .notify(&format!("READY=1\nSTATUS=serving; last reload: {outcome}"));
+        answer
+    }
+
+    /// Reads the settings again, applies what can change at run time and answers what changed
+    /// and what needs a restart; invalid settings change nothing.
+    fn reload_settings(&mut self) -> String {
         let Some(path) = self.reload_from.clone() else {
             return "ERROR reload: this binary did not say where its settings came from (BrokerBuilder::settings_file)\r\n".to_owned();
         };

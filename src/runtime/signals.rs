@@ -1,5 +1,6 @@
-//! The process's signals: SIGTERM and SIGINT ask for a graceful stop, SIGHUP and SIGUSR1 for
-//! reopening the log file (logrotate; SIGUSR1 as nginx gives it), and SIGUSR2, reserved for a
+//! The process's signals: SIGTERM and SIGINT ask for a graceful stop, SIGHUP for a settings
+//! reload (what `systemctl reload` sends; the caller does it, as admin `reload`), SIGUSR1 for
+//! reopening the log file (logrotate's postrotate, as nginx has it), and SIGUSR2, reserved for a
 //! later hot restart, is ignored with a log line, so that none of them can kill ccsd.
 //!
 //! The signal handlers (signal-hook) only set a flag and then write a byte to a socket that sits in
@@ -26,9 +27,9 @@ use crate::watched::Watched;
 pub(super) struct Received {
     /// SIGTERM or SIGINT: stop gracefully.
     pub stop: bool,
-    /// SIGHUP: reopen the log file.
+    /// SIGHUP: reload the settings (the caller's part).
     pub hangup: bool,
-    /// SIGUSR1: reopen the log file, as SIGHUP.
+    /// SIGUSR1: reopen the log file.
     pub user1: bool,
     /// SIGUSR2: reserved for hot restart; ignored for now.
     pub user2: bool,
@@ -126,14 +127,11 @@ impl Signals {
         }
     }
 
-    /// Carries out what the signals in `received` ask for, but stopping (the caller's part):
-    /// SIGHUP and SIGUSR1 reopen the log file (once, if both came), SIGUSR2 is logged and ignored.
+    /// Carries out what the signals in `received` ask for, but stopping and reloading (the
+    /// caller's part): SIGUSR1 reopens the log file, SIGUSR2 is logged and ignored.
     pub(super) fn handle(&mut self, received: Received) {
-        match (received.hangup, received.user1) {
-            (true, true) => self.reopen_log("SIGHUP and SIGUSR1"),
-            (true, false) => self.reopen_log("SIGHUP"),
-            (false, true) => self.reopen_log("SIGUSR1"),
-            (false, false) => {}
+        if received.user1 {
+            self.reopen_log("SIGUSR1");
         }
         if received.user2 {
             self.counters.ignored_signals += 1;
@@ -145,7 +143,7 @@ impl Signals {
         }
     }
 
-    /// SIGHUP or SIGUSR1 (named by `signal` in the log line): reopens the log file at its
+    /// SIGUSR1 (named by `signal` in the log line): reopens the log file at its
     /// configured path, so lines go to a new file after logrotate renamed the old one. A failure
     /// keeps the old file and is logged (rate-limited).
     fn reopen_log(&mut self, signal: &str) {

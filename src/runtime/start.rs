@@ -23,7 +23,9 @@ use super::instance::InstanceLock;
 use super::keys::MainKeys;
 use super::listener::{self, ListenOptions};
 use super::pid_file::PidFile;
+use super::sd_notify::Notifier;
 use super::signals::Signals;
+use super::socket_activation::Inherited;
 use super::{Broker, StartError, StartStep};
 use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
 use crate::actors::admin::{Admin, AdminBindError};
@@ -137,6 +139,7 @@ impl Broker {
             workers: workers.handles,
             worker_mailboxes: workers.mailboxes,
             signals,
+            notifier: Notifier::from_env(),
             admin,
             actors: Vec::new(),
             actor_requests: Vec::new(),
@@ -178,6 +181,7 @@ fn bind_listeners(
         infos: Vec::with_capacity(n),
         local_addrs: Vec::with_capacity(n),
     };
+    let mut inherited = Inherited::from_env().map_err(StartError::SocketActivation)?;
     for (i, l) in settings.listen.iter().enumerate() {
         // Built for UDP listeners too (unused there): workers index listeners by position.
         let framer = framing::build(l).map_err(|source| StartError::Framing {
@@ -199,7 +203,18 @@ fn bind_listeners(
         let interest = Event::readable(keys.listener(i));
         let local = match l.proto {
             Proto::Tcp => {
-                let socket = listener::bind(l.addr, options).map_err(bind_err)?;
+                let received = inherited
+                    .take_tcp(i, l)
+                    .map_err(StartError::SocketActivation)?;
+                let origin = if received.is_some() {
+                    ", from systemd"
+                } else {
+                    ""
+                };
+                let socket = match received {
+                    Some(socket) => socket,
+                    None => listener::bind(l.addr, options).map_err(bind_err)?,
+                };
                 let local = socket.local_addr().map_err(bind_err)?;
                 let watch = StartError::at(StartStep::WatchListener {
                     listener: i,
@@ -207,7 +222,7 @@ fn bind_listeners(
                 });
                 let socket = Watched::new(poller, socket, interest).map_err(watch)?;
                 info!(
-                    "listening on tcp://{local} (listener {i}, framing {}{})",
+                    "listening on tcp://{local} (listener {i}, framing {}{}{origin})",
                     framer.name(),
                     match l.proxy_protocol {
                         ProxyProtocol::Off => String::new(),
@@ -236,7 +251,18 @@ fn bind_listeners(
                 local
             }
             Proto::Udp => {
-                let socket = listener::bind_udp(l.addr, options).map_err(bind_err)?;
+                let received = inherited
+                    .take_udp(i, l)
+                    .map_err(StartError::SocketActivation)?;
+                let origin = if received.is_some() {
+                    ", from systemd"
+                } else {
+                    ""
+                };
+                let socket = match received {
+                    Some(socket) => socket,
+                    None => listener::bind_udp(l.addr, options).map_err(bind_err)?,
+                };
                 let local = socket.local_addr().map_err(bind_err)?;
                 let watch = StartError::at(StartStep::WatchListener {
                     listener: i,
@@ -252,7 +278,7 @@ fn bind_listeners(
                 )
                 .map_err(bind_err)?;
                 info!(
-                    "listening on udp://{local} (listener {i}, max_packet {})",
+                    "listening on udp://{local} (listener {i}, max_packet {}{origin})",
                     ByteSize(l.packet_limit())
                 );
                 ports.tcp.push(None);
@@ -269,6 +295,9 @@ fn bind_listeners(
         });
         ports.local_addrs.push(local);
     }
+    inherited
+        .all_taken()
+        .map_err(StartError::SocketActivation)?;
     Ok(ports)
 }
 

@@ -162,6 +162,9 @@ pub struct ListenSettings {
     pub addr: SocketAddr,
     /// Transport protocol.
     pub proto: Proto,
+    /// Under socket activation: the `FileDescriptorName=` of the socket systemd passes for this
+    /// listener (empty: the passed socket bound to `addr`, if any).
+    pub name: String,
     /// Name of the framing (see [`crate::framing::known_framings`]).
     pub framing: String,
     /// Largest packet accepted, length prefix included.
@@ -227,6 +230,7 @@ impl Default for ListenSettings {
         ListenSettings {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7300)),
             proto: Proto::default(),
+            name: String::new(),
             framing: "length".to_owned(),
             max_packet: ByteSize(16 * MIB),
             length_offset: 0,

@@ -375,6 +375,14 @@ impl ListenSettings {
             ));
         }
         self.check_proxy_protocol(i, problems);
+        // systemd's rule for FileDescriptorName= (LISTEN_FDNAMES is ':'-separated).
+        let fdname_char = |c: char| c.is_ascii() && !c.is_ascii_control() && c != ':';
+        if self.name.len() > 255 || !self.name.chars().all(fdname_char) {
+            problems.push(format!(
+                "listen[{i}].name: {:?} can never match a systemd FileDescriptorName= (at most 255 printable ASCII characters, no ':')",
+                self.name
+            ));
+        }
         if !framers.contains(&self.framing) {
             problems.push(format!(
                 "listen[{i}].framing: unknown framing {:?}, known framings: {}",

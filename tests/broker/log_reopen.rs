@@ -1,7 +1,8 @@
-//! SIGHUP (and SIGUSR1, as in nginx) reopens the log file at its configured path (logrotate):
+//! SIGUSR1 (as in nginx) reopens the log file at its configured path (logrotate's postrotate):
 //! after the file is renamed, new lines go to a new file there; a reopen that fails keeps the old
-//! file and is counted; without a log file SIGHUP is harmless. SIGUSR2 (reserved for hot restart)
-//! is ignored with a log line: neither signal kills ccsd.
+//! file and is counted; without a log file SIGUSR1 is harmless. SIGHUP reloads the settings
+//! (`systemctl reload`, see `sighup_reload`) and does not reopen the log. SIGUSR2 (reserved for
+//! hot restart) is ignored with a log line: none of them kills ccsd.
 
 use crate::common;
 
@@ -10,10 +11,6 @@ use std::time::Instant;
 
 use common::{Proc, TestEnv, WAIT, connect, packet, round_trip};
 use rustix::process::{Pid, Signal, kill_process};
-
-fn hangup(p: &Proc) {
-    kill_process(Pid::from_child(&p.child), Signal::HUP).expect("send SIGHUP");
-}
 
 fn signal(p: &Proc, signal: Signal) {
     kill_process(Pid::from_child(&p.child), signal).expect("send the signal");
@@ -41,7 +38,7 @@ fn wait_for_text(path: &Path, needle: &str) -> String {
 }
 
 #[test]
-fn after_a_rename_and_sighup_new_lines_go_to_a_new_file_at_the_configured_path() {
+fn after_a_rename_and_sigusr1_new_lines_go_to_a_new_file_at_the_configured_path() {
     let env = TestEnv::new(1, "", "");
     let log = env.dir.join("ccsd.log");
     let rotated = env.dir.join("ccsd.log.1");
@@ -50,10 +47,10 @@ fn after_a_rename_and_sighup_new_lines_go_to_a_new_file_at_the_configured_path()
     wait_for_text(&log, "ccsd ready");
 
     std::fs::rename(&log, &rotated).unwrap();
-    hangup(&ccsd);
+    signal(&ccsd, Signal::USR1);
     env.wait_stat("process.log_reopens", |v| v == 1);
-    ccsd.wait_for_line("SIGHUP: reopened the log file");
-    wait_for_text(&log, "SIGHUP: reopened the log file");
+    ccsd.wait_for_line("SIGUSR1: reopened the log file");
+    wait_for_text(&log, "SIGUSR1: reopened the log file");
 
     // A line provoked after the reopen: MCP attaching.
     let _mcp = env.start_echo_mcp();
@@ -66,7 +63,7 @@ fn after_a_rename_and_sighup_new_lines_go_to_a_new_file_at_the_configured_path()
         !old.contains("MCP is up"),
         "a new line went to the renamed file:\n{old}"
     );
-    assert!(!old.contains("SIGHUP"), "{old}");
+    assert!(!old.contains("SIGUSR1"), "{old}");
 
     let mut client = connect(ccsd.addr());
     assert_eq!(
@@ -92,31 +89,19 @@ fn a_failed_reopen_keeps_the_old_file_and_is_counted() {
     // The configured directory is gone: the path cannot be opened again.
     let moved = env.dir.join("logs.old");
     std::fs::rename(&dir, &moved).unwrap();
-    hangup(&ccsd);
+    signal(&ccsd, Signal::USR1);
     env.wait_stat("process.log_reopen_errors", |v| v == 1);
-    let line = ccsd.wait_for_line("SIGHUP: cannot reopen the log");
+    let line = ccsd.wait_for_line("SIGUSR1: cannot reopen the log");
     assert!(
         line.contains("ERROR") && line.contains(&log.display().to_string()),
         "{line}"
     );
-    wait_for_text(&moved.join("ccsd.log"), "SIGHUP: cannot reopen the log");
+    wait_for_text(&moved.join("ccsd.log"), "SIGUSR1: cannot reopen the log");
     assert_eq!(common::stat(&env.stats(), "process.log_reopens"), Some(0));
 }
 
 #[test]
-fn sighup_without_a_log_file_leaves_ccsd_serving() {
-    let env = TestEnv::new(1, "", "");
-    let mut ccsd = env.start_ccsd();
-    let _mcp = env.start_echo_mcp();
-    hangup(&ccsd);
-    ccsd.wait_for_line("SIGHUP: no log file to reopen");
-    let mut client = connect(ccsd.addr());
-    assert_eq!(round_trip(&mut client, b"hello"), packet(b"hello"));
-    assert_eq!(ccsd.child.try_wait().unwrap(), None);
-}
-
-#[test]
-fn sigusr1_reopens_the_log_file_as_sighup_does() {
+fn sighup_reloads_the_settings_and_leaves_the_log_file_open() {
     let env = TestEnv::new(1, "", "");
     let log = env.dir.join("ccsd.log");
     let rotated = env.dir.join("ccsd.log.1");
@@ -125,16 +110,13 @@ fn sigusr1_reopens_the_log_file_as_sighup_does() {
     wait_for_text(&log, "ccsd ready");
 
     std::fs::rename(&log, &rotated).unwrap();
-    signal(&ccsd, Signal::USR1);
-    env.wait_stat("process.log_reopens", |v| v == 1);
-    ccsd.wait_for_line("SIGUSR1: reopened the log file");
-    wait_for_text(&log, "SIGUSR1: reopened the log file");
-    let old = std::fs::read_to_string(&rotated).unwrap();
-    assert!(
-        old.contains("ccsd ready") && !old.contains("SIGUSR1"),
-        "{old}"
-    );
-    assert_eq!(ccsd.child.try_wait().unwrap(), None, "SIGUSR1 stopped ccsd");
+    signal(&ccsd, Signal::HUP);
+    ccsd.wait_for_line("SIGHUP: OK reloaded");
+    // Still writing to the renamed file: SIGHUP is the settings reload, not logrotate's signal.
+    wait_for_text(&rotated, "SIGHUP: OK reloaded");
+    assert!(!log.exists(), "SIGHUP reopened the log file");
+    env.wait_stat("process.log_reopens", |v| v == 0);
+    assert_eq!(ccsd.child.try_wait().unwrap(), None, "SIGHUP stopped ccsd");
 }
 
 #[test]

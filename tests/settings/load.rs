@@ -447,6 +447,7 @@ fn built_in_settings_file_spells_out_every_key() {
             "max_connections",
             "max_packet",
             "max_requests_per_second",
+            "name",
             "proto",
             "proxy_from",
             "proxy_protocol",

@@ -646,3 +646,19 @@ fn proxy_protocol_needs_tcp_and_named_sources_and_proxy_from_needs_proxy_protoco
         ]
     );
 }
+
+#[test]
+fn a_listener_name_must_be_a_valid_systemd_file_descriptor_name() {
+    assert_eq!(
+        problems_after(|s| s.listen[0].name = "clients v4.1".to_owned()),
+        Vec::<String>::new()
+    );
+    for bad in ["a:b", "tab\there", "é", &"x".repeat(256)] {
+        assert_eq!(
+            problems_after(|s| s.listen[0].name = bad.to_owned()),
+            [format!(
+                "listen[0].name: {bad:?} can never match a systemd FileDescriptorName= (at most 255 printable ASCII characters, no ':')"
+            )]
+        );
+    }
+}

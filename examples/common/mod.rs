@@ -15,7 +15,7 @@ use ccsd::mcp::{McpEndpoint, McpError};
 use ccsd::settings::Settings;
 use log::{error, info};
 
-/// Parses `--config FILE`, loads the settings, sets up logging, attaches to the lanes (waiting
+/// Parses `--config FILE` (else `CCSD_CONFIG` names the file, as for ccsd), loads the settings, sets up logging, attaches to the lanes (waiting
 /// for ccsd to create them) and serves requests with `service` until an error.
 ///
 /// Logs `"<NAME> attached: ..."` once it is serving.
@@ -32,6 +32,7 @@ pub fn run<S: Service>(service: &mut S) -> ExitCode {
             }
         }
     }
+    let config = ccsd::settings::config_path(config);
     let settings = match Settings::load(config.as_deref()) {
         Ok(s) => s,
         Err(e) => {

@@ -24,10 +24,24 @@ pub fn run<S: Service>(service: &mut S) -> ExitCode {
     let mut config = None;
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
-        match (arg.to_str(), args.next()) {
-            (Some("--config"), Some(file)) => config = Some(PathBuf::from(file)),
+        let usage = format!(
+            "usage: {name} [--config FILE]\n\nServes ccsd's lanes; without --config, the settings file \
+             CCSD_CONFIG names, else the built-in defaults."
+        );
+        match arg.to_str() {
+            Some("--help" | "-h") => {
+                println!("{usage}");
+                return ExitCode::SUCCESS;
+            }
+            Some("--config") => match args.next() {
+                Some(file) => config = Some(PathBuf::from(file)),
+                None => {
+                    eprintln!("{name}: --config needs a FILE\n{usage}");
+                    return ExitCode::from(2);
+                }
+            },
             _ => {
-                eprintln!("usage: {name} [--config FILE]");
+                eprintln!("{name}: unknown argument {arg:?}\n{usage}");
                 return ExitCode::from(2);
             }
         }

@@ -296,7 +296,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = ccsd::logging::init(settings.log.level, settings.log.file.as_deref()) {
+    if let Err(e) = ccsd::logging::init(
+        settings.log.level,
+        settings.log.file.as_deref(),
+        settings.log.to_stderr(),
+    ) {
         eprintln!("custom_actor: {e}");
         return ExitCode::from(2);
     }

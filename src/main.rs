@@ -93,7 +93,11 @@ fn main() -> ExitCode {
         println!("settings OK");
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = ccsd::logging::init(settings.log.level, settings.log.file.as_deref()) {
+    if let Err(e) = ccsd::logging::init(
+        settings.log.level,
+        settings.log.file.as_deref(),
+        settings.log.to_stderr(),
+    ) {
         eprintln!("ccsd: {e}");
         return ExitCode::from(2);
     }

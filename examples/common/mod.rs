@@ -54,7 +54,7 @@ pub fn run<S: Service>(service: &mut S) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = ccsd::logging::init(settings.log.level, None) {
+    if let Err(e) = ccsd::logging::init(settings.log.level, None, true) {
         eprintln!("{name}: {e}");
         return ExitCode::from(2);
     }

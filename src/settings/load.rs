@@ -121,6 +121,7 @@ pub(super) fn parse(
         broker: broker.as_ref(),
         queues: queues.as_ref(),
         listen: listen_refs.as_deref(),
+        log: log.as_ref(),
         stats: stats.as_ref(),
         admin: admin.as_ref(),
         limits: limits.as_ref(),

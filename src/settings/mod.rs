@@ -172,6 +172,7 @@ impl Settings {
             broker: Some(&self.broker),
             queues: Some(&self.queues),
             listen: Some(&listeners),
+            log: Some(&self.log),
             stats: Some(&self.stats),
             admin: Some(&self.admin),
             limits: Some(&self.limits),

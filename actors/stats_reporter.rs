@@ -27,6 +27,8 @@ pub(crate) struct StatsReporter {
     started: Instant,
     epoch: u16,
     workers: Vec<Option<NotifyStat>>,
+    /// When each worker's latest counters arrived (`started` until its first report).
+    reported_at: Vec<Instant>,
     write_log: LogLimiter,
 }
 
@@ -44,6 +46,7 @@ impl StatsReporter {
             started: now,
             epoch,
             workers: vec![None; workers],
+            reported_at: vec![now; workers],
             write_log: LogLimiter::default(),
         }
     }
@@ -57,6 +60,7 @@ impl StatsReporter {
     /// Keeps a worker's latest counters.
     pub(crate) fn on_notify_stat(&mut self, stat: NotifyStat) {
         if let Some(slot) = self.workers.get_mut(stat.worker) {
+            self.reported_at[stat.worker] = Instant::now();
             *slot = Some(stat);
         }
     }
@@ -87,6 +91,18 @@ impl StatsReporter {
     /// Time since ccsd started.
     pub(crate) fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// How old the workers' counters are: the time since the oldest of their latest reports (a
+    /// worker that has not reported yet counts from the start). Workers report every
+    /// `stats.interval`, so this is normally below it; more means a worker is late.
+    pub(crate) fn snapshot_age(&self) -> Duration {
+        let now = Instant::now();
+        self.reported_at
+            .iter()
+            .map(|&at| now.saturating_duration_since(at))
+            .max()
+            .unwrap_or_default()
     }
 
     /// This start's epoch.

@@ -141,6 +141,10 @@ fn summarize(runs: &[Run]) -> Run {
 }
 
 fn main() {
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -252,6 +252,8 @@ struct Args {
     heartbeat: Duration,
 }
 
+const USAGE: &str = "usage: custom_actor [--config FILE] [--audit ADDR] [--heartbeat DURATION]";
+
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         config: None,
@@ -275,23 +277,30 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!(
-                "custom_actor: {e}\nusage: custom_actor [--config FILE] [--audit ADDR] [--heartbeat DURATION]"
-            );
+            eprintln!("custom_actor: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    let settings = match Settings::load(args.config.as_deref()) {
+    let config = ccsd::settings::config_path(args.config.clone());
+    let settings = match Settings::load(config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("custom_actor: invalid settings:\n{e}");
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = ccsd::logging::init(settings.log.level, settings.log.file.as_deref()) {
+    if let Err(e) = ccsd::logging::init(
+        settings.log.level,
+        settings.log.file.as_deref(),
+        settings.log.to_stderr(),
+    ) {
         eprintln!("custom_actor: {e}");
         return ExitCode::from(2);
     }

@@ -80,15 +80,22 @@ fn build_netstring(listen: &ListenSettings) -> std::io::Result<Arc<dyn Framer>> 
     Ok(Arc::new(NetstringFramer { max_packet }))
 }
 
+const USAGE: &str = "usage: custom_framer [--config FILE]";
+
 fn main() -> ExitCode {
     let config = match std::env::args_os().skip(1).collect::<Vec<_>>().as_slice() {
         [flag, file] if flag == "--config" => Some(PathBuf::from(file)),
         [] => None,
+        [help] if help == "--help" || help == "-h" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         _ => {
-            eprintln!("usage: custom_framer [--config FILE]");
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
+    let config = ccsd::settings::config_path(config);
     // Registered before the settings are loaded, so that `framing = "netstring"` is valid.
     framing::register("netstring", Arc::new(build_netstring));
     let settings = match Settings::load(config.as_deref()) {
@@ -98,7 +105,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = ccsd::logging::init(settings.log.level, settings.log.file.as_deref()) {
+    if let Err(e) = ccsd::logging::init(
+        settings.log.level,
+        settings.log.file.as_deref(),
+        settings.log.to_stderr(),
+    ) {
         eprintln!("custom_framer: {e}");
         return ExitCode::from(2);
     }

@@ -1,4 +1,4 @@
-//! Logging: fern to stderr and an optional file, plus a rate limiter for warnings that bad input
+//! Logging: fern to stderr and/or a file (`log.file`, `log.stderr`), plus a rate limiter for warnings that bad input
 //! could otherwise turn into a flood.
 //!
 //! Nothing on the data path logs per packet: counters record every event, and a `LogLimiter`
@@ -17,26 +17,30 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::LevelFilter;
 
-/// Sends log records at `level` and above to stderr and, when given, appended to `file`.
+/// Sends log records at `level` and above to stderr (when `to_stderr`) and, when given, appended
+/// to `file`. (`log.stderr`: [`crate::settings::LogSettings::to_stderr`].)
 ///
 /// The level is the `log` crate's global maximum only (fern itself passes everything), so
 /// `log::set_max_level` (admin `loglevel`, `reload`) can raise it later as well as lower it.
 ///
 /// # Errors
 /// The log file cannot be opened, or a logger is already installed.
-pub fn init(level: LevelFilter, file: Option<&Path>) -> io::Result<()> {
-    let mut dispatch = fern::Dispatch::new()
-        .level(LevelFilter::Trace)
-        .format(|out, message, record| {
-            out.finish(format_args!(
-                "{} {:<5} {}: {}",
-                utc_timestamp(SystemTime::now()),
-                record.level(),
-                record.target(),
-                message
-            ))
-        })
-        .chain(io::stderr());
+pub fn init(level: LevelFilter, file: Option<&Path>, to_stderr: bool) -> io::Result<()> {
+    let mut dispatch =
+        fern::Dispatch::new()
+            .level(LevelFilter::Trace)
+            .format(|out, message, record| {
+                out.finish(format_args!(
+                    "{} {:<5} {}: {}",
+                    utc_timestamp(SystemTime::now()),
+                    record.level(),
+                    record.target(),
+                    message
+                ))
+            });
+    if to_stderr {
+        dispatch = dispatch.chain(io::stderr());
+    }
     if let Some(path) = file {
         let out = Mutex::new(BufWriter::new(open_log_file(path)?));
         let log_file = LogFile {

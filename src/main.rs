@@ -12,21 +12,23 @@ use ccsd::mcp::McpEndpoint;
 use ccsd::mcp::demo::Echo;
 use ccsd::mcp::service::serve;
 use ccsd::runtime::Broker;
-use ccsd::settings::{Settings, SettingsError};
+use ccsd::settings::{self, Settings, SettingsError};
 use log::{error, info};
 
 const USAGE: &str = "\
-usage: ccsd [--config FILE] [--check-config] [--demo]
+usage: ccsd [-c FILE | --config FILE | --config=FILE] [--check-config] [--demo]
 
-  --config FILE    settings file (TOML); without it the built-in defaults are used
-  --check-config   validate the settings and the files ccsd will write (the pid, log and
-                   stats files' directories exist and are writable), print every problem,
-                   exit 0 (valid) or 2
-  --demo           also run the echo MCP inside this process, for a first try
-  --help           this text
-  --version        the version
+  -c, --config FILE  settings file (TOML); without it the file CCSD_CONFIG names, else the
+                     built-in defaults
+  --check-config     validate the settings and the files ccsd will write (the pid, log and
+                     stats files' directories exist and are writable), print every problem,
+                     exit 0 (valid) or 2
+  --demo             also run the echo MCP inside this process, for a first try
+  -h, --help         this text
+  -V, --version      the version
 
-Environment variables CCSD_<SECTION>__<KEY> override settings, e.g. CCSD_BROKER__WORKERS=4.";
+Environment variables CCSD_<SECTION>__<KEY> override settings, e.g. CCSD_BROKER__WORKERS=4;
+CCSD_CONFIG=FILE names the settings file when --config is not given.";
 
 struct Args {
     config: Option<PathBuf>,
@@ -43,8 +45,15 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut it = std::env::args_os().skip(1);
     while let Some(arg) = it.next() {
         match arg.to_str() {
-            Some("--config") => {
-                let file = it.next().ok_or("--config needs a FILE")?;
+            Some(flag @ ("--config" | "-c")) => {
+                let file = it.next().ok_or(format!("{flag} needs a FILE"))?;
+                args.config = Some(PathBuf::from(file));
+            }
+            Some(with_file) if with_file.starts_with("--config=") => {
+                let file = &with_file["--config=".len()..];
+                if file.is_empty() {
+                    return Err("--config= needs a FILE".into());
+                }
                 args.config = Some(PathBuf::from(file));
             }
             Some("--check-config") => args.check_only = true,
@@ -60,6 +69,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             _ => return Err(format!("unknown argument {arg:?}\n\n{USAGE}")),
         }
     }
+    args.config = settings::config_path(args.config);
     Ok(Some(args))
 }
 
@@ -83,7 +93,11 @@ fn main() -> ExitCode {
         println!("settings OK");
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = ccsd::logging::init(settings.log.level, settings.log.file.as_deref()) {
+    if let Err(e) = ccsd::logging::init(
+        settings.log.level,
+        settings.log.file.as_deref(),
+        settings.log.to_stderr(),
+    ) {
         eprintln!("ccsd: {e}");
         return ExitCode::from(2);
     }

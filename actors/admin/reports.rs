@@ -33,12 +33,15 @@ fn each_main_counter_described(
 }
 
 /// Every counter as `STAT name value` lines, then `END`, like memcached's `stats`.
+/// `snapshot_age_ms` says how old the workers' counters are (they report every `stats.interval`);
+/// the main thread's are live.
 pub(super) fn stats_text(view: &AdminView<'_>) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "STAT uptime_ms {}\r\nSTAT epoch {}\r\nSTAT response_lane_used_bytes {}\r\nSTAT main_lane_used_bytes {}\r\nSTAT memory_held_bytes {}\r\nSTAT max_memory_bytes {}\r\n",
+        "STAT uptime_ms {}\r\nSTAT snapshot_age_ms {}\r\nSTAT epoch {}\r\nSTAT response_lane_used_bytes {}\r\nSTAT main_lane_used_bytes {}\r\nSTAT memory_held_bytes {}\r\nSTAT max_memory_bytes {}\r\n",
         view.stats.uptime().as_millis(),
+        view.stats.snapshot_age().as_millis(),
         view.stats.epoch(),
         view.main.response_lane_used_bytes,
         view.main.main_lane_used_bytes,

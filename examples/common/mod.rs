@@ -15,7 +15,7 @@ use ccsd::mcp::{McpEndpoint, McpError};
 use ccsd::settings::Settings;
 use log::{error, info};
 
-/// Parses `--config FILE`, loads the settings, sets up logging, attaches to the lanes (waiting
+/// Parses `--config FILE` (else `CCSD_CONFIG` names the file, as for ccsd), loads the settings, sets up logging, attaches to the lanes (waiting
 /// for ccsd to create them) and serves requests with `service` until an error.
 ///
 /// Logs `"<NAME> attached: ..."` once it is serving.
@@ -24,14 +24,29 @@ pub fn run<S: Service>(service: &mut S) -> ExitCode {
     let mut config = None;
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
-        match (arg.to_str(), args.next()) {
-            (Some("--config"), Some(file)) => config = Some(PathBuf::from(file)),
+        let usage = format!(
+            "usage: {name} [--config FILE]\n\nServes ccsd's lanes; without --config, the settings file \
+             CCSD_CONFIG names, else the built-in defaults."
+        );
+        match arg.to_str() {
+            Some("--help" | "-h") => {
+                println!("{usage}");
+                return ExitCode::SUCCESS;
+            }
+            Some("--config") => match args.next() {
+                Some(file) => config = Some(PathBuf::from(file)),
+                None => {
+                    eprintln!("{name}: --config needs a FILE\n{usage}");
+                    return ExitCode::from(2);
+                }
+            },
             _ => {
-                eprintln!("usage: {name} [--config FILE]");
+                eprintln!("{name}: unknown argument {arg:?}\n{usage}");
                 return ExitCode::from(2);
             }
         }
     }
+    let config = ccsd::settings::config_path(config);
     let settings = match Settings::load(config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -39,7 +54,7 @@ pub fn run<S: Service>(service: &mut S) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = ccsd::logging::init(settings.log.level, None) {
+    if let Err(e) = ccsd::logging::init(settings.log.level, None, true) {
         eprintln!("{name}: {e}");
         return ExitCode::from(2);
     }

@@ -52,6 +52,10 @@ const DEFAULT_SIZES: [usize; 2] = [64, 512];
 const CAPACITY: u64 = 1 << 20;
 
 fn main() -> ExitCode {
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let args = match args::parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(e) => {

@@ -128,7 +128,7 @@ pub(crate) fn plan(current: &Settings, level_now: LevelFilter, file: &Settings) 
     }
     restart_keys!(broker: workers, unlocked_mode, dispatch, mailbox_capacity, idle_spin, shutdown_grace, pid_file);
     restart_keys!(queues: dir, name, capacity, on_full);
-    restart_keys!(log: file);
+    restart_keys!(log: file, stderr);
     restart_keys!(stats: file, log_interval);
     restart_keys!(admin: enabled, addr, token, unix);
     restart_keys!(mcp: stall_timeout, when_down, connect_events, overload_notices);

@@ -8,7 +8,7 @@ use config::{Config, ConfigError, Environment, File, FileFormat, Map, Value, Val
 use serde::de::DeserializeOwned;
 
 use super::validate::Validation;
-use super::{DEFAULT_SETTINGS_TOML, ListenSettings, Settings, SettingsError};
+use super::{CONFIG_PATH_VAR, DEFAULT_SETTINGS_TOML, ListenSettings, Settings, SettingsError};
 
 /// The top-level sections, in the order problems are reported.
 const SECTIONS: [&str; 8] = [
@@ -16,8 +16,11 @@ const SECTIONS: [&str; 8] = [
 ];
 
 /// `CCSD_BROKER__WORKERS` → `broker.workers`, the way `config::Environment` maps it; `None` for
-/// variables without the `CCSD_` prefix.
+/// variables without the `CCSD_` prefix and for [`CONFIG_PATH_VAR`], which names the file.
 pub(super) fn env_key(name: &str) -> Option<String> {
+    if name == CONFIG_PATH_VAR {
+        return None;
+    }
     let lower = name.to_lowercase();
     lower
         .strip_prefix("ccsd_")
@@ -118,6 +121,7 @@ pub(super) fn parse(
         broker: broker.as_ref(),
         queues: queues.as_ref(),
         listen: listen_refs.as_deref(),
+        log: log.as_ref(),
         stats: stats.as_ref(),
         admin: admin.as_ref(),
         limits: limits.as_ref(),
@@ -294,5 +298,11 @@ mod tests {
             Some("queues.on_full")
         );
         assert_eq!(env_key("HOME"), None);
+    }
+
+    #[test]
+    fn the_config_path_variable_is_not_an_override() {
+        assert_eq!(env_key(CONFIG_PATH_VAR), None);
+        assert_eq!(env_key("CCSD_CONFIG"), None);
     }
 }

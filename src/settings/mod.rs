@@ -4,7 +4,8 @@
 //! `--config`, which replaces it as a whole. Keys a file leaves out take their defaults, and a file
 //! without `[[listen]]` tables gets the default listener. Environment variables named
 //! `CCSD_<SECTION>__<KEY>` override single keys (`CCSD_QUEUES__CAPACITY=64MiB`); `[[listen]]` tables
-//! cannot be overridden that way.
+//! cannot be overridden that way. [`CONFIG_PATH_VAR`] (`CCSD_CONFIG`) is not a setting: it names
+//! the settings file when the command line does not, and is never read as an override.
 //!
 //! Loading reports every problem it finds in one go, each starting with the key it concerns, so an
 //! operator fixes a file in one round. `docs/configuration.md` describes every key.
@@ -29,6 +30,20 @@
 use std::error::Error;
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// The environment variable naming the settings file when the command line gives none
+/// (`CCSD_CONFIG=/etc/ccsd/ccsd.toml`). It shares the `CCSD_` prefix but is not an override.
+pub const CONFIG_PATH_VAR: &str = "CCSD_CONFIG";
+
+/// The settings file to load: `from_args` (the command line's `--config`) if given, else a
+/// non-empty [`CONFIG_PATH_VAR`], else none (the built-in defaults).
+pub fn config_path(from_args: Option<PathBuf>) -> Option<PathBuf> {
+    from_args.or_else(|| {
+        std::env::var_os(CONFIG_PATH_VAR)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
 
 mod host;
 mod load;
@@ -157,6 +172,7 @@ impl Settings {
             broker: Some(&self.broker),
             queues: Some(&self.queues),
             listen: Some(&listeners),
+            log: Some(&self.log),
             stats: Some(&self.stats),
             admin: Some(&self.admin),
             limits: Some(&self.limits),

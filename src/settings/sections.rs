@@ -411,6 +411,16 @@ pub struct LogSettings {
     /// Log file; `None` (or an empty string) means no log file.
     #[serde(deserialize_with = "optional_path")]
     pub file: Option<PathBuf>,
+    /// Whether log lines also go to stderr; `None` (unset): only when there is no log file, so
+    /// that a service with a log file does not write every line twice (file and journal).
+    pub stderr: Option<bool>,
+}
+
+impl LogSettings {
+    /// Whether log lines go to stderr: `stderr` if set, else only without a log file.
+    pub fn to_stderr(&self) -> bool {
+        self.stderr.unwrap_or(self.file.is_none())
+    }
 }
 
 impl Default for LogSettings {
@@ -418,6 +428,7 @@ impl Default for LogSettings {
         LogSettings {
             level: log::LevelFilter::Info,
             file: None,
+            stderr: None,
         }
     }
 }

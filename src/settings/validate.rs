@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::sections::{
-    AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, MAX_WORKERS, McpSettings, Proto,
-    ProxyProtocol, QueueSettings, StatsSettings,
+    AdminSettings, BrokerSettings, LimitsSettings, ListenSettings, LogSettings, MAX_WORKERS,
+    McpSettings, Proto, ProxyProtocol, QueueSettings, StatsSettings,
 };
 use super::units::{ByteSize, GIB, KIB, MIB};
 use crate::lane::FRAME_HEADER_SIZE;
@@ -77,6 +77,7 @@ pub(super) struct Validation<'a> {
     pub(super) broker: Option<&'a BrokerSettings>,
     pub(super) queues: Option<&'a QueueSettings>,
     pub(super) listen: Option<&'a [Option<&'a ListenSettings>]>,
+    pub(super) log: Option<&'a LogSettings>,
     pub(super) stats: Option<&'a StatsSettings>,
     pub(super) admin: Option<&'a AdminSettings>,
     pub(super) limits: Option<&'a LimitsSettings>,
@@ -99,6 +100,9 @@ impl Validation<'_> {
                 check_lane_holds_packets(queues.capacity, listeners, problems);
             }
         }
+        if let Some(log) = self.log {
+            log.check(problems);
+        }
         if let Some(stats) = self.stats {
             stats.check(problems);
         }
@@ -110,6 +114,18 @@ impl Validation<'_> {
         }
         if let Some(mcp) = self.mcp {
             mcp.check(problems);
+        }
+    }
+}
+
+impl LogSettings {
+    fn check(&self, problems: &mut Vec<String>) {
+        if self.stderr == Some(false) && self.file.is_none() {
+            problems.push(
+                "log.stderr: false needs log.file, or nothing would be logged (remove log.stderr \
+                 or set log.file)"
+                    .into(),
+            );
         }
     }
 }

@@ -690,3 +690,57 @@ fn the_mcp_watch_verdict_is_in_stats_and_metrics_as_mcp_up_and_mcp_down_events_t
         "{metrics}"
     );
 }
+
+/// Every `STAT name value` line of one `stats` answer.
+fn stats_answer(admin: &mut AdminClient) -> BTreeMap<String, u64> {
+    admin
+        .ask_until_end("stats")
+        .iter()
+        .filter_map(|l| {
+            let mut words = l.strip_prefix("STAT ")?.split(' ');
+            Some((words.next()?.to_owned(), words.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn stats_says_its_worker_counters_are_as_old_as_ccsd_when_no_worker_reported_yet() {
+    let env = TestEnv::new(1, "", "");
+    edit_config(&env, "interval = \"20ms\"", "interval = \"1h\"");
+    let ccsd = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+    let mut client = connect(ccsd.addr());
+    assert_eq!(
+        round_trip(&mut client, b"counted later"),
+        packet(b"counted later")
+    );
+    let mut admin = AdminClient::connect(ccsd.admin.expect("admin address"));
+    let s = stats_answer(&mut admin);
+    assert_eq!(
+        s["packets_in"], 0,
+        "the worker reported before stats.interval: {s:?}"
+    );
+    assert!(s["snapshot_age_ms"] >= s["uptime_ms"], "{s:?}");
+}
+
+#[test]
+fn stats_snapshot_age_is_no_older_than_the_report_carrying_the_latest_packet() {
+    let env = TestEnv::new(1, "", "");
+    let ccsd = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+    let mut client = connect(ccsd.addr());
+    let sent = std::time::Instant::now();
+    assert_eq!(round_trip(&mut client, b"fresh"), packet(b"fresh"));
+    let mut admin = AdminClient::connect(ccsd.admin.expect("admin address"));
+    loop {
+        let s = stats_answer(&mut admin);
+        let since_sent = sent.elapsed().as_millis() as u64;
+        if s["packets_in"] >= 1 {
+            // The report that counted the packet arrived after it was sent.
+            assert!(s["snapshot_age_ms"] <= since_sent, "{since_sent} ms: {s:?}");
+            break;
+        }
+        assert!(sent.elapsed() < WAIT, "the packet was never counted: {s:?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -16,8 +16,11 @@ fn signal(p: &Proc, signal: Signal) {
     kill_process(Pid::from_child(&p.child), signal).expect("send the signal");
 }
 
+/// A log file, and the lines on stderr too (`log.stderr = true`; with a file it is off by
+/// default): these tests follow ccsd's progress on stderr and the file's contents apart.
 fn with_log_file(env: &TestEnv, path: &Path) {
     env.add_setting("log", &format!("file = {:?}", path.display().to_string()));
+    env.add_setting("log", "stderr = true");
 }
 
 /// Waits until the file at `path` contains `needle`; returns its text.

@@ -19,6 +19,7 @@ mod idle_timeout;
 mod listen_options;
 mod listener_rate_limit;
 mod lock_file_safety;
+mod log_outputs;
 mod log_reopen;
 mod main_lane;
 mod max_memory;

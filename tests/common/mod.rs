@@ -350,6 +350,22 @@ impl Proc {
         }
     }
 
+    /// Kills the process and returns every line it wrote to stderr (up to the pipe's end).
+    pub fn kill_and_collect_stderr(&mut self) -> &[String] {
+        self.kill();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return &self.lines,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{}'s stderr stayed open after it was killed", self.what)
+                }
+            }
+        }
+    }
+
     /// Waits (at most [`WAIT`]) for the process to exit on its own; its exit code.
     pub fn exit_code(&mut self) -> Option<i32> {
         let deadline = Instant::now() + WAIT;

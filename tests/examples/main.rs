@@ -8,6 +8,7 @@ mod common;
 mod custom_actor;
 mod custom_framer;
 mod demo;
+mod help;
 mod http_mcp;
 mod kv_mcp;
 mod loadgen;

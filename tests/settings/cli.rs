@@ -136,3 +136,69 @@ fn a_second_ccsd_on_the_same_queues_is_refused_naming_the_first() {
     );
     assert!(stderr.contains(&expected), "{stderr}");
 }
+
+/// A settings file whose only setting (`broker.workers = 0`) fails validation, so that
+/// `--check-config` shows whether ccsd read it: exit 2 naming the key, where the built-in
+/// defaults exit 0.
+fn invalid_file(tag: &str) -> std::path::PathBuf {
+    let file = std::env::temp_dir().join(format!("ccsd-cli-{}-{tag}.toml", std::process::id()));
+    std::fs::write(&file, "[broker]\nworkers = 0\n").unwrap();
+    file
+}
+
+fn text_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn config_file_is_read_from_every_spelling_of_the_flag_and_from_ccsd_config() {
+    let file = invalid_file("spellings");
+    let path = file.to_str().unwrap();
+    let with_equals = format!("--config={path}");
+    type Run<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let runs: [Run; 4] = [
+        (&["--check-config", "--config", path], &[]),
+        (&["--check-config", &with_equals], &[]),
+        (&["--check-config", "-c", path], &[]),
+        (&["--check-config"], &[("CCSD_CONFIG", path)]),
+    ];
+    for (args, env) in runs {
+        let out = ccsd(args, env);
+        let text = text_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {text}");
+        assert!(text.contains("broker.workers"), "{args:?} {env:?}: {text}");
+    }
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn command_line_config_wins_over_ccsd_config() {
+    let file = invalid_file("wins");
+    let out = ccsd(
+        &["--check-config", "-c", "settings/default.toml"],
+        &[("CCSD_CONFIG", file.to_str().unwrap())],
+    );
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+}
+
+#[test]
+fn ccsd_config_is_not_refused_as_an_unknown_setting() {
+    let out = ccsd(
+        &["--check-config"],
+        &[("CCSD_CONFIG", "settings/default.toml")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    let out = ccsd(&["--check-config"], &[("CCSD_CONFIG", "")]);
+    assert_eq!(out.status.code(), Some(0), "empty: {}", text_of(&out));
+}
+
+#[test]
+fn config_flag_without_a_file_exits_2_naming_the_flag() {
+    for (args, flag) in [(&["-c"][..], "-c"), (&["--config="][..], "--config=")] {
+        let out = ccsd(args, &[]);
+        let text = text_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(text.contains(&format!("{flag} needs a FILE")), "{text}");
+    }
+}

@@ -6,6 +6,8 @@ mod common;
 
 mod check_config_files;
 mod cli;
+mod deployment_doc;
+mod dist_files;
 mod env;
 mod extremes;
 mod load;

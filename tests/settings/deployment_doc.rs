@@ -103,7 +103,9 @@ fn the_deployment_docs_health_check_passes_on_a_live_ccsd_admin_port_with_its_to
     }
     let file = env.dir.join("haproxy.cfg");
     std::fs::write(&file, &config).unwrap();
-    let mut cmd = common::tool("haproxy", "haproxy");
+    // haproxy itself, not under timeout(1) as `common::tool` runs it: killing this Proc at the
+    // end of the test must stop haproxy, not only a `timeout` whose child would live on.
+    let mut cmd = std::process::Command::new("haproxy");
     cmd.arg("-db").arg("-f").arg(&file);
     let _haproxy = common::Proc::spawn(cmd, "haproxy");
 

@@ -35,56 +35,22 @@ pub(crate) fn plan(current: &Settings, level_now: LevelFilter, file: &Settings) 
             changed.push(format!("{name} {line}"));
         }
     };
-    take("log.level", take_over(&mut next.log.level, &file.log.level));
-    take(
-        "limits.idle_timeout",
-        take_over(&mut next.limits.idle_timeout, &file.limits.idle_timeout),
-    );
-    take(
-        "limits.max_send_buffer",
-        take_over(
-            &mut next.limits.max_send_buffer,
-            &file.limits.max_send_buffer,
-        ),
-    );
-    take(
-        "limits.max_requests_per_second",
-        take_over(
-            &mut next.limits.max_requests_per_second,
-            &file.limits.max_requests_per_second,
-        ),
-    );
-    take(
-        "limits.packet_timeout",
-        take_over(&mut next.limits.packet_timeout, &file.limits.packet_timeout),
-    );
-    take(
-        "limits.max_memory",
-        take_over(&mut next.limits.max_memory, &file.limits.max_memory),
-    );
-    take(
-        "broker.max_connections",
-        take_over(
-            &mut next.broker.max_connections,
-            &file.broker.max_connections,
-        ),
-    );
-    take(
-        "mcp.reply_max_age",
-        take_over(&mut next.mcp.reply_max_age, &file.mcp.reply_max_age),
-    );
-    take(
-        "admin.idle_timeout",
-        take_over(&mut next.admin.idle_timeout, &file.admin.idle_timeout),
-    );
-    take(
-        "admin.login_timeout",
-        take_over(&mut next.admin.login_timeout, &file.admin.login_timeout),
-    );
-    take(
-        "stats.interval",
-        take_over(&mut next.stats.interval, &file.stats.interval),
-    );
+    macro_rules! reload_keys {
+        ($section:ident: $($key:ident),+) => {
+            $(
+                take(
+                    concat!(stringify!($section), ".", stringify!($key)),
+                    take_over(&mut next.$section.$key, &file.$section.$key),
+                );
+            )+
+        };
+    }
+    reload_keys!(log: level);
+    reload_keys!(limits: idle_timeout, max_send_buffer, max_requests_per_second, packet_timeout, max_memory);
+    reload_keys!(broker: max_connections);
+    reload_keys!(mcp: reply_max_age);
+    reload_keys!(admin: idle_timeout, login_timeout);
+    reload_keys!(stats: interval);
     let mut needs_restart = Vec::new();
     for (i, (old, new)) in next.listen.iter_mut().zip(&file.listen).enumerate() {
         let mut same_but_limit = new.clone();

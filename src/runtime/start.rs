@@ -7,8 +7,9 @@
 //! `Watched` guard, so a failed start leaves nothing registered.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -44,7 +45,7 @@ use crate::memory::{MemoryBudget, MemoryShare};
 use crate::message::{MainMsg, WorkerMsg};
 use crate::proxy_protocol::Accepted;
 use crate::rate_limit::RateLimiter;
-use crate::settings::{ByteSize, Proto, ProxyProtocol, Settings, WhenDown};
+use crate::settings::{ByteSize, ListenSettings, Proto, ProxyProtocol, Settings, WhenDown};
 use crate::stats::ControlCounters;
 use crate::watched::Watched;
 
@@ -206,40 +207,18 @@ fn bind_listeners(
                 let received = inherited
                     .take_tcp(i, l)
                     .map_err(StartError::SocketActivation)?;
-                let origin = if received.is_some() {
-                    ", from systemd"
-                } else {
-                    ""
-                };
-                let socket = match received {
-                    Some(socket) => socket,
-                    None => listener::bind(l.addr, options).map_err(bind_err)?,
-                };
-                let local = socket.local_addr().map_err(bind_err)?;
-                let watch = StartError::at(StartStep::WatchListener {
-                    listener: i,
-                    addr: local,
-                });
-                let socket = Watched::new(poller, socket, interest).map_err(watch)?;
+                let (socket, local, origin) = watch_listener(
+                    poller,
+                    (i, interest),
+                    received,
+                    || listener::bind(l.addr, options),
+                    TcpListener::local_addr,
+                    bind_err,
+                )?;
                 info!(
                     "listening on tcp://{local} (listener {i}, framing {}{}{origin})",
                     framer.name(),
-                    match l.proxy_protocol {
-                        ProxyProtocol::Off => String::new(),
-                        ProxyProtocol::On(accepted) => format!(
-                            ", PROXY protocol {} from {}",
-                            match accepted {
-                                Accepted::V1 => "v1",
-                                Accepted::V2 => "v2",
-                                Accepted::Any => "v1 or v2",
-                            },
-                            l.proxy_from
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    }
+                    proxy_description(l)
                 );
                 ports.tcp.push(Some(Listening {
                     socket,
@@ -254,21 +233,14 @@ fn bind_listeners(
                 let received = inherited
                     .take_udp(i, l)
                     .map_err(StartError::SocketActivation)?;
-                let origin = if received.is_some() {
-                    ", from systemd"
-                } else {
-                    ""
-                };
-                let socket = match received {
-                    Some(socket) => socket,
-                    None => listener::bind_udp(l.addr, options).map_err(bind_err)?,
-                };
-                let local = socket.local_addr().map_err(bind_err)?;
-                let watch = StartError::at(StartStep::WatchListener {
-                    listener: i,
-                    addr: local,
-                });
-                let socket = Watched::new(poller, socket, interest).map_err(watch)?;
+                let (socket, local, origin) = watch_listener(
+                    poller,
+                    (i, interest),
+                    received,
+                    || listener::bind_udp(l.addr, options),
+                    UdpSocket::local_addr,
+                    bind_err,
+                )?;
                 let udp = UdpListening::new(
                     socket,
                     l.packet_limit() as usize,
@@ -299,6 +271,50 @@ fn bind_listeners(
         .all_taken()
         .map_err(StartError::SocketActivation)?;
     Ok(ports)
+}
+
+/// The listening socket systemd passed (`received`), or one `bind` opens now, watched by the main
+/// poller as listener `i` with `interest`; with its local address and how the log names where it
+/// came from.
+fn watch_listener<S: AsFd>(
+    poller: &Arc<Poller>,
+    (i, interest): (usize, Event),
+    received: Option<S>,
+    bind: impl FnOnce() -> io::Result<S>,
+    local_addr: impl Fn(&S) -> io::Result<SocketAddr>,
+    bind_err: impl Fn(io::Error) -> StartError,
+) -> Result<(Watched<S>, SocketAddr, &'static str), StartError> {
+    let (socket, origin) = match received {
+        Some(socket) => (socket, ", from systemd"),
+        None => (bind().map_err(&bind_err)?, ""),
+    };
+    let local = local_addr(&socket).map_err(&bind_err)?;
+    let watch = StartError::at(StartStep::WatchListener {
+        listener: i,
+        addr: local,
+    });
+    let socket = Watched::new(poller, socket, interest).map_err(watch)?;
+    Ok((socket, local, origin))
+}
+
+/// How the start's log line names a TCP listener's PROXY protocol setting ("" when off).
+fn proxy_description(l: &ListenSettings) -> String {
+    match l.proxy_protocol {
+        ProxyProtocol::Off => String::new(),
+        ProxyProtocol::On(accepted) => format!(
+            ", PROXY protocol {} from {}",
+            match accepted {
+                Accepted::V1 => "v1",
+                Accepted::V2 => "v2",
+                Accepted::Any => "v1 or v2",
+            },
+            l.proxy_from
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// Binds the admin port (and the admin Unix socket), watched by the main poller, if enabled.

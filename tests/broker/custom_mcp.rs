@@ -6,12 +6,11 @@ use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Instant;
 
 use ccsd::flow::FlowId;
 use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{CustomOp, Kind, Reason, RecordHeader, Transport};
-use common::{TestEnv, WAIT, assert_closed, connect, packet, read_n};
+use common::{TestEnv, WAIT, assert_closed, connect, next_of_kind, packet, read_n};
 
 /// A second listener on port 0 (the first comes with `TestEnv`).
 const SECOND_LISTENER: &str = "[[listen]]\naddr = \"127.0.0.1:0\"\n";
@@ -27,26 +26,6 @@ fn custom(op: CustomOp, port: u16, payload: &[u8]) -> RecordHeader {
 fn send(mcp: &mut McpEndpoint, header: &RecordHeader, payload: &[u8]) {
     mcp.send(header, payload).unwrap();
     mcp.flush().unwrap();
-}
-
-/// Receives records until one of `kind` arrives, answering every DATA request with its echo.
-fn next_of_kind(mcp: &mut McpEndpoint, msg: &mut Message, kind: Kind) -> RecordHeader {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if !mcp.recv(msg, Some(WAIT)).unwrap() {
-            continue;
-        }
-        let header = *msg.header();
-        if header.kind == kind {
-            return header;
-        }
-        if header.kind == Kind::Data {
-            let echo = msg.payload().to_vec();
-            mcp.reply(&header, &echo).unwrap();
-            mcp.flush().unwrap();
-        }
-    }
-    panic!("no {kind:?} record from ccsd");
 }
 
 /// Sends `body`, answers it as the test's MCP, and checks the client reads the answer.

@@ -14,31 +14,11 @@ use std::time::{Duration, Instant};
 
 use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::proxy_protocol::V2_SIGNATURE;
-use ccsd::record::{Kind, RecordHeader};
-use common::{Proc, TestEnv, WAIT, assert_closed, connect, packet, read_n};
+use ccsd::record::Kind;
+use common::{Proc, TestEnv, WAIT, assert_closed, connect, next_of_kind, packet, read_n};
 
 /// A listener taking either version from the test's own address.
 const PROXY_ANY_FROM_LOCALHOST: &str = "proxy_protocol = \"any\"\nproxy_from = [\"127.0.0.0/8\"]\n";
-
-/// Receives records until one of `kind` arrives, answering every DATA request with its echo.
-fn next_of_kind(mcp: &mut McpEndpoint, msg: &mut Message, kind: Kind) -> RecordHeader {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if !mcp.recv(msg, Some(WAIT)).unwrap() {
-            continue;
-        }
-        let header = *msg.header();
-        if header.kind == kind {
-            return header;
-        }
-        if header.kind == Kind::Data {
-            let echo = msg.payload().to_vec();
-            mcp.reply(&header, &echo).unwrap();
-            mcp.flush().unwrap();
-        }
-    }
-    panic!("no {kind:?} record from ccsd");
-}
 
 /// A version 2 PROXY header for a TCP client `src` (IPv4 or IPv6) reaching `dst`, with `tlvs`.
 fn v2_header(src: SocketAddr, dst: SocketAddr, tlvs: &[u8]) -> Vec<u8> {

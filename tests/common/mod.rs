@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use ccsd::mcp::McpEndpoint;
 use ccsd::mcp::demo::Echo;
 use ccsd::mcp::service::serve;
+use ccsd::mcp::{McpEndpoint, Message};
+use ccsd::record::{Kind, RecordHeader};
 use ccsd::settings::Settings;
 
 /// How long any single wait in a test may take before it fails.
@@ -508,4 +509,24 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Receives records until one of `kind` arrives, answering every DATA request with its echo.
+pub fn next_of_kind(mcp: &mut McpEndpoint, msg: &mut Message, kind: Kind) -> RecordHeader {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if !mcp.recv(msg, Some(WAIT)).unwrap() {
+            continue;
+        }
+        let header = *msg.header();
+        if header.kind == kind {
+            return header;
+        }
+        if header.kind == Kind::Data {
+            let echo = msg.payload().to_vec();
+            mcp.reply(&header, &echo).unwrap();
+            mcp.flush().unwrap();
+        }
+    }
+    panic!("no {kind:?} record from ccsd");
 }

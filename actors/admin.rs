@@ -75,6 +75,27 @@ pub(crate) enum AdminAction {
         /// Identifies the request.
         token: u64,
     },
+    /// Move `flow` to worker `to` (even if pinned when `force`); hand the outcome to
+    /// [`Admin::answer`].
+    Migrate {
+        /// Identifies the request.
+        token: u64,
+        /// The flow.
+        flow: FlowId,
+        /// Its new worker.
+        to: usize,
+        /// Move it even if it is pinned.
+        force: bool,
+    },
+    /// Pin or unpin `flow`; hand the outcome to [`Admin::answer`].
+    Pin {
+        /// Identifies the request.
+        token: u64,
+        /// The flow.
+        flow: FlowId,
+        /// Pin (`true`) or unpin.
+        pinned: bool,
+    },
 }
 
 /// What the admin reads from the rest of the main thread to answer.
@@ -91,8 +112,19 @@ pub(crate) struct AdminView<'a> {
 /// A command answered later, by the main loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Deferred {
-    SampleConns { max: usize },
+    SampleConns {
+        max: usize,
+    },
     Reload,
+    Migrate {
+        flow: FlowId,
+        to: usize,
+        force: bool,
+    },
+    Pin {
+        flow: FlowId,
+        pinned: bool,
+    },
 }
 
 struct Client {
@@ -576,6 +608,17 @@ impl Admin {
                         AdminAction::SampleConns { token, max }
                     }
                     Deferred::Reload => AdminAction::Reload { token },
+                    Deferred::Migrate { flow, to, force } => AdminAction::Migrate {
+                        token,
+                        flow,
+                        to,
+                        force,
+                    },
+                    Deferred::Pin { flow, pinned } => AdminAction::Pin {
+                        token,
+                        flow,
+                        pinned,
+                    },
                 });
             }
         }
@@ -601,7 +644,9 @@ enum Outcome {
 }
 
 /// The commands that change something: with `admin.unix` set and no token, the Unix socket's.
-const CONTROL_COMMANDS: [&str; 4] = ["close", "loglevel", "reload", "shutdown"];
+const CONTROL_COMMANDS: [&str; 7] = [
+    "close", "loglevel", "migrate", "pin", "reload", "shutdown", "unpin",
+];
 
 /// Answers one command line: the reply and what follows. A command answered later by the main
 /// loop (`conns`, `reload`) sets `deferred` and replies nothing yet.
@@ -654,7 +699,7 @@ fn command(
     match verb {
         "" => (String::new(), Keep),
         "help" => (
-            "help | stats | workers | conns [N] | close FLOW | loglevel off|error|warn|info|debug|trace | reload | shutdown | quit\r\nGET /metrics over HTTP for Prometheus\r\nEND\r\n".into(),
+            "help | stats | workers | conns [N] | close FLOW | migrate FLOW WORKER [force] | pin FLOW | unpin FLOW | loglevel off|error|warn|info|debug|trace | reload | shutdown | quit\r\nGET /metrics over HTTP for Prometheus\r\nEND\r\n".into(),
             Keep,
         ),
         "stats" => (stats_text(view), Keep),
@@ -677,6 +722,36 @@ fn command(
             }
             Some(flow) => (format!("ERROR flow {flow} names no worker\r\n"), Keep),
             None => ("ERROR usage: close FLOW (hex 0x... or decimal)\r\n".into(), Keep),
+        },
+        "migrate" => {
+            let to = words.next().and_then(|w| w.parse::<usize>().ok());
+            let force = match words.next() {
+                None => Some(false),
+                Some("force") => Some(true),
+                Some(_) => None,
+            };
+            match (arg.and_then(parse_flow), to, force, words.next()) {
+                (Some(flow), Some(to), Some(force), None) => {
+                    *deferred = Some(Deferred::Migrate { flow, to, force });
+                    (String::new(), Keep)
+                }
+                _ => (
+                    "ERROR usage: migrate FLOW WORKER [force] (FLOW hex 0x... or decimal)\r\n"
+                        .into(),
+                    Keep,
+                ),
+            }
+        }
+        "pin" | "unpin" => match (arg.and_then(parse_flow), words.next()) {
+            (Some(flow), None) => {
+                let pinned = verb == "pin";
+                *deferred = Some(Deferred::Pin { flow, pinned });
+                (String::new(), Keep)
+            }
+            _ => (
+                format!("ERROR usage: {verb} FLOW (hex 0x... or decimal)\r\n"),
+                Keep,
+            ),
         },
         "loglevel" => match arg.and_then(|a| a.parse::<LevelFilter>().ok()) {
             Some(level) => {

@@ -17,6 +17,14 @@
 //! connection's replies filled its worker's mailbox.
 //! The main thread never blocks on a worker.
 //!
+//! A connection that moved to another worker keeps its flow id, whose worker field names the
+//! worker it was born on: the bridge keeps a route for each flow that lives elsewhere
+//! ([`McpBridge::begin_move`]; looked up only while some flow has moved). While a connection is on
+//! its way, its replies wait in the bridge; they reach the new worker right after the connection
+//! itself, and after every reply the old worker was sent (`docs/architecture.md`, "Moving a
+//! connection"). Control messages that must keep that order go through the same per-worker queue
+//! as the batches.
+//!
 //! Custom records (kind custom) are not about a flow: the bridge copies each into a [`CustomMcp`]
 //! and the runtime hands them to the main thread's actors after the drain.
 //!
@@ -35,7 +43,7 @@
 
 pub(crate) mod response;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,11 +54,14 @@ use crossbeam_channel::Receiver;
 use log::Level;
 
 use crate::clock::monotonic_ns;
+use crate::flow::FlowId;
 use crate::lane::Consumer;
 use crate::logging::{LogLimiter, log_limited};
 use crate::mailbox::Mailbox;
 use crate::memory::MemoryShare;
-use crate::message::{CustomMcp, DataTrans, ReplyBatch, WorkerMsg};
+use crate::message::{
+    CustomMcp, DataTrans, Departure, Disconnect, MoveRefused, Moved, ReplyBatch, WorkerMsg,
+};
 use crate::record::{RECORD_HEADER_SIZE, RecordHeader};
 use crate::stats::BridgeCounters;
 use crate::stats::histogram::Histogram;
@@ -87,6 +98,48 @@ pub(crate) struct BridgeLink {
     pub in_flight: Arc<AtomicUsize>,
 }
 
+/// What waits in the bridge for a worker's mailbox, in the order it must arrive.
+#[derive(Debug)]
+enum Outbound {
+    /// Replies.
+    Batch(ReplyBatch),
+    /// A message that must not overtake the replies before it (a connection's move).
+    Control(WorkerMsg),
+}
+
+/// Where the replies of a flow that does not live on its birth worker go.
+#[derive(Debug)]
+enum Route {
+    /// To this worker.
+    Lives(usize),
+    /// Nowhere yet: the connection is on its way from `from` to `to`; its replies wait here.
+    Moving {
+        from: usize,
+        replies: ReplyBatch,
+        /// Admin `close` asked for it meanwhile: closed once it arrives.
+        close: bool,
+    },
+}
+
+/// Why a move cannot begin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MoveStart {
+    /// It is moving already.
+    InProgress,
+    /// Its flow names no worker of this start.
+    NoSuchFlow,
+}
+
+impl MoveStart {
+    /// The reason as admin answers word it.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            MoveStart::InProgress => "the flow is moving already",
+            MoveStart::NoSuchFlow => "the flow names no worker of this start",
+        }
+    }
+}
+
 /// Routes MCP's records to workers.
 #[derive(Debug)]
 pub(crate) struct McpBridge {
@@ -95,10 +148,16 @@ pub(crate) struct McpBridge {
     links: Vec<BridgeLink>,
     /// Per worker, the batch being filled.
     batches: Vec<ReplyBatch>,
-    /// Per worker, the batches it could not take yet, oldest first.
-    held: Vec<VecDeque<ReplyBatch>>,
+    /// Per worker, the batches (and control messages) it could not take yet, oldest first.
+    held: Vec<VecDeque<Outbound>>,
     /// Bytes of every held batch.
     held_bytes: usize,
+    /// Control messages held.
+    held_controls: usize,
+    /// The flows that do not live on their birth worker.
+    routes: HashMap<FlowId, Route>,
+    /// Bytes of replies waiting for connections on their way.
+    moving_bytes: usize,
     /// Reading the response lane is stopped: held replies reached [`HELD_MAX`].
     lane_paused: bool,
     /// The bridge's part of `limits.max_memory`: held and in-flight reply bytes.
@@ -136,6 +195,9 @@ impl McpBridge {
             batches: (0..n).map(|_| ReplyBatch::default()).collect(),
             held: (0..n).map(|_| VecDeque::new()).collect(),
             held_bytes: 0,
+            held_controls: 0,
+            routes: HashMap::new(),
+            moving_bytes: 0,
             lane_paused: false,
             memory: None,
             record: Vec::new(),
@@ -168,14 +230,183 @@ impl McpBridge {
     /// What the bridge counted so far.
     pub(crate) fn counters(&self) -> BridgeCounters {
         let mut counters = self.counters;
-        counters.held_bytes = self.held_bytes as u64;
+        counters.held_bytes = (self.held_bytes + self.moving_bytes) as u64;
+        counters.moved_flows = self.routes.len() as u64;
         counters
     }
 
-    /// Whether replies wait in the bridge for a worker: the main loop must call
-    /// [`drain`](McpBridge::drain) again within [`HELD_RETRY`] even if nothing else happens.
+    /// Whether replies or control messages wait in the bridge for a worker: the main loop must
+    /// call [`drain`](McpBridge::drain) again within [`HELD_RETRY`] even if nothing else happens.
     pub(crate) fn holding(&self) -> bool {
-        self.held_bytes > 0
+        self.held_bytes > 0 || self.held_controls > 0
+    }
+
+    /// The worker that holds `flow` now; `Err` while it moves, or when it names no worker.
+    pub(crate) fn owner(&self, flow: FlowId) -> Result<usize, MoveStart> {
+        match self.routes.get(&flow) {
+            Some(Route::Lives(w)) => Ok(*w),
+            Some(Route::Moving { .. }) => Err(MoveStart::InProgress),
+            None if flow.epoch() == self.check.epoch && flow.worker() < self.links.len() => {
+                Ok(flow.worker())
+            }
+            None => Err(MoveStart::NoSuchFlow),
+        }
+    }
+
+    /// Begins moving `flow` to worker `to` (a valid index): tells its worker, behind every reply
+    /// already routed to it, to hand it over; from now on its replies wait here until it has.
+    /// Returns the worker it leaves.
+    pub(crate) fn begin_move(
+        &mut self,
+        flow: FlowId,
+        to: usize,
+        force: bool,
+        token: u64,
+    ) -> Result<usize, MoveStart> {
+        let from = self.owner(flow)?;
+        if from != to {
+            let replies = self.links[from].recycle.try_recv().unwrap_or_default();
+            self.routes.insert(
+                flow,
+                Route::Moving {
+                    from,
+                    replies,
+                    close: false,
+                },
+            );
+        }
+        // Asked even when it is there already: only its worker knows whether it is still open.
+        self.send_control(
+            from,
+            WorkerMsg::MoveOut {
+                flow,
+                to,
+                force,
+                token,
+            },
+        );
+        Ok(from)
+    }
+
+    /// A connection left its worker: hands it to its new one, then the replies that waited for
+    /// it, and routes its next replies there.
+    pub(crate) fn on_departed(&mut self, departure: Box<Departure>) {
+        let (flow, to) = (departure.state.flow, departure.to);
+        let waiting = match self.routes.remove(&flow) {
+            Some(Route::Moving { replies, close, .. }) => Some((replies, close)),
+            _ => None,
+        };
+        if to != flow.worker() {
+            self.routes.insert(flow, Route::Lives(to));
+        }
+        self.send_control(to, WorkerMsg::Arrive(departure));
+        if let Some((replies, close)) = waiting {
+            self.moving_bytes -= replies.record_bytes();
+            self.send_after_control(to, replies);
+            if close {
+                self.send_control(to, WorkerMsg::Disconnect(Disconnect { flows: vec![flow] }));
+            }
+        }
+    }
+
+    /// A move ended without the connection reaching its new worker: the replies that waited go
+    /// to the worker that kept it (or, if it closed, to its old worker, which drops them as
+    /// stale), and the route follows.
+    pub(crate) fn on_move_failed(&mut self, moved: &Moved) {
+        let Err(refused) = moved.outcome else {
+            return;
+        };
+        match refused {
+            // The new worker closed it: nothing is routed anywhere special any more.
+            MoveRefused::TableFull | MoveRefused::RegisterFailed => {
+                if matches!(self.routes.get(&moved.flow), Some(Route::Lives(w)) if *w == moved.to) {
+                    self.routes.remove(&moved.flow);
+                }
+            }
+            MoveRefused::AlreadyThere => {}
+            MoveRefused::Closed | MoveRefused::Pinned | MoveRefused::Stopping => {
+                let Some(Route::Moving {
+                    from,
+                    replies,
+                    close,
+                    ..
+                }) = self.routes.remove(&moved.flow)
+                else {
+                    return;
+                };
+                if refused != MoveRefused::Closed && from != moved.flow.worker() {
+                    self.routes.insert(moved.flow, Route::Lives(from));
+                }
+                self.moving_bytes -= replies.record_bytes();
+                self.send_after_control(from, replies);
+                if close {
+                    let flows = vec![moved.flow];
+                    self.send_control(from, WorkerMsg::Disconnect(Disconnect { flows }));
+                }
+            }
+        }
+    }
+
+    /// Flows that had moved to `worker` closed there: their replies go nowhere special now.
+    pub(crate) fn on_guests_closed(&mut self, worker: usize, flows: &[FlowId]) {
+        for flow in flows {
+            if matches!(self.routes.get(flow), Some(Route::Lives(w)) if *w == worker) {
+                self.routes.remove(flow);
+            }
+        }
+    }
+
+    /// Asks whichever worker holds `flow` to close it (admin `close`); while it moves, it is
+    /// closed once it arrives. False when the flow names no worker.
+    pub(crate) fn close_flow(&mut self, flow: FlowId) -> bool {
+        match self.routes.get_mut(&flow) {
+            Some(Route::Moving { close, .. }) => {
+                *close = true;
+                true
+            }
+            _ => match self.owner(flow) {
+                Ok(w) => {
+                    self.send_control(w, WorkerMsg::Disconnect(Disconnect { flows: vec![flow] }));
+                    true
+                }
+                Err(_) => false,
+            },
+        }
+    }
+
+    /// Sends `msg` to worker `w` behind every reply routed to it so far.
+    pub(crate) fn send_control(&mut self, w: usize, msg: WorkerMsg) {
+        self.send_batch(w);
+        if self.held[w].is_empty() {
+            match self.links[w].mailbox.try_send(msg) {
+                Ok(()) => return,
+                Err(e) => {
+                    self.held[w].push_back(Outbound::Control(e.into_inner()));
+                }
+            }
+        } else {
+            self.held[w].push_back(Outbound::Control(msg));
+        }
+        self.held_controls += 1;
+    }
+
+    /// Sends `replies` (the batch that waited for a moving connection) to worker `w` right after
+    /// the control message just sent to it.
+    fn send_after_control(&mut self, w: usize, replies: ReplyBatch) {
+        if replies.is_empty() {
+            return;
+        }
+        let held = if self.held[w].is_empty() {
+            match self.hand_over(w, replies) {
+                Ok(()) => return,
+                Err(batch) => batch,
+            }
+        } else {
+            replies
+        };
+        self.counters.replies_held += held.len() as u64;
+        self.held_bytes += held.record_bytes();
+        self.held[w].push_back(Outbound::Batch(held));
     }
 
     /// Whether the memory figure the bridge published counts replies the workers may have taken
@@ -196,7 +427,7 @@ impl McpBridge {
             // SYNC POINT: Relaxed: a figure for the memory budget; no data is read through it.
             .map(|link| link.in_flight.load(Ordering::Relaxed))
             .sum();
-        self.held_bytes + in_flight
+        self.held_bytes + self.moving_bytes + in_flight
     }
 
     /// How long the replies read so far waited in the response lane (their header's timestamp to
@@ -236,7 +467,7 @@ impl McpBridge {
         self.now_ns = 0;
         let mut taken = 0;
         while taken < RECORDS_PER_TURN {
-            if self.held_bytes >= HELD_MAX {
+            if self.held_bytes + self.moving_bytes >= HELD_MAX {
                 self.pause_lane();
                 break;
             }
@@ -310,6 +541,23 @@ impl McpBridge {
             }
             Err(rejection) => return self.count_rejection(rejection),
         };
+        let w = if self.routes.is_empty() {
+            w
+        } else {
+            match self.routes.get_mut(&header.flow) {
+                None => w,
+                Some(Route::Lives(owner)) => *owner,
+                Some(Route::Moving { replies, .. }) => {
+                    // Its connection is on its way: the reply follows it (`on_departed`).
+                    let payload = &self.record[RECORD_HEADER_SIZE..];
+                    replies.push(&header, payload);
+                    self.moving_bytes += RECORD_HEADER_SIZE + payload.len();
+                    self.counters.records_routed += 1;
+                    self.counters.replies_held_moving += 1;
+                    return;
+                }
+            }
+        };
         // The header goes to the worker decoded: it is not decoded again there.
         let batch = &mut self.batches[w];
         batch.push(&header, &self.record[RECORD_HEADER_SIZE..]);
@@ -373,7 +621,7 @@ impl McpBridge {
         };
         self.counters.replies_held += held.len() as u64;
         self.held_bytes += held.record_bytes();
-        self.held[w].push_back(held);
+        self.held[w].push_back(Outbound::Batch(held));
     }
 
     /// Sends `held` to worker `w` unless replies fill three quarters of its mailbox (the rest is
@@ -410,17 +658,29 @@ impl McpBridge {
         }
     }
 
-    /// Offers every worker its held batches again, oldest first, as far as it takes them.
+    /// Offers every worker its held batches and control messages again, oldest first, as far
+    /// as it takes them.
     fn offer_held(&mut self) {
         for w in 0..self.held.len() {
             while let Some(held) = self.held[w].pop_front() {
-                let len = held.record_bytes();
-                match self.hand_over(w, held) {
-                    Ok(()) => self.held_bytes -= len,
-                    Err(held) => {
-                        self.held[w].push_front(held);
-                        break;
+                match held {
+                    Outbound::Batch(batch) => {
+                        let len = batch.record_bytes();
+                        match self.hand_over(w, batch) {
+                            Ok(()) => self.held_bytes -= len,
+                            Err(batch) => {
+                                self.held[w].push_front(Outbound::Batch(batch));
+                                break;
+                            }
+                        }
                     }
+                    Outbound::Control(msg) => match self.links[w].mailbox.try_send(msg) {
+                        Ok(()) => self.held_controls -= 1,
+                        Err(e) => {
+                            self.held[w].push_front(Outbound::Control(e.into_inner()));
+                            break;
+                        }
+                    },
                 }
             }
         }

@@ -36,6 +36,7 @@ mod idle;
 mod ingress;
 mod limits;
 mod memory;
+mod migration;
 mod read;
 mod reply_timing;
 mod setup;
@@ -52,6 +53,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use log::{Level, debug, error};
 use polling::{Events, PollMode, Poller};
 
+pub(crate) use migration::Fence;
 pub(crate) use setup::{ListenerInfo, ProxyRule, WorkerSetup};
 
 use close::CloseCause;
@@ -59,6 +61,7 @@ use connection::Conn;
 use idle::IdleList;
 use ingress::Ingress;
 use limits::Limits;
+use migration::MainOutbox;
 
 use crate::clock::monotonic_ns;
 use crate::flow::{FlowId, FlowTable};
@@ -138,6 +141,14 @@ pub(crate) struct Worker {
     /// When free memory may next be returned to the system.
     next_release: Instant,
     memory_log: LogLimiter,
+    /// Connections that moved here and wait for MCP to pass their fence before they are read.
+    fenced: Vec<FlowId>,
+    /// Disconnect notices of connections that closed before their fence passed.
+    fenced_notices: Vec<(RecordHeader, Fence)>,
+    /// Moved-here connections that closed (public ids), for the bridge's routes.
+    closed_guests: Vec<FlowId>,
+    /// Messages the main thread's full mailbox could not take yet.
+    outbox: MainOutbox,
 }
 
 impl std::fmt::Debug for Worker {
@@ -191,6 +202,10 @@ impl Worker {
             buffered_peak: 0,
             next_release: Instant::now(),
             memory_log: LogLimiter::default(),
+            fenced: Vec::new(),
+            fenced_notices: Vec::new(),
+            closed_guests: Vec::new(),
+            outbox: MainOutbox::default(),
         }
     }
 
@@ -202,8 +217,13 @@ impl Worker {
             events.clear();
             let now = Instant::now();
             let mut timeout = self.next_stats.saturating_duration_since(now);
-            if !self.paused.is_empty() {
-                // MCP does not signal free space: look again soon.
+            if !self.paused.is_empty()
+                || !self.fenced.is_empty()
+                || !self.fenced_notices.is_empty()
+                || !self.outbox.is_empty()
+            {
+                // MCP does not signal free space or its progress, nor the main thread room in
+                // its mailbox: look again soon.
                 timeout = timeout.min(BACKPRESSURE_RETRY);
             }
             if now.duration_since(self.last_work) < self.idle_spin {
@@ -253,6 +273,7 @@ impl Worker {
                 self.last_work = Instant::now();
             }
             self.flush_dirty();
+            self.lift_fences();
             self.resume_paused();
             if self.stopping.is_some() {
                 self.close_answered();
@@ -263,6 +284,7 @@ impl Worker {
             self.close_half_closed_expired();
             self.enforce_memory();
             self.publish_lane();
+            self.flush_outbox();
             if Instant::now() >= self.next_stats {
                 self.send_stats();
             }
@@ -286,6 +308,18 @@ impl Worker {
                 Ok(WorkerMsg::SampleConns { token, max }) => self.on_sample_conns(token, max),
                 Ok(WorkerMsg::Reconfigure(settings)) => self.on_reconfigure(&settings),
                 Ok(WorkerMsg::Shutdown { deadline }) => self.on_shutdown(deadline),
+                Ok(WorkerMsg::MoveOut {
+                    flow,
+                    to,
+                    force,
+                    token,
+                }) => self.on_move_out(flow, to, force, token),
+                Ok(WorkerMsg::Arrive(departure)) => self.on_arrive(departure),
+                Ok(WorkerMsg::Pin {
+                    flow,
+                    pinned,
+                    token,
+                }) => self.on_pin(flow, pinned, token),
                 Err(TryRecvError::Empty) => return Some(handled),
                 Err(TryRecvError::Disconnected) => return None,
             }
@@ -440,8 +474,9 @@ impl Worker {
         }
     }
 
-    /// Closes `flow` (if still open) and tells MCP why: the end of every connection.
+    /// Closes `flow` (a local id, if still open) and tells MCP why: the end of every connection.
     fn close(&mut self, flow: FlowId, cause: CloseCause) {
+        let public = self.conns.public(flow);
         let Some(conn) = self.conns.remove(flow) else {
             return;
         };
@@ -453,7 +488,11 @@ impl Worker {
         self.buffered -= conn.counted_bytes() as u64;
         let (peer, listener) = (conn.peer(), conn.listener());
         let announced = !conn.awaits_proxy_header();
+        let fence = conn.fence().cloned();
         drop(conn);
+        if public != flow {
+            self.closed_guests.push(public);
+        }
         self.limits.log_close(cause, self.id, peer, listener);
         cause.count(&mut self.counters);
         self.counters.connections_open -= 1;
@@ -461,11 +500,9 @@ impl Worker {
         if !announced {
             return;
         }
-        let mut notice = self.notice(Kind::Disconnect, flow, peer, listener);
+        let mut notice = self.notice(Kind::Disconnect, public, peer, listener);
         notice.code = cause.reason() as u8;
-        if !self.ingress.push_notice(&notice) {
-            self.counters.dropped_disconnect_notices += 1;
-        }
+        self.push_notice_after(notice, fence);
     }
 
     /// Publishes what this turn pushed into the request lane, waking MCP if it sleeps.

@@ -37,10 +37,20 @@
 //! Freed slots are reused first-in first-out, so a slot comes back only after every other free
 //! slot did.
 //!
+//! **Connections that moved.** A connection keeps its flow id when it moves to another worker
+//! (admin `migrate`, the rebalancer): MCP knows it only by that id. Its new worker *adopts* it
+//! ([`FlowTable::adopt`]): the connection takes a slot of the new table under a *local* id (as a
+//! connection born there would get, used for the poller key and the worker's own lists), and the
+//! table maps its *public* id (the one MCP uses) to that local id. [`FlowTable::resolve`] turns
+//! the flow id of a record from MCP into the local id; a slot holding an adopted connection never
+//! answers to a public id of its own worker, so a guessed id cannot reach it. So the worker field
+//! of a flow id names the worker the connection was *born* on; the MCP bridge keeps a map of the
+//! flows that live elsewhere.
+//!
 //! For tests, the environment variable [`GENERATIONS_ENV`] makes slots retire after fewer
 //! generations, so that the retirement is reachable without a million connections.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::Path;
 
@@ -142,7 +152,7 @@ impl FlowId {
         (self.0 >> 48) as u16
     }
 
-    /// The worker that owns the connection.
+    /// The worker the connection was born on (it may have moved since; see [`FlowTable`]).
     pub fn worker(self) -> usize {
         ((self.0 >> 40) & WORKER_MASK) as usize
     }
@@ -193,6 +203,9 @@ struct Slot<T> {
     /// The generation of the flow in the slot, or of the next one; `generations` once retired.
     generation: u32,
     value: Option<T>,
+    /// The public id of the adopted connection in the slot (born on another worker, or born here
+    /// and come back); `None` when the slot's own id is its public id.
+    adopted: Option<FlowId>,
 }
 
 /// One worker's connections, indexed by slot, each behind a generation-checked [`FlowId`].
@@ -206,6 +219,8 @@ pub(crate) struct FlowTable<T> {
     generations: u32,
     /// Slots retired so far.
     retired: usize,
+    /// The adopted connections: public id to local id.
+    adopted: HashMap<FlowId, FlowId>,
     exhausted_log: LogLimiter,
 }
 
@@ -238,6 +253,7 @@ impl<T> FlowTable<T> {
             len: 0,
             generations,
             retired: 0,
+            adopted: HashMap::new(),
             exhausted_log: LogLimiter::default(),
         }
     }
@@ -255,12 +271,50 @@ impl<T> FlowTable<T> {
     /// Stores `value` in a free slot and returns its new flow id, or `None` when all
     /// [`MAX_SLOTS`] slots are live or retired.
     pub(crate) fn insert(&mut self, value: T) -> Option<FlowId> {
+        self.occupy(value, None)
+    }
+
+    /// Stores `value`, a connection that moved here and keeps its flow id `public`, in a free
+    /// slot and returns its local id; `None` when all [`MAX_SLOTS`] slots are live or retired, or
+    /// when `public` is already here.
+    pub(crate) fn adopt(&mut self, public: FlowId, value: T) -> Option<FlowId> {
+        if self.resolve(public).is_ok() {
+            return None;
+        }
+        let local = self.occupy(value, Some(public))?;
+        self.adopted.insert(public, local);
+        Some(local)
+    }
+
+    /// The local id of the connection whose public id (the one MCP uses) is `public`.
+    pub(crate) fn resolve(&self, public: FlowId) -> Result<FlowId, StaleFlow> {
+        if !self.adopted.is_empty() {
+            if let Some(&local) = self.adopted.get(&public) {
+                return Ok(local);
+            }
+        }
+        match self.check(public) {
+            Ok(()) if self.slots[public.slot()].adopted.is_some() => Err(StaleFlow::Closed),
+            checked => checked.map(|()| public),
+        }
+    }
+
+    /// The public id of the connection whose local id is `local` (itself unless adopted).
+    pub(crate) fn public(&self, local: FlowId) -> FlowId {
+        self.slots
+            .get(local.slot())
+            .and_then(|s| s.adopted)
+            .unwrap_or(local)
+    }
+
+    fn occupy(&mut self, value: T, adopted: Option<FlowId>) -> Option<FlowId> {
         let slot = match self.free.pop_front() {
             Some(slot) => slot as usize,
             None if self.slots.len() < MAX_SLOTS => {
                 self.slots.push(Slot {
                     generation: 0,
                     value: None,
+                    adopted: None,
                 });
                 self.slots.len() - 1
             }
@@ -281,6 +335,7 @@ impl<T> FlowTable<T> {
         };
         let entry = &mut self.slots[slot];
         entry.value = Some(value);
+        entry.adopted = adopted;
         self.len += 1;
         Some(FlowId::new(
             self.epoch,
@@ -290,7 +345,7 @@ impl<T> FlowTable<T> {
         ))
     }
 
-    /// Checks that `flow` names a live connection of this table.
+    /// Checks that `flow` names a live connection of this table by its local id.
     pub(crate) fn check(&self, flow: FlowId) -> Result<(), StaleFlow> {
         if flow.epoch() != self.epoch {
             return Err(StaleFlow::OtherEpoch);
@@ -334,6 +389,9 @@ impl<T> FlowTable<T> {
         self.check(flow).ok()?;
         let s = &mut self.slots[flow.slot()];
         let value = s.value.take();
+        if let Some(public) = s.adopted.take() {
+            self.adopted.remove(&public);
+        }
         s.generation += 1;
         if s.generation < self.generations {
             self.free.push_back(flow.slot() as u32);
@@ -344,7 +402,7 @@ impl<T> FlowTable<T> {
         value
     }
 
-    /// Every live flow id, in slot order.
+    /// Every live local id, in slot order.
     pub(crate) fn flows(&self) -> impl Iterator<Item = FlowId> + '_ {
         self.slots.iter().enumerate().filter_map(|(i, s)| {
             s.value
@@ -388,6 +446,45 @@ mod tests {
         let other_worker = FlowId::new(7, 2, a.generation(), a.slot() as u32);
         assert_eq!(t.check(other_epoch), Err(StaleFlow::OtherEpoch));
         assert_eq!(t.check(other_worker), Err(StaleFlow::OtherWorker));
+    }
+
+    #[test]
+    fn an_adopted_connection_answers_to_its_public_id_and_its_slot_to_no_other() {
+        let mut t = FlowTable::new(7, 1);
+        let home = t.insert("home").unwrap();
+        let guest_public = FlowId::new(7, 0, 3, 9);
+        let guest = t.adopt(guest_public, "guest").unwrap();
+        assert_eq!(guest.worker(), 1, "the local id is one of this table");
+        assert_eq!(t.resolve(guest_public), Ok(guest));
+        assert_eq!(t.resolve(home), Ok(home));
+        assert_eq!(t.public(guest), guest_public);
+        assert_eq!(t.public(home), home);
+        assert_eq!(
+            t.resolve(guest),
+            Err(StaleFlow::Closed),
+            "a guessed local id does not reach the guest"
+        );
+        assert_eq!(t.adopt(guest_public, "twice"), None);
+        assert_eq!(t.remove(guest), Some("guest"));
+        assert_eq!(t.resolve(guest_public), Err(StaleFlow::OtherWorker));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_connection_that_left_and_came_back_is_found_by_its_public_id() {
+        let mut t = FlowTable::new(7, 1);
+        let born = t.insert("conn").unwrap();
+        let conn = t.remove(born).unwrap();
+        let other = t.insert("other").unwrap();
+        assert_eq!(
+            other.slot(),
+            born.slot(),
+            "its old slot went to another connection"
+        );
+        let back = t.adopt(born, conn).unwrap();
+        assert_eq!(t.resolve(born), Ok(back));
+        assert_eq!(t.get_mut(back).map(|v| *v), Ok("conn"));
+        assert_eq!(t.resolve(other), Ok(other));
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub mod actor;
 #[path = "../actors/mod.rs"]
 pub(crate) mod actors;
 pub mod clock;
+pub(crate) mod conn_state;
 pub mod flow;
 pub mod framing;
 pub mod lane;

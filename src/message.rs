@@ -11,11 +11,18 @@
 //! - `WorkerMsg::SampleConns` / [`ConnSample`]: main thread → every worker and back, a sample of
 //!   each worker's connections for the admin `conns` command.
 //! - [`WorkerSettings`]: main thread → every worker, the settings a reload changed.
+//! - Moving a connection (`docs/architecture.md`, "Moving a connection"): `WorkerMsg::MoveOut`
+//!   (main thread → the worker holding it), `MainMsg::Departed` with the connection as a
+//!   [`Departure`] (that worker → main thread), `WorkerMsg::Arrive` (main thread → its new
+//!   worker), and the outcome, [`MainMsg::Moved`]; `WorkerMsg::Pin` and `MainMsg::Pinned`;
+//!   `MainMsg::GuestsClosed` (which moved connections closed, so the bridge forgets them).
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::actors::worker::Fence;
+use crate::conn_state::ConnState;
 use crate::flow::FlowId;
 use crate::record::{CloseMode, RECORD_HEADER_SIZE, RecordHeader};
 use crate::settings::LimitsSettings;
@@ -172,6 +179,8 @@ pub(crate) enum PortCommand {
 pub(crate) struct ConnInfo {
     /// Its flow.
     pub flow: FlowId,
+    /// Never moved automatically.
+    pub pinned: bool,
     /// The client's address.
     pub peer: SocketAddr,
     /// The local port of the listener that accepted it.
@@ -208,6 +217,70 @@ pub(crate) struct WorkerSettings {
     pub stats_interval: Duration,
 }
 
+/// A connection leaving worker `from` for worker `to`: its socket (out of `from`'s poller) and
+/// its state.
+#[derive(Debug)]
+pub(crate) struct Departure {
+    /// The socket, registered in no poller.
+    pub socket: TcpStream,
+    /// Everything else the connection is.
+    pub state: ConnState,
+    /// Where MCP must have read `from`'s request lane before the connection is read again.
+    pub fence: Option<Fence>,
+    /// The worker it leaves.
+    pub from: usize,
+    /// The worker it goes to.
+    pub to: usize,
+    /// Who asked (see [`Moved::token`]).
+    pub token: u64,
+}
+
+/// Why a connection did not move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MoveRefused {
+    /// It closed (or never existed).
+    Closed,
+    /// It is on that worker already.
+    AlreadyThere,
+    /// It is pinned and the move was not forced.
+    Pinned,
+    /// Its worker is stopping.
+    Stopping,
+    /// The new worker has no free slot.
+    TableFull,
+    /// The new worker's poller refused the socket (the connection was closed).
+    RegisterFailed,
+}
+
+impl MoveRefused {
+    /// The reason as admin answers and logs word it.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            MoveRefused::Closed => "no such flow (closed)",
+            MoveRefused::AlreadyThere => "the flow is on that worker already",
+            MoveRefused::Pinned => "the flow is pinned (add force)",
+            MoveRefused::Stopping => "ccsd is stopping",
+            MoveRefused::TableFull => "the worker has no free slot",
+            MoveRefused::RegisterFailed => "the worker could not register the socket",
+        }
+    }
+}
+
+/// The outcome of a move, from the worker that knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Moved {
+    /// The flow (its public id).
+    pub flow: FlowId,
+    /// The worker it was on.
+    pub from: usize,
+    /// The worker it was to go to.
+    pub to: usize,
+    /// Who asked: an admin request's token, or 0.
+    pub token: u64,
+    /// `Ok`: it is served by `to` now.
+    pub outcome: Result<(), MoveRefused>,
+}
+
 /// What a worker's mailbox carries.
 #[derive(Debug)]
 pub(crate) enum WorkerMsg {
@@ -234,6 +307,29 @@ pub(crate) enum WorkerMsg {
         /// When every remaining connection is closed.
         deadline: std::time::Instant,
     },
+    /// Hand connection `flow` (public id) over to worker `to`: answered with
+    /// [`MainMsg::Departed`], or [`MainMsg::Moved`] when it cannot leave.
+    MoveOut {
+        /// The flow.
+        flow: FlowId,
+        /// Its new worker.
+        to: usize,
+        /// Move it even if it is pinned.
+        force: bool,
+        /// Who asked (see [`Moved::token`]).
+        token: u64,
+    },
+    /// Adopt a connection another worker handed over.
+    Arrive(Box<Departure>),
+    /// Pin or unpin `flow` (public id); answered with [`MainMsg::Pinned`].
+    Pin {
+        /// The flow.
+        flow: FlowId,
+        /// Pin (`true`) or unpin.
+        pinned: bool,
+        /// Who asked: an admin request's token, or 0.
+        token: u64,
+    },
 }
 
 /// What the main thread's mailbox carries.
@@ -246,4 +342,27 @@ pub(crate) enum MainMsg {
     NotifyStat(NotifyStat),
     /// A worker's answer to `WorkerMsg::SampleConns`.
     ConnSample(ConnSample),
+    /// A connection left its worker, to be handed to its new one.
+    Departed(Box<Departure>),
+    /// The outcome of a move.
+    Moved(Moved),
+    /// The answer to `WorkerMsg::Pin`: whether the flow was found.
+    Pinned {
+        /// The flow.
+        flow: FlowId,
+        /// Pinned (`true`) or unpinned.
+        pinned: bool,
+        /// The request's token.
+        token: u64,
+        /// The flow is open on the worker that answers.
+        found: bool,
+    },
+    /// Connections that had moved to `worker` and closed there: the bridge stops routing their
+    /// flows to it.
+    GuestsClosed {
+        /// The worker.
+        worker: usize,
+        /// Their flows (public ids).
+        flows: Vec<FlowId>,
+    },
 }

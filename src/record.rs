@@ -177,6 +177,13 @@ pub enum CustomOp {
     ClosePortNow,
     /// Write the payload to every connection of `listen_port` (code 3).
     Broadcast,
+    /// Move connection `flow` to the worker the payload names (a little-endian `u32`), unless
+    /// it is pinned (code 4).
+    MigrateFlow,
+    /// Pin connection `flow`: never moved automatically (code 5).
+    PinFlow,
+    /// Unpin connection `flow` (code 6).
+    UnpinFlow,
 }
 
 impl CustomOp {
@@ -188,6 +195,9 @@ impl CustomOp {
             1 => CustomOp::ClosePort,
             2 => CustomOp::ClosePortNow,
             3 => CustomOp::Broadcast,
+            4 => CustomOp::MigrateFlow,
+            5 => CustomOp::PinFlow,
+            6 => CustomOp::UnpinFlow,
             _ => return None,
         })
     }
@@ -199,6 +209,9 @@ impl CustomOp {
             CustomOp::ClosePort => 1,
             CustomOp::ClosePortNow => 2,
             CustomOp::Broadcast => 3,
+            CustomOp::MigrateFlow => 4,
+            CustomOp::PinFlow => 5,
+            CustomOp::UnpinFlow => 6,
         }
     }
 }

@@ -61,6 +61,7 @@ pub mod fd_limit;
 mod instance;
 mod keys;
 mod listener;
+mod migrations;
 mod pid_file;
 mod reload;
 mod sd_notify;
@@ -247,6 +248,8 @@ pub struct Broker {
     control_log: LogLimiter,
     /// A custom actor or the admin asked for a graceful stop.
     stop_requested: bool,
+    /// A graceful stop has begun: nothing moves between workers any more.
+    stop_begun: bool,
     /// Declared before `_instance`: removed before the instance lock is released.
     _pid_file: Option<PidFile>,
     /// The settings in force (those read at start, with what reloads changed).
@@ -317,6 +320,7 @@ impl Broker {
             self.each_actor(|actor, ctx| actor.on_stop(ctx));
         }
         *stopping = true;
+        self.stop_begun = true;
         *stop_pending = (0..self.worker_mailboxes.len()).collect();
         self.stop_deadline = Instant::now() + grace;
     }
@@ -331,6 +335,11 @@ impl Broker {
         for worker in mem::take(&mut self.workers) {
             let _ = worker.join();
         }
+    }
+
+    /// Whether a graceful stop has begun.
+    fn stopping_requested(&self) -> bool {
+        self.stop_begun || self.stop_requested
     }
 
     /// The main thread's own counters, for the stats reporter.

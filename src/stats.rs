@@ -130,6 +130,22 @@ counters! {
         /// Times the worker continued writing its request lane at MCP's head because that head
         /// could not follow its tail (MCP or another writer broke the lane protocol).
         lane_resyncs,
+        /// Connections this worker handed over to another worker (migration).
+        migrations_out,
+        /// Connections this worker adopted from another worker (migration).
+        migrations_in,
+        /// Of those, the ones that had to wait for MCP to read their earlier packets from the
+        /// old worker's lane before they were read here.
+        migration_fence_waits,
+        /// Migrations refused because the connection had closed (or never existed).
+        migrations_refused_closed,
+        /// Migrations refused because the connection is pinned and the move was not forced.
+        migrations_refused_pinned,
+        /// Migrations refused because ccsd was stopping.
+        migrations_refused_stopping,
+        /// Connections that left their worker but could not be adopted by the new one (no free
+        /// slot, or its poller refused the socket): closed, and counted in their `closed_*`.
+        migrations_failed,
     }
 }
 
@@ -194,6 +210,12 @@ counters! {
         custom_records,
         /// Records for flows of the main thread's lane (UDP peers), handed to the UDP actor.
         records_udp,
+        /// Replies that waited in the bridge because their connection was moving to another
+        /// worker (delivered right after it arrived).
+        replies_held_moving,
+        /// Connections living on a worker other than the one they were born on: the bridge's
+        /// routes (a gauge).
+        moved_flows,
     }
 }
 
@@ -204,10 +226,30 @@ counters! {
         custom_unknown_op,
         /// Application custom records that no custom actor was there to receive.
         custom_unhandled,
+        /// Migrate, pin and unpin custom records that could not be carried out at once (a worker
+        /// that does not exist, a flow moving already or of no worker of this start, a payload
+        /// that names no worker).
+        custom_refused,
         /// Listen-port commands (close, broadcast) delivered to a worker.
         port_commands,
         /// Listen-port commands dropped: a worker's mailbox stayed full and the retry queue was full.
         dropped_port_commands,
+        /// Connection migrations begun (admin `migrate`, the rebalancer, MCP's custom record).
+        migrations_started,
+        /// Of those, the ones whose connection is served by its new worker now.
+        migrations_done,
+        /// Migrations refused before they began: the worker does not exist or is outside the
+        /// listener's `workers`, the flow is moving already, is on that worker already, or names
+        /// no worker.
+        migrations_refused,
+        /// Migrations that began and did not complete: the connection had closed, was pinned,
+        /// ccsd was stopping, or its new worker could not adopt it (the workers' `migrations_*`
+        /// counters say which).
+        migrations_failed,
+        /// Rebalancing rounds that planned at least one migration.
+        rebalance_rounds,
+        /// Pin and unpin requests carried out (admin `pin`/`unpin`, MCP's custom record).
+        pin_requests,
     }
 }
 

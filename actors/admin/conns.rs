@@ -101,7 +101,7 @@ impl PendingSample {
                 shown += 1;
                 let _ = write!(
                     out,
-                    "conn {} worker {} peer {} listen_port {} age_ms {} buffered_in {} buffered_out {} outstanding {}\r\n",
+                    "conn {} worker {} peer {} listen_port {} age_ms {} buffered_in {} buffered_out {} outstanding {} pinned {}\r\n",
                     c.flow,
                     s.worker,
                     c.peer,
@@ -109,7 +109,8 @@ impl PendingSample {
                     c.age.as_millis(),
                     c.buffered_in,
                     c.buffered_out,
-                    c.outstanding
+                    c.outstanding,
+                    u8::from(c.pinned)
                 );
             }
             if !any {
@@ -146,6 +147,7 @@ mod tests {
                 .iter()
                 .map(|&slot| ConnInfo {
                     flow: FlowId::new(1, worker as u8, 0, slot),
+                    pinned: slot == 7,
                     peer: "127.0.0.1:4000".parse().unwrap(),
                     listen_port: 7300,
                     age: Duration::from_millis(1500),
@@ -171,9 +173,10 @@ mod tests {
         assert_eq!(lines.len(), 6, "{text}");
         assert_eq!(
             lines[0],
-            "conn 0x0001000000000001 worker 0 peer 127.0.0.1:4000 listen_port 7300 age_ms 1500 buffered_in 3 buffered_out 4 outstanding 5"
+            "conn 0x0001000000000001 worker 0 peer 127.0.0.1:4000 listen_port 7300 age_ms 1500 buffered_in 3 buffered_out 4 outstanding 5 pinned 0"
         );
         assert!(lines[1].starts_with("conn 0x0001010000000007 worker 1 "));
+        assert!(lines[1].ends_with(" pinned 1"), "{}", lines[1]);
         assert!(lines[2].starts_with("conn 0x0001000000000002 worker 0 "));
         assert_eq!(lines[3], "total 24 shown 3");
         assert_eq!(lines[4], "missing worker 2 (its mailbox is full)");

@@ -47,6 +47,8 @@ pub(super) enum CloseCause {
     /// A `proxy_protocol` listener's connection sent no whole header within
     /// `limits.packet_timeout`.
     ProxyTimeout,
+    /// A connection moved here found no free slot (`closed_table_full`).
+    TableFull,
 }
 
 impl From<HeaderError> for CloseCause {
@@ -74,7 +76,8 @@ impl CloseCause {
             | CloseCause::SlowClient
             | CloseCause::RateLimited
             | CloseCause::ListenerRateLimited
-            | CloseCause::MaxMemory => Reason::Overload,
+            | CloseCause::MaxMemory
+            | CloseCause::TableFull => Reason::Overload,
             CloseCause::Shutdown => Reason::Shutdown,
             CloseCause::Idle | CloseCause::PacketTimeout | CloseCause::ProxyTimeout => {
                 Reason::Timeout
@@ -105,6 +108,7 @@ impl CloseCause {
             CloseCause::ProxyMalformed(_) => &mut c.closed_proxy_malformed,
             CloseCause::ProxyUntrusted => &mut c.closed_proxy_untrusted,
             CloseCause::ProxyTimeout => &mut c.closed_proxy_timeout,
+            CloseCause::TableFull => &mut c.closed_table_full,
         } += 1;
     }
 }

@@ -17,15 +17,17 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Instant;
+use std::time::Duration;
 
 use polling::Event;
 
 use super::close::CloseCause;
 use super::ingress::{Budget, Ingress};
+use super::migration::Fence;
 use super::reply_timing::UnsentReplies;
 use super::setup::ListenerInfo;
 use crate::clock::monotonic_ns;
+use crate::conn_state::{ConnState, ListenerIdentity, RateWindow};
 use crate::flow::FlowId;
 use crate::framing::Progress;
 use crate::message::ConnInfo;
@@ -48,8 +50,8 @@ pub(super) struct Conn<S = TcpStream> {
     peer: SocketAddr,
     /// Index of the listener that accepted it.
     listener: usize,
-    /// When the worker took the connection over (admin `conns`).
-    opened: Instant,
+    /// When it was accepted (`CLOCK_MONOTONIC` ns; admin `conns`).
+    opened_ns: u64,
     /// Bytes of an incomplete packet, kept between reads.
     rbuf: Vec<u8>,
     /// When the first byte in `rbuf` was read.
@@ -88,6 +90,14 @@ pub(super) struct Conn<S = TcpStream> {
     /// Its listener has `proxy_protocol` on and the header has not come yet: `rbuf` holds what
     /// came of it, nothing is framed, and MCP has not been told about the connection.
     awaits_proxy_header: bool,
+    /// Never moved to another worker by the rebalancer, nor by admin `migrate` unless forced.
+    pinned: bool,
+    /// It moved here and MCP has not yet read its last packet from its old worker's lane: not
+    /// read until it has, so that its next packet cannot overtake that one.
+    fence: Option<Fence>,
+    /// Bytes and packets read from it since it was accepted (its load, for the rebalancer).
+    bytes_in: u64,
+    packets_in: u64,
 }
 
 /// What became of a connection's bytes.
@@ -115,7 +125,7 @@ impl<S> Conn<S> {
             socket,
             peer,
             listener,
-            opened: Instant::now(),
+            opened_ns: monotonic_ns(),
             rbuf: Vec::new(),
             rbuf_since_ns: 0,
             frame_progress: Progress::default(),
@@ -133,7 +143,108 @@ impl<S> Conn<S> {
             close_after_flush: false,
             counted_bytes: 0,
             awaits_proxy_header: false,
+            pinned: false,
+            fence: None,
+            bytes_in: 0,
+            packets_in: 0,
         }
+    }
+
+    /// The connection a moved connection's `state` describes, on `socket`, waiting for `fence`
+    /// (if any) before it is read. Its buffers are the state's; write interest, the worker's
+    /// lists and its memory figure are its new worker's to set.
+    pub(super) fn from_state(socket: S, state: ConnState, fence: Option<Fence>) -> Conn<S> {
+        Conn {
+            socket,
+            peer: state.peer,
+            listener: state.listener.index,
+            opened_ns: state.opened_ns,
+            rbuf: state.unfinished,
+            rbuf_since_ns: state.unfinished_since_ns,
+            frame_progress: state.progress,
+            requests: RequestWindow {
+                start_ns: state.rate_window.start_ns,
+                count: state.rate_window.count,
+            },
+            listener_rate_paid: state.listener_rate_paid,
+            wbuf: state.unsent,
+            wpos: 0,
+            unsent: UnsentReplies::from_state(&state.unsent_timing),
+            outstanding: state.outstanding,
+            paused: state.paused,
+            memory_paused: false,
+            half_closed: state.half_closed_since_ns.is_some(),
+            write_armed: false,
+            dirty: false,
+            close_after_flush: state.close_after_flush,
+            counted_bytes: 0,
+            awaits_proxy_header: state.awaits_proxy_header,
+            pinned: state.pinned,
+            fence,
+            bytes_in: state.bytes_in,
+            packets_in: state.packets_in,
+        }
+    }
+
+    /// Takes the connection apart into its socket and its state, as flow `flow` (its public id)
+    /// of `listener`, last active at `last_active_ns` and half-closed since
+    /// `half_closed_since_ns` (its worker's lists know those). A fence it still waits for is
+    /// returned beside the state: it names a position in this process's lanes.
+    pub(super) fn into_state(
+        mut self,
+        flow: FlowId,
+        listener: ListenerIdentity,
+        last_active_ns: Option<u64>,
+        half_closed_since_ns: Option<u64>,
+    ) -> (S, ConnState, Option<Fence>) {
+        self.wbuf.drain(..self.wpos);
+        let state = ConnState {
+            flow,
+            peer: self.peer,
+            listener,
+            opened_ns: self.opened_ns,
+            last_active_ns,
+            unfinished: self.rbuf,
+            unfinished_since_ns: self.rbuf_since_ns,
+            progress: self.frame_progress,
+            unsent: self.wbuf,
+            unsent_timing: self.unsent.to_state(),
+            outstanding: self.outstanding,
+            paused: self.paused,
+            close_after_flush: self.close_after_flush,
+            rate_window: RateWindow {
+                start_ns: self.requests.start_ns,
+                count: self.requests.count,
+            },
+            listener_rate_paid: self.listener_rate_paid,
+            half_closed_since_ns: half_closed_since_ns.filter(|_| self.half_closed),
+            awaits_proxy_header: self.awaits_proxy_header,
+            pinned: self.pinned,
+            packets_in: self.packets_in,
+            bytes_in: self.bytes_in,
+        };
+        (self.socket, state, self.fence)
+    }
+
+    /// Pins or unpins it: a pinned connection is never moved by the rebalancer, nor by admin
+    /// `migrate` unless forced.
+    pub(super) fn set_pinned(&mut self, pinned: bool) {
+        self.pinned = pinned;
+    }
+
+    /// Whether it is pinned.
+    pub(super) fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// The fence it waits for before it is read, if any.
+    pub(super) fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+
+    /// MCP has read past its fence: it may be read again (unless paused for another reason).
+    pub(super) fn lift_fence(&mut self) {
+        self.fence = None;
     }
 
     /// Makes it wait for a PROXY protocol header before anything is framed; the wait counts as
@@ -200,9 +311,10 @@ impl<S> Conn<S> {
         self.listener
     }
 
-    /// Whether the worker reads it: not paused for any reason, not half-closed.
+    /// Whether the worker reads it: not paused for any reason (a full lane, memory, a fence),
+    /// not half-closed.
     pub(super) fn is_read(&self) -> bool {
-        !self.paused && !self.memory_paused && !self.half_closed
+        !self.paused && !self.memory_paused && !self.half_closed && self.fence.is_none()
     }
 
     /// Paused for a full request lane or a graceful stop.
@@ -303,13 +415,14 @@ impl<S> Conn<S> {
         self.counted_bytes = now;
     }
 
-    /// How the admin `conns` command shows it.
-    pub(super) fn info(&self, flow: FlowId, listen_port: u16, now: Instant) -> ConnInfo {
+    /// How the admin `conns` command shows it, as flow `flow` (its public id), at `now_ns`.
+    pub(super) fn info(&self, flow: FlowId, listen_port: u16, now_ns: u64) -> ConnInfo {
         ConnInfo {
             flow,
+            pinned: self.pinned,
             peer: self.peer,
             listen_port,
-            age: now.saturating_duration_since(self.opened),
+            age: Duration::from_nanos(now_ns.saturating_sub(self.opened_ns)),
             buffered_in: self.rbuf.len(),
             buffered_out: self.wbuf.len() - self.wpos,
             outstanding: self.outstanding,
@@ -502,6 +615,8 @@ where
         }
         self.outstanding += framed.pushed;
         self.requests.spend(framed.taken);
+        self.packets_in += framed.taken;
+        self.bytes_in += fresh.len() as u64;
         if let Some(interim) = self.frame_progress.interim.take() {
             self.send_interim(interim, counters)?;
         }
@@ -800,6 +915,7 @@ mod tests {
     fn line_listener() -> ListenerInfo {
         ListenerInfo {
             framer: Arc::new(LineFramer::new(2048)),
+            local: "127.0.0.1:7000".parse().unwrap(),
             port: 7000,
             open: Arc::default(),
             rate: None,

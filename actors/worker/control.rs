@@ -8,6 +8,7 @@ use super::Worker;
 use super::close::CloseCause;
 use super::connection::Conn;
 use super::write::Queued;
+use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
 use crate::message::{ConnSample, Disconnect, MainMsg, PortCommand, WorkerSettings};
 use crate::record::CloseMode;
@@ -47,14 +48,15 @@ impl Worker {
 
     /// Describes up to `max` connections to the main thread (admin `conns`).
     pub(super) fn on_sample_conns(&mut self, token: u64, max: usize) {
-        let now = Instant::now();
+        let now_ns = monotonic_ns();
         let conns = self
             .conns
             .flows()
             .take(max)
             .filter_map(|flow| {
                 let c = self.conns.peek(flow)?;
-                Some(c.info(flow, self.listeners[c.listener()].port, now))
+                let port = self.listeners[c.listener()].port;
+                Some(c.info(self.conns.public(flow), port, now_ns))
             })
             .collect();
         let sample = ConnSample {
@@ -141,11 +143,12 @@ impl Worker {
         }
     }
 
-    /// Closes flows on request (admin `close`, a custom actor); MCP is told reason local.
+    /// Closes flows (public ids) on request (admin `close`, a custom actor); MCP is told reason
+    /// local.
     pub(super) fn on_disconnect(&mut self, d: Disconnect) {
         for flow in d.flows {
-            if self.conns.check(flow).is_ok() {
-                self.close(flow, CloseCause::ByMcp);
+            if let Ok(local) = self.conns.resolve(flow) {
+                self.close(local, CloseCause::ByMcp);
             }
         }
     }

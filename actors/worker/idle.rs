@@ -88,6 +88,51 @@ impl IdleList {
         self.tail = index;
     }
 
+    /// When `slot` was last active, if it is in the list.
+    pub(crate) fn last_active(&self, slot: usize) -> Option<Instant> {
+        self.nodes
+            .get(slot)
+            .filter(|n| n.linked)
+            .map(|n| n.last_active)
+    }
+
+    /// Puts `slot` in the list as last active at `when`, which may be earlier than the last
+    /// touch (a connection that moved here keeps its age): it goes behind every slot active no
+    /// later than `when`. Costs one step per slot active after `when`, so a recently active
+    /// connection (the kind the rebalancer moves) costs little.
+    pub(crate) fn insert_at(&mut self, slot: usize, when: Instant) {
+        if self.timeout.is_zero() {
+            return;
+        }
+        self.touch(slot, when);
+        // Walk it back past the slots active after `when`.
+        let index = slot as u32;
+        let mut before = self.nodes[slot].prev;
+        while before != NIL && self.nodes[before as usize].last_active > when {
+            before = self.nodes[before as usize].prev;
+        }
+        if before == self.nodes[slot].prev {
+            return;
+        }
+        self.remove(slot);
+        let after = match before {
+            NIL => self.head,
+            b => self.nodes[b as usize].next,
+        };
+        let node = &mut self.nodes[slot];
+        node.linked = true;
+        node.prev = before;
+        node.next = after;
+        match before {
+            NIL => self.head = index,
+            b => self.nodes[b as usize].next = index,
+        }
+        match after {
+            NIL => self.tail = index,
+            a => self.nodes[a as usize].prev = index,
+        }
+    }
+
     /// Takes `slot` out of the list (a closed or paused connection); nothing if it is not in it.
     pub(crate) fn remove(&mut self, slot: usize) {
         let Some(node) = self.nodes.get_mut(slot).filter(|n| n.linked) else {
@@ -150,6 +195,22 @@ mod tests {
         );
         assert_eq!(drain_expired(&mut list, t + MINUTE * 2), [1]);
         assert_eq!(list.until_next_expiry(t), None);
+    }
+
+    #[test]
+    fn a_slot_inserted_with_an_earlier_time_expires_in_its_turn() {
+        let t = Instant::now();
+        let mut list = IdleList::new(MINUTE);
+        for (slot, secs) in [(0, 0), (1, 10), (2, 20)] {
+            list.touch(slot, t + Duration::from_secs(secs));
+        }
+        list.insert_at(7, t + Duration::from_secs(15));
+        list.insert_at(8, t);
+        list.insert_at(9, t + Duration::from_secs(30));
+        assert_eq!(list.last_active(7), Some(t + Duration::from_secs(15)));
+        let order = drain_expired(&mut list, t + MINUTE * 2);
+        assert_eq!(order, [0, 8, 1, 7, 2, 9]);
+        assert_eq!(list.last_active(7), None, "not in the list any more");
     }
 
     #[test]

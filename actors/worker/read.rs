@@ -79,7 +79,7 @@ impl Worker {
                 let peer = conn.peer();
                 self.counters.proxy_headers_accepted += 1;
                 self.unfinished.remove(flow.slot());
-                self.announce(flow, peer, listener);
+                self.announce(self.conns.public(flow), peer, listener);
                 self.scratch.copy_within(header_end..n, 0);
                 Some(n - header_end)
             }
@@ -113,13 +113,14 @@ impl Worker {
     /// read; 0 on a retry) into the request lane. The connections and the lane are borrowed
     /// apart: `conns` for the connection, `ingress` for the lane.
     fn ingest(&mut self, flow: FlowId, fresh: usize) -> Result<Ingested, CloseCause> {
+        let public = self.conns.public(flow);
         let conn: &mut Conn = self
             .conns
             .get_mut(flow)
             .map_err(|_| CloseCause::SocketError)?;
         let began_ns = conn.unfinished_since_ns();
         let ingested = conn.take_packets(
-            flow,
+            public,
             &self.listeners[conn.listener()],
             &self.scratch[..fresh],
             self.limits.max_requests_per_second,

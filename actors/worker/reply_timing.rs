@@ -21,6 +21,7 @@
 
 use std::collections::VecDeque;
 
+use crate::conn_state::{ReplyTiming, UnsentTiming};
 use crate::stats::histogram::Histogram;
 
 /// Unwritten replies a connection keeps apart; more are merged into the last one.
@@ -46,6 +47,47 @@ pub(crate) struct UnsentReplies {
 }
 
 impl UnsentReplies {
+    /// The list as a connection's state carries it when the connection moves.
+    pub(crate) fn to_state(&self) -> UnsentTiming {
+        UnsentTiming {
+            queued: self.queued,
+            entries: self
+                .entries
+                .iter()
+                .map(|e| ReplyTiming {
+                    end: e.end,
+                    echo0_ns: e.echo0_ns,
+                    replies: e.replies,
+                })
+                .collect(),
+        }
+    }
+
+    /// The list a moved connection's state carries; entries past [`MAX_ENTRIES`] (from another
+    /// version) join the last one, as a new reply would.
+    pub(crate) fn from_state(state: &UnsentTiming) -> UnsentReplies {
+        let mut entries: VecDeque<Entry> = VecDeque::new();
+        for e in &state.entries {
+            let full = entries.len() == MAX_ENTRIES;
+            match entries.back_mut() {
+                Some(last) if full => {
+                    last.end = e.end;
+                    last.echo0_ns = last.echo0_ns.min(e.echo0_ns);
+                    last.replies = last.replies.saturating_add(e.replies);
+                }
+                _ => entries.push_back(Entry {
+                    end: e.end,
+                    echo0_ns: e.echo0_ns,
+                    replies: e.replies,
+                }),
+            }
+        }
+        UnsentReplies {
+            queued: state.queued,
+            entries,
+        }
+    }
+
     /// `bytes` were appended to the connection's send buffer.
     pub(crate) fn queued(&mut self, bytes: usize) {
         self.queued += bytes as u64;

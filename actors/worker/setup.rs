@@ -1,7 +1,7 @@
 //! What a worker thread is started with ([`WorkerSetup`]), and what it knows about each
 //! listener ([`ListenerInfo`]); the runtime builds both.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use polling::Poller;
 
+use crate::conn_state::ListenerIdentity;
 use crate::framing::Framer;
 use crate::lane::Producer;
 use crate::mailbox::Mailbox;
@@ -23,6 +24,8 @@ use crate::settings::{LimitsSettings, ListenSettings, OnFull, ProxyProtocol};
 pub(crate) struct ListenerInfo {
     /// Finds packet boundaries for this listener's connections.
     pub framer: Arc<dyn Framer>,
+    /// The listener's bound address.
+    pub local: SocketAddr,
     /// The listener's local port, copied into every record header.
     pub port: u16,
     /// The listener's open connections (raised by the acceptor, lowered here on close).
@@ -31,6 +34,17 @@ pub(crate) struct ListenerInfo {
     pub rate: Option<Arc<RateLimiter>>,
     /// `listen[i].proxy_protocol` and `proxy_from`; `None`: off.
     pub proxy: Option<ProxyRule>,
+}
+
+impl ListenerInfo {
+    /// Listener `index` as a moved connection's state names it.
+    pub(crate) fn identity(&self, index: usize) -> ListenerIdentity {
+        ListenerIdentity {
+            index,
+            framing: self.framer.name().to_owned(),
+            local: self.local,
+        }
+    }
 }
 
 /// A listener whose connections start with a PROXY protocol header.

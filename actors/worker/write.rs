@@ -41,19 +41,21 @@ impl Worker {
     /// batch buffer back to the bridge.
     pub(super) fn on_data_trans(&mut self, d: DataTrans) {
         for (header, payload) in d.batch.records() {
+            // MCP names connections by their public ids; a moved-here one has a local id too.
+            let Ok(flow) = self.conns.resolve(header.flow) else {
+                match header.kind {
+                    Kind::Data | Kind::Close => self.counters.dropped_stale_flow += 1,
+                    _ => self.counters.dropped_unexpected_kind += 1,
+                }
+                continue;
+            };
             match header.kind {
-                Kind::Data => self.queue_reply(header.flow, payload, header.echo[0]),
+                Kind::Data => self.queue_reply(flow, payload, header.echo[0]),
                 Kind::Close if header.code == CloseMode::Force as u8 => {
-                    if self.conns.check(header.flow).is_ok() {
-                        self.close(header.flow, CloseCause::ByMcp);
-                    } else {
-                        self.counters.dropped_stale_flow += 1;
-                    }
+                    self.close(flow, CloseCause::ByMcp);
                 }
                 Kind::Close => {
-                    if self.close_after_flush(header.flow).is_err() {
-                        self.counters.dropped_stale_flow += 1;
-                    }
+                    let _ = self.close_after_flush(flow);
                 }
                 _ => self.counters.dropped_unexpected_kind += 1,
             }

@@ -9,6 +9,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rustix::fs::{FileType, Mode, OFlags, Stat};
@@ -25,7 +26,8 @@ use super::{Consumer, LaneError, Producer};
 /// wake-up FIFO and the header fields.
 #[derive(Debug)]
 pub struct Lane {
-    pub(super) region: Region,
+    /// Shared with the [`HeadWatch`]es handed out, which keep the mapping alive.
+    pub(super) region: Arc<Region>,
     pub(super) fifo: OwnedFd,
     pub(super) path: PathBuf,
     pub(super) capacity: u64,
@@ -84,7 +86,7 @@ impl Lane {
             .u64_at(OFF_MAGIC)
             .store(LANE_MAGIC, Ordering::Release);
         Ok(Lane {
-            region,
+            region: Arc::new(region),
             fifo,
             path: path.to_path_buf(),
             capacity,
@@ -137,7 +139,7 @@ impl Lane {
         reserve(path, &fd, size)?;
         let fifo = open_fifo(path)?;
         Ok(Lane {
-            region,
+            region: Arc::new(region),
             fifo,
             path: path.to_path_buf(),
             capacity,
@@ -221,6 +223,14 @@ impl Lane {
     /// grows; a watcher that sees it stand still while records wait knows the consumer is stuck.
     pub fn head_position(&self) -> u64 {
         self.head().load(Ordering::Acquire)
+    }
+
+    /// A handle on this lane's consumer head that another thread can keep and read: how a
+    /// worker learns that MCP has read a request lane past a position (see [`HeadWatch`]).
+    pub fn head_watch(&self) -> HeadWatch {
+        HeadWatch {
+            region: Arc::clone(&self.region),
+        }
     }
 
     /// Published bytes not yet released by the consumer (tail - head, frames and pads
@@ -493,5 +503,27 @@ mod tests {
             fifo_path(Path::new("/dev/shm/ccsd.req.0")),
             Path::new("/dev/shm/ccsd.req.0.fifo")
         );
+    }
+}
+
+/// A lane's consumer head, readable from any thread for as long as the handle lives (it keeps the
+/// mapping). A worker that adopts a moved connection waits, with one atomic load per check, until
+/// MCP has read the old worker's lane past the connection's last record there, so that the
+/// connection's next packet, pushed into the new worker's lane, cannot overtake it.
+#[derive(Debug, Clone)]
+pub struct HeadWatch {
+    region: Arc<Region>,
+}
+
+impl HeadWatch {
+    /// Whether the consumer has released every byte before `position` (a producer's tail):
+    /// the head, a monotonic byte position, is at or past it.
+    pub fn passed(&self, position: u64) -> bool {
+        // SYNC POINT: Acquire, pairs with the consumer's Release store of the head; nothing is
+        // read through it, only compared, so the ordering only keeps the answer no older than
+        // the caller's earlier reads. Positions wrap: a head ahead of `position` by less than
+        // half the space is past it.
+        let head = self.region.u64_at(OFF_HEAD).load(Ordering::Acquire);
+        (head.wrapping_sub(position) as i64) >= 0
     }
 }

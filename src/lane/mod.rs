@@ -37,7 +37,7 @@ mod producer;
 
 pub use consumer::{Consumer, HeldRecord, LaneCorrupt};
 pub use error::LaneError;
-pub use file::Lane;
+pub use file::{HeadWatch, Lane};
 pub use layout::{FRAME_HEADER_SIZE, LANE_HEADER_SIZE, LANE_MAGIC, LANE_VERSION};
 pub use producer::{Producer, PushError};
 

@@ -155,6 +155,13 @@ impl Producer {
         true
     }
 
+    /// The position after the last record written, published or not: once the consumer's head
+    /// is past it ([`HeadWatch::passed`](super::HeadWatch::passed)), MCP has read every record
+    /// written so far.
+    pub fn tail_position(&self) -> u64 {
+        self.tail
+    }
+
     /// Times the tail was moved to a consumer's head that could not follow it (see
     /// [`Producer::try_push`]).
     pub fn resyncs(&self) -> u64 {

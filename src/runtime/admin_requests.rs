@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use log::{info, warn};
 
+use super::migrations::Asker;
 use super::{Broker, fd_limit, reload};
 use crate::actors::admin::{Admin, AdminAction, AdminView};
 use crate::message::{MainMsg, WorkerMsg, WorkerSettings};
@@ -72,6 +73,29 @@ impl Broker {
                 let text = self.reload();
                 self.admin_call(|admin, view| admin.answer(token, &text, view))
             }
+            AdminAction::Migrate {
+                token,
+                flow,
+                to,
+                force,
+            } => match self.migrate(flow, to, force, Asker::Admin(token)) {
+                Ok(()) => Vec::new(),
+                Err(why) => {
+                    let text = format!("ERROR {why}\r\n");
+                    self.admin_call(|admin, view| admin.answer(token, &text, view))
+                }
+            },
+            AdminAction::Pin {
+                token,
+                flow,
+                pinned,
+            } => match self.pin(flow, pinned, Asker::Admin(token)) {
+                Ok(()) => Vec::new(),
+                Err(why) => {
+                    let text = format!("ERROR {why}\r\n");
+                    self.admin_call(|admin, view| admin.answer(token, &text, view))
+                }
+            },
         }
     }
 
@@ -82,6 +106,17 @@ impl Broker {
             MainMsg::ConnSample(sample) => {
                 let (token, worker) = (sample.token, sample.worker);
                 self.with_admin(|admin, view| admin.conn_sample(token, worker, Some(sample), view));
+            }
+            MainMsg::Departed(departure) => self.on_departed(departure),
+            MainMsg::Moved(moved) => self.on_moved(moved),
+            MainMsg::Pinned {
+                flow,
+                pinned,
+                token,
+                found,
+            } => self.on_pinned(flow, pinned, token, found),
+            MainMsg::GuestsClosed { worker, flows } => {
+                self.bridge.on_guests_closed(worker, &flows);
             }
         }
     }

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use log::{Level, info};
 
 use super::keys::MainKeys;
+use super::migrations::Asker;
 use super::{Broker, StartError};
 use crate::actor::{ActorContext, ActorRequest, MainActor, Registrations, StatsSnapshot};
 use crate::flow::FlowId;
 use crate::framing::{self, FramerFactory};
 use crate::logging::log_limited;
-use crate::message::{CustomMcp, Disconnect, PortCommand, WorkerMsg};
+use crate::message::{CustomMcp, PortCommand, WorkerMsg};
 use crate::record::{CloseMode, CustomOp};
 use crate::settings::Settings;
 
@@ -153,11 +154,8 @@ impl Broker {
     /// Closes one flow (admin `close`, a custom actor); a full mailbox: the flow stays open and
     /// the operator sees it.
     pub(super) fn close_flow(&mut self, flow: FlowId) {
-        let Some(mailbox) = self.worker_mailboxes.get(flow.worker()) else {
-            return;
-        };
-        let msg = WorkerMsg::Disconnect(Disconnect { flows: vec![flow] });
-        let _ = mailbox.try_send(msg);
+        // Whichever worker holds it now, behind the replies routed to it.
+        self.bridge.close_flow(flow);
     }
 
     /// Sends `command` to every worker, queueing it for the workers whose mailbox is full.
@@ -211,6 +209,41 @@ impl Broker {
                     port,
                     payload: Arc::from(msg.payload.as_slice()),
                 }),
+                Some(CustomOp::MigrateFlow) => {
+                    let to = msg
+                        .payload
+                        .first_chunk::<4>()
+                        .map(|b| u32::from_le_bytes(*b));
+                    let outcome = match to {
+                        Some(to) => {
+                            self.migrate(msg.header.flow, to as usize, false, Asker::Nobody)
+                        }
+                        None => {
+                            Err("the payload does not name a worker (a little-endian u32)".into())
+                        }
+                    };
+                    if let Err(why) = outcome {
+                        self.control.custom_refused += 1;
+                        log_limited!(
+                            self.control_log,
+                            Level::Warn,
+                            "MCP asked to migrate flow {}: {why}",
+                            msg.header.flow
+                        );
+                    }
+                }
+                Some(op @ (CustomOp::PinFlow | CustomOp::UnpinFlow)) => {
+                    let pinned = op == CustomOp::PinFlow;
+                    if let Err(why) = self.pin(msg.header.flow, pinned, Asker::Nobody) {
+                        self.control.custom_refused += 1;
+                        log_limited!(
+                            self.control_log,
+                            Level::Warn,
+                            "MCP asked to pin or unpin flow {}: {why}",
+                            msg.header.flow
+                        );
+                    }
+                }
                 Some(CustomOp::Application) if self.actors.is_empty() => {
                     self.control.custom_unhandled += 1;
                 }

@@ -148,6 +148,7 @@ impl Broker {
             control: ControlCounters::default(),
             control_log: LogLimiter::default(),
             stop_requested: false,
+            stop_begun: false,
             _pid_file: pid_file,
             settings: settings.clone(),
             reload_from: None,
@@ -260,6 +261,7 @@ fn bind_listeners(
         };
         ports.infos.push(ListenerInfo {
             framer,
+            local,
             port: local.port(),
             rate,
             open,

@@ -12,52 +12,9 @@ use std::os::unix::net::UnixStream;
 use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{Kind, Reason};
 use common::{
-    TestEnv, WAIT, assert_closed, assert_open_and_silent, connect, packet, round_trip, stat,
+    AdminClient, TestEnv, WAIT, assert_closed, assert_open_and_silent, connect, packet, round_trip,
+    stat,
 };
-
-/// An admin session: send a line, read the reply lines up to and including `END` (or one line).
-struct AdminClient {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl AdminClient {
-    fn connect(addr: SocketAddr) -> AdminClient {
-        let s = connect(addr);
-        AdminClient {
-            reader: BufReader::new(s.try_clone().unwrap()),
-            writer: s,
-        }
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).expect("admin reply");
-        line.trim_end().to_owned()
-    }
-
-    fn ask(&mut self, command: &str) -> String {
-        writeln!(self.writer, "{command}").unwrap();
-        self.line()
-    }
-
-    fn ask_until_end(&mut self, command: &str) -> Vec<String> {
-        writeln!(self.writer, "{command}").unwrap();
-        self.until_end()
-    }
-
-    fn until_end(&mut self) -> Vec<String> {
-        let mut lines = Vec::new();
-        loop {
-            let line = self.line();
-            if line == "END" {
-                return lines;
-            }
-            assert!(!line.is_empty(), "admin closed before END: {lines:?}");
-            lines.push(line);
-        }
-    }
-}
 
 fn http_get(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
     let mut s = connect(addr);

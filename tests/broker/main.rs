@@ -29,6 +29,7 @@ mod mcp_garbage;
 mod mcp_killed_under_load;
 mod mcp_single_consumer;
 mod mcp_watch;
+mod migration;
 mod non_reading_clients;
 mod packet_timeout;
 mod pid_file;

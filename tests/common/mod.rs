@@ -201,6 +201,50 @@ impl Drop for EchoMcp {
     }
 }
 
+/// An admin session: send a line, read the reply lines up to and including `END` (or one line).
+pub struct AdminClient {
+    pub reader: BufReader<TcpStream>,
+    pub writer: TcpStream,
+}
+
+impl AdminClient {
+    pub fn connect(addr: SocketAddr) -> AdminClient {
+        let s = connect(addr);
+        AdminClient {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("admin reply");
+        line.trim_end().to_owned()
+    }
+
+    pub fn ask(&mut self, command: &str) -> String {
+        writeln!(self.writer, "{command}").unwrap();
+        self.line()
+    }
+
+    pub fn ask_until_end(&mut self, command: &str) -> Vec<String> {
+        writeln!(self.writer, "{command}").unwrap();
+        self.until_end()
+    }
+
+    pub fn until_end(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line();
+            if line == "END" {
+                return lines;
+            }
+            assert!(!line.is_empty(), "admin closed before END: {lines:?}");
+            lines.push(line);
+        }
+    }
+}
+
 /// Removes `/dev/shm/{name}.*`.
 pub fn remove_queue_files(name: &str) {
     let prefix = format!("{name}.");

@@ -368,10 +368,12 @@ impl Acceptor {
     /// workers; all of them if the set names none that runs).
     fn pick_worker(&mut self, fd: i32, allowed: WorkerSet) -> usize {
         let n = self.workers.len();
-        let mut set = allowed;
-        if set.iter().all(|w| w >= n) {
-            set = WorkerSet::all(n);
-        }
+        // Validation keeps every listener's set non-empty and within the workers.
+        let set = if allowed.len() == 0 {
+            WorkerSet::all(n)
+        } else {
+            allowed
+        };
         // SYNC POINT: Relaxed, as the gauges' updates in `on_readable`.
         let open = |w: usize| self.workers[w].open.load(Ordering::Relaxed);
         let picked = match self.dispatch {
@@ -452,6 +454,51 @@ mod tests {
             max_connections,
             true,
         )
+    }
+
+    /// An acceptor over `workers` workers (their mailboxes unused) with `dispatch`.
+    fn acceptor_over(workers: usize, dispatch: Dispatch) -> Acceptor {
+        let poller = Arc::new(Poller::new().unwrap());
+        let links = (0..workers)
+            .map(|_| WorkerLink {
+                mailbox: crate::mailbox::mailbox(1, Arc::clone(&poller)).0,
+                open: Arc::new(AtomicUsize::new(0)),
+            })
+            .collect();
+        Acceptor::new(Vec::new(), links, dispatch, 100, false)
+    }
+
+    #[test]
+    fn every_dispatch_picks_only_among_the_listeners_workers() {
+        let set = WorkerSet::of([1, 3]);
+        let mut fd_modulo = acceptor_over(5, Dispatch::FdModulo);
+        let picks: Vec<usize> = (10..14).map(|fd| fd_modulo.pick_worker(fd, set)).collect();
+        assert_eq!(picks, [1, 3, 1, 3]);
+
+        let mut round_robin = acceptor_over(5, Dispatch::RoundRobin);
+        let picks: Vec<usize> = (0..5).map(|_| round_robin.pick_worker(0, set)).collect();
+        assert_eq!(picks, [1, 3, 1, 3, 1]);
+        assert_eq!(round_robin.pick_worker(0, WorkerSet::all(5)), 2);
+
+        let mut least = acceptor_over(5, Dispatch::LeastConnections);
+        least.workers[1].open.store(4, Ordering::Relaxed);
+        least.workers[3].open.store(2, Ordering::Relaxed);
+        assert_eq!(
+            least.pick_worker(0, set),
+            3,
+            "worker 0 is emptier but not allowed"
+        );
+
+        let mut loaded = acceptor_over(5, Dispatch::LeastLoaded);
+        loaded.set_worker_loads(&[0, 900, 0, 100, 0]);
+        assert_eq!(loaded.pick_worker(0, set), 3);
+        loaded.set_worker_loads(&[0, 100, 0, 100, 0]);
+        loaded.workers[1].open.store(1, Ordering::Relaxed);
+        assert_eq!(
+            loaded.pick_worker(0, set),
+            3,
+            "equal loads: fewer connections"
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ use log::Level;
 use crate::actors::accept_pause::{AcceptPause, is_out_of_descriptors};
 use crate::clock::monotonic_ns;
 use crate::flow::FlowId;
+use crate::load::WorkerSet;
 use crate::logging::{LogLimiter, log_limited};
 use crate::mailbox::Mailbox;
 use crate::main_lane::MainLane;
@@ -66,6 +67,8 @@ pub(crate) struct Listening {
     pub open: Arc<AtomicUsize>,
     /// Most connections open at once on this listener; 0 means no limit of its own.
     pub max_connections: usize,
+    /// The workers its connections may be given to (`listen[i].workers`).
+    pub workers: WorkerSet,
 }
 
 /// A connection limit that was reached (for the warning).
@@ -96,6 +99,8 @@ pub(crate) struct Acceptor {
     max_connections: usize,
     overload_notices: bool,
     next_worker: usize,
+    /// Each worker's measured load (load units per second), for `least_loaded`.
+    loads: Vec<u64>,
     counters: AcceptorCounters,
     /// Accepting paused for lack of file descriptors.
     pause: AcceptPause,
@@ -125,6 +130,7 @@ impl Acceptor {
             max_connections,
             overload_notices,
             next_worker: 0,
+            loads: Vec::new(),
             counters: AcceptorCounters::default(),
             pause: AcceptPause::default(),
             error_log: LogLimiter::default(),
@@ -151,6 +157,12 @@ impl Acceptor {
                 l.max_connections = max;
             }
         }
+    }
+
+    /// Takes in each worker's measured load (`least_loaded`), by worker index.
+    pub(crate) fn set_worker_loads(&mut self, loads: &[u64]) {
+        self.loads.clear();
+        self.loads.extend_from_slice(loads);
     }
 
     /// Puts every listener (back) into the poller; stops at the first the poller refuses.
@@ -280,7 +292,8 @@ impl Acceptor {
                 self.counters.accept_errors += 1;
                 continue;
             }
-            let w = self.pick_worker(stream.as_raw_fd());
+            let allowed = listening.workers;
+            let w = self.pick_worker(stream.as_raw_fd(), allowed);
             let link = &self.workers[w];
             let Some(listening) = self.listeners[i].as_ref() else {
                 return;
@@ -351,19 +364,32 @@ impl Acceptor {
         (open >= self.max_connections).then_some(Limit::Broker(self.max_connections))
     }
 
-    fn pick_worker(&mut self, fd: i32) -> usize {
+    /// The worker for a new connection with descriptor `fd`, among `allowed` (its listener's
+    /// workers; all of them if the set names none that runs).
+    fn pick_worker(&mut self, fd: i32, allowed: WorkerSet) -> usize {
         let n = self.workers.len();
-        match self.dispatch {
-            Dispatch::FdModulo => fd.unsigned_abs() as usize % n,
+        // Validation keeps every listener's set non-empty and within the workers.
+        let set = if allowed.len() == 0 {
+            WorkerSet::all(n)
+        } else {
+            allowed
+        };
+        // SYNC POINT: Relaxed, as the gauges' updates in `on_readable`.
+        let open = |w: usize| self.workers[w].open.load(Ordering::Relaxed);
+        let picked = match self.dispatch {
+            Dispatch::FdModulo => set.nth(fd.unsigned_abs() as usize % set.len()),
             Dispatch::RoundRobin => {
-                self.next_worker = (self.next_worker + 1) % n;
-                self.next_worker
+                let next = set.next_after(self.next_worker);
+                self.next_worker = next.unwrap_or(0);
+                next
             }
-            // SYNC POINT: Relaxed, as the gauges' updates in `on_readable`.
-            Dispatch::LeastConnections => (0..n)
-                .min_by_key(|&w| self.workers[w].open.load(Ordering::Relaxed))
-                .unwrap_or(0),
-        }
+            Dispatch::LeastConnections => set.iter().filter(|&w| w < n).min_by_key(|&w| open(w)),
+            Dispatch::LeastLoaded => set
+                .iter()
+                .filter(|&w| w < n)
+                .min_by_key(|&w| (self.loads.get(w).copied().unwrap_or(0), open(w))),
+        };
+        picked.filter(|&w| w < n).unwrap_or(0)
     }
 }
 
@@ -414,6 +440,7 @@ mod tests {
             port: addr.port(),
             open: Arc::new(AtomicUsize::new(0)),
             max_connections,
+            workers: WorkerSet::all(1),
         };
         (listening, addr)
     }
@@ -427,6 +454,51 @@ mod tests {
             max_connections,
             true,
         )
+    }
+
+    /// An acceptor over `workers` workers (their mailboxes unused) with `dispatch`.
+    fn acceptor_over(workers: usize, dispatch: Dispatch) -> Acceptor {
+        let poller = Arc::new(Poller::new().unwrap());
+        let links = (0..workers)
+            .map(|_| WorkerLink {
+                mailbox: crate::mailbox::mailbox(1, Arc::clone(&poller)).0,
+                open: Arc::new(AtomicUsize::new(0)),
+            })
+            .collect();
+        Acceptor::new(Vec::new(), links, dispatch, 100, false)
+    }
+
+    #[test]
+    fn every_dispatch_picks_only_among_the_listeners_workers() {
+        let set = WorkerSet::of([1, 3]);
+        let mut fd_modulo = acceptor_over(5, Dispatch::FdModulo);
+        let picks: Vec<usize> = (10..14).map(|fd| fd_modulo.pick_worker(fd, set)).collect();
+        assert_eq!(picks, [1, 3, 1, 3]);
+
+        let mut round_robin = acceptor_over(5, Dispatch::RoundRobin);
+        let picks: Vec<usize> = (0..5).map(|_| round_robin.pick_worker(0, set)).collect();
+        assert_eq!(picks, [1, 3, 1, 3, 1]);
+        assert_eq!(round_robin.pick_worker(0, WorkerSet::all(5)), 2);
+
+        let mut least = acceptor_over(5, Dispatch::LeastConnections);
+        least.workers[1].open.store(4, Ordering::Relaxed);
+        least.workers[3].open.store(2, Ordering::Relaxed);
+        assert_eq!(
+            least.pick_worker(0, set),
+            3,
+            "worker 0 is emptier but not allowed"
+        );
+
+        let mut loaded = acceptor_over(5, Dispatch::LeastLoaded);
+        loaded.set_worker_loads(&[0, 900, 0, 100, 0]);
+        assert_eq!(loaded.pick_worker(0, set), 3);
+        loaded.set_worker_loads(&[0, 100, 0, 100, 0]);
+        loaded.workers[1].open.store(1, Ordering::Relaxed);
+        assert_eq!(
+            loaded.pick_worker(0, set),
+            3,
+            "equal loads: fewer connections"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Stats reporter: gathers `NotifyStat` from workers with the main thread's own counters and
-//! writes them, at every stats interval, to the JSON status file (replaced atomically).
+//! writes them, at every stats interval, to the JSON status file (replaced atomically). It also
+//! measures each worker's load from the counters of its reports ([`LoadMeter`]).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::{Level, log};
 
+use crate::load::LoadMeter;
 use crate::logging::{LogLimiter, log_limited};
 use crate::message::NotifyStat;
 use crate::settings::StatsSettings;
@@ -29,6 +31,8 @@ pub(crate) struct StatsReporter {
     workers: Vec<Option<NotifyStat>>,
     /// When each worker's latest counters arrived (`started` until its first report).
     reported_at: Vec<Instant>,
+    /// Each worker's load, from its reports' `packets_in` and `bytes_in`.
+    load: LoadMeter,
     write_log: LogLimiter,
 }
 
@@ -47,6 +51,7 @@ impl StatsReporter {
             epoch,
             workers: vec![None; workers],
             reported_at: vec![now; workers],
+            load: LoadMeter::new(workers, settings.interval),
             write_log: LogLimiter::default(),
         }
     }
@@ -54,15 +59,25 @@ impl StatsReporter {
     /// Applies a new `stats.interval` (a reload); the next report is due within it.
     pub(crate) fn set_interval(&mut self, interval: Duration) {
         self.interval = interval;
+        self.load.set_interval(interval);
         self.next_report = self.next_report.min(Instant::now() + interval);
     }
 
-    /// Keeps a worker's latest counters.
+    /// Keeps a worker's latest counters and measures its load from them.
     pub(crate) fn on_notify_stat(&mut self, stat: NotifyStat) {
         if let Some(slot) = self.workers.get_mut(stat.worker) {
-            self.reported_at[stat.worker] = Instant::now();
+            let now = Instant::now();
+            self.reported_at[stat.worker] = now;
+            let c = &stat.counters;
+            self.load
+                .observe(stat.worker, now, c.packets_in, c.bytes_in);
             *slot = Some(stat);
         }
+    }
+
+    /// Each worker's load in load units per second (packets plus KiB read), by worker.
+    pub(crate) fn worker_loads(&self) -> &[u64] {
+        self.load.loads()
     }
 
     /// The latest counters of each worker (`None` until its first `NotifyStat`).
@@ -222,6 +237,7 @@ impl StatsReporter {
                 f("worker", i as u64);
                 f("mailbox_depth", stat.mailbox_depth as u64);
                 f("lane_used_bytes", stat.lane_used_bytes);
+                f("load", self.load.load(i));
                 stat.counters.for_each(f);
             });
             // Reopen the worker's object for its histogram.

@@ -41,6 +41,9 @@
 //!   checks on MCP's records), the MCP watch, the admin (its `conns` collector, listeners and
 //!   reports), the stats reporter (main thread), and the worker (its connections, their limits,
 //!   idle lists and reply timing).
+//! - `load`: the load each worker and connection carries (packets and bytes read per second),
+//!   the per-listener worker sets (`listen[i].workers`) and the rebalancing policy, a pure
+//!   function the runtime runs (`load::rebalance`).
 //! - [`mcp`]: the MCP side of the lanes; under it [`mcp::service`] and [`mcp::demo`].
 //! - [`stats`]: the counters every thread keeps and [`stats::histogram`], the latency histogram.
 
@@ -59,6 +62,7 @@ pub(crate) mod conn_state;
 pub mod flow;
 pub mod framing;
 pub mod lane;
+pub(crate) mod load;
 pub mod logging;
 pub(crate) mod mailbox;
 pub(crate) mod main_lane;

@@ -54,6 +54,9 @@ pub(super) fn stats_text(view: &AdminView<'_>) -> String {
     each_main_counter(view, |group, k, v| {
         let _ = write!(out, "STAT {group}_{k} {v}\r\n");
     });
+    for (i, load) in view.stats.worker_loads().iter().enumerate() {
+        let _ = write!(out, "STAT worker{i}_load {load}\r\n");
+    }
     view.stats
         .latency_totals()
         .write_stat_lines(&mut out, "latency");
@@ -73,14 +76,15 @@ pub(super) fn workers_text(view: &AdminView<'_>) -> String {
                 let c = &s.counters;
                 let _ = write!(
                     out,
-                    "worker {i} connections {} packets_in {} bytes_in {} replies_out {} bytes_out {} mailbox_depth {} lane_used_bytes {}\r\n",
+                    "worker {i} connections {} packets_in {} bytes_in {} replies_out {} bytes_out {} mailbox_depth {} lane_used_bytes {} load {}\r\n",
                     c.connections_open,
                     c.packets_in,
                     c.bytes_in,
                     c.replies_out,
                     c.bytes_out,
                     s.mailbox_depth,
-                    s.lane_used_bytes
+                    s.lane_used_bytes,
+                    view.stats.worker_loads().get(i).copied().unwrap_or(0)
                 );
             }
             None => {
@@ -140,7 +144,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Prometheus text exposition (every family with `# HELP` and `# TYPE`, counters ending in
 /// `_total`, times in seconds, sizes in bytes): the build, worker counters per `worker` label,
-/// then the main thread's, per-worker mailbox depth and request-lane fill, the lanes, memory,
+/// then the main thread's, per-worker mailbox depth, request-lane fill and load, the lanes, memory,
 /// the latency histograms and the uptime.
 pub(super) fn metrics_text(view: &AdminView<'_>) -> String {
     let mut out = String::new();
@@ -211,6 +215,15 @@ pub(super) fn metrics_text(view: &AdminView<'_>) -> String {
     for (i, w) in view.stats.workers().iter().enumerate() {
         let used = w.map_or(0, |s| s.lane_used_bytes);
         let _ = writeln!(out, "ccsd_request_lane_used_bytes{{worker=\"{i}\"}} {used}");
+    }
+    family(
+        &mut out,
+        "ccsd_worker_load",
+        "gauge",
+        "The worker's measured load: packets read plus KiB read, per second, over its last stats interval.",
+    );
+    for (i, load) in view.stats.worker_loads().iter().enumerate() {
+        let _ = writeln!(out, "ccsd_worker_load{{worker=\"{i}\"}} {load}");
     }
     let main = &view.main;
     for (name, help, value) in [

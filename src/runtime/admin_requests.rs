@@ -102,7 +102,10 @@ impl Broker {
     /// Handles one message from a worker.
     pub(super) fn on_main_msg(&mut self, msg: MainMsg) {
         match msg {
-            MainMsg::NotifyStat(stat) => self.stats.on_notify_stat(stat),
+            MainMsg::NotifyStat(stat) => {
+                self.stats.on_notify_stat(stat);
+                self.acceptor.set_worker_loads(self.stats.worker_loads());
+            }
             MainMsg::ConnSample(sample) => {
                 let (token, worker) = (sample.token, sample.worker);
                 self.with_admin(|admin, view| admin.conn_sample(token, worker, Some(sample), view));

@@ -2,7 +2,8 @@
 //!
 //! Reloadable keys (applied at once, by message where another thread owns them): `log.level`,
 //! `[limits]` but `half_close_timeout` (every worker; `max_memory` through the shared budget), `broker.max_connections` and `listen[i].max_connections` (the
-//! acceptor), `mcp.reply_max_age` (the MCP bridge), `admin.idle_timeout` and
+//! acceptor), the `broker.rebalance*` keys (the rebalancer, which the runtime asks with
+//! `Rebalancer::configure`), `mcp.reply_max_age` (the MCP bridge), `admin.idle_timeout` and
 //! `admin.login_timeout`, `stats.interval` (the
 //! stats reporter and every worker). Any other change needs a restart: it is named in the answer
 //! and not applied, so it stays pending (and is named again) until ccsd restarts. The runtime
@@ -47,7 +48,7 @@ pub(crate) fn plan(current: &Settings, level_now: LevelFilter, file: &Settings) 
     }
     reload_keys!(log: level);
     reload_keys!(limits: idle_timeout, max_send_buffer, max_requests_per_second, packet_timeout, max_memory);
-    reload_keys!(broker: max_connections);
+    reload_keys!(broker: max_connections, rebalance, rebalance_threshold, rebalance_after, rebalance_max_per_second, rebalance_min_load);
     reload_keys!(mcp: reply_max_age);
     reload_keys!(admin: idle_timeout, login_timeout);
     reload_keys!(stats: interval);
@@ -141,7 +142,15 @@ macro_rules! shown_by_display {
     };
 }
 
-shown_by_display!(LevelFilter, u64, usize, crate::settings::ByteSize);
+shown_by_display!(
+    LevelFilter,
+    bool,
+    u32,
+    u64,
+    usize,
+    crate::settings::ByteSize,
+    crate::settings::Ratio
+);
 
 #[cfg(test)]
 mod tests {
@@ -159,7 +168,8 @@ mod tests {
         let file = settings(
             "[log]\nlevel = \"debug\"\n[limits]\nidle_timeout = \"2s\"\nmax_send_buffer = \"1MiB\"\n\
              packet_timeout = \"5s\"\nmax_memory = \"1GiB\"\n\
-             [broker]\nmax_connections = 10\n[[listen]]\naddr = \"127.0.0.1:0\"\nmax_connections = 3\n",
+             [broker]\nmax_connections = 10\nrebalance = true\nrebalance_threshold = 2.5\n\
+             rebalance_after = \"10s\"\nrebalance_max_per_second = 3\nrebalance_min_load = 7\n[[listen]]\naddr = \"127.0.0.1:0\"\nmax_connections = 3\n",
         );
         let plan = plan(&current, LevelFilter::Info, &file);
         assert_eq!(
@@ -171,6 +181,11 @@ mod tests {
                 "limits.packet_timeout 30s -> 5s",
                 "limits.max_memory 0b -> 1gib",
                 "broker.max_connections 100000 -> 10",
+                "broker.rebalance false -> true",
+                "broker.rebalance_threshold 1.5 -> 2.5",
+                "broker.rebalance_after 3s -> 10s",
+                "broker.rebalance_max_per_second 10 -> 3",
+                "broker.rebalance_min_load 1000 -> 7",
                 "listen[0].max_connections 0 -> 3",
             ]
         );
@@ -210,6 +225,18 @@ mod tests {
             "listen[0]'s limit waits too"
         );
         assert_eq!(plan.next.limits.idle_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_listeners_worker_set_needs_a_restart() {
+        let current = settings("[broker]\nworkers = 3\n[[listen]]\naddr = \"127.0.0.1:0\"\n");
+        let file = settings(
+            "[broker]\nworkers = 3\n[[listen]]\naddr = \"127.0.0.1:0\"\nworkers = [0, 2]\n",
+        );
+        let plan = plan(&current, LevelFilter::Info, &file);
+        assert!(plan.changed.is_empty(), "{:?}", plan.changed);
+        assert_eq!(plan.needs_restart, ["listen[0]"]);
+        assert_eq!(plan.next.listen[0].workers, None);
     }
 
     #[test]

@@ -38,6 +38,7 @@ use crate::actors::worker::{ListenerInfo, ProxyRule, Worker, WorkerSetup};
 use crate::flow::next_epoch;
 use crate::framing;
 use crate::lane::{Lane, Producer};
+use crate::load::WorkerSet;
 use crate::logging::LogLimiter;
 use crate::mailbox::{Mailbox, mailbox};
 use crate::main_lane::MainLane;
@@ -226,6 +227,7 @@ fn bind_listeners(
                     port: local.port(),
                     open: Arc::clone(&open),
                     max_connections: l.max_connections,
+                    workers: WorkerSet::for_listener(l, settings.broker.worker_count()),
                 }));
                 ports.udp.push(None);
                 local

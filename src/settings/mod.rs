@@ -54,7 +54,7 @@ mod validate;
 pub use sections::{
     AdminSettings, BrokerSettings, Dispatch, Endian, LengthIncludes, LimitsSettings,
     ListenSettings, LogSettings, MAX_DATAGRAM, McpSettings, OnFull, Proto, ProxyProtocol,
-    QueueSettings, StatsSettings, WhenDown,
+    QueueSettings, Ratio, StatsSettings, WhenDown,
 };
 pub use units::{ByteSize, parse_duration};
 

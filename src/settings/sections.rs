@@ -48,6 +48,38 @@ pub struct BrokerSettings {
     /// from at exit; `None` (or an empty string) means no pid file.
     #[serde(deserialize_with = "optional_path")]
     pub pid_file: Option<PathBuf>,
+    /// Whether connections are moved between workers on their own when one worker stays much
+    /// hotter than the others (admin `rebalance` runs one round either way).
+    pub rebalance: bool,
+    /// The hottest worker's load against the mean load that counts as an imbalance (above 1).
+    pub rebalance_threshold: Ratio,
+    /// How long an imbalance must last before connections are moved.
+    #[serde(deserialize_with = "duration")]
+    pub rebalance_after: Duration,
+    /// Connections moved per second at most, over all workers.
+    pub rebalance_max_per_second: u32,
+    /// Below this load of the hottest worker (load units per second: packets plus KiB read)
+    /// nothing is moved.
+    pub rebalance_min_load: u64,
+}
+
+/// A ratio of two loads (`broker.rebalance_threshold`): a finite number, compared bit for bit.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(transparent)]
+pub struct Ratio(pub f64);
+
+impl PartialEq for Ratio {
+    fn eq(&self, other: &Ratio) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Ratio {}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
 }
 
 impl BrokerSettings {
@@ -73,6 +105,11 @@ impl Default for BrokerSettings {
             shutdown_grace: Duration::from_secs(5),
             max_connections: 100_000,
             pid_file: None,
+            rebalance: false,
+            rebalance_threshold: Ratio(1.5),
+            rebalance_after: Duration::from_secs(3),
+            rebalance_max_per_second: 10,
+            rebalance_min_load: 1000,
         }
     }
 }
@@ -87,6 +124,9 @@ pub enum Dispatch {
     RoundRobin,
     /// `"least_connections"`: the worker holding the fewest connections.
     LeastConnections,
+    /// `"least_loaded"`: the worker with the least measured load (packets and bytes read per
+    /// second); of equal loads, the one holding the fewest connections.
+    LeastLoaded,
 }
 
 impl<'de> Deserialize<'de> for Dispatch {
@@ -97,6 +137,7 @@ impl<'de> Deserialize<'de> for Dispatch {
                 ("fd_modulo", Dispatch::FdModulo),
                 ("round_robin", Dispatch::RoundRobin),
                 ("least_connections", Dispatch::LeastConnections),
+                ("least_loaded", Dispatch::LeastLoaded),
             ],
         )
     }
@@ -209,6 +250,9 @@ pub struct ListenSettings {
     /// a connection from any other source is closed.
     #[serde(deserialize_with = "source_networks")]
     pub proxy_from: Vec<SourceNetwork>,
+    /// TCP only: the workers this listener's connections may live on (every dispatch picks among
+    /// them, no rebalancing moves a connection out of them); `None`: every worker.
+    pub workers: Option<Vec<usize>>,
 }
 
 /// The largest UDP payload (an IPv6 datagram's length field is 16 bits).
@@ -249,6 +293,7 @@ impl Default for ListenSettings {
             udp_send_timeout: Duration::from_secs(1),
             proxy_protocol: ProxyProtocol::Off,
             proxy_from: Vec::new(),
+            workers: None,
         }
     }
 }

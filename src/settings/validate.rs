@@ -54,6 +54,10 @@ const MAX_UDP_SEND_TIMEOUT: Duration = Duration::from_secs(600);
 // The maxima below keep every accepted value far from what would overflow a clock reading
 // (`Instant + duration`), a multiplication or an allocation; `docs/configuration.md` lists them.
 
+/// The largest `broker.rebalance_max_per_second`.
+const MAX_REBALANCE_PER_SECOND: u32 = 10_000;
+/// The largest `broker.rebalance_min_load` (load units per second: packets plus KiB read).
+const MAX_REBALANCE_MIN_LOAD: u64 = 1_000_000_000_000;
 /// The largest `broker.mailbox_capacity`: each worker's mailbox preallocates a 72-byte slot per
 /// message, so 65536 is 4.5 MiB per worker.
 const MAX_MAILBOX_CAPACITY: usize = 65536;
@@ -96,6 +100,9 @@ impl Validation<'_> {
         }
         if let Some(listeners) = self.listen {
             check_listeners(listeners, self.framers, problems);
+            if let Some(broker) = self.broker {
+                check_worker_sets(broker, listeners, problems);
+            }
             if let Some(queues) = self.queues {
                 check_lane_holds_packets(queues.capacity, listeners, problems);
             }
@@ -186,6 +193,58 @@ const MAX_ADMIN_LOGIN_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
 const MAX_UNIX_PATH: usize = 107;
 
+/// `listen[i].workers`: TCP only, not empty, no worker twice, every worker one that runs.
+fn check_worker_sets(
+    broker: &BrokerSettings,
+    listeners: &[Option<&ListenSettings>],
+    problems: &mut Vec<String>,
+) {
+    let count = broker.worker_count();
+    for (i, listen) in listeners.iter().enumerate() {
+        let Some(workers) = listen.and_then(|l| l.workers.as_ref().map(|w| (l.proto, w))) else {
+            continue;
+        };
+        match workers {
+            (Proto::Udp, _) => problems.push(format!(
+                "listen[{i}].workers: TCP listeners only; a UDP listener's datagrams are handled on the main thread, not by workers (remove it)"
+            )),
+            (Proto::Tcp, list) if list.is_empty() => problems.push(format!(
+                "listen[{i}].workers: empty; list at least one worker, or remove the key to use every worker"
+            )),
+            (Proto::Tcp, list) => {
+                if let Some(&w) = list.iter().find(|&&w| w >= count) {
+                    let why = if broker.workers.is_some() {
+                        "broker.workers"
+                    } else {
+                        "broker.workers is not set: one per core"
+                    };
+                    problems.push(format!(
+                        "listen[{i}].workers: worker {w} does not exist: there are {count} workers, 0 to {} ({why})",
+                        count - 1
+                    ));
+                }
+                // Where each worker was listed first (linear: the list may be long).
+                let mut first = [None; MAX_WORKERS + 1];
+                let twice = list.iter().enumerate().find_map(|(k, &w)| {
+                    let at = first.get_mut(w)?;
+                    match *at {
+                        Some(j) => Some((w, j, k)),
+                        None => {
+                            *at = Some(k);
+                            None
+                        }
+                    }
+                });
+                if let Some((w, j, k)) = twice {
+                    problems.push(format!(
+                        "listen[{i}].workers: worker {w} is listed twice (at positions {j} and {k})"
+                    ));
+                }
+            }
+        }
+    }
+}
+
 fn check_lane_holds_packets(
     capacity: ByteSize,
     listeners: &[Option<&ListenSettings>],
@@ -241,6 +300,31 @@ impl BrokerSettings {
             problems.push(format!(
                 "broker.shutdown_grace: at most 10m, got {:?}",
                 self.shutdown_grace
+            ));
+        }
+        let threshold = self.rebalance_threshold.0;
+        if !(threshold.is_finite() && threshold > 1.0 && threshold <= MAX_WORKERS as f64) {
+            problems.push(format!(
+                "broker.rebalance_threshold: must be a number above 1 and at most {MAX_WORKERS} (the hottest worker's load against the mean; it is never more than the worker count), got {threshold}"
+            ));
+        }
+        at_most(
+            problems,
+            "broker.rebalance_after",
+            self.rebalance_after,
+            MAX_HOUR,
+            "1h",
+        );
+        if !(1..=MAX_REBALANCE_PER_SECOND).contains(&self.rebalance_max_per_second) {
+            problems.push(format!(
+                "broker.rebalance_max_per_second: must be between 1 and {MAX_REBALANCE_PER_SECOND}, got {} (to stop automatic moves set broker.rebalance = false)",
+                self.rebalance_max_per_second
+            ));
+        }
+        if self.rebalance_min_load > MAX_REBALANCE_MIN_LOAD {
+            problems.push(format!(
+                "broker.rebalance_min_load: must be at most {MAX_REBALANCE_MIN_LOAD}, got {}",
+                self.rebalance_min_load
             ));
         }
         if self.idle_spin > MAX_IDLE_SPIN {

@@ -49,3 +49,4 @@ mod socket_activation;
 mod stats_summary;
 mod systemd_units;
 mod udp;
+mod worker_sets;

@@ -60,6 +60,29 @@ fn bad_address_zero_workers_and_locked_mode_are_all_reported_in_one_run() {
 }
 
 #[test]
+fn invalid_listener_worker_sets_are_refused_naming_the_listener_and_the_worker() {
+    let toml = "[broker]\nworkers = 2\n\n[[listen]]\naddr = \"127.0.0.1:0\"\nworkers = [0, 2]\n\n\
+                [[listen]]\naddr = \"127.0.0.1:0\"\nworkers = []\n\n\
+                [[listen]]\naddr = \"127.0.0.1:0\"\nworkers = [1, 1]\n\n\
+                [[listen]]\naddr = \"127.0.0.1:0\"\nproto = \"udp\"\nworkers = [0]\n";
+    let (code, text) = check(toml, &[]);
+    assert_eq!(code, 2, "{text}");
+    for line in [
+        "listen[0].workers: worker 2 does not exist: there are 2 workers, 0 to 1 (broker.workers)",
+        "listen[1].workers: empty; list at least one worker, or remove the key to use every worker",
+        "listen[2].workers: worker 1 is listed twice (at positions 0 and 1)",
+        "listen[3].workers: TCP listeners only",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    let (code, text) = check(
+        "[broker]\nworkers = 2\ndispatch = \"least_loaded\"\n[[listen]]\naddr = \"127.0.0.1:0\"\nworkers = [1]\n",
+        &[],
+    );
+    assert_eq!(code, 0, "{text}");
+}
+
+#[test]
 fn environment_override_of_the_wrong_type_names_the_key() {
     let (code, text) = check("", &[("CCSD_BROKER__WORKERS", "abc")]);
     assert_eq!(code, 2);

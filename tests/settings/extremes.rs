@@ -67,6 +67,9 @@ fn keys() -> Vec<Key> {
         key("broker", "max_connections", INT, 10_000_000),
         key("broker", "idle_spin", Kind::Duration, 10 * MS),
         key("broker", "shutdown_grace", Kind::Duration, 600 * SEC),
+        key("broker", "rebalance_after", Kind::Duration, HOUR),
+        key("broker", "rebalance_max_per_second", INT, 10_000),
+        key("broker", "rebalance_min_load", INT, 1_000_000_000_000),
         Key {
             start_limit: MIB,
             ..key("queues", "capacity", Kind::Bytes, 4 * GIB)

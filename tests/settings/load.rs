@@ -421,6 +421,11 @@ fn built_in_settings_file_spells_out_every_key() {
             "idle_spin",
             "mailbox_capacity",
             "max_connections",
+            "rebalance",
+            "rebalance_after",
+            "rebalance_max_per_second",
+            "rebalance_min_load",
+            "rebalance_threshold",
             "shutdown_grace",
             "unlocked_mode"
         ]

@@ -662,3 +662,99 @@ fn a_listener_name_must_be_a_valid_systemd_file_descriptor_name() {
         );
     }
 }
+
+#[test]
+fn rebalance_threshold_must_be_a_finite_number_above_1() {
+    use ccsd::settings::Ratio;
+    for ok in [1.01, 1.5, 255.0] {
+        assert_eq!(
+            problems_after(|s| s.broker.rebalance_threshold = Ratio(ok)),
+            Vec::<String>::new(),
+            "{ok}"
+        );
+    }
+    for bad in [1.0, 0.5, -2.0, 255.5, f64::NAN, f64::INFINITY] {
+        let problems = problems_after(|s| s.broker.rebalance_threshold = Ratio(bad));
+        assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "broker.rebalance_threshold: must be a number above 1 and at most 255"
+            ),
+            "{problems:?}"
+        );
+    }
+}
+
+#[test]
+fn rebalance_rate_time_and_min_load_have_their_ranges() {
+    assert_eq!(
+        problems_after(|s| s.broker.rebalance_max_per_second = 0),
+        [
+            "broker.rebalance_max_per_second: must be between 1 and 10000, got 0 (to stop automatic moves set broker.rebalance = false)"
+        ]
+    );
+    assert_eq!(
+        problems_after(|s| s.broker.rebalance_max_per_second = 10_000),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems_after(|s| s.broker.rebalance_max_per_second = 10_001).len(),
+        1
+    );
+    assert_eq!(
+        problems_after(|s| s.broker.rebalance_after = Duration::from_secs(3601)),
+        ["broker.rebalance_after: must be at most 1h, got 3601s"]
+    );
+    assert_eq!(
+        problems_after(|s| s.broker.rebalance_after = Duration::ZERO),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems_after(|s| s.broker.rebalance_min_load = 1_000_000_000_001),
+        ["broker.rebalance_min_load: must be at most 1000000000000, got 1000000000001"]
+    );
+}
+
+#[test]
+fn a_listeners_workers_must_exist_be_listed_once_and_not_be_empty() {
+    let with = |workers: Vec<usize>| {
+        problems_after(move |s| {
+            s.broker.workers = Some(3);
+            s.listen[0].workers = Some(workers);
+        })
+    };
+    assert_eq!(with(vec![0, 2]), Vec::<String>::new());
+    assert_eq!(
+        with(vec![]),
+        [
+            "listen[0].workers: empty; list at least one worker, or remove the key to use every worker"
+        ]
+    );
+    assert_eq!(
+        with(vec![1, 3]),
+        [
+            "listen[0].workers: worker 3 does not exist: there are 3 workers, 0 to 2 (broker.workers)"
+        ]
+    );
+    assert_eq!(
+        with(vec![2, 0, 2]),
+        ["listen[0].workers: worker 2 is listed twice (at positions 0 and 2)"]
+    );
+    // A long list costs one pass.
+    let long: Vec<usize> = (0..1_000_000).map(|i| i % 3).collect();
+    assert_eq!(with(long).len(), 1);
+}
+
+#[test]
+fn a_udp_listener_takes_no_workers() {
+    let problems = problems_after(|s| {
+        s.listen[0].proto = Proto::Udp;
+        s.listen[0].workers = Some(vec![0]);
+    });
+    assert_eq!(
+        problems,
+        [
+            "listen[0].workers: TCP listeners only; a UDP listener's datagrams are handled on the main thread, not by workers (remove it)"
+        ]
+    );
+}

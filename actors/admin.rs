@@ -87,6 +87,11 @@ pub(crate) enum AdminAction {
         /// Move it even if it is pinned.
         force: bool,
     },
+    /// Run one rebalancing round now; hand the outcome to [`Admin::answer`].
+    Rebalance {
+        /// Identifies the request.
+        token: u64,
+    },
     /// Pin or unpin `flow`; hand the outcome to [`Admin::answer`].
     Pin {
         /// Identifies the request.
@@ -125,6 +130,7 @@ enum Deferred {
         flow: FlowId,
         pinned: bool,
     },
+    Rebalance,
 }
 
 struct Client {
@@ -614,6 +620,7 @@ impl Admin {
                         to,
                         force,
                     },
+                    Deferred::Rebalance => AdminAction::Rebalance { token },
                     Deferred::Pin { flow, pinned } => AdminAction::Pin {
                         token,
                         flow,
@@ -644,8 +651,15 @@ enum Outcome {
 }
 
 /// The commands that change something: with `admin.unix` set and no token, the Unix socket's.
-const CONTROL_COMMANDS: [&str; 7] = [
-    "close", "loglevel", "migrate", "pin", "reload", "shutdown", "unpin",
+const CONTROL_COMMANDS: [&str; 8] = [
+    "close",
+    "loglevel",
+    "migrate",
+    "pin",
+    "rebalance",
+    "reload",
+    "shutdown",
+    "unpin",
 ];
 
 /// Answers one command line: the reply and what follows. A command answered later by the main
@@ -699,7 +713,7 @@ fn command(
     match verb {
         "" => (String::new(), Keep),
         "help" => (
-            "help | stats | workers | conns [N] | close FLOW | migrate FLOW WORKER [force] | pin FLOW | unpin FLOW | loglevel off|error|warn|info|debug|trace | reload | shutdown | quit\r\nGET /metrics over HTTP for Prometheus\r\nEND\r\n".into(),
+            "help | stats | workers | conns [N] | close FLOW | migrate FLOW WORKER [force] | pin FLOW | unpin FLOW | rebalance | loglevel off|error|warn|info|debug|trace | reload | shutdown | quit\r\nGET /metrics over HTTP for Prometheus\r\nEND\r\n".into(),
             Keep,
         ),
         "stats" => (stats_text(view), Keep),
@@ -741,6 +755,10 @@ fn command(
                     Keep,
                 ),
             }
+        }
+        "rebalance" => {
+            *deferred = Some(Deferred::Rebalance);
+            (String::new(), Keep)
         }
         "pin" | "unpin" => match (arg.and_then(parse_flow), words.next()) {
             (Some(flow), None) => {

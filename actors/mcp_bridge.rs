@@ -324,7 +324,10 @@ impl McpBridge {
                 }
             }
             MoveRefused::AlreadyThere => {}
-            MoveRefused::Closed | MoveRefused::Pinned | MoveRefused::Stopping => {
+            MoveRefused::Closed
+            | MoveRefused::Pinned
+            | MoveRefused::NotInWorkerSet
+            | MoveRefused::Stopping => {
                 let Some(Route::Moving {
                     from,
                     replies,

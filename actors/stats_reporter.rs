@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::{Level, log};
 
-use crate::load::LoadMeter;
+use crate::load::{HeavyFlows, LoadMeter};
 use crate::logging::{LogLimiter, log_limited};
 use crate::message::NotifyStat;
 use crate::settings::StatsSettings;
@@ -232,6 +232,7 @@ impl StatsReporter {
                 latency: Histogram::default(),
                 mailbox_depth: 0,
                 lane_used_bytes: 0,
+                heavy: HeavyFlows::default(),
             });
             json_object(&mut out, |f| {
                 f("worker", i as u64);

@@ -65,6 +65,7 @@ use migration::MainOutbox;
 
 use crate::clock::monotonic_ns;
 use crate::flow::{FlowId, FlowTable};
+use crate::load::{FlowLoad, HeavyFlows};
 use crate::logging::{LogLimiter, log_limited};
 use crate::mailbox::Mailbox;
 use crate::memory::MemoryShare;
@@ -514,7 +515,21 @@ impl Worker {
         self.next_stats = Instant::now() + self.stats_interval;
         self.counters.buffered_bytes = self.buffered;
         self.counters.lane_resyncs = self.ingress.lane().resyncs();
+        let mut heavy = HeavyFlows::default();
+        for (flow, conn) in self.conns.iter_public_mut() {
+            let (bytes, packets) = conn.take_load();
+            if packets > 0 || bytes > 0 {
+                heavy.offer(FlowLoad {
+                    flow,
+                    listener: conn.listener(),
+                    pinned: conn.is_pinned(),
+                    packets,
+                    bytes,
+                });
+            }
+        }
         let stat = NotifyStat {
+            heavy,
             worker: self.id,
             counters: self.counters,
             latency: self.latency,

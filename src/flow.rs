@@ -402,6 +402,16 @@ impl<T> FlowTable<T> {
         value
     }
 
+    /// Every live connection with its public id, in slot order.
+    pub(crate) fn iter_public_mut(&mut self) -> impl Iterator<Item = (FlowId, &mut T)> + '_ {
+        let (epoch, worker) = (self.epoch, self.worker);
+        self.slots.iter_mut().enumerate().filter_map(move |(i, s)| {
+            let own = FlowId::new(epoch, worker, s.generation, i as u32);
+            let public = s.adopted.unwrap_or(own);
+            s.value.as_mut().map(|v| (public, v))
+        })
+    }
+
     /// Every live local id, in slot order.
     pub(crate) fn flows(&self) -> impl Iterator<Item = FlowId> + '_ {
         self.slots.iter().enumerate().filter_map(|(i, s)| {

@@ -7,13 +7,6 @@
 //! ([`LoadMeter`], fed by every `NotifyStat`); a connection's from what it read over the last
 //! stats interval, of which each worker reports its heaviest few ([`HeavyFlows`]).
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the runtime runs the rebalancer with the migrations (issue 11)"
-    )
-)]
 pub(crate) mod rebalance;
 mod worker_set;
 
@@ -101,13 +94,6 @@ impl Default for HeavyFlows {
     }
 }
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the workers fill it with the migrations (issue 11)"
-    )
-)]
 impl HeavyFlows {
     /// Keeps `flow` if it is among the heaviest offered so far; a flow that read nothing is
     /// ignored. O([`HEAVY_FLOWS`]).
@@ -132,6 +118,7 @@ impl HeavyFlows {
     }
 
     /// How many flows are kept.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }

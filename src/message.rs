@@ -24,6 +24,7 @@ use std::time::Duration;
 use crate::actors::worker::Fence;
 use crate::conn_state::ConnState;
 use crate::flow::FlowId;
+use crate::load::HeavyFlows;
 use crate::record::{CloseMode, RECORD_HEADER_SIZE, RecordHeader};
 use crate::settings::LimitsSettings;
 use crate::stats::WorkerCounters;
@@ -143,6 +144,8 @@ pub struct NotifyStat {
     pub mailbox_depth: usize,
     /// Bytes waiting in its request lane for MCP.
     pub lane_used_bytes: u64,
+    /// Its heaviest connections over the interval since its last report (for the rebalancer).
+    pub(crate) heavy: HeavyFlows,
 }
 
 /// A custom record from MCP, for the main thread's actors. Custom records are control traffic,
@@ -244,6 +247,8 @@ pub(crate) enum MoveRefused {
     AlreadyThere,
     /// It is pinned and the move was not forced.
     Pinned,
+    /// The worker is not in its listener's `workers` and the move was not forced.
+    NotInWorkerSet,
     /// Its worker is stopping.
     Stopping,
     /// The new worker has no free slot.
@@ -259,6 +264,9 @@ impl MoveRefused {
             MoveRefused::Closed => "no such flow (closed)",
             MoveRefused::AlreadyThere => "the flow is on that worker already",
             MoveRefused::Pinned => "the flow is pinned (add force)",
+            MoveRefused::NotInWorkerSet => {
+                "the worker is not in its listener's workers (add force)"
+            }
             MoveRefused::Stopping => "ccsd is stopping",
             MoveRefused::TableFull => "the worker has no free slot",
             MoveRefused::RegisterFailed => "the worker could not register the socket",

@@ -40,6 +40,7 @@ use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::StatsReporter;
 use crate::actors::udp::UdpActor;
 use crate::lane::LaneError;
+use crate::load::rebalance::Rebalancer;
 use crate::logging::LogLimiter;
 use crate::mailbox::Mailbox;
 use crate::main_lane::MainLane;
@@ -250,6 +251,8 @@ pub struct Broker {
     stop_requested: bool,
     /// A graceful stop has begun: nothing moves between workers any more.
     stop_begun: bool,
+    /// Which connections to move between workers, and when (`broker.rebalance*`).
+    rebalancer: Rebalancer,
     /// Declared before `_instance`: removed before the instance lock is released.
     _pid_file: Option<PidFile>,
     /// The settings in force (those read at start, with what reloads changed).
@@ -482,6 +485,9 @@ impl Broker {
             self.mcp_watch.tick();
             if self.stats.tick(&self.main_counters()) {
                 self.notify_actors_of_stats();
+                if !stopping {
+                    self.rebalance(false);
+                }
             }
             if stopping && stop_pending.is_empty() && self.workers.iter().all(|w| w.is_finished()) {
                 // The workers' last counters may have arrived after the drain above.

@@ -143,6 +143,9 @@ counters! {
         migrations_refused_pinned,
         /// Migrations refused because ccsd was stopping.
         migrations_refused_stopping,
+        /// Migrations refused because the new worker is not in the listener's `workers` and the
+        /// move was not forced.
+        migrations_refused_worker_set,
         /// Connections that left their worker but could not be adopted by the new one (no free
         /// slot, or its poller refused the socket): closed, and counted in their `closed_*`.
         migrations_failed,
@@ -246,8 +249,10 @@ counters! {
         /// ccsd was stopping, or its new worker could not adopt it (the workers' `migrations_*`
         /// counters say which).
         migrations_failed,
-        /// Rebalancing rounds that planned at least one migration.
+        /// Rebalancing rounds that planned at least one migration (automatic, or admin `rebalance`).
         rebalance_rounds,
+        /// Migrations the rebalancer started (also counted in `migrations_started`).
+        rebalance_migrations,
         /// Pin and unpin requests carried out (admin `pin`/`unpin`, MCP's custom record).
         pin_requests,
     }

@@ -98,6 +98,8 @@ pub(super) struct Conn<S = TcpStream> {
     /// Bytes and packets read from it since it was accepted (its load, for the rebalancer).
     bytes_in: u64,
     packets_in: u64,
+    /// `bytes_in` and `packets_in` at its worker's last stats report.
+    load_mark: (u64, u64),
 }
 
 /// What became of a connection's bytes.
@@ -147,6 +149,7 @@ impl<S> Conn<S> {
             fence: None,
             bytes_in: 0,
             packets_in: 0,
+            load_mark: (0, 0),
         }
     }
 
@@ -183,6 +186,7 @@ impl<S> Conn<S> {
             fence,
             bytes_in: state.bytes_in,
             packets_in: state.packets_in,
+            load_mark: (state.bytes_in, state.packets_in),
         }
     }
 
@@ -245,6 +249,17 @@ impl<S> Conn<S> {
     /// MCP has read past its fence: it may be read again (unless paused for another reason).
     pub(super) fn lift_fence(&mut self) {
         self.fence = None;
+    }
+
+    /// Bytes and packets read from it since its worker's last stats report, which this call
+    /// starts anew (its load, for the rebalancer).
+    pub(super) fn take_load(&mut self) -> (u64, u64) {
+        let load = (
+            self.bytes_in - self.load_mark.0,
+            self.packets_in - self.load_mark.1,
+        );
+        self.load_mark = (self.bytes_in, self.packets_in);
+        load
     }
 
     /// Makes it wait for a PROXY protocol header before anything is framed; the wait counts as
@@ -920,6 +935,7 @@ mod tests {
             open: Arc::default(),
             rate: None,
             proxy: None,
+            workers: crate::load::WorkerSet::all(1),
         }
     }
 

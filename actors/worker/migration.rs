@@ -122,6 +122,10 @@ impl Worker {
             self.counters.migrations_refused_pinned += 1;
             return self.tell_main(refused(MoveRefused::Pinned));
         }
+        if !self.listeners[conn.listener()].workers.contains(to) && !force {
+            self.counters.migrations_refused_worker_set += 1;
+            return self.tell_main(refused(MoveRefused::NotInWorkerSet));
+        }
         let slot = local.slot();
         let (now, now_ns) = (Instant::now(), monotonic_ns());
         let ns_of = |at: Instant| now_ns.saturating_sub(now.duration_since(at).as_nanos() as u64);

@@ -12,6 +12,7 @@ use polling::Poller;
 use crate::conn_state::ListenerIdentity;
 use crate::framing::Framer;
 use crate::lane::Producer;
+use crate::load::WorkerSet;
 use crate::mailbox::Mailbox;
 use crate::memory::MemoryBudget;
 use crate::message::{MainMsg, ReplyBatch, WorkerMsg};
@@ -34,6 +35,8 @@ pub(crate) struct ListenerInfo {
     pub rate: Option<Arc<RateLimiter>>,
     /// `listen[i].proxy_protocol` and `proxy_from`; `None`: off.
     pub proxy: Option<ProxyRule>,
+    /// `listen[i].workers`: where its connections may live (a move elsewhere must be forced).
+    pub workers: WorkerSet,
 }
 
 impl ListenerInfo {

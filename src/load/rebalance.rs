@@ -130,6 +130,7 @@ impl Rebalancer {
     }
 
     /// The policy in force.
+    #[cfg(test)]
     pub(crate) fn policy(&self) -> &Policy {
         &self.policy
     }

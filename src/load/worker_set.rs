@@ -38,6 +38,11 @@ impl WorkerSet {
         }
     }
 
+    /// Whether worker `w` is in the set.
+    pub(crate) fn contains(&self, w: usize) -> bool {
+        w < WORDS * 64 && self.bits[w / 64] & (1 << (w % 64)) != 0
+    }
+
     /// How many workers the set holds.
     pub(crate) fn len(&self) -> usize {
         self.bits.iter().map(|b| b.count_ones() as usize).sum()

@@ -85,6 +85,13 @@ impl Broker {
                     self.admin_call(|admin, view| admin.answer(token, &text, view))
                 }
             },
+            AdminAction::Rebalance { token } => {
+                let text = match self.rebalance(true) {
+                    0 => "OK balanced: nothing to move\r\n".to_owned(),
+                    n => format!("OK rebalance: {n} migrations started\r\n"),
+                };
+                self.admin_call(|admin, view| admin.answer(token, &text, view))
+            }
             AdminAction::Pin {
                 token,
                 flow,
@@ -202,6 +209,7 @@ impl Broker {
             admin.set_timeouts(next.admin.idle_timeout, next.admin.login_timeout);
         }
         self.stats.set_interval(next.stats.interval);
+        self.rebalancer.configure(next);
         if next.limits != old.limits || next.stats.interval != old.stats.interval {
             let worker_settings = WorkerSettings {
                 limits: next.limits.clone(),

@@ -3,10 +3,14 @@
 //! a departed connection on to its new worker through the MCP bridge (which holds the replies
 //! that came meanwhile), and reporting each outcome to whoever asked; pinning.
 
-use log::{Level, debug};
+use std::time::Instant;
+
+use log::{Level, debug, info};
 
 use super::Broker;
 use crate::flow::FlowId;
+use crate::load::HeavyFlows;
+use crate::load::rebalance::WorkerView;
 use crate::logging::log_limited;
 use crate::message::{Departure, MoveRefused, Moved, WorkerMsg};
 
@@ -61,6 +65,43 @@ impl Broker {
             }
             Err(e) => refused(&mut self.control, e.reason().to_owned()),
         }
+    }
+
+    /// One rebalancing round (`forced`: admin `rebalance`) on the loads and heavy flows the
+    /// workers last reported: starts the migrations the policy plans; returns how many started.
+    pub(super) fn rebalance(&mut self, forced: bool) -> usize {
+        let heavy: Vec<HeavyFlows> = self
+            .stats
+            .workers()
+            .iter()
+            .map(|w| w.map(|stat| stat.heavy).unwrap_or_default())
+            .collect();
+        let loads = self.stats.worker_loads().to_vec();
+        let views: Vec<WorkerView<'_>> = heavy
+            .iter()
+            .zip(&loads)
+            .map(|(heavy, &load)| WorkerView { load, heavy })
+            .collect();
+        let moves = self.rebalancer.plan(Instant::now(), &views, forced);
+        if moves.is_empty() {
+            return 0;
+        }
+        self.control.rebalance_rounds += 1;
+        let mut started = 0;
+        for step in &moves {
+            if self
+                .migrate(step.flow, step.to, false, Asker::Nobody)
+                .is_ok()
+            {
+                started += 1;
+                self.control.rebalance_migrations += 1;
+            }
+        }
+        info!(
+            "rebalance: started {started} of {} planned migrations (worker loads {loads:?})",
+            moves.len()
+        );
+        started
     }
 
     /// Pins or unpins `flow` on whichever worker holds it. `Err` when the flow names no worker

@@ -39,6 +39,7 @@ use crate::flow::next_epoch;
 use crate::framing;
 use crate::lane::{Lane, Producer};
 use crate::load::WorkerSet;
+use crate::load::rebalance::Rebalancer;
 use crate::logging::LogLimiter;
 use crate::mailbox::{Mailbox, mailbox};
 use crate::main_lane::MainLane;
@@ -150,6 +151,7 @@ impl Broker {
             control_log: LogLimiter::default(),
             stop_requested: false,
             stop_begun: false,
+            rebalancer: Rebalancer::from_settings(settings),
             _pid_file: pid_file,
             settings: settings.clone(),
             reload_from: None,
@@ -268,6 +270,7 @@ fn bind_listeners(
             rate,
             open,
             proxy: ProxyRule::of(l),
+            workers: WorkerSet::for_listener(l, settings.broker.worker_count()),
         });
         ports.local_addrs.push(local);
     }

@@ -192,3 +192,71 @@ fn a_packet_half_received_before_the_move_completes_after_it() {
     assert_eq!(read_n(&mut client, whole.len()), whole);
     assert_eq!(round_trip(&mut client, b"next"), packet(b"next"));
 }
+
+/// A client that sends `body` and reads its echo as fast as it can, until `stop`.
+fn busy_client(mut s: std::net::TcpStream, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        assert_eq!(
+            round_trip(&mut s, b"heavy request"),
+            packet(b"heavy request")
+        );
+    }
+}
+
+#[test]
+fn the_rebalancer_evens_out_heavy_clients_on_one_worker_and_leaves_a_pinned_one() {
+    let env = TestEnv::new(2, "", "");
+    env.add_setting("broker", "rebalance = true\nrebalance_after = \"100ms\"");
+    let ccsd = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+    let mut admin = AdminClient::connect(ccsd.admin.expect("admin port"));
+    // Three connections, all moved to worker 0 before they get busy; the first is pinned there.
+    let streams: Vec<_> = (0..3).map(|_| connect(ccsd.addr())).collect();
+    let deadline = Instant::now() + WAIT;
+    let mut flows = conns(&mut admin);
+    while flows.len() < 3 {
+        assert!(Instant::now() < deadline, "the clients did not connect");
+        flows = conns(&mut admin);
+    }
+    for (flow, worker, _) in &flows {
+        if *worker != 0 {
+            assert!(
+                admin
+                    .ask(&format!("migrate {flow} 0"))
+                    .starts_with("OK migrated")
+            );
+        }
+    }
+    let pinned = flows[0].0.clone();
+    assert_eq!(
+        admin.ask(&format!("pin {pinned}")),
+        format!("OK pinned {pinned}")
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = streams
+        .into_iter()
+        .map(|s| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || busy_client(s, stop))
+        })
+        .collect();
+    // The rebalancer moves one unpinned connection to worker 1; the pinned one stays.
+    let moved = loop {
+        let now = conns(&mut admin);
+        if let Some((flow, _, _)) = now.iter().find(|(_, w, _)| *w == 1) {
+            break flow.clone();
+        }
+        assert!(Instant::now() < deadline, "nothing moved: {now:?}");
+    };
+    assert_ne!(moved, pinned);
+    let after = conns(&mut admin);
+    let on_one: Vec<_> = after.iter().filter(|(_, w, _)| *w == 1).collect();
+    assert_eq!(on_one.len(), 1, "one move evens two against one: {after:?}");
+    assert!(after.iter().any(|(f, w, p)| *f == pinned && *w == 0 && *p));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    env.wait_stat("control.rebalance_rounds", |n| n >= 1);
+    env.wait_stat("control.rebalance_migrations", |n| n >= 1);
+}

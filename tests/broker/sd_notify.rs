@@ -28,7 +28,13 @@ impl NotifySocket {
     fn next(&self) -> String {
         self.0.set_read_timeout(Some(WAIT)).unwrap();
         let mut buf = [0u8; 4096];
-        let n = self.0.recv(&mut buf).expect("a notification within WAIT");
+        // A signal handled elsewhere in this test process interrupts the wait: wait again.
+        let n = loop {
+            match self.0.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.expect("a notification within WAIT"),
+            }
+        };
         String::from_utf8(buf[..n].to_vec()).expect("UTF-8 notification")
     }
 

@@ -351,6 +351,9 @@ fn a_node_drained_and_stopped_behind_haproxy_under_load_fails_no_request() {
     // Drain node1: its health check fails and HAProxy takes it out; it serves meanwhile.
     let answer = admin_lines(node1.admin, "drain\n", 1);
     assert!(answer[0].starts_with("OK draining"), "{answer:?}");
+    node1
+        .ccsd
+        .wait_for_line("draining: health answers DOWN draining");
     let deadline = Instant::now() + WAIT;
     while !haproxy_server_stat(&socket, "node1")
         .unwrap_or_default()

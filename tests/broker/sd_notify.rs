@@ -142,3 +142,18 @@ fn without_notify_socket_ccsd_starts_and_stops_as_before() {
     signal(&ccsd, Signal::TERM);
     assert_eq!(ccsd.exit_code(), Some(0));
 }
+
+#[test]
+fn drain_tells_systemd_the_node_drains() {
+    let env = TestEnv::new(1, "", "");
+    let (notify, path) = NotifySocket::bind_in(&env);
+    let mut ccsd = ccsd_notifying(&env, &path, None);
+    notify.until("READY=1");
+
+    let admin = ccsd.admin.expect("ccsd logged its admin port");
+    let mut conn = TcpStream::connect(admin).unwrap();
+    std::io::Write::write_all(&mut conn, b"drain\n").unwrap();
+    let status = notify.until("STATUS=draining: health answers DOWN, serving until the stop");
+    assert!(!status.lines().any(|l| l == "STOPPING=1"), "{status:?}");
+    ccsd.wait_for_line("draining: health answers DOWN draining");
+}

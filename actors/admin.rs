@@ -2,11 +2,13 @@
 //! with `nc` and answers `GET /metrics` over HTTP with Prometheus text; an optional Unix socket
 //! (`admin.unix`, mode 0600) serves the same line commands to ccsd's own user without a token.
 //!
-//! Line commands: `help`, `stats`, `workers`, `conns [N]`, `close FLOW`, `loglevel LEVEL`,
-//! `reload`, `shutdown`, `quit`; with `admin.token` set, `auth TOKEN` must come first on the TCP
-//! port (HTTP: `Authorization: Bearer TOKEN`), compared in constant time. With `admin.unix` set
-//! and no token, the TCP port refuses the commands that change something (`close`, `loglevel`,
-//! `reload`, `shutdown`): on a shared host only ccsd's user can give them.
+//! Line commands: `help`, `health`, `stats`, `workers`, `conns [N]`, `close FLOW`,
+//! `loglevel LEVEL`, `reload`, `drain`, `shutdown`, `quit`; with `admin.token` set, `auth TOKEN`
+//! must come first on the TCP port (HTTP: `Authorization: Bearer TOKEN`), compared in constant
+//! time, except for `health` and `GET /health`, which balancers and probes ask without one
+//! ([`health`]). With `admin.unix` set and no token, the TCP port refuses the commands that
+//! change something (`close`, `drain`, `loglevel`, `reload`, `shutdown`): on a shared host only
+//! ccsd's user can give them.
 //!
 //! Malformed input gets an `ERROR` line, a line over 1 KiB closes the client. A client that has
 //! not authenticated (or, without a token, sent a command) within `admin.login_timeout` is
@@ -19,6 +21,7 @@
 //! written as the socket takes them, so a large one never blocks the main loop.
 
 mod conns;
+mod health;
 mod listen;
 mod reports;
 
@@ -101,6 +104,8 @@ pub(crate) enum AdminAction {
         /// Pin (`true`) or unpin.
         pinned: bool,
     },
+    /// Drain the node: mark it draining ([`Admin::set_draining`]), log it, tell systemd.
+    Drain,
 }
 
 /// What the admin reads from the rest of the main thread to answer.
@@ -268,6 +273,12 @@ impl Admin {
     pub(crate) fn set_timeouts(&mut self, idle: Duration, login: Duration) {
         self.idle_timeout = idle;
         self.login_timeout = login;
+    }
+
+    /// The node drains (admin `drain`, or a graceful stop began): `health` answers
+    /// `DOWN draining` from now on.
+    pub(crate) fn set_draining(&mut self) {
+        self.counters.draining = 1;
     }
 
     /// What the admin counted so far.
@@ -651,8 +662,9 @@ enum Outcome {
 }
 
 /// The commands that change something: with `admin.unix` set and no token, the Unix socket's.
-const CONTROL_COMMANDS: [&str; 8] = [
+const CONTROL_COMMANDS: [&str; 9] = [
     "close",
+    "drain",
     "loglevel",
     "migrate",
     "pin",
@@ -693,6 +705,10 @@ fn command(
             _ => ("ERROR bad token\r\n".into(), Outcome::BadToken),
         };
     }
+    if verb == "health" {
+        // No token needed: balancers and probes check it (see `health`).
+        return (health::health_line(view, actions), Keep);
+    }
     if !client.authed {
         return (
             "ERROR auth required: send auth TOKEN first\r\n".into(),
@@ -713,7 +729,7 @@ fn command(
     match verb {
         "" => (String::new(), Keep),
         "help" => (
-            "help | stats | workers | conns [N] | close FLOW | migrate FLOW WORKER [force] | pin FLOW | unpin FLOW | rebalance | loglevel off|error|warn|info|debug|trace | reload | shutdown | quit\r\nGET /metrics over HTTP for Prometheus\r\nEND\r\n".into(),
+            "help | health | stats | workers | conns [N] | close FLOW | migrate FLOW WORKER [force] | pin FLOW | unpin FLOW | rebalance | loglevel off|error|warn|info|debug|trace | reload | drain | shutdown | quit\r\nGET /metrics over HTTP for Prometheus, GET /health for probes\r\nEND\r\n".into(),
             Keep,
         ),
         "stats" => (stats_text(view), Keep),
@@ -779,6 +795,7 @@ fn command(
             }
             None => ("ERROR usage: loglevel off|error|warn|info|debug|trace\r\n".into(), Keep),
         },
+        "drain" => (health::drain(view, actions), Keep),
         "shutdown" => {
             actions.push(AdminAction::Shutdown);
             ("OK stopping\r\n".into(), Keep)
@@ -832,7 +849,10 @@ fn serve_http(client: &mut Client, token: Option<&str>, view: &AdminView<'_>) ->
                 })
             })
         });
-    let (status, body) = if !authorized {
+    let (status, body) = if path == "/health" {
+        // No token needed, as the `health` line command.
+        health::health_http(view)
+    } else if !authorized {
         ("401 Unauthorized", String::new())
     } else if path == "/metrics" {
         ("200 OK", metrics_text(view))
@@ -846,7 +866,7 @@ fn serve_http(client: &mut Client, token: Option<&str>, view: &AdminView<'_>) ->
     client.close_when_written = true;
     client.logged_in = true;
     client.send(&response)?;
-    Ok(authorized)
+    Ok(authorized || path == "/health")
 }
 
 /// Logs (rate-limited) a wrong or missing token, naming the client's address.

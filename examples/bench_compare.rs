@@ -14,35 +14,26 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use clap::Parser;
+
 use servers::{Scratch, Server, built_bin, logged_addr, start_ccsd_and_mcp};
 
-const USAGE: &str = "usage: bench_compare [--duration SECS] [--rounds N] [--memcached PATH]";
-
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench_compare",
+    about = "ccsd + kv_mcp against memcached, same load, alternating, in rounds; prints the medians and the ratios (run it through benches/compare.sh)."
+)]
 struct Args {
+    /// Seconds each load generator run measures.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
     duration: u64,
+    /// Rounds (each server once per round); the report takes the medians.
+    #[arg(long, value_name = "N", default_value_t = 3)]
     rounds: usize,
+    /// The memcached binary.
+    #[arg(long, value_name = "PATH", default_value = "memcached")]
     memcached: String,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        duration: 10,
-        rounds: 3,
-        memcached: "memcached".into(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--duration" => {
-                args.duration = value.parse().map_err(|_| "--duration: not a number")?
-            }
-            "--rounds" => args.rounds = value.parse().map_err(|_| "--rounds: not a number")?,
-            "--memcached" => args.memcached = value,
-            _ => return Err(format!("unknown option {flag}")),
-        }
-    }
-    Ok(args)
 }
 
 /// Waits until something accepts connections on `port` (memcached logs nothing unless verbose,
@@ -141,17 +132,7 @@ fn summarize(runs: &[Run]) -> Run {
 }
 
 fn main() {
-    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return;
-    }
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench_compare: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     if let Err(e) = run(&args) {
         eprintln!("bench_compare: {e}");
         std::process::exit(1);

@@ -23,6 +23,7 @@ use ccsd::actor::{ActorContext, CustomMcp, MainActor, StatsSnapshot};
 use ccsd::record::CustomOp;
 use ccsd::runtime::Broker;
 use ccsd::settings::Settings;
+use clap::Parser;
 use log::{info, warn};
 
 /// The listener's token; subscribers get the tokens after it.
@@ -246,48 +247,26 @@ impl MainActor for AuditFeed {
     }
 }
 
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "custom_actor",
+    about = "ccsd with a custom main-thread actor: an audit feed of connections and stats."
+)]
 struct Args {
+    /// The settings file (default: the file CCSD_CONFIG names, else the built-in defaults).
+    #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where the audit feed listens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7302")]
     audit: SocketAddr,
+    /// How often the feed sends a heartbeat line (a duration: 5s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = ccsd::settings::parse_duration)]
     heartbeat: Duration,
 }
 
-const USAGE: &str = "usage: custom_actor [--config FILE] [--audit ADDR] [--heartbeat DURATION]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        config: None,
-        audit: SocketAddr::from(([127, 0, 0, 1], 7302)),
-        heartbeat: Duration::from_secs(5),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--config" => args.config = Some(PathBuf::from(value)),
-            "--audit" => args.audit = value.parse().map_err(|e| format!("--audit: {e}"))?,
-            "--heartbeat" => {
-                args.heartbeat = ccsd::settings::parse_duration(&value)
-                    .map_err(|e| format!("--heartbeat: {e}"))?;
-            }
-            _ => return Err(format!("unknown argument {flag}")),
-        }
-    }
-    Ok(args)
-}
-
 fn main() -> ExitCode {
-    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("custom_actor: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     let config = ccsd::settings::config_path(args.config.clone());
     let settings = match Settings::load(config.as_deref()) {
         Ok(s) => s,

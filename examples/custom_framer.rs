@@ -17,6 +17,7 @@ use ccsd::mcp::demo::Echo;
 use ccsd::mcp::service::serve;
 use ccsd::runtime::Broker;
 use ccsd::settings::{ListenSettings, Settings};
+use clap::Parser;
 
 /// Netstrings: decimal length, `:`, that many bytes, `,`. The whole netstring is the packet.
 ///
@@ -80,21 +81,20 @@ fn build_netstring(listen: &ListenSettings) -> std::io::Result<Arc<dyn Framer>> 
     Ok(Arc::new(NetstringFramer { max_packet }))
 }
 
-const USAGE: &str = "usage: custom_framer [--config FILE]";
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "custom_framer",
+    about = "ccsd with a framer of its own (netstring) registered by name, and the echo MCP on a thread."
+)]
+struct Args {
+    /// The settings file (default: the file CCSD_CONFIG names, else the built-in defaults).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+}
 
 fn main() -> ExitCode {
-    let config = match std::env::args_os().skip(1).collect::<Vec<_>>().as_slice() {
-        [flag, file] if flag == "--config" => Some(PathBuf::from(file)),
-        [] => None,
-        [help] if help == "--help" || help == "-h" => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let config = Args::parse().config;
     let config = ccsd::settings::config_path(config);
     // Registered before the settings are loaded, so that `framing = "netstring"` is valid.
     framing::register("netstring", Arc::new(build_netstring));

@@ -27,10 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use servers::{Scratch, Server, built_bin, logged_addr, start};
+use clap::Parser;
 
-const USAGE: &str =
-    "usage: drip_bench --old PATH [--attackers N] [--upload-mib N] [--seconds N] [--rounds N]";
+use servers::{Scratch, Server, built_bin, logged_addr, start};
 
 /// The healthy client's request; the echo MCP sends it back.
 const HEALTHY: &[u8] = b"GET /health HTTP/1.1\r\nHost: bench\r\n\r\n";
@@ -42,42 +41,28 @@ const CHUNK: &[u8] = b"10\r\n0123456789abcdef\r\n";
 /// How long the healthy client runs alone before the attack.
 const QUIET: Duration = Duration::from_secs(1);
 
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "drip_bench",
+    about = "A healthy HTTP client's latency and ccsd's CPU while attackers drip chunked uploads, for this build and an older one, side by side."
+)]
 struct Args {
+    /// The older ccsd binary to compare with.
+    #[arg(long, value_name = "PATH")]
     old: PathBuf,
+    /// Attacking connections.
+    #[arg(long, value_name = "N", default_value_t = 4)]
     attackers: usize,
-    upload: usize,
+    /// MiB each attacker uploads, 16 bytes a chunk.
+    #[arg(long = "upload-mib", value_name = "N", default_value_t = 8)]
+    upload_mib: usize,
+    /// Seconds of attack per run.
+    #[arg(long, value_name = "N", default_value_t = 4)]
     seconds: u64,
+    /// Runs of each build (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 2)]
     rounds: usize,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut old = None;
-    let mut args = Args {
-        old: PathBuf::new(),
-        attackers: 4,
-        upload: 8 << 20,
-        seconds: 4,
-        rounds: 2,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        let number = || {
-            value
-                .parse::<usize>()
-                .map_err(|_| format!("{flag}: not a number"))
-        };
-        match flag.as_str() {
-            "--old" => old = Some(PathBuf::from(&value)),
-            "--attackers" => args.attackers = number()?,
-            "--upload-mib" => args.upload = number()? << 20,
-            "--seconds" => args.seconds = number()? as u64,
-            "--rounds" => args.rounds = number()?.max(1),
-            _ => return Err(format!("unknown option {flag}")),
-        }
-    }
-    args.old = old.ok_or("--old is required")?;
-    Ok(args)
 }
 
 /// The healthy client's latencies in one phase, and ccsd's CPU over it.
@@ -170,7 +155,7 @@ fn run(ccsd_bin: &Path, label: &str, args: &Args) -> Result<Run, String> {
     let quiet = healthy_phase(&mut healthy, &ccsd, QUIET);
     let stop = Arc::new(AtomicBool::new(false));
     let attackers: Vec<_> = (0..args.attackers)
-        .map(|_| attacker(addr, args.upload, Arc::clone(&stop)))
+        .map(|_| attacker(addr, args.upload_mib << 20, Arc::clone(&stop)))
         .collect();
     let attack = healthy_phase(&mut healthy, &ccsd, Duration::from_secs(args.seconds));
     stop.store(true, Ordering::Relaxed);
@@ -186,17 +171,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() -> ExitCode {
-    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("drip_bench: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let mut args = Args::parse();
+    args.rounds = args.rounds.max(1);
     let new = match built_bin("ccsd") {
         Ok(path) => path,
         Err(e) => {
@@ -225,10 +201,7 @@ fn main() -> ExitCode {
     }
     println!(
         "{} attackers, {} MiB uploaded each then 1 byte/ms, {} s; medians of {} rounds",
-        args.attackers,
-        args.upload >> 20,
-        args.seconds,
-        args.rounds
+        args.attackers, args.upload_mib, args.seconds, args.rounds
     );
     println!("| healthy client | old | new | old/new |\n|---|---:|---:|---:|");
     type Pick = fn(&Run) -> f64;

@@ -15,68 +15,41 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use flags::{positive, positive_seconds};
 use hdrhistogram::Histogram;
 
-const USAGE: &str = "\
-usage: udp_load --addr HOST:PORT [--sockets N] [--in-flight K] [--requests N] [--size BYTES]
-                [--timeout SECS] [--json]
+#[path = "common/flags.rs"]
+mod flags;
 
-  --sockets N      client sockets, one thread each (default: 16)
-  --in-flight K    datagrams each socket keeps unanswered (default: 1)
-  --requests N     replies to wait for, over all sockets (default: 100000)
-  --size BYTES     datagram size, at least 16 (default: 64)
-  --timeout SECS   a datagram with no reply by then is lost and replaced (default: 1)
-  --json           one JSON object instead of text";
-
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "udp_load",
+    about = "UDP load for a ccsd UDP listener answered by an echo MCP."
+)]
 struct Args {
+    /// The UDP listener.
+    #[arg(long, value_name = "HOST:PORT")]
     addr: SocketAddr,
+    /// Client sockets, one thread each.
+    #[arg(long, value_name = "N", default_value = "16", value_parser = positive::<usize>)]
     sockets: usize,
+    /// Datagrams each socket keeps unanswered.
+    #[arg(long, value_name = "K", default_value = "1", value_parser = positive::<usize>)]
     in_flight: usize,
+    /// Replies to wait for, over all sockets.
+    #[arg(long, value_name = "N", default_value = "100000", value_parser = positive::<u64>)]
     requests: u64,
+    /// Datagram size (at least 16: smaller sizes are raised to it).
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = positive::<usize>)]
     size: usize,
+    /// A datagram with no reply by then is lost and replaced.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = positive_seconds)]
     timeout: Duration,
+    /// One JSON object instead of text.
+    #[arg(long)]
     json: bool,
-}
-
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut addr = None;
-    let mut args = Args {
-        addr: SocketAddr::from(([127, 0, 0, 1], 7300)),
-        sockets: 16,
-        in_flight: 1,
-        requests: 100_000,
-        size: 64,
-        timeout: Duration::from_secs(1),
-        json: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--json" {
-            args.json = true;
-            continue;
-        }
-        if flag == "--help" || flag == "-h" {
-            return Ok(None);
-        }
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        let number = |v: &str| -> Result<u64, String> {
-            v.parse()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or(format!("{flag} {v}: expected a whole number above 0"))
-        };
-        match flag.as_str() {
-            "--addr" => addr = Some(value.parse().map_err(|e| format!("--addr: {e}"))?),
-            "--sockets" => args.sockets = number(&value)? as usize,
-            "--in-flight" => args.in_flight = number(&value)? as usize,
-            "--requests" => args.requests = number(&value)?,
-            "--size" => args.size = (number(&value)? as usize).max(16),
-            "--timeout" => args.timeout = Duration::from_secs(number(&value)?),
-            _ => return Err(format!("unknown option {flag}")),
-        }
-    }
-    args.addr = addr.ok_or("--addr is required")?;
-    Ok(Some(args))
 }
 
 /// What one socket saw.
@@ -163,17 +136,8 @@ fn run_socket(args: &Args, target: u64, epoch: Instant) -> io::Result<Outcome> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("udp_load: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let mut args = Args::parse();
+    args.size = args.size.max(16);
     let per_socket = args.requests.div_ceil(args.sockets as u64);
     let epoch = Instant::now();
     let outcomes: Vec<io::Result<Outcome>> = thread::scope(|s| {

@@ -55,6 +55,7 @@ use crate::watched::Watched;
 const STOP_POLL: Duration = Duration::from_millis(10);
 
 mod admin_requests;
+mod drain;
 mod extension;
 // Public only for `tests/broker/fd_limit.rs`, which checks the descriptor budget against the formula.
 #[doc(hidden)]
@@ -319,6 +320,7 @@ impl Broker {
         }
         self.acceptor.stop();
         self.udp.stop();
+        self.mark_draining();
         if !*stopping {
             self.each_actor(|actor, ctx| actor.on_stop(ctx));
         }

@@ -344,6 +344,9 @@ counters! {
         reserve_used,
         /// Times the admin listeners were paused because no descriptor was left.
         accept_pauses,
+        /// 1 once the node drains (admin `drain`, or a graceful stop began): `health` answers
+        /// `DOWN draining` (a gauge).
+        draining,
     }
 }
 

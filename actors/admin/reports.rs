@@ -99,7 +99,7 @@ pub(super) fn workers_text(view: &AdminView<'_>) -> String {
 /// Gauges among the worker counters (everything else only grows).
 const GAUGES: [&str; 2] = ["connections_open", "buffered_bytes"];
 /// Gauges among the main thread's counters, by their `stats` name (`group_name`).
-const MAIN_GAUGES: [&str; 2] = ["bridge_held_bytes", "mcp_watch_mcp_alive"];
+const MAIN_GAUGES: [&str; 3] = ["bridge_held_bytes", "mcp_watch_mcp_alive", "admin_draining"];
 
 /// The `/metrics` names that are not `ccsd_` + the `stats` name (+ `_total` for a counter), by
 /// `stats` name: MCP's liveness under an `mcp_` prefix, byte counters with their unit last.

@@ -39,7 +39,7 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::process::{Child, ExitCode};
 
-use args::{Args, Mode, USAGE};
+use args::{Args, Mode};
 use ccsd::lane::Lane;
 use latency::Waiting;
 
@@ -52,17 +52,7 @@ const DEFAULT_SIZES: [usize; 2] = [64, 512];
 const CAPACITY: u64 = 1 << 20;
 
 fn main() -> ExitCode {
-    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let args = match args::parse(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("lane_bench: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = args::from_command_line();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -89,13 +79,13 @@ fn run(args: &Args) -> BoxResult<()> {
                 throughput::produce(path, records, Some(size))
             }
             _ => Err(
-                format!("produce needs --path, --records and --size or --seq-sizes\n{USAGE}")
+                "produce needs --path, --records and --size or --seq-sizes (lane_bench --help lists the modes)"
                     .into(),
             ),
         },
         Mode::SocketProduce => match (args.records, args.size) {
             (Some(records), Some(size)) => throughput::socket_produce(records, size),
-            _ => Err(format!("socket-produce needs --records and --size\n{USAGE}").into()),
+            _ => Err("socket-produce needs --records and --size (lane_bench --help lists the modes)".into()),
         },
         Mode::LaneEcho => match (&args.path, &args.reply_path, args.records, args.size) {
             (Some(path), Some(reply_path), Some(records), Some(size)) => {
@@ -106,14 +96,14 @@ fn run(args: &Args) -> BoxResult<()> {
                 };
                 latency::lane_echo(path, reply_path, records, size, waiting)
             }
-            _ => Err(format!(
-                "lane-echo needs --path, --reply-path, --records and --size\n{USAGE}"
-            )
-            .into()),
+            _ => Err(
+                "lane-echo needs --path, --reply-path, --records and --size (lane_bench --help lists the modes)"
+                    .into(),
+            ),
         },
         Mode::SocketEcho => match (args.records, args.size) {
             (Some(records), Some(size)) => latency::socket_echo(records, size),
-            _ => Err(format!("socket-echo needs --records and --size\n{USAGE}").into()),
+            _ => Err("socket-echo needs --records and --size (lane_bench --help lists the modes)".into()),
         },
     }
 }

@@ -1,54 +1,83 @@
-//! Command-line options of the load generator: parsing, validation and the usage text.
+//! Command-line options of the load generator: the clap parser, the checks between flags, and
+//! what they make ([`Args`]).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::flags::{Command, number, positive, positive_float, seconds};
+use clap::{Parser, ValueEnum};
+
+use crate::flags::{positive, positive_float, positive_seconds, seconds};
 use crate::protocol::MAX_PAYLOAD;
 
-/// The usage text `--help` prints.
-pub const USAGE: &str = "\
-usage: loadgen --addr HOST:PORT [options]
-
-Closed-loop (or, with --rate, open-loop) TCP load against ccsd, memcached or redis.
-
-  --addr HOST:PORT         server to load (required)
-  --protocol P             length | memcache | resp (default: length)
-                             length:   4-byte big-endian length, then the bytes; the server
-                                       echoes them (ccsd's default framing, echo MCP)
-                             memcache: memcached text protocol, get/set
-                             resp:     Redis RESP2 arrays, GET/SET
-  --connections N          TCP connections (default: 32)
-  --pipeline N             requests in flight per connection (default: 1)
-  --ratio GET:SET          mix of GETs and SETs (default: 10:1; length: every request is an
-                           echo of a --value-size payload)
-  --value-size BYTES       SET value and echo payload size (default: 512)
-  --keys N                 key space, keys key:000000 .. (default: 10000)
-  --duration SECS          measure for SECS seconds (the default: 10) ...
-  --requests N             ... or until N requests in total (after the warm-up) were sent
-                           and answered
-  --rate R                 open loop: R requests/s in total, at fixed intervals per
-                           connection; latency counts from the scheduled send time
-  --warmup SECS            run SECS seconds first without recording (default: 0)
-  --preload                memcache/resp: SET every key once before measuring, so GETs hit
-  --threads N              client threads; connections are spread over them (default: 1)
-  --timeout SECS           a connection whose requests see no reply bytes for SECS seconds
-                           fails (default: 5)
-  --json                   print one JSON object instead of the text report
-  --seed N                 seed of the key and operation choice (default: 1)
-  --help                   print this text
-
-Exit status: 0 when every request was answered correctly, 1 when any error occurred (failed
-connection, unexpected or wrong reply), 2 on bad arguments.";
+/// The command line as given.
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    about = "Closed-loop (or, with --rate, open-loop) TCP load against ccsd, memcached or redis.",
+    after_help = "Exit status: 0 when every request was answered correctly, 1 when any error \
+                  occurred (failed connection, unexpected or wrong reply), 2 on bad arguments."
+)]
+struct Cli {
+    /// Server to load.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: String,
+    /// Wire protocol.
+    #[arg(long, value_enum, default_value_t = Protocol::Length)]
+    protocol: Protocol,
+    /// TCP connections.
+    #[arg(long, value_name = "N", default_value = "32", value_parser = positive::<usize>)]
+    connections: usize,
+    /// Requests in flight per connection.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = positive::<usize>)]
+    pipeline: usize,
+    /// Mix of GETs and SETs (length: every request is an echo of a --value-size payload).
+    #[arg(long, value_name = "GET:SET", default_value = "10:1", value_parser = parse_ratio)]
+    ratio: (u32, u32),
+    /// SET value and echo payload size.
+    #[arg(long, value_name = "BYTES", default_value_t = 512)]
+    value_size: usize,
+    /// Key space, keys key:000000 and up.
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = positive::<u64>)]
+    keys: u64,
+    /// Measure for SECS seconds (default: 10) ...
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds, conflicts_with = "requests")]
+    duration: Option<Duration>,
+    /// ... or until N requests in total (after the warm-up) were sent and answered.
+    #[arg(long, value_name = "N", value_parser = positive::<u64>)]
+    requests: Option<u64>,
+    /// Open loop: R requests/s in total, at fixed intervals per connection; latency counts from
+    /// the scheduled send time.
+    #[arg(long, value_name = "R", value_parser = positive_float)]
+    rate: Option<f64>,
+    /// Run SECS seconds first without recording.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = seconds)]
+    warmup: Duration,
+    /// memcache/resp: SET every key once before measuring, so GETs hit.
+    #[arg(long)]
+    preload: bool,
+    /// Client threads; connections are spread over them.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = positive::<usize>)]
+    threads: usize,
+    /// A connection whose requests see no reply bytes for SECS seconds fails.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = positive_seconds)]
+    timeout: Duration,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
+    /// Seed of the key and operation choice.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+}
 
 /// The wire protocol spoken to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
-    /// 4-byte big-endian length, then the bytes; the reply is the same bytes.
+    /// 4-byte big-endian length, then the bytes; the server echoes them (ccsd's default framing,
+    /// echo MCP).
     Length,
-    /// memcached text protocol.
+    /// memcached text protocol, get/set.
     Memcache,
-    /// Redis RESP2.
+    /// Redis RESP2 arrays, GET/SET.
     Resp,
 }
 
@@ -109,105 +138,55 @@ pub struct Args {
     pub seed: u64,
 }
 
-/// Parses the arguments after the program name.
-///
-/// # Errors
-/// A message naming the bad or missing option.
-pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Command<Args>, String> {
-    let mut argv = argv.into_iter();
-    let mut addr = None;
-    let mut protocol = Protocol::Length;
-    let mut connections = 32;
-    let mut pipeline = 1;
-    let mut ratio = (10, 1);
-    let mut value_size = 512;
-    let mut keys = 10_000;
-    let mut duration = None;
-    let mut requests = None;
-    let mut rate = None;
-    let mut warmup = Duration::ZERO;
-    let mut preload = false;
-    let mut threads = 1;
-    let mut timeout = Duration::from_secs(5);
-    let mut json = false;
-    let mut seed = 1;
-    while let Some(flag) = argv.next() {
-        let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--help" | "-h" => return Ok(Command::Help),
-            "--addr" => addr = Some(value()?),
-            "--protocol" => protocol = parse_protocol(&value()?)?,
-            "--connections" => connections = positive(&flag, &value()?)?,
-            "--pipeline" => pipeline = positive(&flag, &value()?)?,
-            "--ratio" => ratio = parse_ratio(&value()?)?,
-            "--value-size" => value_size = number(&flag, &value()?)?,
-            "--keys" => keys = positive(&flag, &value()?)?,
-            "--duration" => duration = Some(seconds(&flag, &value()?)?),
-            "--requests" => requests = Some(positive(&flag, &value()?)?),
-            "--rate" => rate = Some(positive_float(&flag, &value()?)?),
-            "--warmup" => warmup = seconds(&flag, &value()?)?,
-            "--preload" => preload = true,
-            "--threads" => threads = positive(&flag, &value()?)?,
-            "--timeout" => timeout = seconds(&flag, &value()?)?,
-            "--json" => json = true,
-            "--seed" => seed = number(&flag, &value()?)?,
-            _ => return Err(format!("unknown option {flag}")),
-        }
-    }
-    let addr = addr.ok_or("--addr is required")?;
-    let addr = resolve(&addr)?;
-    let stop = match (duration, requests) {
-        (Some(_), Some(_)) => return Err("give --duration or --requests, not both".into()),
-        (Some(d), None) if d.is_zero() => return Err("--duration must be above 0".into()),
-        (Some(d), None) => Stop::After(d),
-        (None, Some(n)) => Stop::Requests(n),
-        (None, None) => Stop::After(Duration::from_secs(10)),
-    };
-    if threads > connections {
-        return Err(format!(
-            "--threads {threads} exceeds --connections {connections}"
-        ));
-    }
-    if preload && protocol == Protocol::Length {
-        return Err("--preload applies to memcache and resp only".into());
-    }
-    if value_size > MAX_PAYLOAD {
-        return Err(format!("--value-size {value_size} exceeds {MAX_PAYLOAD}"));
-    }
-    if timeout.is_zero() {
-        return Err("--timeout must be above 0".into());
-    }
-    Ok(Command::Run(Args {
-        addr,
-        protocol,
-        connections,
-        pipeline,
-        get_weight: ratio.0,
-        set_weight: ratio.1,
-        value_size,
-        keys,
-        stop,
-        rate,
-        warmup,
-        preload,
-        threads,
-        timeout,
-        json,
-        seed,
-    }))
+/// The options to run with, from the process's command line; exits on `--help` or bad options.
+pub fn from_command_line() -> Args {
+    crate::flags::parse_or_exit(check)
 }
 
-fn parse_protocol(s: &str) -> Result<Protocol, String> {
-    match s {
-        "length" => Ok(Protocol::Length),
-        "memcache" => Ok(Protocol::Memcache),
-        "resp" => Ok(Protocol::Resp),
-        _ => Err(format!("--protocol {s}: expected length, memcache or resp")),
+/// The rules between flags, and the address resolved.
+fn check(cli: Cli) -> Result<Args, String> {
+    let addr = resolve(&cli.addr)?;
+    let stop = match (cli.duration, cli.requests) {
+        (_, Some(n)) => Stop::Requests(n),
+        (d, None) => Stop::After(d.unwrap_or(Duration::from_secs(10))),
+    };
+    if cli.threads > cli.connections {
+        return Err(format!(
+            "--threads {} exceeds --connections {}",
+            cli.threads, cli.connections
+        ));
     }
+    if cli.preload && cli.protocol == Protocol::Length {
+        return Err("--preload applies to memcache and resp only".into());
+    }
+    if cli.value_size > MAX_PAYLOAD {
+        return Err(format!(
+            "--value-size {} exceeds {MAX_PAYLOAD}",
+            cli.value_size
+        ));
+    }
+    Ok(Args {
+        addr,
+        protocol: cli.protocol,
+        connections: cli.connections,
+        pipeline: cli.pipeline,
+        get_weight: cli.ratio.0,
+        set_weight: cli.ratio.1,
+        value_size: cli.value_size,
+        keys: cli.keys,
+        stop,
+        rate: cli.rate,
+        warmup: cli.warmup,
+        preload: cli.preload,
+        threads: cli.threads,
+        timeout: cli.timeout,
+        json: cli.json,
+        seed: cli.seed,
+    })
 }
 
 fn parse_ratio(s: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("--ratio {s}: expected GET:SET, e.g. 10:1");
+    let bad = || "expected GET:SET, e.g. 10:1".to_owned();
     let (get, set) = s.split_once(':').ok_or_else(bad)?;
     let get: u32 = get.parse().map_err(|_| bad())?;
     let set: u32 = set.parse().map_err(|_| bad())?;
@@ -229,7 +208,10 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Args, String> {
-        parse(args.iter().map(|s| s.to_string()))?.into_run()
+        let argv: Vec<&str> = std::iter::once("loadgen")
+            .chain(args.iter().copied())
+            .collect();
+        crate::flags::try_parse(&argv, check)
     }
 
     #[test]
@@ -240,7 +222,50 @@ mod tests {
         assert_eq!((a.get_weight, a.set_weight), (10, 1));
         assert_eq!((a.value_size, a.keys), (512, 10_000));
         assert_eq!(a.stop, Stop::After(Duration::from_secs(10)));
+        assert_eq!(a.timeout, Duration::from_secs(5));
         assert!(a.rate.is_none() && !a.preload && !a.json);
+    }
+
+    #[test]
+    fn every_flag_is_taken_in_both_spellings() {
+        let a = run(&[
+            "--addr=127.0.0.1:1",
+            "--protocol",
+            "memcache",
+            "--connections=8",
+            "--pipeline",
+            "4",
+            "--ratio",
+            "3:1",
+            "--value-size",
+            "100",
+            "--keys",
+            "50",
+            "--requests",
+            "1000",
+            "--rate",
+            "2.5",
+            "--warmup",
+            "0.5",
+            "--preload",
+            "--threads",
+            "2",
+            "--timeout",
+            "1",
+            "--json",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(a.protocol, Protocol::Memcache);
+        assert_eq!((a.connections, a.pipeline, a.threads), (8, 4, 2));
+        assert_eq!(
+            (a.get_weight, a.set_weight, a.value_size, a.keys),
+            (3, 1, 100, 50)
+        );
+        assert_eq!(a.stop, Stop::Requests(1000));
+        assert_eq!((a.rate, a.warmup), (Some(2.5), Duration::from_millis(500)));
+        assert!(a.preload && a.json && a.seed == 7);
     }
 
     #[test]
@@ -269,6 +294,9 @@ mod tests {
             &["--addr", "127.0.0.1:1", "--pipeline"],
             &["--addr", "127.0.0.1:1", "--bogus"],
             &["--addr", "127.0.0.1:1", "--value-size", "100000000"],
+            &["--addr", "127.0.0.1:1", "--duration", "0"],
+            &["--addr", "127.0.0.1:1", "--timeout", "0"],
+            &["--addr", "127.0.0.1:1", "--protocol", "http"],
         ] {
             assert!(run(bad).is_err(), "{bad:?} was accepted");
         }

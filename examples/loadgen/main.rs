@@ -32,14 +32,7 @@ use protocol::Codec;
 use report::Totals;
 
 fn main() -> ExitCode {
-    let args = match flags::args_or_exit(
-        args::parse(std::env::args().skip(1)),
-        "loadgen",
-        args::USAGE,
-    ) {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
+    let args = args::from_command_line();
     let (totals, seconds) = run(&args);
     if args.json {
         println!("{}", report::json(&args, &totals, seconds));

@@ -25,73 +25,104 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::{Parser, Subcommand, ValueEnum};
 use play::Outcome;
 
-const USAGE: &str = "usage:
-  replay record --listen ADDR --target ADDR --out FILE [--connections N]
-  replay play --target ADDR --in FILE [--framing length|bytes] [--timeout SECS]";
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "replay",
+    about = "Record client traffic through ccsd, and replay a recording against a running ccsd."
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// A proxy that records: point clients at --listen; every chunk in either direction is
+    /// written to --out (flushed as it comes).
+    Record {
+        /// Where clients connect.
+        #[arg(long, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// The ccsd to forward to.
+        #[arg(long, value_name = "ADDR")]
+        target: SocketAddr,
+        /// The recording to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Stop after N connections have closed (default: run until killed).
+        #[arg(long, value_name = "N")]
+        connections: Option<usize>,
+    },
+    /// Replays a recording against a running ccsd and compares the replies; exits 1 if any
+    /// connection got different bytes back.
+    Play {
+        /// The ccsd to replay against.
+        #[arg(long, value_name = "ADDR")]
+        target: SocketAddr,
+        /// The recording to read.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// How replies are compared: byte-exact, or also naming the first packet that differs.
+        #[arg(long, value_enum, default_value_t = Framing::Bytes)]
+        framing: Framing,
+        /// Seconds to wait for the server's bytes before a connection fails.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+    },
+}
+
+/// How `play` compares the reply stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Framing {
+    /// Byte-exact.
+    Bytes,
+    /// Byte-exact, and the first length-framed packet that differs is named.
+    Length,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    match run(&args) {
+    match run(Cli::parse().mode) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("replay: {e}\n{USAGE}");
+            eprintln!("replay: {e}");
             ExitCode::from(2)
         }
     }
 }
 
-fn run(args: &[String]) -> Result<ExitCode, String> {
-    let (mode, rest) = args.split_first().ok_or("no mode")?;
-    let opt = |name: &str| -> Option<&str> {
-        rest.iter()
-            .position(|a| a == name)
-            .and_then(|i| rest.get(i + 1))
-            .map(String::as_str)
-    };
-    let addr = |name: &str| -> Result<SocketAddr, String> {
-        let v = opt(name).ok_or(format!("{name} is required"))?;
-        v.parse().map_err(|_| format!("{name}: bad address {v:?}"))
-    };
-    match mode.as_str() {
-        "record" => {
-            let out = PathBuf::from(opt("--out").ok_or("--out is required")?);
+fn run(mode: Mode) -> Result<ExitCode, String> {
+    match mode {
+        Mode::Record {
+            listen,
+            target,
+            out,
+            connections,
+        } => {
             let file = File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-            let connections = opt("--connections")
-                .map(|n| n.parse().map_err(|_| "--connections: not a number"))
-                .transpose()?;
-            record::record(addr("--listen")?, addr("--target")?, file, connections)
-                .map_err(|e| e.to_string())?;
+            record::record(listen, target, file, connections).map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
-        "play" => {
-            let path = PathBuf::from(opt("--in").ok_or("--in is required")?);
-            let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Mode::Play {
+            target,
+            input,
+            framing,
+            timeout,
+        } => {
+            let file = File::open(&input).map_err(|e| format!("{}: {e}", input.display()))?;
             let chunks = format::read_recording(BufReader::new(file))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            let length_framing = match opt("--framing").unwrap_or("bytes") {
-                "length" => true,
-                "bytes" => false,
-                other => return Err(format!("--framing: unknown {other:?}")),
-            };
-            let timeout = opt("--timeout")
-                .map(|s| s.parse::<u64>().map_err(|_| "--timeout: not a number"))
-                .transpose()?
-                .unwrap_or(10);
+                .map_err(|e| format!("{}: {e}", input.display()))?;
             let outcomes = play::play(
                 chunks,
-                addr("--target")?,
+                target,
                 Duration::from_secs(timeout),
-                length_framing,
+                framing == Framing::Length,
             );
             Ok(report(&outcomes))
         }
-        other => Err(format!("unknown mode {other:?}")),
     }
 }
 

@@ -1,41 +1,69 @@
-//! Command-line options of the soak benchmark: parsing, validation and the usage text.
+//! Command-line options of the soak benchmark: the clap parser, the checks between flags, and
+//! what they make ([`Args`]).
 
 use std::time::Duration;
 
-use crate::flags::{Command, fraction, number, positive, positive_float, seconds};
+use clap::Parser;
+
+use crate::flags::{fraction, positive, positive_float, positive_seconds, seconds};
 use crate::payload::{MAX_BODY, MIN_BODY};
 
-/// The usage text `--help` prints.
-pub const USAGE: &str = "\
-usage: soak [options]
-
-Starts the release ccsd and the echo MCP built beside it (cargo build --release --bins --examples),
-holds --idle-conns idle connections, drives --load-conns connections at full speed whose clients
-now and then close in the middle of a packet and reconnect, checks every reply, samples ccsd's
-resident memory, and fails on any lost, misrouted or corrupted reply or on memory growth.
-
-  --duration SECS          how long the load runs (default: 600)
-  --load-conns N           connections under load (default: 32)
-  --idle-conns N           connections held open without traffic (default: 2000)
-  --pipeline N             requests in flight per load connection (default: 16)
-  --max-payload BYTES      largest request body; sizes are drawn from 24 up to it (default: 512)
-  --close-probability P    chance, per request, that the client instead writes part of it and
-                           closes the connection, then reconnects (default: 0.0005)
-  --warmup SECS            memory samples before this are not judged (default: a tenth of the
-                           duration, at most 60)
-  --sample-every SECS      how often ccsd's resident memory is sampled (default: a twentieth of
-                           the duration, from 0.25 to 5)
-  --max-rss-growth PCT     fail if the resident memory grows by more than PCT percent over its
-                           first sample after the warm-up (default: 10)
-  --reply-timeout SECS     a connection whose requests see no reply for this long has lost them
-                           (default: 10)
-  --workers N              ccsd's broker.workers (default: ccsd's own, the number of cores)
-  --seed N                 seed of the payloads and the close decisions (default: 1)
-  --json                   print one JSON object instead of the text report
-  --help                   print this text
-
-Exit status: 0 when every reply came back exact and memory stayed within bounds, 1 when anything
-failed (the report says what), 2 on bad arguments.";
+/// The command line as given.
+#[derive(Debug, Parser)]
+#[command(
+    name = "soak",
+    about = "Starts the release ccsd and the echo MCP built beside it (cargo build --release \
+             --bins --examples), holds --idle-conns idle connections, drives --load-conns \
+             connections at full speed whose clients now and then close in the middle of a \
+             packet and reconnect, checks every reply, samples ccsd's resident memory, and fails \
+             on any lost, misrouted or corrupted reply or on memory growth.",
+    after_help = "Exit status: 0 when every reply came back exact and memory stayed within \
+                  bounds, 1 when anything failed (the report says what), 2 on bad arguments."
+)]
+struct Cli {
+    /// How long the load runs.
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = positive_seconds)]
+    duration: Duration,
+    /// Connections under load.
+    #[arg(long, value_name = "N", default_value = "32", value_parser = positive::<usize>)]
+    load_conns: usize,
+    /// Connections held open without traffic.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    idle_conns: usize,
+    /// Requests in flight per load connection.
+    #[arg(long, value_name = "N", default_value = "16", value_parser = positive::<usize>)]
+    pipeline: usize,
+    /// Largest request body; sizes are drawn from 24 up to it.
+    #[arg(long, value_name = "BYTES", default_value_t = 512)]
+    max_payload: usize,
+    /// Chance, per request, that the client instead writes part of it and closes the
+    /// connection, then reconnects.
+    #[arg(long, value_name = "P", default_value = "0.0005", value_parser = fraction)]
+    close_probability: f64,
+    /// Memory samples before this are not judged (default: a tenth of the duration, at most 60).
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    warmup: Option<Duration>,
+    /// How often ccsd's resident memory is sampled (default: a twentieth of the duration, from
+    /// 0.25 to 5).
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+    sample_every: Option<Duration>,
+    /// Fail if the resident memory grows by more than PCT percent over its first sample after
+    /// the warm-up.
+    #[arg(long, value_name = "PCT", default_value = "10", value_parser = positive_float)]
+    max_rss_growth: f64,
+    /// A connection whose requests see no reply for this long has lost them.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_seconds)]
+    reply_timeout: Duration,
+    /// ccsd's broker.workers (default: ccsd's own, the number of cores).
+    #[arg(long, value_name = "N", value_parser = positive::<usize>)]
+    workers: Option<usize>,
+    /// Seed of the payloads and the close decisions.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
+}
 
 /// Everything the command line sets.
 #[derive(Debug, Clone)]
@@ -68,70 +96,43 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Parses the arguments after the program name.
-///
-/// # Errors
-/// A message naming the bad or missing option.
-pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Command<Args>, String> {
-    let mut argv = argv.into_iter();
-    let mut args = Args {
-        duration: Duration::from_secs(600),
-        load_conns: 32,
-        idle_conns: 2000,
-        pipeline: 16,
-        max_payload: 512,
-        close_probability: 0.0005,
-        warmup: Duration::ZERO,
-        sample_every: Duration::ZERO,
-        max_rss_growth: 10.0,
-        reply_timeout: Duration::from_secs(10),
-        workers: None,
-        seed: 1,
-        json: false,
-    };
-    let (mut warmup, mut sample_every) = (None, None);
-    while let Some(flag) = argv.next() {
-        let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--help" | "-h" => return Ok(Command::Help),
-            "--duration" => args.duration = seconds(&flag, &value()?)?,
-            "--load-conns" => args.load_conns = positive(&flag, &value()?)?,
-            "--idle-conns" => args.idle_conns = number(&flag, &value()?)?,
-            "--pipeline" => args.pipeline = positive(&flag, &value()?)?,
-            "--max-payload" => args.max_payload = number(&flag, &value()?)?,
-            "--close-probability" => args.close_probability = fraction(&flag, &value()?)?,
-            "--warmup" => warmup = Some(seconds(&flag, &value()?)?),
-            "--sample-every" => sample_every = Some(seconds(&flag, &value()?)?),
-            "--max-rss-growth" => args.max_rss_growth = positive_float(&flag, &value()?)?,
-            "--reply-timeout" => args.reply_timeout = seconds(&flag, &value()?)?,
-            "--workers" => args.workers = Some(positive(&flag, &value()?)?),
-            "--seed" => args.seed = number(&flag, &value()?)?,
-            "--json" => args.json = true,
-            _ => return Err(format!("unknown option {flag}")),
-        }
-    }
-    if args.duration.is_zero() {
-        return Err("--duration must be above 0".into());
-    }
-    if !(MIN_BODY..=MAX_BODY).contains(&args.max_payload) {
+/// The options to run with, from the process's command line; exits on `--help` or bad options.
+pub fn from_command_line() -> Args {
+    crate::flags::parse_or_exit(check)
+}
+
+/// The rules between flags, and the defaults that depend on `--duration`.
+fn check(cli: Cli) -> Result<Args, String> {
+    if !(MIN_BODY..=MAX_BODY).contains(&cli.max_payload) {
         return Err(format!(
             "--max-payload {}: expected {MIN_BODY} to {MAX_BODY}",
-            args.max_payload
+            cli.max_payload
         ));
     }
-    if args.reply_timeout.is_zero() {
-        return Err("--reply-timeout must be above 0".into());
-    }
-    args.warmup = warmup.unwrap_or((args.duration / 10).min(Duration::from_secs(60)));
-    if args.warmup >= args.duration {
+    let warmup = cli
+        .warmup
+        .unwrap_or((cli.duration / 10).min(Duration::from_secs(60)));
+    if warmup >= cli.duration {
         return Err("--warmup must be shorter than --duration".into());
     }
-    args.sample_every = sample_every
-        .unwrap_or((args.duration / 20).clamp(Duration::from_millis(250), Duration::from_secs(5)));
-    if args.sample_every.is_zero() {
-        return Err("--sample-every must be above 0".into());
-    }
-    Ok(Command::Run(args))
+    let sample_every = cli
+        .sample_every
+        .unwrap_or((cli.duration / 20).clamp(Duration::from_millis(250), Duration::from_secs(5)));
+    Ok(Args {
+        duration: cli.duration,
+        load_conns: cli.load_conns,
+        idle_conns: cli.idle_conns,
+        pipeline: cli.pipeline,
+        max_payload: cli.max_payload,
+        close_probability: cli.close_probability,
+        warmup,
+        sample_every,
+        max_rss_growth: cli.max_rss_growth,
+        reply_timeout: cli.reply_timeout,
+        workers: cli.workers,
+        seed: cli.seed,
+        json: cli.json,
+    })
 }
 
 #[cfg(test)]
@@ -139,7 +140,10 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Args, String> {
-        parse(args.iter().map(|s| s.to_string()))?.into_run()
+        let argv: Vec<&str> = std::iter::once("soak")
+            .chain(args.iter().copied())
+            .collect();
+        crate::flags::try_parse(&argv, check)
     }
 
     #[test]
@@ -160,6 +164,48 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_is_taken() {
+        let a = run(&[
+            "--duration=20",
+            "--load-conns",
+            "4",
+            "--idle-conns",
+            "10",
+            "--pipeline",
+            "2",
+            "--max-payload",
+            "100",
+            "--close-probability",
+            "0.5",
+            "--warmup",
+            "1",
+            "--sample-every",
+            "0.5",
+            "--max-rss-growth",
+            "20",
+            "--reply-timeout",
+            "3",
+            "--workers",
+            "2",
+            "--seed",
+            "9",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!((a.load_conns, a.idle_conns, a.pipeline), (4, 10, 2));
+        assert_eq!((a.max_payload, a.close_probability), (100, 0.5));
+        assert_eq!(
+            (a.warmup, a.sample_every),
+            (Duration::from_secs(1), Duration::from_millis(500))
+        );
+        assert_eq!(
+            (a.max_rss_growth, a.reply_timeout),
+            (20.0, Duration::from_secs(3))
+        );
+        assert!(a.workers == Some(2) && a.seed == 9 && a.json);
+    }
+
+    #[test]
     fn bad_arguments_are_refused() {
         for bad in [
             &["--duration", "0"][..],
@@ -169,6 +215,7 @@ mod tests {
             &["--duration", "10", "--warmup", "10"],
             &["--pipeline"],
             &["--bogus"],
+            &["--sample-every", "0"],
         ] {
             assert!(run(bad).is_err(), "{bad:?} was accepted");
         }

@@ -49,11 +49,7 @@ const STATS_PATIENCE: Duration = Duration::from_secs(5);
 const STOP_PATIENCE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let args = match flags::args_or_exit(args::parse(std::env::args().skip(1)), "soak", args::USAGE)
-    {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
+    let args = args::from_command_line();
     let report = match run(&args) {
         Ok(r) => r,
         Err(e) => {

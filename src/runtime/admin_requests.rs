@@ -69,6 +69,10 @@ impl Broker {
                 }
                 next
             }
+            AdminAction::Drain => {
+                self.drain();
+                Vec::new()
+            }
             AdminAction::Reload { token } => {
                 let text = self.reload();
                 self.admin_call(|admin, view| admin.answer(token, &text, view))

@@ -9,6 +9,7 @@ mod admin;
 mod connection_limits;
 mod custom_mcp;
 mod dispatch;
+mod drain;
 mod dual_stack;
 mod echo_many_clients;
 mod fd_limit;

@@ -28,7 +28,13 @@ impl NotifySocket {
     fn next(&self) -> String {
         self.0.set_read_timeout(Some(WAIT)).unwrap();
         let mut buf = [0u8; 4096];
-        let n = self.0.recv(&mut buf).expect("a notification within WAIT");
+        // A signal handled elsewhere in this test process interrupts the wait: wait again.
+        let n = loop {
+            match self.0.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.expect("a notification within WAIT"),
+            }
+        };
         String::from_utf8(buf[..n].to_vec()).expect("UTF-8 notification")
     }
 
@@ -135,4 +141,19 @@ fn without_notify_socket_ccsd_starts_and_stops_as_before() {
     TcpStream::connect(ccsd.addr()).expect("the port answers");
     signal(&ccsd, Signal::TERM);
     assert_eq!(ccsd.exit_code(), Some(0));
+}
+
+#[test]
+fn drain_tells_systemd_the_node_drains() {
+    let env = TestEnv::new(1, "", "");
+    let (notify, path) = NotifySocket::bind_in(&env);
+    let mut ccsd = ccsd_notifying(&env, &path, None);
+    notify.until("READY=1");
+
+    let admin = ccsd.admin.expect("ccsd logged its admin port");
+    let mut conn = TcpStream::connect(admin).unwrap();
+    std::io::Write::write_all(&mut conn, b"drain\n").unwrap();
+    let status = notify.until("STATUS=draining: health answers DOWN, serving until the stop");
+    assert!(!status.lines().any(|l| l == "STOPPING=1"), "{status:?}");
+    ccsd.wait_for_line("draining: health answers DOWN draining");
 }

@@ -574,3 +574,49 @@ pub fn next_of_kind(mcp: &mut McpEndpoint, msg: &mut Message, kind: Kind) -> Rec
     }
     panic!("no {kind:?} record from ccsd");
 }
+
+/// The lines of the first ```` ```haproxy ```` block of `docs/deployment.md`: the HAProxy
+/// configuration the page tells operators to use, which the HAProxy tests run.
+pub fn deployment_haproxy_config() -> String {
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deployment.md");
+    let markdown = std::fs::read_to_string(&doc).expect("read docs/deployment.md");
+    let mut lines = markdown.lines().skip_while(|l| *l != "```haproxy").skip(1);
+    let block: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+    assert!(
+        !block.is_empty(),
+        "docs/deployment.md has no ```haproxy block"
+    );
+    block.join("\n") + "\n"
+}
+
+/// `config` with each `(from, to)` replaced; fails the test when `from` is not there (the page's
+/// configuration changed under the test).
+pub fn replace_all(mut config: String, edits: &[(&str, String)]) -> String {
+    for (from, to) in edits {
+        assert!(
+            config.contains(from),
+            "the HAProxy configuration lost {from:?}:\n{config}"
+        );
+        config = config.replace(from, to);
+    }
+    config
+}
+
+/// HAProxy's `show stat` line of server `name` in backend `ccsd`, asked on its stats socket.
+pub fn haproxy_server_stat(socket: &Path, name: &str) -> Option<String> {
+    let mut conn = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    conn.write_all(b"show stat\n").ok()?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).ok()?;
+    let prefix = format!("ccsd,{name},");
+    answer
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .map(str::to_owned)
+}
+
+/// Whether `haproxy` is on `PATH` (Debian's `haproxy` package; `.ci/deps` installs it).
+pub fn haproxy_installed() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("haproxy").is_file()))
+}

@@ -1,5 +1,6 @@
 //! Every example program answers `--help` (and `-h`) with its usage text on stdout and exit 0,
-//! instead of treating the flag as a mode, a value or an error.
+//! instead of treating the flag as a mode, a value or an error, in the one layout of their
+//! shared parser (clap); and refuses an unknown flag with exit 2.
 
 use crate::common;
 
@@ -37,7 +38,12 @@ fn every_example_answers_help_with_usage_and_exit_0() {
                 "{name} {flag}: {stdout}{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            assert!(stdout.starts_with("usage:"), "{name} {flag}: {stdout}");
+            // One parser (clap) for every example: one layout.
+            assert!(
+                stdout.contains(&format!("\nUsage: {name}")),
+                "{name} {flag}: {stdout}"
+            );
+            assert!(stdout.contains("-h, --help"), "{name} {flag}: {stdout}");
         }
     }
 }
@@ -49,5 +55,18 @@ fn replay_help_after_a_mode_is_usage_too() {
         .output()
         .expect("run replay");
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("replay record"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: replay play"));
+}
+
+#[test]
+fn every_example_refuses_an_unknown_flag_with_exit_2() {
+    for name in &example_names() {
+        let out = Command::new(common::example_bin(name))
+            .arg("--no-such-flag")
+            .output()
+            .expect("run example");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains("--no-such-flag"), "{name}: {stderr}");
+    }
 }

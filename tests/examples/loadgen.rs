@@ -329,5 +329,9 @@ fn bad_arguments_exit_with_2() {
         .output()
         .expect("run loadgen");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--protocol smtp"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'smtp'") && stderr.contains("--protocol"),
+        "{stderr}"
+    );
 }

@@ -1,33 +1,20 @@
 //! The HAProxy configuration `docs/deployment.md` shows works: the page's ```` ```haproxy ````
-//! block, as written, passes `haproxy -c`, and its health check on the admin port (`auth`, then
-//! `stats` until `END`), run by a real HAProxy, finds a live ccsd up. No client traffic goes
-//! through it, as the page says.
+//! block, as written, passes `haproxy -c`, and its health check on the admin port (`health`,
+//! answered without a token), run by a real HAProxy, finds a live ccsd with its MCP up and a
+//! node whose admin port does not answer down. `tests/broker/drain.rs` sends client traffic
+//! through the same configuration and drains a node.
 
 use crate::common;
 
-use std::io::{Read, Write};
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::TestEnv;
-
-/// The lines of the first ```` ```haproxy ```` block of `markdown`.
-fn haproxy_block(markdown: &str) -> String {
-    let mut lines = markdown.lines().skip_while(|l| *l != "```haproxy").skip(1);
-    let block: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
-    assert!(
-        !block.is_empty(),
-        "docs/deployment.md has no ```haproxy block"
-    );
-    block.join("\n") + "\n"
-}
+use common::{TestEnv, deployment_haproxy_config, haproxy_server_stat, replace_all};
 
 #[test]
 fn haproxy_accepts_the_configuration_in_the_deployment_doc() {
-    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deployment.md");
-    let config = haproxy_block(&std::fs::read_to_string(&doc).expect("read docs/deployment.md"));
-    assert!(config.contains("send-proxy-v2") && config.contains("tcp-check send \"stats\\n\""));
+    let config = deployment_haproxy_config();
+    assert!(config.contains("send-proxy-v2") && config.contains("tcp-check send \"health\\n\""));
     let env = TestEnv::new(1, "", "");
     let file = env.dir.join("haproxy.cfg");
     std::fs::write(&file, &config).unwrap();
@@ -46,61 +33,44 @@ fn haproxy_accepts_the_configuration_in_the_deployment_doc() {
     );
 }
 
-/// HAProxy's `show stat` line of server `name` in backend `ccsd`, asked on its stats socket.
-fn haproxy_server_stat(socket: &Path, name: &str) -> Option<String> {
-    let mut conn = std::os::unix::net::UnixStream::connect(socket).ok()?;
-    conn.write_all(b"show stat\n").ok()?;
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).ok()?;
-    let prefix = format!("ccsd,{name},");
-    answer
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .map(str::to_owned)
-}
-
 #[test]
-fn the_deployment_docs_health_check_passes_on_a_live_ccsd_admin_port_with_its_token() {
+fn the_deployment_docs_health_check_finds_a_live_node_up_without_its_admin_token() {
     let env = TestEnv::new(1, "", "");
+    // The token guards the other commands; `health` is answered without it, so the balancer's
+    // configuration holds no secret.
     env.add_setting("admin", "token = \"s3cret-check\"");
     let ccsd = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
     let admin = ccsd.admin.expect("ccsd logged its admin port");
 
     // The page's configuration with the test's addresses: node1 is this ccsd, node2 an address
     // where nothing answers the admin port; the checks run every 100 ms instead of 2 s.
-    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deployment.md");
-    let config = haproxy_block(&std::fs::read_to_string(&doc).unwrap());
     let socket = env.dir.join("haproxy.sock");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut config = config;
-    for (from, to) in [
-        (
-            "log stdout format raw local0",
-            format!(
-                "log stderr format raw local0\n    stats socket {}",
-                socket.display()
+    let config = replace_all(
+        deployment_haproxy_config(),
+        &[
+            (
+                "log stdout format raw local0",
+                format!(
+                    "log stderr format raw local0\n    stats socket {}",
+                    socket.display()
+                ),
             ),
-        ),
-        ("bind :7300", format!("bind 127.0.0.1:{port}")),
-        (
-            "connect port 7301",
-            format!("connect port {}", admin.port()),
-        ),
-        ("CHANGE-ME", "s3cret-check".to_owned()),
-        ("inter 2s", "inter 100ms".to_owned()),
-        ("10.0.0.5:7300", ccsd.addr().to_string()),
-        ("10.0.0.6:7300", "127.0.0.3:7300".to_owned()),
-    ] {
-        assert!(
-            config.contains(from),
-            "the page's configuration lost {from:?}"
-        );
-        config = config.replace(from, &to);
-    }
+            ("bind :7300", format!("bind 127.0.0.1:{port}")),
+            (
+                "connect port 7301",
+                format!("connect port {}", admin.port()),
+            ),
+            ("inter 2s", "inter 100ms".to_owned()),
+            ("10.0.0.5:7300", ccsd.addr().to_string()),
+            ("10.0.0.6:7300", "127.0.0.3:7300".to_owned()),
+        ],
+    );
     let file = env.dir.join("haproxy.cfg");
     std::fs::write(&file, &config).unwrap();
     // haproxy itself, not under timeout(1) as `common::tool` runs it: killing this Proc at the
@@ -109,8 +79,8 @@ fn the_deployment_docs_health_check_passes_on_a_live_ccsd_admin_port_with_its_to
     cmd.arg("-db").arg("-f").arg(&file);
     let _haproxy = common::Proc::spawn(cmd, "haproxy");
 
-    // L7OK: connected to the admin port and both expects matched (`OK` to the token, `END`
-    // after the stats); node2's check cannot connect and takes it down.
+    // L7OK: connected to the admin port and the answer began with `UP`; node2's check cannot
+    // connect and takes it down.
     let deadline = Instant::now() + common::WAIT;
     loop {
         let node1 = haproxy_server_stat(&socket, "node1").unwrap_or_default();

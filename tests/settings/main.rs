@@ -10,5 +10,6 @@ mod deployment_doc;
 mod dist_files;
 mod env;
 mod extremes;
+mod kubernetes_example;
 mod load;
 mod validate;

@@ -22,7 +22,8 @@
 //! Beside the path: `setup.rs` (what a worker is started with), `close.rs` (why a connection
 //! closes), `control.rs` (port commands, admin `conns`, reloads, the graceful stop), `memory.rs`
 //! (this worker's part of `limits.max_memory`), `limits.rs` (the limits and their log lines),
-//! `idle.rs` (the `IdleList`), `reply_timing.rs` (request→reply latency).
+//! `idle.rs` (the `IdleList`), `reply_timing.rs` (request→reply latency), `migration.rs`
+//! (moving a connection to another worker: handing it over, adopting one, the fence, pinning).
 //!
 //! Half-close: a read of 0 while requests are unanswered does not close the connection at once.
 //! It stops being read and closes as soon as its replies are written, when a write fails or a

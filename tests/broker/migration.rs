@@ -4,13 +4,16 @@
 
 use crate::common;
 
-use std::io::Write;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use common::{AdminClient, TestEnv, WAIT, connect, packet, read_n, round_trip};
+use ccsd::flow::FlowId;
+use ccsd::mcp::{McpEndpoint, McpError, Message};
+use ccsd::record::{CloseMode, Kind, RecordHeader};
+use common::{AdminClient, Proc, TestEnv, WAIT, connect, packet, read_n, round_trip};
 
 /// One admin `conns` line: the flow and the worker holding it.
 fn conns(admin: &mut AdminClient) -> Vec<(String, usize, bool)> {
@@ -98,6 +101,9 @@ fn pipelined_clients_get_every_reply_once_and_in_order_while_their_connections_m
     assert_eq!(common::stat(&stats, "control.migrations_failed"), Some(0));
     assert_eq!(common::stat(&stats, "totals.migrations_out"), Some(moved));
     assert_eq!(common::stat(&stats, "totals.dropped_stale_flow"), Some(0));
+    // The clients have closed: the bridge forgot every route it kept for moved connections.
+    env.wait_stat("totals.connections_open", |n| n == 0);
+    env.wait_stat("bridge.moved_flows", |n| n == 0);
 }
 
 #[test]
@@ -259,4 +265,245 @@ fn the_rebalancer_evens_out_heavy_clients_on_one_worker_and_leaves_a_pinned_one(
     }
     env.wait_stat("control.rebalance_rounds", |n| n >= 1);
     env.wait_stat("control.rebalance_migrations", |n| n >= 1);
+}
+
+/// ccsd with the test itself as its MCP, and an admin session. Fields drop in order: ccsd stops
+/// before the environment removes the lanes.
+struct Session {
+    ccsd: Proc,
+    admin: AdminClient,
+    mcp: McpEndpoint,
+    msg: Message,
+    env: TestEnv,
+}
+
+impl Session {
+    fn start(env: TestEnv) -> Session {
+        let ccsd = env.start_ccsd();
+        let mcp = McpEndpoint::attach_wait(&env.settings(), WAIT).expect("attach to ccsd's lanes");
+        let admin = AdminClient::connect(ccsd.admin.expect("admin port"));
+        Session {
+            ccsd,
+            admin,
+            mcp,
+            msg: Message::new(),
+            env,
+        }
+    }
+
+    /// The next DATA record, its header and payload.
+    fn data(&mut self) -> (RecordHeader, Vec<u8>) {
+        loop {
+            assert!(
+                self.mcp.recv(&mut self.msg, Some(WAIT)).unwrap(),
+                "no record from ccsd"
+            );
+            if self.msg.header().kind == Kind::Data {
+                return (*self.msg.header(), self.msg.payload().to_vec());
+            }
+        }
+    }
+
+    /// Replies to `request`, waiting for room in the response lane if ccsd is behind.
+    fn reply(&mut self, request: &RecordHeader, payload: &[u8]) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.mcp.reply(request, payload) {
+                Ok(()) => break,
+                Err(McpError::Full) => {
+                    self.mcp.flush().unwrap();
+                    assert!(Instant::now() < deadline, "the response lane stayed full");
+                }
+                Err(e) => panic!("reply: {e}"),
+            }
+        }
+        self.mcp.flush().unwrap();
+    }
+
+    /// The worker holding `flow` now (admin `conns`).
+    fn worker_of(&mut self, flow: FlowId) -> usize {
+        let name = flow.to_string();
+        conns(&mut self.admin)
+            .into_iter()
+            .find(|(f, _, _)| *f == name)
+            .map(|(_, w, _)| w)
+            .expect("the flow is open")
+    }
+
+    /// Moves `flow` to the other of two workers and checks the answer.
+    fn move_to_other(&mut self, flow: FlowId) {
+        let from = self.worker_of(flow);
+        let answer = self.admin.ask(&format!("migrate {flow} {}", 1 - from));
+        assert_eq!(
+            answer,
+            format!(
+                "OK migrated {flow} from worker {from} to worker {}",
+                1 - from
+            )
+        );
+    }
+
+    /// Waits until admin `conns` shows `flow` with a field `field` (e.g. `buffered_out`) that
+    /// satisfies `ok`.
+    fn wait_conn_field(&mut self, flow: FlowId, field: &str, ok: impl Fn(u64) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        let name = flow.to_string();
+        loop {
+            let lines = self.admin.ask_until_end("conns 1000");
+            let value = lines
+                .iter()
+                .filter(|l| l.split_whitespace().nth(1) == Some(name.as_str()))
+                .find_map(|l| {
+                    let words: Vec<&str> = l.split_whitespace().collect();
+                    let at = words.iter().position(|w| *w == field)?;
+                    words.get(at + 1)?.parse::<u64>().ok()
+                });
+            if value.is_some_and(&ok) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{field} of {flow}: {lines:?}");
+        }
+    }
+}
+
+#[test]
+fn a_moved_connection_is_not_read_until_mcp_has_read_its_last_packet_in_the_old_lane() {
+    let mut s = Session::start(TestEnv::new(2, "", ""));
+    let mut client = connect(s.ccsd.addr());
+    client.write_all(&packet(b"one")).unwrap();
+    // ccsd pushed "one" into the old worker's lane; MCP has not read it.
+    let deadline = Instant::now() + WAIT;
+    while !s.mcp.has_pending_requests() {
+        assert!(
+            Instant::now() < deadline,
+            "the packet never reached the lane"
+        );
+    }
+    let flow =
+        FlowId(u64::from_str_radix(conns(&mut s.admin)[0].0.trim_start_matches("0x"), 16).unwrap());
+    s.move_to_other(flow);
+    s.env.wait_stat("totals.migration_fence_waits", |n| n == 1);
+    client.write_all(&packet(b"two")).unwrap();
+    let (first, one) = s.data();
+    assert_eq!((first.flow, one), (flow, packet(b"one")));
+    s.reply(&first, &packet(b"one"));
+    let (second, two) = s.data();
+    assert_eq!(
+        (second.flow, two),
+        (flow, packet(b"two")),
+        "same flow id, in order"
+    );
+    s.reply(&second, &packet(b"two"));
+    assert_eq!(
+        read_n(&mut client, 14),
+        [packet(b"one"), packet(b"two")].concat()
+    );
+}
+
+#[test]
+fn megabytes_of_unsent_replies_follow_a_slow_reader_to_its_new_worker_in_order() {
+    let env = TestEnv::new(2, "", "[limits]\nmax_send_buffer = \"32MiB\"");
+    let mut s = Session::start(env);
+    let mut client = connect(s.ccsd.addr());
+    client.write_all(&packet(b"send me a lot")).unwrap();
+    let (request, _) = s.data();
+    let chunk = |i: u8| vec![b'a' + i; 512 * 1024];
+    for i in 0..24 {
+        s.reply(&request, &chunk(i));
+    }
+    // The client reads nothing yet: megabytes wait in ccsd's send buffer (the rest fills the
+    // kernel's socket buffers).
+    s.wait_conn_field(request.flow, "buffered_out", |n| n >= 2 << 20);
+    s.move_to_other(request.flow);
+    s.move_to_other(request.flow);
+    s.move_to_other(request.flow);
+    for i in 0..24 {
+        assert!(
+            read_n(&mut client, 512 * 1024) == chunk(i),
+            "reply {i} intact and in order"
+        );
+    }
+    client.write_all(&packet(b"more")).unwrap();
+    let (next, more) = s.data();
+    assert_eq!((next.flow, more), (request.flow, packet(b"more")));
+}
+
+#[test]
+fn a_connection_paused_by_a_full_request_lane_moves_and_loses_or_reorders_nothing() {
+    let env = TestEnv::new(2, "max_packet = \"1KiB\"", "");
+    env.add_setting("queues", "capacity = \"64KiB\"");
+    let mut s = Session::start(env);
+    let mut client = connect(s.ccsd.addr());
+    let bodies: Vec<Vec<u8>> = (0..200u32).map(|i| i.to_le_bytes().repeat(200)).collect();
+    let writer = {
+        let mut w = client.try_clone().unwrap();
+        let bodies = bodies.clone();
+        std::thread::spawn(move || {
+            for b in &bodies {
+                w.write_all(&packet(b)).unwrap();
+            }
+        })
+    };
+    s.env.wait_stat("totals.backpressure_pauses", |n| n >= 1);
+    let flow =
+        FlowId(u64::from_str_radix(conns(&mut s.admin)[0].0.trim_start_matches("0x"), 16).unwrap());
+    s.move_to_other(flow);
+    for (i, body) in bodies.iter().enumerate() {
+        let (header, payload) = s.data();
+        assert_eq!(header.flow, flow);
+        assert!(payload == packet(body), "packet {i} in order");
+        s.reply(&header, &payload);
+    }
+    writer.join().unwrap();
+    for (i, body) in bodies.iter().enumerate() {
+        assert!(
+            read_n(&mut client, body.len() + 4) == packet(body),
+            "reply {i}"
+        );
+    }
+}
+
+#[test]
+fn a_half_closed_connection_moves_with_its_outstanding_requests_and_gets_their_replies() {
+    let mut s = Session::start(TestEnv::new(2, "", ""));
+    let mut client = connect(s.ccsd.addr());
+    for body in [&b"a"[..], b"b", b"c"] {
+        client.write_all(&packet(body)).unwrap();
+    }
+    client.shutdown(Shutdown::Write).unwrap();
+    let requests: Vec<RecordHeader> = (0..3).map(|_| s.data().0).collect();
+    s.env.wait_stat("totals.half_closes", |n| n == 1);
+    // MCP holds its replies until after the move.
+    s.move_to_other(requests[0].flow);
+    for (request, body) in requests.iter().zip([b"A", b"B", b"C"]) {
+        s.reply(request, body);
+    }
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"ABC", "the replies, then the close");
+}
+
+#[test]
+fn a_close_after_flush_moves_with_its_unwritten_replies_and_closes_once_they_are_written() {
+    let env = TestEnv::new(2, "", "[limits]\nmax_send_buffer = \"32MiB\"");
+    let mut s = Session::start(env);
+    let mut client = connect(s.ccsd.addr());
+    client.write_all(&packet(b"last request")).unwrap();
+    let (request, _) = s.data();
+    let chunk = vec![b'z'; 512 * 1024];
+    for _ in 0..24 {
+        s.reply(&request, &chunk);
+    }
+    s.mcp.close(request.flow, CloseMode::AfterFlush).unwrap();
+    s.mcp.flush().unwrap();
+    // More than the kernel's socket buffers hold waits in ccsd: the close cannot happen yet.
+    s.wait_conn_field(request.flow, "buffered_out", |n| n >= 2 << 20);
+    s.move_to_other(request.flow);
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(
+        rest == chunk.repeat(24),
+        "{} bytes before the close",
+        rest.len()
+    );
 }

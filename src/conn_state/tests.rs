@@ -608,3 +608,46 @@ fn errors_say_which_field_and_why() {
         "connection state: mandatory field `flow` is missing"
     );
 }
+
+/// The example of `docs/connection-state.md`: the bytes of its text block, comments dropped.
+fn documented_example() -> Vec<u8> {
+    let doc = include_str!("../../docs/connection-state.md");
+    let block = doc
+        .split("<!-- example bytes: checked by src/conn_state/tests.rs -->\n```text\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the example block");
+    block
+        .lines()
+        .flat_map(|line| line.split('#').next().unwrap_or("").split_whitespace())
+        .map(|byte| u8::from_str_radix(byte, 16).expect("a hex byte"))
+        .collect()
+}
+
+#[test]
+fn the_example_in_the_docs_is_what_encode_writes() {
+    let state = ConnState {
+        flow: FlowId::new(1, 0, 0, 5),
+        peer: "127.0.0.1:40000".parse().unwrap(),
+        listener: ListenerIdentity {
+            index: 0,
+            framing: "line".to_owned(),
+            local: "127.0.0.1:7000".parse().unwrap(),
+        },
+        opened_ns: NOW - 2_000_000_000,
+        last_active_ns: Some(NOW - 1_000_000),
+        unfinished: b"he".to_vec(),
+        unfinished_since_ns: NOW - 500_000,
+        outstanding: 1,
+        rate_window: RateWindow {
+            start_ns: NOW - 2_000_000_000,
+            count: 1,
+        },
+        packets_in: 1,
+        bytes_in: 6,
+        ..ConnState::blank()
+    };
+    let example = documented_example();
+    assert_eq!(encoded(&state), example);
+    assert_eq!(ConnState::decode(&example, NOW), Ok(state));
+}

@@ -1,6 +1,8 @@
 //! The byte form of [`ConnState`]: round trips, ages, and every refusal.
 
 use super::*;
+use crate::conn_state::ListenerIdentity;
+use crate::framing::Progress;
 
 /// The writer's clock in these tests: about 11.5 days after boot.
 const NOW: u64 = 1_000_000_000_000_000;
@@ -611,9 +613,9 @@ fn errors_say_which_field_and_why() {
 
 /// The example of `docs/connection-state.md`: the bytes of its text block, comments dropped.
 fn documented_example() -> Vec<u8> {
-    let doc = include_str!("../../docs/connection-state.md");
+    let doc = include_str!("../../../docs/connection-state.md");
     let block = doc
-        .split("<!-- example bytes: checked by src/conn_state/tests.rs -->\n```text\n")
+        .split("<!-- example bytes: checked by src/conn_state/encoding/tests.rs -->\n```text\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
         .expect("the example block");

@@ -25,7 +25,8 @@
 //! bytes, and values the worker could not hold (more unsent bytes than were ever queued, a reply
 //! timing list out of stream order). It never panics, costs time linear in the input, and
 //! allocates no more than the input's size (the byte vectors it returns are copies of parts of
-//! the input; the reply timing list is at most 32 entries, `encoding::MAX_TIMING_ENTRIES`).
+//! the input; the reply timing list keeps at most 32 entries, `encoding::MAX_TIMING_ENTRIES`,
+//! and a longer one joins its last entry as the worker does).
 //!
 //! `encoding` holds the byte form, `error` its [`StateError`]. The types are `pub` in this
 //! crate-private module so that `ccsd::fuzzing` can re-export them for the `conn_state` fuzz
@@ -112,7 +113,8 @@ pub struct ListenerIdentity {
 pub struct UnsentTiming {
     /// Bytes ever queued on the connection: the stream offset of the end of `unsent`.
     pub queued: u64,
-    /// The unwritten replies, oldest first; at most 32 (`encoding::MAX_TIMING_ENTRIES`).
+    /// The unwritten replies, oldest first; at most 32 (`encoding::MAX_TIMING_ENTRIES`) once
+    /// decoded: a longer list joins its last entry.
     pub entries: Vec<ReplyTiming>,
 }
 

@@ -23,9 +23,9 @@ pub(crate) const MAJOR_VERSION: u16 = 1;
 pub(crate) const MINOR_VERSION: u16 = 0;
 /// Bit 15 of a tag: a reader that does not know the field may skip it.
 pub(crate) const SKIPPABLE: u16 = 0x8000;
-/// The most reply timing entries a state carries: a worker keeps at most that many per
-/// connection (`MAX_ENTRIES` in `actors/worker/reply_timing.rs`, which merges the rest into the
-/// last one).
+/// The most reply timing entries a decoded state holds, as a worker keeps at most that many per
+/// connection (`MAX_ENTRIES` in `actors/worker/reply_timing.rs`): entries past it join the last
+/// one, as the worker joins replies past its bound.
 pub(crate) const MAX_TIMING_ENTRIES: usize = 32;
 
 /// Bytes of the state header and of the list header: magic, major, minor, a `u64`.
@@ -135,7 +135,7 @@ impl ConnState {
     /// Appends the byte form of the state to `out`, its timestamps as ages at `now_ns` (the
     /// writer's `CLOCK_MONOTONIC` now; a timestamp after it travels as age 0). The framer's
     /// progress is not written. Nothing is checked here: a state that breaks a rule of
-    /// `docs/connection-state.md` (more than [`MAX_TIMING_ENTRIES`] timing entries, say) is
+    /// `docs/connection-state.md` (a timing entry past `queued`, say) is
     /// written as it is and refused by the reader.
     pub fn encode(&self, now_ns: u64, out: &mut Vec<u8>) {
         let age = |t: u64| now_ns.saturating_sub(t).to_le_bytes();
@@ -501,11 +501,9 @@ fn read_field(
             if entries.len() % TIMING_ENTRY_LEN != 0 {
                 return Err(wrong());
             }
+            let queued = u64::from_le_bytes(*queued);
             let count = entries.len() / TIMING_ENTRY_LEN;
-            if count > MAX_TIMING_ENTRIES {
-                return Err(out_of_range(field, "more than 32 reply timing entries"));
-            }
-            let mut list = Vec::with_capacity(count);
+            let mut list: Vec<ReplyTiming> = Vec::with_capacity(count.min(MAX_TIMING_ENTRIES));
             for entry in entries.chunks_exact(TIMING_ENTRY_LEN) {
                 let mut end = [0; 8];
                 let mut echo0_age = [0; 8];
@@ -513,14 +511,35 @@ fn read_field(
                 end.copy_from_slice(&entry[..8]);
                 echo0_age.copy_from_slice(&entry[8..16]);
                 replies.copy_from_slice(&entry[16..]);
-                list.push(ReplyTiming {
+                let entry = ReplyTiming {
                     end: u64::from_le_bytes(end),
                     echo0_ns: timestamp(u64::from_le_bytes(echo0_age)),
                     replies: u32::from_le_bytes(replies),
-                });
+                };
+                if entry.replies == 0 {
+                    return Err(out_of_range(field, "an entry stands for no reply"));
+                }
+                let previous_end = list.last().map_or(0, |last| last.end);
+                if entry.end < previous_end || entry.end > queued {
+                    return Err(out_of_range(
+                        field,
+                        "an entry ends out of stream order or past what was queued",
+                    ));
+                }
+                let full = list.len() == MAX_TIMING_ENTRIES;
+                match list.last_mut() {
+                    // A longer list (from a version that keeps more) joins the last entry, as
+                    // the worker joins replies past its bound.
+                    Some(last) if full => {
+                        last.end = entry.end;
+                        last.echo0_ns = last.echo0_ns.min(entry.echo0_ns);
+                        last.replies = last.replies.saturating_add(entry.replies);
+                    }
+                    _ => list.push(entry),
+                }
             }
             state.unsent_timing = UnsentTiming {
-                queued: u64::from_le_bytes(*queued),
+                queued,
                 entries: list,
             };
         }
@@ -537,22 +556,6 @@ fn check_consistent(state: &ConnState) -> Result<(), StateError> {
             Field::UnsentTiming,
             "fewer bytes queued than are unsent",
         ));
-    }
-    let mut previous_end = 0;
-    for entry in &timing.entries {
-        if entry.replies == 0 {
-            return Err(out_of_range(
-                Field::UnsentTiming,
-                "an entry stands for no reply",
-            ));
-        }
-        if entry.end < previous_end || entry.end > timing.queued {
-            return Err(out_of_range(
-                Field::UnsentTiming,
-                "entry ends out of stream order or past what was queued",
-            ));
-        }
-        previous_end = entry.end;
     }
     if state.awaits_proxy_header && state.unfinished.len() > MAX_HEADER {
         return Err(out_of_range(

@@ -385,16 +385,56 @@ fn values_out_of_range_are_refused_naming_the_field() {
         "unsent_timing"
     );
     assert_eq!(refused(t, &timing(100, &[(101, 1)])), "unsent_timing");
-    let most = vec![(100, 1); MAX_TIMING_ENTRIES];
-    assert!(with_value(&state, t, &timing(100, &most)).is_ok());
-    let too_many = vec![(100, 1); MAX_TIMING_ENTRIES + 1];
-    assert_eq!(refused(t, &timing(100, &too_many)), "unsent_timing");
 
     let long_header = vec![b'P'; MAX_HEADER + 1];
     assert_eq!(refused(8, &long_header), "unfinished");
     let mut no_header_awaited = state.clone();
     no_header_awaited.awaits_proxy_header = false;
     assert!(with_value(&no_header_awaited, 8, &long_header).is_ok());
+}
+
+#[test]
+fn a_timing_list_longer_than_a_worker_keeps_joins_its_last_entry() {
+    let mut state = full();
+    state.unsent_timing.queued = 1_000;
+    let entries = |n: u64| -> Vec<ReplyTiming> {
+        (0..n)
+            .map(|i| ReplyTiming {
+                end: 10 * i,
+                echo0_ns: NOW - 1_000 + i,
+                replies: 2,
+            })
+            .collect()
+    };
+    state.unsent_timing.entries = entries(MAX_TIMING_ENTRIES as u64);
+    assert_eq!(
+        ConnState::decode(&encoded(&state), NOW),
+        Ok(carried(&state))
+    );
+
+    let longer = MAX_TIMING_ENTRIES as u64 + 8;
+    state.unsent_timing.entries = entries(longer);
+    let read = ConnState::decode(&encoded(&state), NOW).unwrap();
+    let kept = &read.unsent_timing.entries;
+    assert_eq!(kept.len(), MAX_TIMING_ENTRIES);
+    assert_eq!(
+        kept[..MAX_TIMING_ENTRIES - 1],
+        entries(longer)[..MAX_TIMING_ENTRIES - 1]
+    );
+    assert_eq!(
+        kept[MAX_TIMING_ENTRIES - 1],
+        ReplyTiming {
+            end: 10 * (longer - 1),
+            echo0_ns: NOW - 1_000 + MAX_TIMING_ENTRIES as u64 - 1,
+            replies: 2 * 9,
+        },
+        "the last kept entry stands for the last nine, with the earliest echo0"
+    );
+    assert_eq!(
+        kept.iter().map(|e| u64::from(e.replies)).sum::<u64>(),
+        2 * longer,
+        "no reply is lost from the count"
+    );
 }
 
 #[test]

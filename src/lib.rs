@@ -27,6 +27,8 @@
 //!   the networks trusted to send it), [`record`] and [`flow`], `message` and `mailbox` (the typed messages actors
 //!   exchange and how they are delivered), [`framing`], [`settings`] (loading and validating the
 //!   settings).
+//! - `conn_state`: one client connection's complete state apart from its socket, and its
+//!   versioned byte form (what moves between workers, and what a hot restart sends on).
 //! - Shared by several actors: `main_lane` (the request lane the main thread produces into: UDP
 //!   datagrams, overload notices), `memory` (the bytes all connections and replies hold together,
 //!   `limits.max_memory`), `rate_limit` (the lock-free request-rate window a listener's workers
@@ -78,10 +80,11 @@ pub mod stats;
 pub(crate) mod watched;
 
 /// What the fuzz targets (`fuzz/`) and the corpus replay (`tests/framing/fuzz_corpus.rs`) drive besides
-/// the public API: the MCP bridge's checks on response records and the batch it hands a worker.
-/// Not part of the API.
+/// the public API: the MCP bridge's checks on response records and the batch it hands a worker;
+/// the connection state's byte form. Not part of the API.
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::actors::mcp_bridge::response::{Destination, Rejection, ResponseCheck};
+    pub use crate::conn_state::{ConnState, StateError, decode_list, encode_list};
     pub use crate::message::ReplyBatch;
 }

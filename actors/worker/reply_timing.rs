@@ -27,6 +27,9 @@ use crate::stats::histogram::Histogram;
 /// Unwritten replies a connection keeps apart; more are merged into the last one.
 pub(crate) const MAX_ENTRIES: usize = 32;
 
+// A moved connection's state carries at most as many entries as a connection keeps.
+const _: () = assert!(MAX_ENTRIES == crate::conn_state::MAX_TIMING_ENTRIES);
+
 /// One or more replies ending at the same place in the stream.
 #[derive(Debug, Clone, Copy)]
 struct Entry {

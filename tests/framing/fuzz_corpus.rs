@@ -1,6 +1,8 @@
 //! Replays every committed fuzz corpus input (`fuzz/corpus/<target>/`) through the check its fuzz
 //! target runs, so what fuzzing found stays fixed without a fuzzer.
 
+#[path = "../../fuzz/harness/conn_state.rs"]
+mod conn_state_harness;
 #[path = "../../fuzz/harness/lane.rs"]
 mod lane_harness;
 #[path = "../../fuzz/harness/proxy_header.rs"]
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 use ccsd::framing;
 
 /// The fuzz targets that are not a framing.
-const OTHER_TARGETS: [&str; 3] = ["record", "lane", "proxy_header"];
+const OTHER_TARGETS: [&str; 4] = ["record", "lane", "proxy_header", "conn_state"];
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
@@ -95,4 +97,9 @@ fn every_corpus_belongs_to_a_fuzz_target() {
 #[test]
 fn the_proxy_header_corpus_keeps_the_parser_bounded_and_consistent() {
     replay("proxy_header", proxy_header_harness::check_input);
+}
+
+#[test]
+fn the_conn_state_corpus_is_refused_or_read_back_whole() {
+    replay("conn_state", conn_state_harness::check_input);
 }

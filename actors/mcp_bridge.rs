@@ -82,6 +82,9 @@ pub(crate) const IN_FLIGHT_MAX: usize = 8 << 20;
 /// Reply bytes the bridge holds for workers that cannot take them yet, over all workers, before
 /// it stops reading the response lane (push-back on MCP).
 pub(crate) const HELD_MAX: usize = 16 << 20;
+/// Control messages (moves, pins, closes) the bridge holds for workers whose mailbox is full,
+/// over all workers, before it refuses to begin more moves and pins.
+pub(crate) const HELD_CONTROLS_MAX: usize = 4096;
 /// How soon the main loop offers held replies again (workers do not signal room).
 pub(crate) const HELD_RETRY: Duration = Duration::from_millis(1);
 
@@ -126,6 +129,8 @@ enum Route {
 pub(crate) enum MoveStart {
     /// It is moving already.
     InProgress,
+    /// [`HELD_CONTROLS_MAX`] control messages wait for workers that are behind.
+    Backlog,
     /// Its flow names no worker of this start.
     NoSuchFlow,
 }
@@ -135,6 +140,9 @@ impl MoveStart {
     pub(crate) fn reason(self) -> &'static str {
         match self {
             MoveStart::InProgress => "the flow is moving already",
+            MoveStart::Backlog => {
+                "the workers are behind: too many moves and pins wait (try again)"
+            }
             MoveStart::NoSuchFlow => "the flow names no worker of this start",
         }
     }
@@ -241,8 +249,12 @@ impl McpBridge {
         self.held_bytes > 0 || self.held_controls > 0
     }
 
-    /// The worker that holds `flow` now; `Err` while it moves, or when it names no worker.
+    /// The worker that holds `flow` now, to send it a move or a pin; `Err` while it moves, when
+    /// it names no worker, or when too many control messages wait already.
     pub(crate) fn owner(&self, flow: FlowId) -> Result<usize, MoveStart> {
+        if self.held_controls >= HELD_CONTROLS_MAX {
+            return Err(MoveStart::Backlog);
+        }
         match self.routes.get(&flow) {
             Some(Route::Lives(w)) => Ok(*w),
             Some(Route::Moving { .. }) => Err(MoveStart::InProgress),
@@ -360,7 +372,8 @@ impl McpBridge {
     }
 
     /// Asks whichever worker holds `flow` to close it (admin `close`); while it moves, it is
-    /// closed once it arrives. False when the flow names no worker.
+    /// closed once it arrives. False when the flow names no worker, or too many control messages
+    /// wait for workers that are behind ([`HELD_CONTROLS_MAX`]).
     pub(crate) fn close_flow(&mut self, flow: FlowId) -> bool {
         match self.routes.get_mut(&flow) {
             Some(Route::Moving { close, .. }) => {

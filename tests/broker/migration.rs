@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use ccsd::flow::FlowId;
 use ccsd::mcp::{McpEndpoint, McpError, Message};
-use ccsd::record::{CloseMode, Kind, RecordHeader};
+use ccsd::record::{CloseMode, CustomOp, Kind, RecordHeader};
 use common::{AdminClient, Proc, TestEnv, WAIT, connect, packet, read_n, round_trip};
 
 /// One admin `conns` line: the flow and the worker holding it.
@@ -506,4 +506,84 @@ fn a_close_after_flush_moves_with_its_unwritten_replies_and_closes_once_they_are
         "{} bytes before the close",
         rest.len()
     );
+}
+
+/// A custom record from MCP about `flow` (codes 4 to 6).
+fn flow_control(s: &mut Session, op: CustomOp, flow: FlowId, payload: &[u8]) {
+    let mut h = RecordHeader::new(Kind::Custom, flow);
+    h.code = op.code();
+    h.payload_len = payload.len() as u32;
+    s.mcp.send(&h, payload).unwrap();
+    s.mcp.flush().unwrap();
+}
+
+#[test]
+fn mcp_pins_and_moves_a_flow_with_custom_records_and_bad_ones_are_refused_and_counted() {
+    let mut s = Session::start(TestEnv::new(2, "", ""));
+    let mut client = connect(s.ccsd.addr());
+    client.write_all(&packet(b"hi")).unwrap();
+    let (request, _) = s.data();
+    s.reply(&request, &packet(b"hi"));
+    assert_eq!(read_n(&mut client, 6), packet(b"hi"));
+    let flow = request.flow;
+    let from = s.worker_of(flow);
+    let to = 1 - from;
+    flow_control(&mut s, CustomOp::PinFlow, flow, b"");
+    s.env.wait_stat("control.pin_requests", |n| n == 1);
+    // Pinned: MCP's move is refused (it is never forced).
+    flow_control(
+        &mut s,
+        CustomOp::MigrateFlow,
+        flow,
+        &(to as u32).to_le_bytes(),
+    );
+    s.env
+        .wait_stat("totals.migrations_refused_pinned", |n| n == 1);
+    assert_eq!(s.worker_of(flow), from);
+    flow_control(&mut s, CustomOp::UnpinFlow, flow, b"");
+    s.env.wait_stat("control.pin_requests", |n| n == 2);
+    flow_control(
+        &mut s,
+        CustomOp::MigrateFlow,
+        flow,
+        &(to as u32).to_le_bytes(),
+    );
+    s.env.wait_stat("control.migrations_done", |n| n == 1);
+    assert_eq!(s.worker_of(flow), to);
+    // A worker that does not exist, and a payload that names none.
+    flow_control(&mut s, CustomOp::MigrateFlow, flow, &7u32.to_le_bytes());
+    flow_control(&mut s, CustomOp::MigrateFlow, flow, b"x");
+    s.env.wait_stat("control.custom_refused", |n| n == 2);
+    client.write_all(&packet(b"still here")).unwrap();
+    let (next, _) = s.data();
+    assert_eq!(next.flow, flow);
+    s.reply(&next, &packet(b"still here"));
+    assert_eq!(read_n(&mut client, 14), packet(b"still here"));
+}
+
+#[test]
+fn connections_that_close_while_they_move_fail_cleanly_and_leave_no_route_behind() {
+    let env = TestEnv::new(2, "", "");
+    let ccsd = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+    let mut admin = AdminClient::connect(ccsd.admin.expect("admin port"));
+    let (mut closed, mut moved) = (0, 0);
+    for _ in 0..40 {
+        let mut client = connect(ccsd.addr());
+        assert_eq!(round_trip(&mut client, b"ping"), packet(b"ping"));
+        let (flow, worker, _) = conns(&mut admin).remove(0);
+        drop(client);
+        // The close and the move race: either outcome is clean.
+        let answer = admin.ask(&format!("migrate {flow} {}", 1 - worker));
+        match answer.as_str() {
+            "ERROR no such flow (closed)" => closed += 1,
+            a if a.starts_with("OK migrated") => moved += 1,
+            other => panic!("{other}"),
+        }
+        env.wait_stat("totals.connections_open", |n| n == 0);
+    }
+    assert_eq!(closed + moved, 40);
+    env.wait_stat("bridge.moved_flows", |n| n == 0);
+    let mut client = connect(ccsd.addr());
+    assert_eq!(round_trip(&mut client, b"after"), packet(b"after"));
 }

@@ -218,6 +218,9 @@ fn every_start_step_that_runs_out_of_descriptors_is_named_in_the_error() {
                 started = true;
                 break;
             }
+            // Too few descriptors for the dynamic loader itself (how many it needs depends on
+            // what else the test process has open at that moment): ccsd never ran.
+            Err(why) if why.contains("error while loading shared libraries") => {}
             Err(why) => failures.push((limit, why)),
         }
     }

@@ -40,7 +40,7 @@ use crate::framing::Progress;
 mod encoding;
 mod error;
 
-pub(crate) use encoding::MAX_TIMING_ENTRIES;
+pub(crate) use encoding::{AddrError, MAX_TIMING_ENTRIES, put_addr, read_addr};
 pub use encoding::{decode_list, encode_list};
 pub use error::StateError;
 

@@ -81,10 +81,14 @@ pub(crate) mod watched;
 
 /// What the fuzz targets (`fuzz/`) and the corpus replay (`tests/framing/fuzz_corpus.rs`) drive besides
 /// the public API: the MCP bridge's checks on response records and the batch it hands a worker;
-/// the connection state's byte form. Not part of the API.
+/// the connection state's byte form; the hot restart's handover messages. Not part of the API.
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::actors::mcp_bridge::response::{Destination, Rejection, ResponseCheck};
     pub use crate::conn_state::{ConnState, StateError, decode_list, encode_list};
     pub use crate::message::ReplyBatch;
+    pub use crate::runtime::takeover::wire::{
+        ConnOffer, Handover, LaneOffer, LaneRole, ListenerOffer, Proto, WireError, decode_conns,
+        encode_conns,
+    };
 }

@@ -70,6 +70,7 @@ mod sd_notify;
 mod signals;
 mod socket_activation;
 mod start;
+pub(crate) mod takeover;
 
 use extension::ActorSlot;
 pub use extension::BrokerBuilder;

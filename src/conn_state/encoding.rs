@@ -334,8 +334,9 @@ fn put_with(out: &mut Vec<u8>, field: Field, write: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// An address: family 4 or 6, the address bytes in network order, the port (little-endian, as
-/// every integer here), and for IPv6 the flow info and scope id.
-fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+/// every integer here), and for IPv6 the flow info and scope id. Also the handover messages'
+/// address form (`src/runtime/takeover/wire.rs`).
+pub(crate) fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(a) => {
             out.push(4);
@@ -611,18 +612,36 @@ fn bool_value(field: Field, value: &[u8]) -> Result<bool, StateError> {
 }
 
 fn addr_value(field: Field, value: &[u8]) -> Result<SocketAddr, StateError> {
+    read_addr(value).map_err(|e| match e {
+        AddrError::WrongLength => wrong_length(field, value),
+        AddrError::UnknownFamily => out_of_range(field, "address family is neither 4 nor 6"),
+    })
+}
+
+/// Why bytes are not an address as [`put_addr`] writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AddrError {
+    /// Not the length its family has.
+    WrongLength,
+    /// A family byte other than 4 or 6.
+    UnknownFamily,
+}
+
+/// Reads an address written by [`put_addr`] (the whole of `value`); also the handover
+/// messages' address form (`src/runtime/takeover/wire.rs`).
+pub(crate) fn read_addr(value: &[u8]) -> Result<SocketAddr, AddrError> {
     let Some((&family, rest)) = value.split_first() else {
-        return Err(wrong_length(field, value));
+        return Err(AddrError::WrongLength);
     };
     match family {
         4 => {
-            let v4 = <&[u8; 6]>::try_from(rest).map_err(|_| wrong_length(field, value))?;
+            let v4 = <&[u8; 6]>::try_from(rest).map_err(|_| AddrError::WrongLength)?;
             let ip = Ipv4Addr::new(v4[0], v4[1], v4[2], v4[3]);
             let port = u16::from_le_bytes([v4[4], v4[5]]);
             Ok(SocketAddr::V4(SocketAddrV4::new(ip, port)))
         }
         6 => {
-            let v6 = <&[u8; 26]>::try_from(rest).map_err(|_| wrong_length(field, value))?;
+            let v6 = <&[u8; 26]>::try_from(rest).map_err(|_| AddrError::WrongLength)?;
             let mut ip = [0; 16];
             ip.copy_from_slice(&v6[..16]);
             let port = u16::from_le_bytes([v6[16], v6[17]]);
@@ -635,6 +654,6 @@ fn addr_value(field: Field, value: &[u8]) -> Result<SocketAddr, StateError> {
                 scope_id,
             )))
         }
-        _ => Err(out_of_range(field, "address family is neither 4 nor 6")),
+        _ => Err(AddrError::UnknownFamily),
     }
 }

@@ -21,7 +21,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -171,6 +171,31 @@ impl Acceptor {
             l.socket.resume()?;
         }
         Ok(())
+    }
+
+    /// Stops accepting while a new process takes over (hot restart): the listeners leave the
+    /// poller but stay open, so new clients wait in their backlog; [`thaw`](Acceptor::thaw) if
+    /// the takeover fails.
+    pub(crate) fn freeze(&mut self) {
+        for l in self.listeners.iter_mut().flatten() {
+            let _ = l.socket.pause();
+        }
+    }
+
+    /// Accepts again after [`freeze`](Acceptor::freeze).
+    pub(crate) fn thaw(&mut self) {
+        if let Err(e) = self.resume_listeners() {
+            log::error!("cannot watch the listeners again after a failed takeover: {e}");
+        }
+    }
+
+    /// Each TCP listener's socket with its listener index, to hand to a process taking over.
+    pub(crate) fn listener_fds(&self) -> Vec<(usize, BorrowedFd<'_>)> {
+        self.listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| Some((i, l.as_ref()?.socket.source().as_fd())))
+            .collect()
     }
 
     /// Stops accepting: takes the listeners out of the poller and closes them, so new clients are

@@ -241,9 +241,10 @@ impl Admin {
         settings: &AdminSettings,
         poller: &Arc<Poller>,
         first_key: usize,
+        handed: Option<std::net::TcpListener>,
     ) -> Result<Admin, AdminBindError> {
         Ok(Admin {
-            listeners: AdminListeners::bind(settings, poller, first_key)?,
+            listeners: AdminListeners::bind(settings, poller, first_key, handed)?,
             token: settings.token.clone(),
             idle_timeout: settings.idle_timeout,
             login_timeout: settings.login_timeout,
@@ -262,6 +263,12 @@ impl Admin {
     /// The bound address (useful with port 0).
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listeners.local_addr()
+    }
+
+    /// The admin port's listening socket with its address, to hand to a process taking over
+    /// (hot restart), which serves the admin port on from the same socket.
+    pub(crate) fn tcp_listener_fd(&self) -> Option<(SocketAddr, std::os::fd::BorrowedFd<'_>)> {
+        Some((self.local_addr().ok()?, self.listeners.tcp_fd()))
     }
 
     /// The Unix socket's path, when `admin.unix` is set.

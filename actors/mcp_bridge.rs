@@ -168,6 +168,9 @@ pub(crate) struct McpBridge {
     moving_bytes: usize,
     /// Reading the response lane is stopped: held replies reached [`HELD_MAX`].
     lane_paused: bool,
+    /// A takeover is handing everything to a new process: the response lane is not read (the
+    /// new process continues at the head this one leaves).
+    frozen: bool,
     /// The bridge's part of `limits.max_memory`: held and in-flight reply bytes.
     memory: Option<MemoryShare>,
     record: Vec<u8>,
@@ -198,6 +201,7 @@ impl McpBridge {
                 epoch,
                 workers: n,
                 reply_max_age_ns: u64::try_from(reply_max_age.as_nanos()).unwrap_or(u64::MAX),
+                adopted: false,
             },
             links,
             batches: (0..n).map(|_| ReplyBatch::default()).collect(),
@@ -207,6 +211,7 @@ impl McpBridge {
             routes: HashMap::new(),
             moving_bytes: 0,
             lane_paused: false,
+            frozen: false,
             memory: None,
             record: Vec::new(),
             customs: Vec::new(),
@@ -223,6 +228,15 @@ impl McpBridge {
     pub(crate) fn with_memory_share(mut self, share: MemoryShare) -> McpBridge {
         self.memory = Some(share);
         self
+    }
+
+    /// Routes the flows of `adopted` (each with the worker that adopted it) that this process
+    /// took over (hot restart): their replies reach them, whatever start their epoch names.
+    pub(crate) fn adopt_flows(&mut self, adopted: impl IntoIterator<Item = (FlowId, usize)>) {
+        self.check.adopted = true;
+        for (flow, worker) in adopted {
+            self.routes.insert(flow, Route::Lives(worker));
+        }
     }
 
     /// Applies a new `mcp.reply_max_age` (a reload); zero: replies never expire.
@@ -247,6 +261,34 @@ impl McpBridge {
     /// call [`drain`](McpBridge::drain) again within [`HELD_RETRY`] even if nothing else happens.
     pub(crate) fn holding(&self) -> bool {
         self.held_bytes > 0 || self.held_controls > 0
+    }
+
+    /// Stops reading the response lane (a takeover: see `frozen`); held batches are still offered
+    /// to the workers ([`offer_held_now`](McpBridge::offer_held_now)).
+    pub(crate) fn freeze(&mut self) {
+        self.frozen = true;
+    }
+
+    /// Reads the response lane again after [`freeze`](McpBridge::freeze).
+    pub(crate) fn thaw(&mut self) {
+        self.frozen = false;
+    }
+
+    /// Offers the held batches and control messages to their workers now.
+    pub(crate) fn offer_held_now(&mut self) {
+        self.offer_held();
+    }
+
+    /// Whether a connection is on its way between workers.
+    pub(crate) fn moving(&self) -> bool {
+        self.routes
+            .values()
+            .any(|r| matches!(r, Route::Moving { .. }))
+    }
+
+    /// The response lane's read position (the head it publishes).
+    pub(crate) fn lane_head(&self) -> u64 {
+        self.lane.lane().head_position()
     }
 
     /// The worker that holds `flow` now, to send it a move or a pin; `Err` while it moves, when
@@ -308,7 +350,7 @@ impl McpBridge {
             Some(Route::Moving { replies, close, .. }) => Some((replies, close)),
             _ => None,
         };
-        if to != flow.worker() {
+        if self.needs_route(flow, to) {
             self.routes.insert(flow, Route::Lives(to));
         }
         self.send_control(to, WorkerMsg::Arrive(departure));
@@ -349,7 +391,7 @@ impl McpBridge {
                 else {
                     return;
                 };
-                if refused != MoveRefused::Closed && from != moved.flow.worker() {
+                if refused != MoveRefused::Closed && self.needs_route(moved.flow, from) {
                     self.routes.insert(moved.flow, Route::Lives(from));
                 }
                 self.moving_bytes -= replies.record_bytes();
@@ -360,6 +402,12 @@ impl McpBridge {
                 }
             }
         }
+    }
+
+    /// Whether `flow`, living on `worker`, needs a route: it was born elsewhere, or in the
+    /// process this one took over from.
+    fn needs_route(&self, flow: FlowId, worker: usize) -> bool {
+        flow.epoch() != self.check.epoch || flow.worker() != worker
     }
 
     /// Flows that had moved to `worker` closed there: their replies go nowhere special now.
@@ -482,7 +530,7 @@ impl McpBridge {
         self.offer_held();
         self.now_ns = 0;
         let mut taken = 0;
-        while taken < RECORDS_PER_TURN {
+        while taken < RECORDS_PER_TURN && !self.frozen {
             if self.held_bytes + self.moving_bytes >= HELD_MAX {
                 self.pause_lane();
                 break;
@@ -547,6 +595,14 @@ impl McpBridge {
                 main_thread(&header, &self.record[RECORD_HEADER_SIZE..]);
                 return;
             }
+            Ok((header, Destination::Adopted)) => match self.routes.get(&header.flow) {
+                Some(_) => {
+                    self.record_wait(&header);
+                    // The route below decides where it goes (or that it waits for a move).
+                    (header, usize::MAX)
+                }
+                None => return self.count_rejection(Rejection::StaleEpoch),
+            },
             Ok((header, Destination::Custom)) => {
                 self.counters.custom_records += 1;
                 self.customs.push(CustomMcp {

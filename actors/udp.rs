@@ -18,6 +18,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -247,6 +248,31 @@ impl UdpActor {
     }
 
     /// A graceful stop began: stop reading; replies still go out.
+    /// Stops reading while a new process takes over (hot restart); the sockets stay open.
+    pub(crate) fn freeze(&mut self) {
+        for l in self.listeners.iter_mut().flatten() {
+            let _ = l.socket.pause();
+        }
+    }
+
+    /// Reads again after [`freeze`](UdpActor::freeze).
+    pub(crate) fn thaw(&mut self) {
+        for l in self.listeners.iter_mut().flatten() {
+            if let Err(e) = l.socket.resume() {
+                log::error!("cannot watch a UDP socket again after a failed takeover: {e}");
+            }
+        }
+    }
+
+    /// Each UDP socket with its listener index, to hand to a process taking over.
+    pub(crate) fn socket_fds(&self) -> Vec<(usize, BorrowedFd<'_>)> {
+        self.listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| Some((i, l.as_ref()?.socket.source().as_fd())))
+            .collect()
+    }
+
     pub(crate) fn stop(&mut self) {
         self.stopped = true;
         for i in 0..self.listeners.len() {

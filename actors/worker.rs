@@ -41,6 +41,7 @@ mod migration;
 mod read;
 mod reply_timing;
 mod setup;
+mod takeover;
 mod write;
 
 use std::io;
@@ -55,7 +56,8 @@ use log::{Level, debug, error};
 use polling::{Events, PollMode, Poller};
 
 pub(crate) use migration::Fence;
-pub(crate) use setup::{ListenerInfo, ProxyRule, WorkerSetup};
+pub(crate) use setup::{Adoption, ListenerInfo, ProxyRule, WorkerSetup};
+pub(crate) use takeover::FrozenWorker;
 
 use close::CloseCause;
 use connection::Conn;
@@ -63,6 +65,7 @@ use idle::IdleList;
 use ingress::Ingress;
 use limits::Limits;
 use migration::MainOutbox;
+use takeover::Unfrozen;
 
 use crate::clock::monotonic_ns;
 use crate::flow::{FlowId, FlowTable};
@@ -151,6 +154,10 @@ pub(crate) struct Worker {
     closed_guests: Vec<FlowId>,
     /// Messages the main thread's full mailbox could not take yet.
     outbox: MainOutbox,
+    /// Connections handed over by the process this one took over from, adopted when it runs.
+    adoptions: Vec<Adoption>,
+    /// After a takeover: the signal to start serving (see `WorkerSetup::gate`).
+    gate: Option<Receiver<bool>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -208,12 +215,29 @@ impl Worker {
             fenced_notices: Vec::new(),
             closed_guests: Vec::new(),
             outbox: MainOutbox::default(),
+            adoptions: setup.adoptions,
+            gate: setup.gate,
         }
     }
 
     /// Runs the event loop until every mailbox sender is gone, the poller fails, or (after
     /// `Shutdown`) every connection is closed.
     pub(crate) fn run(mut self) {
+        if let Some(gate) = self.gate.take() {
+            if gate.recv() != Ok(true) {
+                debug!("worker {}: the takeover did not happen, stopping", self.id);
+                return;
+            }
+        }
+        for Adoption {
+            socket,
+            state,
+            fence,
+            from,
+        } in std::mem::take(&mut self.adoptions)
+        {
+            let _ = self.adopt(socket, state, fence, from);
+        }
         let mut events = Events::with_capacity(NonZeroUsize::new(1024).expect("nonzero"));
         loop {
             events.clear();
@@ -299,29 +323,16 @@ impl Worker {
     }
 
     /// Handles up to [`MESSAGES_PER_TURN`] messages and returns how many; `None` when the
-    /// mailbox is closed.
+    /// mailbox is closed, or the worker was released to a new process (a hot restart).
     fn drain_inbox(&mut self) -> Option<usize> {
         for handled in 0..MESSAGES_PER_TURN {
             match self.inbox.try_recv() {
-                Ok(WorkerMsg::Connect(c)) => self.on_connect(c),
-                Ok(WorkerMsg::DataTrans(d)) => self.on_data_trans(d),
-                Ok(WorkerMsg::Disconnect(d)) => self.on_disconnect(d),
-                Ok(WorkerMsg::Port(command)) => self.on_port_command(command),
-                Ok(WorkerMsg::SampleConns { token, max }) => self.on_sample_conns(token, max),
-                Ok(WorkerMsg::Reconfigure(settings)) => self.on_reconfigure(&settings),
-                Ok(WorkerMsg::Shutdown { deadline }) => self.on_shutdown(deadline),
-                Ok(WorkerMsg::MoveOut {
-                    flow,
-                    to,
-                    force,
-                    token,
-                }) => self.on_move_out(flow, to, force, token),
-                Ok(WorkerMsg::Arrive(departure)) => self.on_arrive(departure),
-                Ok(WorkerMsg::Pin {
-                    flow,
-                    pinned,
-                    token,
-                }) => self.on_pin(flow, pinned, token),
+                Ok(WorkerMsg::Freeze { reply }) => {
+                    if self.on_freeze(reply) == Unfrozen::Released {
+                        return None;
+                    }
+                }
+                Ok(msg) => self.on_message(msg),
                 Err(TryRecvError::Empty) => return Some(handled),
                 Err(TryRecvError::Disconnected) => return None,
             }
@@ -329,6 +340,33 @@ impl Worker {
         // More messages wait: make sure the next wait returns at once.
         let _ = self.poller.notify();
         Some(MESSAGES_PER_TURN)
+    }
+
+    /// Handles one message of the mailbox (a freeze aside: see `drain_inbox`).
+    fn on_message(&mut self, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Connect(c) => self.on_connect(c),
+            WorkerMsg::DataTrans(d) => self.on_data_trans(d),
+            WorkerMsg::Disconnect(d) => self.on_disconnect(d),
+            WorkerMsg::Port(command) => self.on_port_command(command),
+            WorkerMsg::SampleConns { token, max } => self.on_sample_conns(token, max),
+            WorkerMsg::Reconfigure(settings) => self.on_reconfigure(&settings),
+            WorkerMsg::Shutdown { deadline } => self.on_shutdown(deadline),
+            WorkerMsg::MoveOut {
+                flow,
+                to,
+                force,
+                token,
+            } => self.on_move_out(flow, to, force, token),
+            WorkerMsg::Arrive(departure) => self.on_arrive(departure),
+            WorkerMsg::Pin {
+                flow,
+                pinned,
+                token,
+            } => self.on_pin(flow, pinned, token),
+            // Only meaningful while frozen (`takeover.rs`); a stray one changes nothing.
+            WorkerMsg::Freeze { .. } | WorkerMsg::Thaw | WorkerMsg::Release => {}
+        }
     }
 
     fn on_connect(&mut self, c: Connect) {

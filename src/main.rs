@@ -16,7 +16,7 @@ use ccsd::settings::{self, Settings, SettingsError};
 use log::{error, info};
 
 const USAGE: &str = "\
-usage: ccsd [-c FILE | --config FILE | --config=FILE] [--check-config] [--demo]
+usage: ccsd [-c FILE | --config FILE | --config=FILE] [--check-config] [--demo] [--takeover]
 
   -c, --config FILE  settings file (TOML); without it the file CCSD_CONFIG names, else the
                      built-in defaults
@@ -24,6 +24,9 @@ usage: ccsd [-c FILE | --config FILE | --config=FILE] [--check-config] [--demo]
                      stats files' directories exist and are writable), print every problem,
                      exit 0 (valid) or 2
   --demo             also run the echo MCP inside this process, for a first try
+  --takeover         hot restart: take over the running ccsd of the same queues (its
+                     listening sockets and every live connection); it exits 0 once this
+                     process serves. Exit 2, the old one serving on, if that cannot be done
   -h, --help         this text
   -V, --version      the version
 
@@ -34,6 +37,7 @@ struct Args {
     config: Option<PathBuf>,
     check_only: bool,
     demo: bool,
+    takeover: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -41,6 +45,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         config: None,
         check_only: false,
         demo: false,
+        takeover: false,
     };
     let mut it = std::env::args_os().skip(1);
     while let Some(arg) = it.next() {
@@ -58,6 +63,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             }
             Some("--check-config") => args.check_only = true,
             Some("--demo") => args.demo = true,
+            Some("--takeover") => args.takeover = true,
             Some("--help" | "-h") => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -103,6 +109,7 @@ fn main() -> ExitCode {
     }
     let broker = match Broker::builder()
         .settings_file(args.config.as_deref())
+        .takeover(args.takeover)
         .start(&settings)
     {
         Ok(b) => b,

@@ -21,7 +21,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::actors::worker::Fence;
+use crate::actors::worker::{Fence, FrozenWorker};
 use crate::conn_state::ConnState;
 use crate::flow::FlowId;
 use crate::load::HeavyFlows;
@@ -329,6 +329,16 @@ pub(crate) enum WorkerMsg {
     },
     /// Adopt a connection another worker handed over.
     Arrive(Box<Departure>),
+    /// A new process is taking over (hot restart): send a copy of every connection to `reply`,
+    /// then wait for `Thaw` or `Release`.
+    Freeze {
+        /// Where the copies go.
+        reply: crossbeam_channel::Sender<FrozenWorker>,
+    },
+    /// The takeover failed: serve on.
+    Thaw,
+    /// The new process serves the connections now: close their descriptors silently and end.
+    Release,
     /// Pin or unpin `flow` (public id); answered with [`MainMsg::Pinned`].
     Pin {
         /// The flow.

@@ -80,6 +80,8 @@ use pid_file::{PidFile, PidFileError};
 use sd_notify::Notifier;
 use signals::Signals;
 pub use socket_activation::ActivationError;
+use takeover::channel::HandoverListener;
+pub use takeover::take_over::TakeoverError;
 
 /// Why ccsd could not start.
 #[derive(Debug)]
@@ -116,6 +118,8 @@ pub enum StartError {
         /// What the system said.
         source: io::Error,
     },
+    /// `--takeover`: the running ccsd could not be taken over (it serves on).
+    Takeover(TakeoverError),
     /// A custom actor's `start` failed.
     Actor {
         /// The actor's name.
@@ -137,6 +141,7 @@ impl fmt::Display for StartError {
             }
             StartError::AdminUnix(e) => write!(f, "{e}"),
             StartError::SocketActivation(e) => write!(f, "socket activation: {e}"),
+            StartError::Takeover(e) => write!(f, "takeover: {e}"),
             StartError::System { step, source } => write!(f, "cannot {step}: {source}"),
             StartError::Actor { name, source } => write!(f, "actor {name}: {source}"),
         }
@@ -151,6 +156,7 @@ impl std::error::Error for StartError {
             StartError::Queue(e) => Some(e),
             StartError::AdminUnix(e) => Some(e),
             StartError::SocketActivation(e) => Some(e),
+            StartError::Takeover(e) => Some(e),
             StartError::Bind { source, .. }
             | StartError::Framing { source, .. }
             | StartError::System { source, .. }
@@ -255,8 +261,8 @@ pub struct Broker {
     stop_begun: bool,
     /// Which connections to move between workers, and when (`broker.rebalance*`).
     rebalancer: Rebalancer,
-    /// Declared before `_instance`: removed before the instance lock is released.
-    _pid_file: Option<PidFile>,
+    /// Declared before `instance`: removed before the instance lock is released.
+    pid_file: Option<PidFile>,
     /// The settings in force (those read at start, with what reloads changed).
     settings: Settings,
     /// Where admin `reload` reads the settings: `None` when the binary did not say
@@ -266,7 +272,11 @@ pub struct Broker {
     pending_reconfigure: Vec<Option<WorkerSettings>>,
     /// `limits.max_memory`: the total the workers and the bridge publish into, and the ceiling.
     memory: Arc<MemoryBudget>,
-    _instance: InstanceLock,
+    instance: InstanceLock,
+    /// The socket a process taking over connects to (hot restart); `None` once handed over.
+    handover: Option<Watched<HandoverListener>>,
+    /// Workers frozen by a takeover in progress (thawed if it fails).
+    frozen_workers: Vec<usize>,
 }
 
 impl fmt::Debug for Broker {
@@ -437,6 +447,11 @@ impl Broker {
                         }
                         if received.stop {
                             self.begin_stop(&mut stopping, &mut stop_pending);
+                        }
+                    }
+                    MainKey::Handover => {
+                        if self.on_takeover_request() {
+                            return Ok(());
                         }
                     }
                     MainKey::Admin(_) => {

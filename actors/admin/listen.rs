@@ -184,8 +184,12 @@ impl AdminListeners {
         settings: &AdminSettings,
         poller: &Arc<Poller>,
         key: usize,
+        handed: Option<TcpListener>,
     ) -> Result<AdminListeners, AdminBindError> {
-        let tcp = TcpListener::bind(settings.addr).map_err(AdminBindError::Tcp)?;
+        let tcp = match handed {
+            Some(tcp) => tcp,
+            None => TcpListener::bind(settings.addr).map_err(AdminBindError::Tcp)?,
+        };
         tcp.set_nonblocking(true).map_err(AdminBindError::Tcp)?;
         let tcp = Watched::new(poller, tcp, Event::readable(key)).map_err(AdminBindError::Watch)?;
         let unix = match settings.unix.as_deref() {
@@ -203,6 +207,12 @@ impl AdminListeners {
 
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.tcp.source().local_addr()
+    }
+
+    /// The TCP listener's socket, to hand to a process taking over.
+    pub(super) fn tcp_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.tcp.source().as_fd()
     }
 
     pub(super) fn unix_path(&self) -> Option<&Path> {

@@ -15,6 +15,9 @@ pub struct ResponseCheck {
     pub workers: usize,
     /// `mcp.reply_max_age` in nanoseconds; 0: replies never expire.
     pub reply_max_age_ns: u64,
+    /// This process took over connections of earlier starts (hot restart, possibly several in a
+    /// row): a flow of another epoch may be one of them, which only the bridge's routes know.
+    pub adopted: bool,
 }
 
 /// Where an accepted record goes.
@@ -26,6 +29,9 @@ pub enum Destination {
     MainLane,
     /// A CUSTOM record, for the main thread's actors (whatever its flow).
     Custom,
+    /// A DATA or CLOSE for a flow of another epoch while this process holds adopted connections
+    /// (a hot restart): routed by the bridge's routes of adopted flows, stale if it has none.
+    Adopted,
 }
 
 /// Why the bridge drops a record.
@@ -68,7 +74,8 @@ impl ResponseCheck {
         if header.kind == Kind::Close && header.code > CloseMode::Force as u8 {
             return Err(Rejection::UnknownCloseMode(header.code));
         }
-        if header.flow.epoch() != self.epoch {
+        let other_epoch = header.flow.epoch() != self.epoch;
+        if other_epoch && !self.adopted {
             return Err(Rejection::StaleEpoch);
         }
         // A timestamp ahead of our clock (MCP read it later than we did) is not expired.
@@ -78,6 +85,9 @@ impl ResponseCheck {
             && waited_ns > self.reply_max_age_ns
         {
             return Err(Rejection::Expired { waited_ns });
+        }
+        if other_epoch {
+            return Ok((header, Destination::Adopted));
         }
         let worker = header.flow.worker();
         match worker.cmp(&self.workers) {
@@ -97,6 +107,7 @@ mod tests {
         epoch: 7,
         workers: 2,
         reply_max_age_ns: 1_000,
+        adopted: false,
     };
 
     fn record(kind: Kind, flow: FlowId, timestamp_ns: u64) -> Vec<u8> {
@@ -174,6 +185,32 @@ mod tests {
         assert_eq!(
             verdict(&record(Kind::Data, FlowId::new(7, 3, 0, 1), 9_500)),
             Err(Rejection::BadWorker)
+        );
+    }
+
+    #[test]
+    fn after_a_takeover_other_epochs_go_to_the_bridges_routes_instead_of_being_stale() {
+        let old = FlowId::new(3, 1, 0, 9);
+        assert_eq!(
+            verdict(&record(Kind::Data, old, 9_500)),
+            Err(Rejection::StaleEpoch)
+        );
+        let adopting = ResponseCheck {
+            adopted: true,
+            ..CHECK
+        };
+        assert_eq!(
+            adopting
+                .classify(&record(Kind::Data, old, 9_500), 10_000)
+                .map(|(_, to)| to),
+            Ok(Destination::Adopted)
+        );
+        let current = FlowId::new(7, 1, 0, 9);
+        assert_eq!(
+            adopting
+                .classify(&record(Kind::Close, current, 9_500), 10_000)
+                .map(|(_, to)| to),
+            Ok(Destination::Worker(1))
         );
     }
 

@@ -202,16 +202,58 @@ impl<S> Conn<S> {
         half_closed_since_ns: Option<u64>,
     ) -> (S, ConnState, Option<Fence>) {
         self.wbuf.drain(..self.wpos);
-        let state = ConnState {
+        let buffers = (
+            std::mem::take(&mut self.rbuf),
+            std::mem::take(&mut self.wbuf),
+        );
+        let state = self.state_with(
+            buffers,
+            flow,
+            listener,
+            last_active_ns,
+            half_closed_since_ns,
+        );
+        (self.socket, state, self.fence)
+    }
+
+    /// Its state as [`into_state`](Conn::into_state) gives it, copied: the connection stays as it
+    /// is (a hot restart hands a copy over and keeps the original until the new process commits).
+    pub(super) fn to_state(
+        &self,
+        flow: FlowId,
+        listener: ListenerIdentity,
+        last_active_ns: Option<u64>,
+        half_closed_since_ns: Option<u64>,
+    ) -> ConnState {
+        let buffers = (self.rbuf.clone(), self.wbuf[self.wpos..].to_vec());
+        self.state_with(
+            buffers,
+            flow,
+            listener,
+            last_active_ns,
+            half_closed_since_ns,
+        )
+    }
+
+    /// The state with `unfinished` and `unsent` bytes given (moved or copied by the caller).
+    fn state_with(
+        &self,
+        (unfinished, unsent): (Vec<u8>, Vec<u8>),
+        flow: FlowId,
+        listener: ListenerIdentity,
+        last_active_ns: Option<u64>,
+        half_closed_since_ns: Option<u64>,
+    ) -> ConnState {
+        ConnState {
             flow,
             peer: self.peer,
             listener,
             opened_ns: self.opened_ns,
             last_active_ns,
-            unfinished: self.rbuf,
+            unfinished,
             unfinished_since_ns: self.rbuf_since_ns,
             progress: self.frame_progress,
-            unsent: self.wbuf,
+            unsent,
             unsent_timing: self.unsent.to_state(),
             outstanding: self.outstanding,
             paused: self.paused,
@@ -226,8 +268,7 @@ impl<S> Conn<S> {
             pinned: self.pinned,
             packets_in: self.packets_in,
             bytes_in: self.bytes_in,
-        };
-        (self.socket, state, self.fence)
+        }
     }
 
     /// Pins or unpins it: a pinned connection is never moved by the rebalancer, nor by admin

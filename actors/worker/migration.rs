@@ -25,7 +25,10 @@ use polling::PollMode;
 use super::Worker;
 use super::close::CloseCause;
 use super::connection::Conn;
+use std::net::TcpStream;
+
 use crate::clock::monotonic_ns;
+use crate::conn_state::ConnState;
 use crate::flow::FlowId;
 use crate::lane::HeadWatch;
 use crate::logging::log_limited;
@@ -36,11 +39,27 @@ use crate::record::{Kind, RecordHeader};
 /// the position after the connection's last record there.
 #[derive(Debug, Clone)]
 pub(crate) struct Fence {
+    /// The index of the request lane.
+    lane: usize,
     head: HeadWatch,
     position: u64,
 }
 
 impl Fence {
+    /// A fence at `position` of request lane `lane`, whose consumer head `head` watches.
+    pub(crate) fn new(lane: usize, head: HeadWatch, position: u64) -> Fence {
+        Fence {
+            lane,
+            head,
+            position,
+        }
+    }
+
+    /// The index of the request lane it is on.
+    pub(crate) fn lane(&self) -> usize {
+        self.lane
+    }
+
     /// MCP has read (released) every record before the fence: one atomic load.
     pub(crate) fn passed(&self) -> bool {
         self.head.passed(self.position)
@@ -149,10 +168,11 @@ impl Worker {
         // Otherwise its last record is before this lane's tail.
         let fence = fence.or_else(|| {
             let lane = self.ingress.lane();
-            Some(Fence {
-                head: lane.lane().head_watch(),
-                position: lane.tail_position(),
-            })
+            Some(Fence::new(
+                self.id,
+                lane.lane().head_watch(),
+                lane.tail_position(),
+            ))
         });
         self.counters.migrations_out += 1;
         self.tell_main(MainMsg::Departed(Box::new(Departure {
@@ -165,8 +185,7 @@ impl Worker {
         })));
     }
 
-    /// Adopts a connection another worker handed over: registers it, puts it on this worker's
-    /// lists with the ages it had, and reads it once its fence has passed.
+    /// Adopts a connection another worker handed over, and tells the main thread the outcome.
     pub(super) fn on_arrive(&mut self, departure: Box<Departure>) {
         let Departure {
             socket,
@@ -177,6 +196,27 @@ impl Worker {
             token,
         } = *departure;
         let flow = state.flow;
+        let outcome = self.adopt(socket, state, fence, from);
+        self.tell_main(MainMsg::Moved(Moved {
+            flow,
+            from,
+            to,
+            token,
+            outcome,
+        }));
+    }
+
+    /// Adopts a connection that lived elsewhere (another worker of this process, or the process
+    /// this one took over from, `from` naming its worker there): registers it, puts it on this
+    /// worker's lists with the ages it had, and reads it once its fence has passed.
+    pub(super) fn adopt(
+        &mut self,
+        socket: TcpStream,
+        state: ConnState,
+        fence: Option<Fence>,
+        from: usize,
+    ) -> Result<(), MoveRefused> {
+        let flow = state.flow;
         let (peer, listener) = (state.peer, state.listener.index);
         let (now, now_ns) = (Instant::now(), monotonic_ns());
         let instant_of = |ns: u64| {
@@ -186,15 +226,6 @@ impl Worker {
         let last_active = state.last_active_ns.map(instant_of);
         let half_closed_since = state.half_closed_since_ns.map(instant_of);
         let unfinished_since = instant_of(state.unfinished_since_ns);
-        let outcome = |outcome| {
-            MainMsg::Moved(Moved {
-                flow,
-                from,
-                to,
-                token,
-                outcome,
-            })
-        };
         let fence = fence.filter(|f| !f.passed());
         let fenced = fence.is_some();
         let mut conn = Conn::from_state(socket, state, fence);
@@ -220,7 +251,7 @@ impl Worker {
             let mut notice = self.notice(Kind::Disconnect, flow, peer, listener);
             notice.code = CloseCause::TableFull.reason() as u8;
             self.push_notice_after(notice, None);
-            return self.tell_main(outcome(Err(MoveRefused::TableFull)));
+            return Err(MoveRefused::TableFull);
         };
         let slot = local.slot();
         let conn = self.conns.get_mut(local).expect("just adopted");
@@ -233,7 +264,7 @@ impl Worker {
         if added.is_err() {
             self.counters.migrations_failed += 1;
             self.close(local, CloseCause::SocketError);
-            return self.tell_main(outcome(Err(MoveRefused::RegisterFailed)));
+            return Err(MoveRefused::RegisterFailed);
         }
         conn.recount(&mut self.buffered);
         let (paused, reading) = (conn.is_paused(), conn.is_read());
@@ -258,7 +289,7 @@ impl Worker {
             self.paused.push(local);
         }
         self.counters.migrations_in += 1;
-        self.tell_main(outcome(Ok(())));
+        Ok(())
     }
 
     /// Reads again the moved connections whose fence MCP has passed, and pushes the disconnect

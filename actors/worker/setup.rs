@@ -1,7 +1,7 @@
 //! What a worker thread is started with ([`WorkerSetup`]), and what it knows about each
 //! listener ([`ListenerInfo`]); the runtime builds both.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
@@ -9,7 +9,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use polling::Poller;
 
-use crate::conn_state::ListenerIdentity;
+use super::Fence;
+use crate::conn_state::{ConnState, ListenerIdentity};
 use crate::framing::Framer;
 use crate::lane::Producer;
 use crate::load::WorkerSet;
@@ -114,6 +115,24 @@ pub(crate) struct WorkerSetup {
     pub mcp_down: Option<Arc<AtomicBool>>,
     /// `limits.max_memory`: the total every holder publishes into, and the ceiling.
     pub memory: Arc<MemoryBudget>,
+    /// Connections to adopt before serving: handed over by the process this one took over from.
+    pub adoptions: Vec<Adoption>,
+    /// After a takeover: the worker waits for `true` (the old process let go) before it touches
+    /// a socket or its lane; `false` or a closed channel ends it.
+    pub gate: Option<Receiver<bool>>,
+}
+
+/// A connection a worker adopts when it starts (a hot restart).
+#[derive(Debug)]
+pub(crate) struct Adoption {
+    /// The socket, as the old process handed it over.
+    pub socket: TcpStream,
+    /// Its state.
+    pub state: ConnState,
+    /// Where MCP must have read before it is read again (its old lane is not this worker's).
+    pub fence: Option<Fence>,
+    /// The worker it was on in the old process.
+    pub from: usize,
 }
 
 impl std::fmt::Debug for WorkerSetup {

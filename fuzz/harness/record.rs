@@ -37,6 +37,7 @@ pub fn check_input(input: &[u8]) -> Result<(), String> {
         epoch: u16::from_le_bytes([config[0], config[1]]),
         workers: 1 + usize::from(config[2]),
         reply_max_age_ns: u64::from(config[3]) * 1_000,
+        adopted: false,
     };
     let mut clock = [0u8; 8];
     clock.copy_from_slice(&config[4..]);

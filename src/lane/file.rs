@@ -225,6 +225,13 @@ impl Lane {
         self.head().load(Ordering::Acquire)
     }
 
+    /// The tail the producer last published: where the next record goes.
+    pub fn tail_position(&self) -> u64 {
+        // SYNC POINT: Acquire, pairs with the producer's Release store of the tail; only the
+        // position is used (as a fence for a connection handed over).
+        self.tail().load(Ordering::Acquire)
+    }
+
     /// A handle on this lane's consumer head that another thread can keep and read: how a
     /// worker learns that MCP has read a request lane past a position (see [`HeadWatch`]).
     pub fn head_watch(&self) -> HeadWatch {

@@ -48,6 +48,7 @@ pub(super) struct ActorSlot {
 pub struct BrokerBuilder {
     actors: Vec<Box<dyn MainActor>>,
     reload_from: Option<Option<PathBuf>>,
+    takeover: bool,
 }
 
 impl fmt::Debug for BrokerBuilder {
@@ -73,6 +74,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Takes over the running ccsd of the same queues instead of starting anew (hot restart,
+    /// `ccsd --takeover`): its listening sockets, its lock and every live connection; see
+    /// `docs/hot-restart.md`.
+    pub fn takeover(mut self, takeover: bool) -> BrokerBuilder {
+        self.takeover = takeover;
+        self
+    }
+
     /// Says where the settings came from: [`Settings::load`] of `path` (`None`: the built-in
     /// defaults), so that the admin `reload` command can read them again. Without it `reload`
     /// answers an error.
@@ -86,7 +95,7 @@ impl BrokerBuilder {
     /// # Errors
     /// Any [`StartError`], including an actor whose `start` failed.
     pub fn start(self, settings: &Settings) -> Result<Broker, StartError> {
-        let mut broker = Broker::start_bare(settings)?;
+        let mut broker = Broker::start_bare(settings, self.takeover)?;
         broker.reload_from = self.reload_from;
         for actor in self.actors {
             broker.actors.push(ActorSlot {

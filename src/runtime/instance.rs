@@ -138,6 +138,34 @@ impl InstanceLock {
         let file = lock_with_pid(path, 0o600)?;
         Ok(InstanceLock { _file: file })
     }
+
+    /// The lock the process this one took over from held, handed over as its open file: the
+    /// `flock` belongs to that open file, so it was never released. It still holds the old
+    /// process's pid until [`claim`](InstanceLock::claim).
+    pub(super) fn adopt(file: File) -> InstanceLock {
+        InstanceLock { _file: file }
+    }
+
+    /// Writes this process's pid into an adopted lock file (once the old process let go).
+    ///
+    /// # Errors
+    /// Writing failed.
+    pub(super) fn claim(&mut self) -> io::Result<()> {
+        rewrite_pid(&mut self._file)
+    }
+
+    /// The open lock file, to hand to a process taking over (this process keeps its own copy
+    /// until it exits; the lock stays held as long as either copy is open).
+    pub(super) fn file(&self) -> &File {
+        &self._file
+    }
+}
+
+/// Replaces the contents of `file` with this process's pid, in one write.
+pub(super) fn rewrite_pid(file: &mut File) -> io::Result<()> {
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
 }
 
 /// Opens (or creates, with `mode`) the file at `path` without following a symbolic link, checks

@@ -2,7 +2,8 @@
 //!
 //! `0..L` the listeners (listener `i` under key `i`: the acceptor's when TCP, the UDP actor's when
 //! UDP), `L` the response lane's FIFO, `L+1` the signal socket, from `L+2` the admin's listeners
-//! and clients (the admin numbers them from there), and from [`ACTOR_KEY_BASE`] the custom actors:
+//! and clients (the admin numbers them from there), `ACTOR_KEY_BASE - 1` the handover socket (hot
+//! restart), and from [`ACTOR_KEY_BASE`] the custom actors:
 //! actor `i` owns [`ACTOR_TOKENS`] keys from `ACTOR_KEY_BASE + i * ACTOR_TOKENS`.
 
 use crate::actor::{ACTOR_KEY_BASE, ACTOR_TOKENS};
@@ -18,6 +19,8 @@ pub(crate) enum MainKey {
     Signals,
     /// One of the admin's sources; the key is handed to the admin as it is.
     Admin(usize),
+    /// The handover socket a process taking over connects to (hot restart).
+    Handover,
     /// Custom actor `actor`'s source `token`.
     Actor {
         /// Index of the actor, in the order they were added.
@@ -56,6 +59,11 @@ impl MainKeys {
         self.listeners + 2
     }
 
+    /// The handover socket's key: just below the custom actors' (above every admin key).
+    pub(crate) fn handover(self) -> usize {
+        ACTOR_KEY_BASE - 1
+    }
+
     /// The first of custom actor `actor`'s keys.
     pub(crate) fn actor_base(actor: usize) -> usize {
         ACTOR_KEY_BASE + actor * ACTOR_TOKENS
@@ -68,6 +76,7 @@ impl MainKeys {
             k if k < l => MainKey::Listener(k),
             k if k == l => MainKey::ResponseLane,
             k if k == l + 1 => MainKey::Signals,
+            k if k == ACTOR_KEY_BASE - 1 => MainKey::Handover,
             k if k < ACTOR_KEY_BASE => MainKey::Admin(k),
             k => MainKey::Actor {
                 actor: (k - ACTOR_KEY_BASE) / ACTOR_TOKENS,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use log::warn;
 
-use super::instance::{InstanceError, lock_with_pid};
+use super::instance::{InstanceError, lock_with_pid, rewrite_pid};
 
 /// Why the pid file could not be written.
 #[derive(Debug)]
@@ -49,6 +49,8 @@ impl std::error::Error for PidFileError {
 pub(super) struct PidFile {
     file: File,
     path: PathBuf,
+    /// A process that took over adopted it: leave it in place.
+    handed_over: bool,
 }
 
 impl PidFile {
@@ -63,7 +65,47 @@ impl PidFile {
         Ok(PidFile {
             file,
             path: path.to_path_buf(),
+            handed_over: false,
         })
+    }
+
+    /// The pid file the process this one took over from held (`file`, handed over open and
+    /// locked), if `path` still names it; it holds the old pid until
+    /// [`claim`](PidFile::claim). `None` when `path` names another file (the setting changed):
+    /// write a new one.
+    pub(super) fn adopt(file: File, path: &Path) -> Option<PidFile> {
+        let same = match (fs::symlink_metadata(path), file.metadata()) {
+            (Ok(there), Ok(ours)) => there.dev() == ours.dev() && there.ino() == ours.ino(),
+            _ => false,
+        };
+        same.then(|| PidFile {
+            file,
+            path: path.to_path_buf(),
+            handed_over: false,
+        })
+    }
+
+    /// Writes this process's pid into an adopted pid file (once the old process let go).
+    ///
+    /// # Errors
+    /// Writing failed.
+    pub(super) fn claim(&mut self) -> Result<(), PidFileError> {
+        rewrite_pid(&mut self.file).map_err(|source| {
+            PidFileError(InstanceError::Io {
+                path: self.path.clone(),
+                source,
+            })
+        })
+    }
+
+    /// The open, locked file, to hand to a process taking over.
+    pub(super) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// A process took over and adopted this file: it is not removed when this one ends.
+    pub(super) fn handed_over(&mut self) {
+        self.handed_over = true;
     }
 
     /// Whether `path` still names the file this process wrote (not one put there since).
@@ -79,7 +121,7 @@ impl Drop for PidFile {
     /// Removes the file, unless someone replaced or removed it meanwhile. The lock goes with the
     /// open file, after the removal, so no other process can take over a file about to vanish.
     fn drop(&mut self) {
-        if self.still_ours() {
+        if !self.handed_over && self.still_ours() {
             if let Err(e) = fs::remove_file(&self.path) {
                 warn!("cannot remove the pid file {}: {e}", self.path.display());
             }

@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::io::FdFlags;
@@ -48,6 +48,9 @@ struct Slot {
     fd: i32,
     name: String,
     local: SocketAddr,
+    /// Handed over by the process this one took over from: its listener index there (a
+    /// listener on port 0 takes the socket at its own index, of the same protocol and address).
+    handed_index: Option<usize>,
     /// `None` once a `[[listen]]` table took it.
     socket: Option<Received>,
 }
@@ -162,6 +165,34 @@ impl Inherited {
         Ok(Inherited { slots })
     }
 
+    /// The listening sockets the process this one takes over from handed over, in its listener
+    /// order.
+    ///
+    /// # Errors
+    /// A descriptor that is not a TCP or UDP socket.
+    pub(super) fn from_handover(sockets: Vec<OwnedFd>) -> Result<Inherited, ActivationError> {
+        let mut slots = Vec::with_capacity(sockets.len());
+        for (index, owned) in sockets.into_iter().enumerate() {
+            let fd = owned.as_raw_fd();
+            let mut slot = Slot::prepare(fd, String::new(), owned)?;
+            slot.handed_index = Some(index);
+            slots.push(slot);
+        }
+        Ok(Inherited { slots })
+    }
+
+    /// Closes the sockets no listener took (a listener the old process had and this one has
+    /// not); returns their addresses.
+    pub(super) fn close_untaken(&mut self) -> Vec<SocketAddr> {
+        let mut closed = Vec::new();
+        for slot in &mut self.slots {
+            if slot.socket.take().is_some() {
+                closed.push(slot.local);
+            }
+        }
+        closed
+    }
+
     /// The received socket `listen[i]` takes: named `l.name`, or else of its protocol and bound
     /// to `l.addr`.
     ///
@@ -213,11 +244,26 @@ impl Inherited {
                 return Ok(slot.socket.take());
             }
         }
+        let same_proto = |s: &Slot| s.socket.as_ref().map(Received::proto) == Some(l.proto);
+        if let Some(slot) = self
+            .slots
+            .iter_mut()
+            .filter(free)
+            .find(|s| s.local == l.addr && same_proto(s))
+        {
+            return Ok(slot.socket.take());
+        }
+        // Port 0 names no socket: a handed-over one at the same index, on the same address.
         Ok(self
             .slots
             .iter_mut()
             .filter(free)
-            .find(|s| s.local == l.addr && s.socket.as_ref().map(Received::proto) == Some(l.proto))
+            .find(|s| {
+                l.addr.port() == 0
+                    && s.handed_index == Some(i)
+                    && s.local.ip() == l.addr.ip()
+                    && same_proto(s)
+            })
             .and_then(|s| s.socket.take()))
     }
 
@@ -266,6 +312,7 @@ impl Slot {
             fd,
             name,
             local,
+            handed_index: None,
             socket: Some(socket),
         })
     }

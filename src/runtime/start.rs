@@ -20,6 +20,7 @@ use log::info;
 use polling::{Event, Poller};
 
 use super::fd_limit;
+use super::instance::InstanceError;
 use super::instance::InstanceLock;
 use super::keys::MainKeys;
 use super::listener::{self, ListenOptions};
@@ -27,6 +28,10 @@ use super::pid_file::PidFile;
 use super::sd_notify::Notifier;
 use super::signals::Signals;
 use super::socket_activation::Inherited;
+use super::takeover::channel::HandoverListener;
+use super::takeover::hand_over::ADMIN_LISTENER;
+use super::takeover::take_over::{self, HandedConn};
+use super::takeover::wire::ListenerOffer;
 use super::{Broker, StartError, StartStep};
 use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
 use crate::actors::admin::{Admin, AdminBindError};
@@ -34,7 +39,8 @@ use crate::actors::mcp_bridge::{BridgeLink, McpBridge};
 use crate::actors::mcp_watch::McpWatch;
 use crate::actors::stats_reporter::StatsReporter;
 use crate::actors::udp::{UdpActor, UdpListening};
-use crate::actors::worker::{ListenerInfo, ProxyRule, Worker, WorkerSetup};
+use crate::actors::worker::{Adoption, Fence, ListenerInfo, ProxyRule, Worker, WorkerSetup};
+use crate::flow::FlowId;
 use crate::flow::next_epoch;
 use crate::framing;
 use crate::lane::{Lane, Producer};
@@ -60,21 +66,68 @@ const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 impl Broker {
     /// Runs the start steps in order (see the module header); the builder adds custom actors.
-    pub(super) fn start_bare(settings: &Settings) -> Result<Broker, StartError> {
+    pub(super) fn start_bare(settings: &Settings, takeover: bool) -> Result<Broker, StartError> {
+        // A takeover receives the running ccsd's sockets and connections first: nothing here
+        // binds what it had, and nothing touches a socket or a lane before it lets go.
+        let mut handed = match takeover {
+            true => Some(take_over::receive(settings).map_err(StartError::Takeover)?),
+            false => None,
+        };
         let worker_count = settings.broker.worker_count();
         let max_connections = settings.broker.max_connections;
         let needed = fd_limit::fd_budget(max_connections, worker_count, settings.listen.len());
         fd_limit::raise_for(needed, max_connections);
         let poller = Arc::new(Poller::new().map_err(StartError::at(StartStep::MainPoller))?);
         let keys = MainKeys::new(settings.listen.len());
-        let ports = bind_listeners(settings, &poller, keys)?;
-        let admin = bind_admin(settings, &poller, keys)?;
-        // Before any lane is touched: a second ccsd on the same lanes would corrupt them.
-        let instance =
-            InstanceLock::acquire(&settings.lock_path()).map_err(StartError::Instance)?;
-        let pid_file = match &settings.broker.pid_file {
-            Some(path) => Some(PidFile::write(path).map_err(StartError::PidFile)?),
-            None => None,
+        let (mut inherited, handed_admin) = match handed.as_mut() {
+            Some(h) => {
+                let (admin, listeners) = split_admin(std::mem::take(&mut h.listeners), settings);
+                let inherited =
+                    Inherited::from_handover(listeners).map_err(StartError::SocketActivation)?;
+                (inherited, admin)
+            }
+            None => (
+                Inherited::from_env().map_err(StartError::SocketActivation)?,
+                None,
+            ),
+        };
+        let ports = bind_listeners(settings, &poller, keys, &mut inherited)?;
+        if handed.is_some() {
+            for addr in inherited.close_untaken() {
+                info!("hot restart: {addr} is in no [[listen]] table any more: closed");
+            }
+        } else {
+            inherited
+                .all_taken()
+                .map_err(StartError::SocketActivation)?;
+        }
+        let admin = bind_admin(settings, &poller, keys, handed_admin)?;
+        // Before any lane is touched: a second ccsd on the same lanes would corrupt them. A
+        // takeover holds the running ccsd's lock, handed over open.
+        let instance = match handed.as_mut() {
+            Some(h) => {
+                let lock_err = |source| {
+                    StartError::Instance(InstanceError::Io {
+                        path: settings.lock_path(),
+                        source,
+                    })
+                };
+                let lock = h.lock.take().ok_or_else(|| {
+                    lock_err(io::Error::other("the instance lock was not handed over"))
+                })?;
+                InstanceLock::adopt(lock)
+            }
+            None => InstanceLock::acquire(&settings.lock_path()).map_err(StartError::Instance)?,
+        };
+        // A takeover adopts the old pid file when it names the same file (locked all along).
+        let handed_pid = handed.as_mut().and_then(|h| h.pid_file.take());
+        let pid_file = match (&settings.broker.pid_file, handed_pid) {
+            (Some(path), Some(old)) => match PidFile::adopt(old, path) {
+                Some(adopted) => Some(adopted),
+                None => Some(PidFile::write(path).map_err(StartError::PidFile)?),
+            },
+            (Some(path), None) => Some(PidFile::write(path).map_err(StartError::PidFile)?),
+            (None, _) => None,
         };
         let lanes = attach_lanes(settings)?;
         let epoch = lanes.epoch;
@@ -87,7 +140,30 @@ impl Broker {
             mcp_watch: &mcp_watch,
             memory: &memory,
         };
-        let workers = spawn_workers(settings, epoch, lanes.requests, &ports.infos, links)?;
+        let adoptions = match handed.as_mut() {
+            Some(h) => distribute(
+                settings,
+                &lanes,
+                &ports.local_addrs,
+                std::mem::take(&mut h.conns),
+            )?,
+            None => Vec::new(),
+        };
+        let adopted_flows: Vec<(FlowId, usize)> = adoptions
+            .iter()
+            .enumerate()
+            .flat_map(|(w, list)| list.iter().map(move |a| (a.state.flow, w)))
+            .collect();
+        let gated = handed.is_some();
+        let workers = spawn_workers(
+            settings,
+            epoch,
+            lanes.requests,
+            &ports.infos,
+            links,
+            adoptions,
+            gated,
+        )?;
 
         // Publish the epoch and lane count only now, when the workers that own the request lanes
         // exist: an MCP that attaches sees a complete set.
@@ -102,6 +178,10 @@ impl Broker {
             settings.mcp.reply_max_age,
         )
         .with_memory_share(MemoryShare::new(&memory));
+        let mut bridge = bridge;
+        if handed.is_some() {
+            bridge.adopt_flows(adopted_flows.iter().copied());
+        }
         let acceptor = Acceptor::new(
             ports.tcp,
             workers.acceptor_links,
@@ -119,11 +199,7 @@ impl Broker {
         let response_fifo = watch_response_lane(&bridge, &poller, keys, response_path)?;
         let signals = Signals::install(&poller, keys.signals())?;
         let stats = StatsReporter::new(&settings.stats, epoch, worker_count);
-        info!(
-            "ccsd ready: epoch {epoch}, {worker_count} workers, queues {}",
-            queue_glob(settings).display()
-        );
-        Ok(Broker {
+        let mut broker = Broker {
             poller,
             keys,
             acceptor,
@@ -152,13 +228,64 @@ impl Broker {
             stop_requested: false,
             stop_begun: false,
             rebalancer: Rebalancer::from_settings(settings),
-            _pid_file: pid_file,
+            pid_file,
             settings: settings.clone(),
             reload_from: None,
             pending_reconfigure: vec![None; worker_count],
             memory,
-            _instance: instance,
-        })
+            instance,
+            handover: None,
+            frozen_workers: Vec::new(),
+        };
+        if let Some(h) = handed {
+            let adopted = adopted_flows.len();
+            let committed = take_over::commit(&h.conn, adopted);
+            for gate in &workers.gates {
+                let _ = gate.send(committed.is_ok());
+            }
+            committed.map_err(StartError::Takeover)?;
+            // The old process let go: the lock and the pid file name this one now.
+            if let Err(e) = broker.instance.claim() {
+                log::warn!("hot restart: cannot write this pid into the lock file: {e}");
+            }
+            if let Some(Err(e)) = broker.pid_file.as_mut().map(PidFile::claim) {
+                log::warn!("hot restart: {e}");
+            }
+            info!(
+                "hot restart: took over from process {} (epoch {}) with {adopted} connections",
+                h.pid, h.epoch
+            );
+        }
+        broker.handover = watch_handover(settings, &broker.poller, keys);
+        info!(
+            "ccsd ready: epoch {epoch}, {worker_count} workers, queues {}",
+            queue_glob(settings).display()
+        );
+        Ok(broker)
+    }
+}
+
+/// Binds the handover socket a later `ccsd --takeover` connects to and has the main poller
+/// watch it; without it (a warning says why) this process serves on but cannot be taken over.
+fn watch_handover(
+    settings: &Settings,
+    poller: &Arc<Poller>,
+    keys: MainKeys,
+) -> Option<Watched<HandoverListener>> {
+    let path = settings.handover_path();
+    let bound = HandoverListener::bind(&path).map_err(|e| e.to_string());
+    let watched = bound.and_then(|listener| {
+        Watched::new(poller, listener, Event::readable(keys.handover())).map_err(|e| e.to_string())
+    });
+    match watched {
+        Ok(watched) => Some(watched),
+        Err(e) => {
+            log::warn!(
+                "no hot restart for this process: handover socket {}: {e}",
+                path.display()
+            );
+            None
+        }
     }
 }
 
@@ -178,6 +305,7 @@ fn bind_listeners(
     settings: &Settings,
     poller: &Arc<Poller>,
     keys: MainKeys,
+    inherited: &mut Inherited,
 ) -> Result<Ports, StartError> {
     let n = settings.listen.len();
     let mut ports = Ports {
@@ -186,7 +314,6 @@ fn bind_listeners(
         infos: Vec::with_capacity(n),
         local_addrs: Vec::with_capacity(n),
     };
-    let mut inherited = Inherited::from_env().map_err(StartError::SocketActivation)?;
     for (i, l) in settings.listen.iter().enumerate() {
         // Built for UDP listeners too (unused there): workers index listeners by position.
         let framer = framing::build(l).map_err(|source| StartError::Framing {
@@ -274,9 +401,6 @@ fn bind_listeners(
         });
         ports.local_addrs.push(local);
     }
-    inherited
-        .all_taken()
-        .map_err(StartError::SocketActivation)?;
     Ok(ports)
 }
 
@@ -329,20 +453,22 @@ fn bind_admin(
     settings: &Settings,
     poller: &Arc<Poller>,
     keys: MainKeys,
+    handed: Option<TcpListener>,
 ) -> Result<Option<Admin>, StartError> {
     if !settings.admin.enabled {
         return Ok(None);
     }
     let addr = settings.admin.addr;
     let bind_err = |source| StartError::Bind { addr, source };
-    let admin = Admin::bind(&settings.admin, poller, keys.admin()).map_err(|e| match e {
-        AdminBindError::Tcp(source) => bind_err(source),
-        AdminBindError::Watch(source) => StartError::System {
-            step: StartStep::WatchAdmin(addr),
-            source,
-        },
-        unix => StartError::AdminUnix(unix),
-    })?;
+    let admin =
+        Admin::bind(&settings.admin, poller, keys.admin(), handed).map_err(|e| match e {
+            AdminBindError::Tcp(source) => bind_err(source),
+            AdminBindError::Watch(source) => StartError::System {
+                step: StartStep::WatchAdmin(addr),
+                source,
+            },
+            unix => StartError::AdminUnix(unix),
+        })?;
     info!("admin on tcp://{}", admin.local_addr().map_err(bind_err)?);
     if let Some(path) = admin.unix_path() {
         info!("admin on unix://{}", path.display());
@@ -408,6 +534,14 @@ struct Workers {
     mailboxes: Vec<Mailbox<WorkerMsg>>,
     acceptor_links: Vec<WorkerLink>,
     bridge_links: Vec<BridgeLink>,
+    /// After a takeover: what opens each worker once the old process has let go.
+    gates: Vec<crossbeam_channel::Sender<bool>>,
+}
+
+/// What a worker adopts, and waits for, before it serves (a takeover).
+struct WorkerStart {
+    adopt: Vec<Adoption>,
+    gate: Option<crossbeam_channel::Receiver<bool>>,
 }
 
 /// Starts one worker per request lane.
@@ -417,6 +551,8 @@ fn spawn_workers(
     lanes: Vec<Producer>,
     listeners: &[ListenerInfo],
     links: WorkerLinks<'_>,
+    mut adoptions: Vec<Vec<Adoption>>,
+    gated: bool,
 ) -> Result<Workers, StartError> {
     let n = lanes.len();
     let mut workers = Workers {
@@ -424,10 +560,18 @@ fn spawn_workers(
         mailboxes: Vec::with_capacity(n),
         acceptor_links: Vec::with_capacity(n),
         bridge_links: Vec::with_capacity(n),
+        gates: Vec::new(),
     };
-    for (id, lane) in lanes.into_iter().enumerate() {
+    adoptions.resize_with(n, Vec::new);
+    for ((id, lane), adopt) in lanes.into_iter().enumerate().zip(adoptions) {
+        let gate = gated.then(|| {
+            let (open, gate) = crossbeam_channel::bounded(1);
+            workers.gates.push(open);
+            gate
+        });
+        let start = WorkerStart { adopt, gate };
         let (link, bridge_link, handle) =
-            spawn_worker(id, epoch, lane, listeners, &links, settings)?;
+            spawn_worker(id, epoch, lane, listeners, &links, settings, start)?;
         workers.mailboxes.push(link.mailbox.clone());
         workers.acceptor_links.push(link);
         workers.bridge_links.push(bridge_link);
@@ -468,6 +612,7 @@ fn spawn_worker(
     listeners: &[ListenerInfo],
     links: &WorkerLinks<'_>,
     settings: &Settings,
+    start: WorkerStart,
 ) -> Result<(WorkerLink, BridgeLink, JoinHandle<()>), StartError> {
     let WorkerLinks {
         main,
@@ -497,6 +642,8 @@ fn spawn_worker(
         connect_events: settings.mcp.connect_events,
         mcp_down: (settings.mcp.when_down == WhenDown::Refuse).then(|| mcp_watch.down_flag()),
         memory: Arc::clone(memory),
+        adoptions: start.adopt,
+        gate: start.gate,
     });
     let handle = thread::Builder::new()
         .name(format!("ccsd-worker-{id}"))
@@ -522,4 +669,92 @@ fn queue_glob(settings: &Settings) -> PathBuf {
         .queues
         .dir
         .join(format!("{}.*", settings.queues.name))
+}
+
+/// Splits the sockets a takeover handed over into the admin port's listener (if this process's
+/// `admin.addr` is that socket's address, or port 0 on the same address) and the listeners'.
+fn split_admin(
+    handed: Vec<(ListenerOffer, OwnedFd)>,
+    settings: &Settings,
+) -> (Option<TcpListener>, Vec<OwnedFd>) {
+    let mut admin = None;
+    let mut listeners = Vec::new();
+    for (offer, fd) in handed {
+        if offer.name.as_deref() == Some(ADMIN_LISTENER) {
+            let wanted = settings.admin.addr;
+            let same =
+                wanted == offer.local || (wanted.port() == 0 && wanted.ip() == offer.local.ip());
+            if settings.admin.enabled && same {
+                let tcp = TcpListener::from(fd);
+                if tcp.set_nonblocking(true).is_ok() {
+                    admin = Some(tcp);
+                }
+            }
+            // Otherwise dropped: the old process's admin port closes with it.
+        } else {
+            listeners.push(fd);
+        }
+    }
+    (admin, listeners)
+}
+
+/// Which worker adopts each handed-over connection: the one of the lane it pushed into last,
+/// when this process has it (the lane continues where it was, so no fence); otherwise one in
+/// turn, waiting until MCP has read that lane up to where it is now. A connection of a listener
+/// this process does not have (by address and framing) is closed.
+fn distribute(
+    settings: &Settings,
+    lanes: &Lanes,
+    local_addrs: &[SocketAddr],
+    conns: Vec<HandedConn>,
+) -> Result<Vec<Vec<Adoption>>, StartError> {
+    let workers = lanes.requests.len();
+    let mut out: Vec<Vec<Adoption>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut watched: Vec<Option<Fence>> = Vec::new();
+    let mut next = 0;
+    let mut dropped = 0;
+    for HandedConn {
+        socket,
+        mut state,
+        lane,
+    } in conns
+    {
+        let listener = settings.listen.iter().enumerate().position(|(i, l)| {
+            local_addrs.get(i) == Some(&state.listener.local)
+                && framing::build(l).is_ok_and(|f| f.name() == state.listener.framing)
+        });
+        let Some(listener) = listener else {
+            dropped += 1;
+            continue;
+        };
+        state.listener.index = listener;
+        let (worker, fence) = if lane < workers {
+            (lane, None)
+        } else {
+            let w = next % workers;
+            next += 1;
+            if watched.len() <= lane {
+                watched.resize(lane + 1, None);
+            }
+            if watched[lane].is_none() {
+                let path = settings.request_lane_path(lane);
+                let seen = Lane::attach(&path, Some(settings.queues.capacity.bytes()))
+                    .map_err(StartError::Queue)?;
+                watched[lane] = Some(Fence::new(lane, seen.head_watch(), seen.tail_position()));
+            }
+            (w, watched[lane].clone())
+        };
+        out[worker].push(Adoption {
+            socket,
+            state,
+            fence,
+            from: lane,
+        });
+    }
+    if dropped > 0 {
+        log::warn!(
+            "hot restart: closed {dropped} connections of listeners this configuration does not have"
+        );
+    }
+    Ok(out)
 }

@@ -216,6 +216,14 @@ impl Settings {
         self.queues.dir.join(format!("{}.rsp", self.queues.name))
     }
 
+    /// Path of the handover socket a new ccsd connects to for a hot restart:
+    /// `{queues.dir}/{queues.name}.handover`.
+    pub fn handover_path(&self) -> PathBuf {
+        self.queues
+            .dir
+            .join(format!("{}.handover", self.queues.name))
+    }
+
     /// Path of the single-instance lock: `{queues.dir}/{queues.name}.lock`.
     pub fn lock_path(&self) -> PathBuf {
         self.queues.dir.join(format!("{}.lock", self.queues.name))

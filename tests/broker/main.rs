@@ -16,6 +16,7 @@ mod fd_limit;
 mod flow_ids;
 mod flow_lifecycle;
 mod half_close;
+mod hot_restart;
 mod idle_timeout;
 mod listen_options;
 mod listener_rate_limit;

@@ -5,7 +5,7 @@
 use crate::common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -13,7 +13,9 @@ use std::time::Instant;
 use ccsd::flow::FlowId;
 use ccsd::mcp::{McpEndpoint, McpError, Message};
 use ccsd::record::{CloseMode, CustomOp, Kind, RecordHeader};
-use common::{AdminClient, Proc, TestEnv, WAIT, connect, packet, read_n, round_trip};
+use common::{
+    AdminClient, Proc, TestEnv, WAIT, connect, packet, pipelined_client, read_n, round_trip,
+};
 
 /// One admin `conns` line: the flow and the worker holding it.
 fn conns(admin: &mut AdminClient) -> Vec<(String, usize, bool)> {
@@ -28,32 +30,6 @@ fn conns(admin: &mut AdminClient) -> Vec<(String, usize, bool)> {
             })
         })
         .collect()
-}
-
-/// A client that keeps `window` sequence-numbered requests in flight and checks that every reply
-/// comes back exactly once, in order; returns how many it got.
-fn pipelined_client(addr: SocketAddr, id: usize, window: u64, stop: Arc<AtomicBool>) -> u64 {
-    let mut s = connect(addr);
-    let body = |seq: u64| format!("client {id:02} request {seq:08}").into_bytes();
-    let reply_len = packet(&body(0)).len();
-    let (mut sent, mut received) = (0u64, 0u64);
-    loop {
-        let stopping = stop.load(Ordering::Relaxed);
-        while !stopping && sent - received < window {
-            s.write_all(&packet(&body(sent))).unwrap();
-            sent += 1;
-        }
-        if received == sent {
-            return received;
-        }
-        let reply = read_n(&mut s, reply_len);
-        assert_eq!(
-            reply,
-            packet(&body(received)),
-            "client {id}: reply {received} out of order or lost"
-        );
-        received += 1;
-    }
 }
 
 #[test]

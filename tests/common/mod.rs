@@ -245,6 +245,32 @@ impl AdminClient {
     }
 }
 
+/// A client that keeps `window` sequence-numbered requests in flight and checks that every reply
+/// comes back exactly once, in order; returns how many it got.
+pub fn pipelined_client(addr: SocketAddr, id: usize, window: u64, stop: Arc<AtomicBool>) -> u64 {
+    let mut s = connect(addr);
+    let body = |seq: u64| format!("client {id:02} request {seq:08}").into_bytes();
+    let reply_len = packet(&body(0)).len();
+    let (mut sent, mut received) = (0u64, 0u64);
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        while !stopping && sent - received < window {
+            s.write_all(&packet(&body(sent))).unwrap();
+            sent += 1;
+        }
+        if received == sent {
+            return received;
+        }
+        let reply = read_n(&mut s, reply_len);
+        assert_eq!(
+            reply,
+            packet(&body(received)),
+            "client {id}: reply {received} out of order or lost"
+        );
+        received += 1;
+    }
+}
+
 /// Removes `/dev/shm/{name}.*`.
 pub fn remove_queue_files(name: &str) {
     let prefix = format!("{name}.");

@@ -15,11 +15,6 @@
 //! of up to 253, so 10,000 connections take 41 messages. The receiver believes no count it is
 //! told beyond the bounds here ([`MAX_BULK_FDS`], [`MAX_BULK_BYTES`]) and the memfd's real size.
 
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "hot restart (issue 12) wires it")
-)]
-
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut, Write};

@@ -356,6 +356,18 @@ const CONN: Schema = Schema {
 };
 
 impl Handover {
+    /// The message's kind, as logs and errors name it.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Handover::Hello { .. } => "hello",
+            Handover::Refused { .. } => "refused",
+            Handover::Offer { .. } => "offer",
+            Handover::Ready { .. } => "ready",
+            Handover::Commit => "commit",
+            Handover::Abort { .. } => "abort",
+        }
+    }
+
     /// The message's bytes (to be sent whole as one channel message).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();

@@ -1,0 +1,212 @@
+//! The new process's side of a hot restart (`ccsd --takeover`): it connects to the running
+//! ccsd's handover socket, says who it is, receives the listening sockets, the instance lock and
+//! every connection, builds itself around them without touching a socket or a lane, says it is
+//! ready, and serves once the old process has let go (`docs/hot-restart.md`, "Phases").
+
+use std::fmt;
+use std::fs::File;
+use std::net::TcpStream;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use log::{info, warn};
+
+use super::channel::{ChannelError, HandoverConn};
+use super::hand_over::STEP_TIMEOUT;
+use super::wire::{Handover, ListenerOffer, decode_conns};
+use crate::clock::monotonic_ns;
+use crate::conn_state::ConnState;
+use crate::settings::Settings;
+
+/// Why this process could not take over; the running one serves on.
+#[derive(Debug)]
+pub enum TakeoverError {
+    /// No ccsd to take over: nothing listens on the handover socket.
+    NothingToTakeOver {
+        /// The handover socket's path.
+        path: PathBuf,
+        /// What connecting said.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The running ccsd refused (incompatible settings, stopping, …).
+    Refused(String),
+    /// The handover broke off (a message did not come or did not decode, a descriptor or a
+    /// connection's state was refused).
+    Failed(String),
+}
+
+impl fmt::Display for TakeoverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TakeoverError::NothingToTakeOver { path, source } => write!(
+                f,
+                "no running ccsd to take over at {}: {source}",
+                path.display()
+            ),
+            TakeoverError::Refused(why) => write!(f, "the running ccsd refused: {why}"),
+            TakeoverError::Failed(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for TakeoverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TakeoverError::NothingToTakeOver { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+fn failed<T>(why: impl fmt::Display) -> Result<T, TakeoverError> {
+    Err(TakeoverError::Failed(why.to_string()))
+}
+
+/// A connection handed over, with the request lane it pushed into last.
+#[derive(Debug)]
+pub(crate) struct HandedConn {
+    pub(crate) socket: TcpStream,
+    pub(crate) state: ConnState,
+    pub(crate) lane: usize,
+}
+
+/// What the running process handed over, for the start to build on.
+#[derive(Debug)]
+pub(crate) struct Handed {
+    /// The connection to the old process, to say ready and hear it let go.
+    pub(crate) conn: HandoverConn,
+    /// The old process's pid.
+    pub(crate) pid: u32,
+    /// Its epoch: its connections' flow ids carry it.
+    pub(crate) epoch: u16,
+    /// The instance lock, held all along (taken by the start).
+    pub(crate) lock: Option<File>,
+    /// The old process's pid file, locked all along, if it had one (taken by the start).
+    pub(crate) pid_file: Option<File>,
+    /// The listening sockets in the old process's listener order, then named ones (the admin's).
+    pub(crate) listeners: Vec<(ListenerOffer, OwnedFd)>,
+    /// Every connection.
+    pub(crate) conns: Vec<HandedConn>,
+}
+
+/// Connects to the running ccsd of `settings`' queues and receives everything it hands over.
+///
+/// # Errors
+/// [`TakeoverError`]: nothing runs there, it refused, or the handover broke off.
+pub(crate) fn receive(settings: &Settings) -> Result<Handed, TakeoverError> {
+    let path = settings.handover_path();
+    let conn = HandoverConn::connect(&path, STEP_TIMEOUT).map_err(|source| {
+        TakeoverError::NothingToTakeOver {
+            path,
+            source: Box::new(source),
+        }
+    })?;
+    let hello = Handover::Hello {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        queue_dir: settings.queues.dir.clone(),
+        queue_name: settings.queues.name.clone(),
+        lane_capacity: settings.queues.capacity.bytes(),
+    };
+    conn.send(&hello.encode(), &[])
+        .or_else(|e| failed(format!("saying hello: {e}")))?;
+    let offer = conn
+        .recv(Some(STEP_TIMEOUT))
+        .or_else(|e| failed(format!("waiting for the offer: {e}")))?;
+    let (pid, epoch, listeners, connections) = match Handover::decode(&offer.bytes) {
+        Ok(Handover::Offer {
+            pid,
+            epoch,
+            listeners,
+            connections,
+            ..
+        }) => (pid, epoch, listeners, connections),
+        Ok(Handover::Refused { reason }) => return Err(TakeoverError::Refused(reason)),
+        Ok(other) => return failed(format!("expected an offer, got {}", other.kind_name())),
+        Err(e) => return failed(format!("an offer that does not decode: {e}")),
+    };
+    // The instance lock, one descriptor per listener, then the pid file if there is one.
+    let mut fds = offer.fds.into_iter();
+    let Some(lock) = fds.next() else {
+        return failed("the offer came without the instance lock");
+    };
+    if fds.len() != listeners.len() && fds.len() != listeners.len() + 1 {
+        return failed(format!(
+            "the offer names {} listening sockets but {} descriptors came",
+            listeners.len(),
+            fds.len()
+        ));
+    }
+    let sockets: Vec<OwnedFd> = fds.by_ref().take(listeners.len()).collect();
+    let pid_file = fds.next().map(File::from);
+    let listeners: Vec<(ListenerOffer, OwnedFd)> = listeners.into_iter().zip(sockets).collect();
+    let bulk = conn
+        .recv_bulk(Some(STEP_TIMEOUT))
+        .or_else(|e| failed(format!("receiving the connections: {e}")))?;
+    let offers = decode_conns(&bulk.bytes, connections as usize)
+        .or_else(|e| failed(format!("the connections do not decode: {e}")))?;
+    if offers.len() != bulk.fds.len() || offers.len() != connections as usize {
+        return failed(format!(
+            "{} connections announced, {} states and {} sockets came",
+            connections,
+            offers.len(),
+            bulk.fds.len()
+        ));
+    }
+    let now_ns = monotonic_ns();
+    let mut conns = Vec::with_capacity(offers.len());
+    for (offer, fd) in offers.into_iter().zip(bulk.fds) {
+        let state = ConnState::decode(&offer.state, now_ns)
+            .or_else(|e| failed(format!("a connection's state was refused: {e}")))?;
+        let socket = TcpStream::from(fd);
+        socket
+            .set_nonblocking(true)
+            .or_else(|e| failed(format!("a handed-over socket: {e}")))?;
+        conns.push(HandedConn {
+            socket,
+            state,
+            lane: offer.lane as usize,
+        });
+    }
+    info!(
+        "hot restart: process {pid} handed over {} connections and {} listening sockets",
+        conns.len(),
+        listeners.len()
+    );
+    Ok(Handed {
+        conn,
+        pid,
+        epoch,
+        lock: Some(File::from(lock)),
+        pid_file,
+        listeners,
+        conns,
+    })
+}
+
+/// Tells the old process this one is ready and waits for it to let go. `Ok` when it did, or
+/// when it died after handing everything over (nothing else touches the sockets then).
+///
+/// # Errors
+/// The old process gave up (it serves on).
+pub(crate) fn commit(conn: &HandoverConn, adopted: usize) -> Result<(), TakeoverError> {
+    let ready = Handover::Ready {
+        adopted: adopted as u32,
+    };
+    if let Err(e) = conn.send(&ready.encode(), &[]) {
+        return failed(format!("saying ready: {e}"));
+    }
+    match conn.recv(Some(STEP_TIMEOUT)) {
+        Ok(msg) => match Handover::decode(&msg.bytes) {
+            Ok(Handover::Commit) => Ok(()),
+            Ok(Handover::Abort { reason }) => failed(format!("the old process gave up: {reason}")),
+            Ok(other) => failed(format!("expected commit, got {}", other.kind_name())),
+            Err(e) => failed(format!("a commit that does not decode: {e}")),
+        },
+        Err(ChannelError::Closed) => {
+            warn!("hot restart: the old process ended without a word after handing over; serving");
+            Ok(())
+        }
+        Err(e) => failed(format!("waiting for the old process to let go: {e}")),
+    }
+}

@@ -308,17 +308,41 @@ impl Admin {
         Ok(conns)
     }
 
-    /// A counter from `stats` (`STAT name value`).
-    fn stat(&mut self, name: &str) -> Result<u64, String> {
-        self.ask_until_end("stats")?
-            .iter()
-            .find_map(|l| {
-                l.strip_prefix("STAT ")?
-                    .strip_prefix(name)?
-                    .strip_prefix(' ')
-            })
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or(format!("no STAT {name} in admin stats"))
+    /// Counters from `stats` (`STAT name value`), in the order of `names`.
+    fn stats<const N: usize>(&mut self, names: [&str; N]) -> Result<[u64; N], String> {
+        let lines = self.ask_until_end("stats")?;
+        let mut values = [0; N];
+        for (value, name) in values.iter_mut().zip(names) {
+            *value = lines
+                .iter()
+                .find_map(|l| {
+                    l.strip_prefix("STAT ")?
+                        .strip_prefix(name)?
+                        .strip_prefix(' ')
+                })
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or(format!("no STAT {name} in admin stats"))?;
+        }
+        Ok(values)
+    }
+
+    /// The workers' `migrations_in` and `migration_fence_waits` once `migrations_in` is
+    /// `moves` (the workers report every `stats.interval`).
+    fn moves_reported(&mut self, moves: u64) -> Result<[u64; 2], String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let counters = self.stats(["migrations_in", "migration_fence_waits"])?;
+            if counters[0] == moves {
+                return Ok(counters);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the workers report {} moves in, not {moves}",
+                    counters[0]
+                ));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -455,20 +479,27 @@ fn gap_measurement(args: &Args) -> Result<(), String> {
         args.migrations, args.interval_ms, args.phase_commands
     );
     println!(
-        "| client | phase | round trips | RTT p50 µs | p99 | p99.9 | max | longest silence µs | silence around a command p50 µs | p99 | max | `migrate` answer p50 µs | p99 | max |"
+        "| client | phase | round trips | RTT p50 µs | p99 | p99.9 | max | longest silence µs | silence around a command p50 µs | p99 | max | `migrate` answer p50 µs | p99 | max | moves that waited for the fence |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for window in [1, args.pipeline] {
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, window) in [1, args.pipeline].into_iter().enumerate() {
         eprintln!("gap: {window} in flight");
-        gap_with_client(args, &bench, window)?;
+        gap_with_client(args, &bench, window, (i * args.migrations) as u64)?;
     }
     println!();
     Ok(())
 }
 
-/// One client with `window` requests in flight, phases of still and moving commands.
-fn gap_with_client(args: &Args, bench: &Bench, window: usize) -> Result<(), String> {
+/// One client with `window` requests in flight, phases of still and moving commands; the
+/// connections before it made `moves_before` moves.
+fn gap_with_client(
+    args: &Args,
+    bench: &Bench,
+    window: usize,
+    moves_before: u64,
+) -> Result<(), String> {
     let mut admin = Admin::connect(bench.admin_addr)?;
+    let [_, fence_waits_before] = admin.moves_reported(moves_before)?;
     let (stream, flow) = bench.client(&mut admin)?;
     let mut worker = admin
         .conns()?
@@ -535,6 +566,8 @@ fn gap_with_client(args: &Args, bench: &Bench, window: usize) -> Result<(), Stri
     stop.store(true, Ordering::Relaxed);
     let log = client.join().map_err(|_| "the client thread panicked")??;
     outcome?;
+    let [_, fence_waits] = admin.moves_reported(moves_before + moves as u64)?;
+    let fence_waits = fence_waits - fence_waits_before;
 
     let label = if window == 1 {
         "1 in flight".to_owned()
@@ -561,7 +594,7 @@ fn gap_with_client(args: &Args, bench: &Bench, window: usize) -> Result<(), Stri
         );
         let rtt = sorted(rtt);
         println!(
-            "| {label} | {} ({} commands) | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {label} | {} ({} commands) | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
             if moving { "moving" } else { "still" },
             mine.len(),
             rtt.len(),
@@ -576,6 +609,11 @@ fn gap_with_client(args: &Args, bench: &Bench, window: usize) -> Result<(), Stri
             quantile(&answer, 0.5),
             quantile(&answer, 0.99),
             quantile(&answer, 1.0),
+            if moving {
+                fence_waits.to_string()
+            } else {
+                "–".to_owned()
+            },
         );
     }
     Ok(())
@@ -703,7 +741,7 @@ fn skew_run(args: &Args, label: &str, broker: &str) -> Result<SkewRun, String> {
     for client in clients {
         logs.push(client.join().map_err(|_| "a client thread panicked")??);
     }
-    let rebalance_migrations = admin.stat("control_rebalance_migrations")?;
+    let [rebalance_migrations] = admin.stats(["control_rebalance_migrations"])?;
     let mut clients_per_worker = vec![0; cpu_after.workers.len()];
     for conn in ended_on? {
         if let Some(n) = clients_per_worker.get_mut(conn.worker) {

@@ -30,6 +30,7 @@ mod servers;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -180,24 +181,17 @@ impl Bench {
     }
 
     /// CPU seconds used so far by each worker thread (`ccsd-worker-N`), ccsd's other threads
-    /// (the main thread) and the MCP.
+    /// (the main thread), the MCP and this driver (the clients).
     fn cpu(&self) -> CpuSample {
         let mut sample = CpuSample {
             mcp: self.mcp.cpu_seconds(),
+            clients: cpu_seconds(Path::new("/proc/self/stat")),
             ..CpuSample::default()
         };
         let tasks = format!("/proc/{}/task", self.ccsd.child.id());
         for task in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
             let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            // Fields after the parenthesised name; utime and stime are fields 14 and 15.
-            let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let ticks: u64 = [11, 12]
-                .iter()
-                .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-                .sum();
-            let seconds = ticks as f64 / rustix::param::clock_ticks_per_second() as f64;
+            let seconds = cpu_seconds(&task.path().join("stat"));
             match comm
                 .trim()
                 .strip_prefix("ccsd-worker-")
@@ -216,6 +210,19 @@ impl Bench {
     }
 }
 
+/// User + system CPU seconds from a `/proc/.../stat` file; 0 when it cannot be read.
+fn cpu_seconds(stat: &Path) -> f64 {
+    let stat = std::fs::read_to_string(stat).unwrap_or_default();
+    // Fields after the parenthesised name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+}
+
 /// CPU seconds used so far (user + system), from `/proc`.
 #[derive(Debug, Default, Clone)]
 struct CpuSample {
@@ -224,11 +231,13 @@ struct CpuSample {
     /// ccsd's other threads: the main thread (acceptor, MCP bridge, admin).
     main: f64,
     mcp: f64,
+    /// This driver: the clients' threads and the admin client.
+    clients: f64,
 }
 
 impl CpuSample {
     /// The CPU used from `earlier` to this sample, in % of one core over `seconds`: each worker,
-    /// then the main thread, then the MCP.
+    /// then the main thread, the MCP and the clients.
     fn percent_since(&self, earlier: &CpuSample, seconds: f64) -> Vec<f64> {
         let mut used: Vec<f64> = self
             .workers
@@ -238,6 +247,7 @@ impl CpuSample {
             .collect();
         used.push(self.main - earlier.main);
         used.push(self.mcp - earlier.mcp);
+        used.push(self.clients - earlier.clients);
         used.iter().map(|s| 100.0 * s / seconds).collect()
     }
 }
@@ -629,7 +639,7 @@ struct SkewRun {
     second_half_requests_per_s: f64,
     p50_us: f64,
     p99_us: f64,
-    /// CPU over the run, in % of one core: each worker, ccsd's main thread, the MCP.
+    /// CPU over the run, in % of one core: each worker, ccsd's main thread, the MCP, the clients.
     cpu_percent: Vec<f64>,
     rebalance_migrations: u64,
     /// How many of the heavy clients each worker held at the end.
@@ -647,7 +657,7 @@ fn skew_measurement(args: &Args) -> Result<(), String> {
         args.heavy, args.heavy_pipeline, args.seconds
     );
     println!(
-        "| round | rebalance | req/s | req/s, second half | p50 µs | p99 µs | CPU %: worker 0 / 1 / main / MCP | rebalancer moves | clients per worker at the end |"
+        "| round | rebalance | req/s | req/s, second half | p50 µs | p99 µs | CPU %: worker 0 / 1 / main / MCP / clients | rebalancer moves | clients per worker at the end |"
     );
     println!("|---:|---|---:|---:|---:|---:|---|---:|---|");
     for round in 1..=args.rounds {

@@ -50,6 +50,8 @@ const PACKET_LEN: usize = 4 + BODY_LEN;
 const PATIENCE: Duration = Duration::from_secs(30);
 /// Round trips before the gap measurement's first phase, not counted.
 const WARM_UP: Duration = Duration::from_millis(300);
+/// How often the skewed load looks at the rebalancer's moves.
+const MOVE_WATCH: Duration = Duration::from_millis(100);
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -642,6 +644,8 @@ struct SkewRun {
     /// CPU over the run, in % of one core: each worker, ccsd's main thread, the MCP, the clients.
     cpu_percent: Vec<f64>,
     rebalance_migrations: u64,
+    /// Seconds into the load by which each of the rebalancer's moves was seen started.
+    moves_at: Vec<f64>,
     /// How many of the heavy clients each worker held at the end.
     clients_per_worker: Vec<usize>,
 }
@@ -657,7 +661,7 @@ fn skew_measurement(args: &Args) -> Result<(), String> {
         args.heavy, args.heavy_pipeline, args.seconds
     );
     println!(
-        "| round | rebalance | req/s | req/s, second half | p50 µs | p99 µs | CPU %: worker 0 / 1 / main / MCP / clients | rebalancer moves | clients per worker at the end |"
+        "| round | rebalance | req/s | req/s, second half | p50 µs | p99 µs | CPU %: worker 0 / 1 / main / MCP / clients | rebalancer moves (seen by s) | clients per worker at the end |"
     );
     println!("|---:|---|---:|---:|---:|---:|---|---:|---|");
     for round in 1..=args.rounds {
@@ -675,7 +679,19 @@ fn skew_measurement(args: &Args) -> Result<(), String> {
                     .map(|c| format!("{c:.0}"))
                     .collect::<Vec<_>>()
                     .join(" / "),
-                run.rebalance_migrations,
+                if run.moves_at.is_empty() {
+                    run.rebalance_migrations.to_string()
+                } else {
+                    format!(
+                        "{} ({})",
+                        run.rebalance_migrations,
+                        run.moves_at
+                            .iter()
+                            .map(|t| format!("{t:.1}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
                 run.clients_per_worker
                     .iter()
                     .map(usize::to_string)
@@ -740,8 +756,18 @@ fn skew_run(args: &Args, label: &str, broker: &str) -> Result<SkewRun, String> {
     let cpu_before = bench.cpu();
     ready.wait();
     let start = Instant::now();
-    // Pacing, not synchronisation: the load runs for the set time.
-    thread::sleep(args.seconds);
+    let until = start + args.seconds;
+    // The load runs for the set time; meanwhile, every 100 ms, when the rebalancer's moves were
+    // started (the same admin traffic with rebalancing off).
+    let mut moves_at = Vec::new();
+    while Instant::now() < until {
+        thread::sleep(MOVE_WATCH.min(until.saturating_duration_since(Instant::now())));
+        let [moves] = admin.stats(["control_rebalance_migrations"])?;
+        let at = start.elapsed().as_secs_f64();
+        while (moves_at.len() as u64) < moves {
+            moves_at.push(at);
+        }
+    }
     let end = Instant::now();
     let cpu_after = bench.cpu();
     // Where the clients are, while they are still connected.
@@ -783,6 +809,7 @@ fn skew_run(args: &Args, label: &str, broker: &str) -> Result<SkewRun, String> {
         p99_us: quantile(&rtt, 0.99),
         cpu_percent: cpu_after.percent_since(&cpu_before, elapsed),
         rebalance_migrations,
+        moves_at,
         clients_per_worker,
     })
 }

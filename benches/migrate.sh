@@ -3,7 +3,7 @@
 # the client-side gap of one `migrate` (one client, 1 and then 16 requests in flight, 300 moves
 # each, alternating with phases without moves), then a skewed load (4 pipelining clients all on
 # worker 0) with broker.rebalance off and on, alternating over 3 rounds. Builds in release mode;
-# about 1.5 minutes after the build.
+# about a minute after the build.
 # Usage: benches/migrate.sh [migrate_bench options]   (target/release/examples/migrate_bench --help)
 set -euo pipefail
 cd "$(dirname "$0")/.."

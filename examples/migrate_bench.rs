@@ -813,3 +813,56 @@ fn skew_run(args: &Args, label: &str, broker: &str) -> Result<SkewRun, String> {
         clients_per_worker,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log whose replies came at `received_ms` after one instant, each sent 1 ms before.
+    fn log_at(received_ms: &[u64]) -> (Instant, ClientLog) {
+        let t0 = Instant::now() + Duration::from_millis(1);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let log = ClientLog {
+            sent: received_ms
+                .iter()
+                .map(|&ms| at(ms) - Duration::from_millis(1))
+                .collect(),
+            received: received_ms.iter().map(|&ms| at(ms)).collect(),
+        };
+        (t0, log)
+    }
+
+    #[test]
+    fn silence_spans_from_the_last_reply_before_the_window_to_the_first_after_it() {
+        let (t0, log) = log_at(&[0, 10, 20, 100, 110]);
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        // Replies at 10 and 20 ms, then none until 100: the 80 ms hole touches [15, 25].
+        assert_eq!(log.longest_silence_us(ms(15), ms(25)), 80_000.0);
+        // Inside the first interval only.
+        assert_eq!(log.longest_silence_us(ms(1), ms(5)), 10_000.0);
+        // A window ending exactly on a reply stops there.
+        assert_eq!(log.longest_silence_us(ms(1), ms(10)), 10_000.0);
+        // Nothing to measure with fewer than two replies.
+        assert!(log_at(&[0]).1.longest_silence_us(ms(0), ms(1)).is_nan());
+    }
+
+    #[test]
+    fn round_trips_count_the_requests_sent_in_the_window() {
+        let (t0, log) = log_at(&[0, 10, 20, 100]);
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        // Sent at 9 and 19 ms (1 ms before their replies).
+        assert_eq!(log.round_trips_us(ms(5), ms(20)), vec![1_000.0, 1_000.0]);
+        assert!(log.round_trips_us(ms(21), ms(98)).is_empty());
+    }
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&values, 0.5), 50.0);
+        assert_eq!(quantile(&values, 0.99), 99.0);
+        assert_eq!(quantile(&values, 0.999), 100.0);
+        assert_eq!(quantile(&values, 1.0), 100.0);
+        assert_eq!(quantile(&[7.0], 0.01), 7.0);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
+}

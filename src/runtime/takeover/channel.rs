@@ -168,7 +168,7 @@ impl HandoverListener {
             step: Step::Bind,
             source: io::Error::new(source.kind(), format!("{}: {source}", path.display())),
         };
-        remove_stale_socket(path).map_err(bind_err)?;
+        remove_stale_socket(path, rustix::process::geteuid()).map_err(bind_err)?;
         let fd = rustix::net::socket_with(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -229,9 +229,9 @@ impl Drop for HandoverListener {
     }
 }
 
-/// Removes a socket file that belongs to our uid and that nobody listens on; a live socket,
-/// another user's or another kind of file is an error.
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
+/// Removes a socket file that belongs to `ours` (our effective uid) and that nobody listens on;
+/// a live socket, another user's or another kind of file is an error.
+fn remove_stale_socket(path: &Path, ours: Uid) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -243,7 +243,7 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
             "not a socket; remove it or choose another path",
         ));
     }
-    if meta.uid() != rustix::process::geteuid().as_raw() {
+    if meta.uid() != ours.as_raw() {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!("a socket of uid {}, not ours; left alone", meta.uid()),

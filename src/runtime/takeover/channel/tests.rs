@@ -339,6 +339,18 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
 }
 
 #[test]
+fn a_stale_socket_of_another_user_is_left_alone() {
+    let path = temp_path("foreign");
+    drop(UnixListener::bind(&path).unwrap());
+    let other = Uid::from_raw(rustix::process::geteuid().as_raw().wrapping_add(1));
+    let err = remove_stale_socket(&path, other).expect_err("not ours");
+    assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+    assert!(path.exists());
+    remove_stale_socket(&path, rustix::process::geteuid()).expect("ours and stale");
+    assert!(!path.exists());
+}
+
+#[test]
 fn a_file_that_is_not_a_socket_is_left_alone() {
     let path = temp_path("file");
     std::fs::write(&path, b"precious").unwrap();

@@ -3,6 +3,8 @@
 
 #[path = "../../fuzz/harness/conn_state.rs"]
 mod conn_state_harness;
+#[path = "../../fuzz/harness/handover.rs"]
+mod handover_harness;
 #[path = "../../fuzz/harness/lane.rs"]
 mod lane_harness;
 #[path = "../../fuzz/harness/proxy_header.rs"]
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use ccsd::framing;
 
 /// The fuzz targets that are not a framing.
-const OTHER_TARGETS: [&str; 4] = ["record", "lane", "proxy_header", "conn_state"];
+const OTHER_TARGETS: [&str; 5] = ["record", "lane", "proxy_header", "conn_state", "handover"];
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
@@ -102,4 +104,9 @@ fn the_proxy_header_corpus_keeps_the_parser_bounded_and_consistent() {
 #[test]
 fn the_conn_state_corpus_is_refused_or_read_back_whole() {
     replay("conn_state", conn_state_harness::check_input);
+}
+
+#[test]
+fn the_handover_corpus_is_refused_or_read_back_whole() {
+    replay("handover", handover_harness::check_input);
 }

@@ -1,9 +1,12 @@
+use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 
-use rustix::fs::Stat;
+use rustix::fs::{MemfdFlags, Stat};
 use rustix::io::FdFlags;
 
+use super::bulk::{BATCH_MAGIC, BULK_MAGIC, BULK_VERSION, MAX_BULK_FDS, sealed_memfd};
 use super::*;
 
 /// Both ends of a connected SEQPACKET pair, non-blocking and close-on-exec as accepted ones are.
@@ -223,9 +226,9 @@ fn descriptors_beyond_the_control_buffer_give_truncated_and_none_leak() {
     a.send(b"ten", &borrowed(&sent)).unwrap();
     // Room for 2 descriptors only.
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
-    let err = b
-        .recv_with_control(Some(Instant::now() + Duration::from_secs(5)), &mut space)
-        .unwrap_err();
+    let mut buf = [0; 16];
+    let deadline = Some(Instant::now() + Duration::from_secs(5));
+    let err = b.recv_into(deadline, &mut buf, &mut space).unwrap_err();
     assert!(matches!(err, ChannelError::Truncated), "{err}");
     assert_eq!(open_named(name), 10, "a received descriptor was kept open");
 }
@@ -336,6 +339,18 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
 }
 
 #[test]
+fn a_stale_socket_of_another_user_is_left_alone() {
+    let path = temp_path("foreign");
+    drop(UnixListener::bind(&path).unwrap());
+    let other = Uid::from_raw(rustix::process::geteuid().as_raw().wrapping_add(1));
+    let err = remove_stale_socket(&path, other).expect_err("not ours");
+    assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+    assert!(path.exists());
+    remove_stale_socket(&path, rustix::process::geteuid()).expect("ours and stale");
+    assert!(!path.exists());
+}
+
+#[test]
 fn a_file_that_is_not_a_socket_is_left_alone() {
     let path = temp_path("file");
     std::fs::write(&path, b"precious").unwrap();
@@ -360,4 +375,36 @@ fn connecting_where_nobody_listens_fails_at_connect() {
         "{err}"
     );
     assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+}
+
+#[test]
+fn connecting_to_a_listener_whose_queue_stays_full_times_out() {
+    let path = temp_path("full");
+    let _listener = HandoverListener::bind(&path).unwrap();
+    // Nobody accepts: the queue fills after a few connections, then connect waits and gives up.
+    let mut waiting = Vec::new();
+    let err = loop {
+        match HandoverConn::connect(&path, Duration::from_millis(50)) {
+            Ok(conn) => waiting.push(conn),
+            Err(err) => break err,
+        }
+        assert!(
+            waiting.len() <= 2 * BACKLOG as usize,
+            "the queue never fills"
+        );
+    };
+    assert!(
+        matches!(
+            err,
+            ChannelError::TimedOut {
+                step: Step::Connect
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        waiting.len() >= BACKLOG as usize,
+        "{} connected",
+        waiting.len()
+    );
 }

@@ -32,6 +32,7 @@ use super::takeover::channel::HandoverListener;
 use super::takeover::hand_over::ADMIN_LISTENER;
 use super::takeover::take_over::{self, HandedConn};
 use super::takeover::wire::ListenerOffer;
+use super::upgrade::Upgrade;
 use super::{Broker, StartError, StartStep};
 use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
 use crate::actors::admin::{Admin, AdminBindError};
@@ -236,6 +237,7 @@ impl Broker {
             instance,
             handover: None,
             frozen_workers: Vec::new(),
+            upgrade: Upgrade::record(),
         };
         if let Some(h) = handed {
             let adopted = adopted_flows.len();
@@ -244,6 +246,7 @@ impl Broker {
                 let _ = gate.send(committed.is_ok());
             }
             committed.map_err(StartError::Takeover)?;
+            broker.upgrade.took_over();
             // The old process let go: the lock and the pid file name this one now.
             if let Err(e) = broker.instance.claim() {
                 log::warn!("hot restart: cannot write this pid into the lock file: {e}");

@@ -159,6 +159,7 @@ impl Broker {
             .or_else(|e| fail(format!("process {pid} did not take the commit: {e}")))?;
         // Let go of everything, leaving the files the new process took over in place.
         self.let_go();
+        self.upgrade.handed_to(pid);
         for worker in &frozen {
             let _ = self.worker_mailboxes[worker.worker].try_send(WorkerMsg::Release);
         }

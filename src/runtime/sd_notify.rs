@@ -8,8 +8,9 @@
 //! `READY=1` (`upgrade.rs`).
 //!
 //! Without `$NOTIFY_SOCKET` (not run by systemd, or `Type=simple`) every call does nothing. The
-//! variables are left set: they are only read here, and a child that inherits them (an actor's
-//! process, say) is refused by systemd under `NotifyAccess=main` anyway. A failed send is logged
+//! variables are left set: they are only read here, and a hot restart's successor needs them
+//! (the shipped unit has `NotifyAccess=all` for it; a custom actor that starts processes of its
+//! own inside the unit should unset `NOTIFY_SOCKET` for them). A failed send is logged
 //! (rate-limited) and otherwise ignored: systemd's bookkeeping must never stop ccsd.
 
 use std::io;

@@ -19,7 +19,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -134,21 +134,18 @@ impl Upgrade {
         Ok(pid)
     }
 
-    /// The successor, when it has exited: its pid, how it ended and who awaits the outcome.
-    fn reap(&mut self) -> Option<(u32, ExitStatus, Vec<u64>)> {
+    /// The successor, when it has exited (or can no longer be waited for): its pid, how it
+    /// ended and who awaits the outcome.
+    fn reap(&mut self) -> Option<(u32, String, Vec<u64>)> {
         let s = self.successor.as_mut()?;
-        let status = match s.child.try_wait() {
-            Ok(Some(status)) => status,
+        let ended = match s.child.try_wait() {
+            Ok(Some(status)) => status.to_string(),
             Ok(None) => return None,
-            Err(e) => {
-                // Not ours to wait for any more (ECHILD): nothing to reap, stop looking.
-                warn!("hot restart: cannot wait for process {}: {e}", s.child.id());
-                let s = self.successor.take().expect("checked above");
-                return Some((s.child.id(), ExitStatus::default(), s.askers));
-            }
+            // Not ours to wait for any more (ECHILD): stop looking.
+            Err(e) => format!("cannot be waited for: {e}"),
         };
         let s = self.successor.take().expect("checked above");
-        Some((s.child.id(), status, s.askers))
+        Some((s.child.id(), ended, s.askers))
     }
 
     /// Admin requests that have waited [`ANSWER_WITHIN`], taken out; the successor's pid.

@@ -29,7 +29,7 @@ struct Successor(i32);
 impl Successor {
     /// The pid in the old process's line "started process PID to take over".
     fn from_log(old: &mut Proc) -> Successor {
-        let line = old.wait_for_line("to take over");
+        let line = old.wait_for_line("): started process ");
         let pid = line
             .split("started process ")
             .nth(1)
@@ -51,8 +51,12 @@ impl Successor {
 }
 
 impl Drop for Successor {
+    /// Kills it if it still runs as a successor (a reaped one's pid may name another process
+    /// by now).
     fn drop(&mut self) {
-        if let Some(pid) = Pid::from_raw(self.0) {
+        let ours = std::fs::read(self.proc_path("cmdline"))
+            .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"--takeover"));
+        if let (true, Some(pid)) = (ours, Pid::from_raw(self.0)) {
             let _ = kill_process(pid, Signal::KILL);
         }
     }
@@ -244,7 +248,7 @@ fn a_second_upgrade_while_one_runs_is_ignored_and_a_killed_successor_is_reaped()
     let mut old = start_from(&env, &binary);
     // The file at the start path is now a program that never takes over.
     let hang = env.dir.join("hang.sh");
-    std::fs::write(&hang, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::write(&hang, "#!/bin/sh\nwhile :; do sleep 1; done\n").unwrap();
     replace_file(&binary, &hang);
 
     signal(&old, Signal::USR2);
@@ -342,14 +346,34 @@ fn after_sigusr2_systemd_hears_the_new_main_pid_from_both_processes() {
     signal(&old, Signal::USR2);
     let new = Successor::from_log(&mut old);
     let mainpid = format!("MAINPID={}", new.0);
-    // The old process names its successor while it is still the main process, and waits on a
-    // barrier until this end has read that; the successor says it with its READY=1.
-    let (handed, from) = notify.until(&mainpid);
-    assert_eq!(from, old_pid, "{handed:?}");
-    let (barrier, from) = notify.next();
-    assert_eq!((barrier.as_str(), from), ("BARRIER=1", old_pid));
-    let (ready, from) = notify.until("READY=1");
-    assert_eq!(from, new.0, "{ready:?}");
+    // The old process names its successor while it is still the main process, then waits on a
+    // barrier until this end has read that; the successor says it with its READY=1. The two
+    // processes send at the same time: only each one's own order is fixed.
+    let (mut from_old, mut from_new) = (Vec::new(), Vec::new());
+    while !(from_old.len() == 2 && from_new.iter().any(|m: &String| m.contains("READY=1"))) {
+        let (msg, from) = notify.next();
+        match from {
+            pid if pid == old_pid => {
+                // Until this end reads its BARRIER=1 (or 5 s pass), the old one cannot exit.
+                if from_old.is_empty() {
+                    assert_eq!(
+                        old.child.try_wait().unwrap(),
+                        None,
+                        "exited before the barrier"
+                    );
+                }
+                from_old.push(msg);
+            }
+            pid if pid == new.0 => from_new.push(msg),
+            other => panic!("a notification from process {other}: {msg:?}"),
+        }
+    }
+    assert!(
+        from_old[0].lines().any(|l| l == mainpid),
+        "the old one's first: {from_old:?}"
+    );
+    assert_eq!(from_old[1], "BARRIER=1", "then the barrier: {from_old:?}");
+    let ready = from_new.iter().find(|m| m.contains("READY=1")).unwrap();
     assert!(ready.lines().any(|l| l == mainpid), "{ready:?}");
     assert_eq!(old.exit_code(), Some(0));
     let mut client = connect(old.addr());

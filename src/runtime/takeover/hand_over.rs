@@ -16,6 +16,7 @@ use crate::actors::worker::FrozenWorker;
 use crate::clock::monotonic_ns;
 use crate::message::WorkerMsg;
 use crate::runtime::Broker;
+use crate::runtime::start::watch_handover;
 
 /// How long the new process has for each of its steps (its hello, its adoption of everything).
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,6 +70,9 @@ impl Broker {
                 };
                 let _ = conn.send(&abort.encode(), &[]);
                 self.thaw();
+                if self.handover.is_none() {
+                    self.handover = watch_handover(&self.settings, &self.poller, self.keys);
+                }
                 false
             }
         }
@@ -152,6 +156,11 @@ impl Broker {
             Handover::Abort { reason } => return fail(format!("process {pid} gave up: {reason}")),
             other => return fail(format!("expected ready, got {}", other.kind_name())),
         }
+        // The handover socket goes first: the new process binds its own as soon as it has the
+        // commit, and must not find this one's still listening (it would then run without one,
+        // and could not be taken over in turn). If the commit cannot be sent, this one binds it
+        // again (`on_takeover_request`).
+        self.handover = None;
         // The commit is the point of no return: once the new process has it, it serves, and this
         // one must never touch a socket again. If it cannot be sent, the new process is gone
         // (or gave up waiting) and will not serve: this one serves on.

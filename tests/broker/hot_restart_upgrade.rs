@@ -379,3 +379,29 @@ fn after_sigusr2_systemd_hears_the_new_main_pid_from_both_processes() {
     let mut client = connect(old.addr());
     assert_eq!(round_trip(&mut client, b"served"), packet(b"served"));
 }
+
+#[test]
+fn with_the_binary_gone_from_the_start_path_an_upgrade_is_refused_and_ccsd_serves_on() {
+    let env = TestEnv::new(1, "", "");
+    let binary = install_binary(&env.dir.join("bin"));
+    let mut old = start_from(&env, &binary);
+    let _mcp = env.start_echo_mcp();
+    std::fs::remove_file(&binary).unwrap();
+
+    signal(&old, Signal::USR2);
+    let ignored = old.wait_for_line("SIGUSR2: ignored");
+    assert!(
+        ignored.contains(&format!("cannot start {}", binary.display())),
+        "{ignored}"
+    );
+    env.wait_stat("process.ignored_signals", |n| n == 1);
+    let mut admin = AdminClient::connect(old.admin.expect("the admin port"));
+    let answer = admin.ask("upgrade");
+    assert!(
+        answer.starts_with(&format!("ERROR upgrade: cannot start {}", binary.display())),
+        "{answer}"
+    );
+    assert_eq!(old.child.try_wait().unwrap(), None, "the old one serves on");
+    let mut client = connect(old.addr());
+    assert_eq!(round_trip(&mut client, b"still"), packet(b"still"));
+}

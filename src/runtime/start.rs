@@ -337,7 +337,8 @@ fn bind_listeners(
             Proto::Tcp => {
                 let received = inherited
                     .take_tcp(i, l)
-                    .map_err(StartError::SocketActivation)?;
+                    .map_err(StartError::SocketActivation)?
+                    .map(|socket| (socket, inherited.origin()));
                 let (socket, local, origin) = watch_listener(
                     poller,
                     (i, interest),
@@ -364,7 +365,8 @@ fn bind_listeners(
             Proto::Udp => {
                 let received = inherited
                     .take_udp(i, l)
-                    .map_err(StartError::SocketActivation)?;
+                    .map_err(StartError::SocketActivation)?
+                    .map(|socket| (socket, inherited.origin()));
                 let (socket, local, origin) = watch_listener(
                     poller,
                     (i, interest),
@@ -404,19 +406,19 @@ fn bind_listeners(
     Ok(ports)
 }
 
-/// The listening socket systemd passed (`received`), or one `bind` opens now, watched by the main
-/// poller as listener `i` with `interest`; with its local address and how the log names where it
-/// came from.
+/// The listening socket systemd or the process this one took over from passed (`received`, with
+/// how the log names where it came from), or one `bind` opens now, watched by the main poller as
+/// listener `i` with `interest`; with its local address and where it came from.
 fn watch_listener<S: AsFd>(
     poller: &Arc<Poller>,
     (i, interest): (usize, Event),
-    received: Option<S>,
+    received: Option<(S, &'static str)>,
     bind: impl FnOnce() -> io::Result<S>,
     local_addr: impl Fn(&S) -> io::Result<SocketAddr>,
     bind_err: impl Fn(io::Error) -> StartError,
 ) -> Result<(Watched<S>, SocketAddr, &'static str), StartError> {
     let (socket, origin) = match received {
-        Some(socket) => (socket, ", from systemd"),
+        Some(received) => received,
         None => (bind().map_err(&bind_err)?, ""),
     };
     let local = local_addr(&socket).map_err(&bind_err)?;

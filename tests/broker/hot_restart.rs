@@ -90,3 +90,101 @@ fn a_refused_takeover_leaves_the_old_process_serving() {
     assert!(stderr.contains("queues.capacity differs"), "{stderr}");
     assert_eq!(round_trip(&mut client, b"after"), packet(b"after"));
 }
+
+/// Writes a copy of the test's config with `edit` applied, for the process taking over.
+fn config_with(env: &TestEnv, name: &str, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+    let path = env.dir.join(name);
+    let toml = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&path, edit(toml)).unwrap();
+    path
+}
+
+/// Starts `ccsd --takeover` on `config` and waits until it serves.
+fn take_over_with(env: &TestEnv, config: &std::path::Path) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccsd"));
+    cmd.arg("--takeover").arg("--config").arg(config);
+    let mut p = Proc::spawn(cmd, "ccsd --takeover");
+    p.wait_for_line("ccsd ready");
+    let _ = env;
+    p
+}
+
+#[test]
+fn a_takeover_to_more_and_then_fewer_workers_redistributes_the_connections_and_loses_nothing() {
+    let env = TestEnv::new(2, "", "");
+    let old = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+    let addr = old.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|id| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || pipelined_client(addr, id, 16, stop))
+        })
+        .collect();
+    env.wait_stat("totals.connections_open", |n| n == 6);
+    let more = config_with(&env, "three.toml", |t| {
+        t.replacen("workers = 2", "workers = 3", 1)
+    });
+    let mut old = old;
+    let three = take_over_with(&env, &more);
+    assert_eq!(old.exit_code(), Some(0));
+    let fewer = config_with(&env, "one.toml", |t| {
+        t.replacen("workers = 2", "workers = 1", 1)
+    });
+    let mut three = three;
+    let _one = take_over_with(&env, &fewer);
+    assert_eq!(three.exit_code(), Some(0));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let mut client = connect(addr);
+    assert_eq!(
+        round_trip(&mut client, b"one worker"),
+        packet(b"one worker")
+    );
+}
+
+#[test]
+fn a_listener_only_the_new_configuration_has_is_bound_and_one_it_dropped_is_closed() {
+    let env = TestEnv::new(1, "", "[[listen]]\naddr = \"127.0.0.1:0\"\n");
+    let mut old = env.start_ccsd();
+    let _mcp = env.start_echo_mcp();
+    let (kept, dropped) = (old.addrs[0], old.addrs[1]);
+    let mut client = connect(kept);
+    assert_eq!(round_trip(&mut client, b"before"), packet(b"before"));
+    // The second listener is gone; one on another address is new.
+    let next = config_with(&env, "next.toml", |t| {
+        let second = t.rfind("addr = \"127.0.0.1:0\"").unwrap();
+        format!(
+            "{}addr = \"127.0.0.2:0\"{}",
+            &t[..second],
+            &t[second + 22..]
+        )
+    });
+    let new = take_over_with(&env, &next);
+    assert_eq!(old.exit_code(), Some(0));
+    let listening: Vec<String> = new
+        .lines
+        .iter()
+        .filter(|l| l.contains("listening on tcp://"))
+        .cloned()
+        .collect();
+    assert!(listening[0].contains(&kept.to_string()), "{listening:?}");
+    assert!(listening[1].contains("127.0.0.2:"), "{listening:?}");
+    assert_eq!(round_trip(&mut client, b"after"), packet(b"after"));
+    let added: std::net::SocketAddr = listening[1]
+        .split("tcp://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut fresh = connect(added);
+    assert_eq!(round_trip(&mut fresh, b"new port"), packet(b"new port"));
+    assert!(
+        std::net::TcpStream::connect(dropped).is_err(),
+        "the dropped listener's port is closed"
+    );
+}

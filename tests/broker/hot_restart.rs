@@ -4,11 +4,18 @@
 
 use crate::common;
 
+use std::io::{Read, Write};
+use std::net::Shutdown;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Proc, TestEnv, connect, packet, pipelined_client, round_trip};
+use ccsd::mcp::{McpEndpoint, Message};
+use ccsd::record::{CloseMode, RecordHeader};
+use common::{
+    Proc, TestEnv, WAIT, connect, next_data, packet, pipelined_client, read_n, reply_when_room,
+    round_trip,
+};
 
 /// Starts `ccsd --takeover` on the test's config and waits until it serves.
 fn take_over(env: &TestEnv) -> Proc {
@@ -186,5 +193,75 @@ fn a_listener_only_the_new_configuration_has_is_bound_and_one_it_dropped_is_clos
     assert!(
         std::net::TcpStream::connect(dropped).is_err(),
         "the dropped listener's port is closed"
+    );
+}
+
+#[test]
+fn connections_in_every_special_state_come_through_a_takeover() {
+    let env = TestEnv::new(2, "", "[limits]\nmax_send_buffer = \"32MiB\"");
+    let mut old = env.start_ccsd();
+    let mut mcp = McpEndpoint::attach_wait(&env.settings(), WAIT).expect("attach");
+    let mut msg = Message::new();
+    let addr = old.addr();
+    // Half a packet read before the takeover, the rest after.
+    let mut half = connect(addr);
+    let whole = packet(b"split across the takeover");
+    half.write_all(&whole[..9]).unwrap();
+    // Megabytes of replies a slow reader has not read yet.
+    let mut slow = connect(addr);
+    slow.write_all(&packet(b"a lot")).unwrap();
+    let (big, _) = next_data(&mut mcp, &mut msg);
+    let chunk = |i: u8| vec![b'a' + i; 512 * 1024];
+    for i in 0..16 {
+        reply_when_room(&mut mcp, &big, &chunk(i));
+    }
+    // Half-closed with three requests MCP answers only after the takeover.
+    let mut closing = connect(addr);
+    for body in [&b"x"[..], b"y", b"z"] {
+        closing.write_all(&packet(body)).unwrap();
+    }
+    closing.shutdown(Shutdown::Write).unwrap();
+    let held: Vec<RecordHeader> = (0..3).map(|_| next_data(&mut mcp, &mut msg).0).collect();
+    env.wait_stat("totals.half_closes", |n| n == 1);
+    // A close requested after replies not written yet.
+    let mut leaving = connect(addr);
+    leaving.write_all(&packet(b"bye")).unwrap();
+    let (bye, _) = next_data(&mut mcp, &mut msg);
+    for _ in 0..16 {
+        reply_when_room(&mut mcp, &bye, &chunk(25));
+    }
+    mcp.close(bye.flow, CloseMode::AfterFlush).unwrap();
+    mcp.flush().unwrap();
+    env.wait_stat("totals.buffered_bytes", |n| n >= 4 << 20);
+
+    let _new = take_over(&env);
+    assert_eq!(old.exit_code(), Some(0));
+
+    half.write_all(&whole[9..]).unwrap();
+    let (request, payload) = next_data(&mut mcp, &mut msg);
+    assert_eq!(
+        payload, whole,
+        "the packet begun before the takeover, whole"
+    );
+    reply_when_room(&mut mcp, &request, &whole);
+    assert_eq!(read_n(&mut half, whole.len()), whole);
+    for i in 0..16 {
+        assert!(
+            read_n(&mut slow, 512 * 1024) == chunk(i),
+            "reply {i} intact, in order"
+        );
+    }
+    for (request, body) in held.iter().zip([b"X", b"Y", b"Z"]) {
+        reply_when_room(&mut mcp, request, body);
+    }
+    let mut rest = Vec::new();
+    closing.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"XYZ", "the held replies, then the close");
+    let mut farewell = Vec::new();
+    leaving.read_to_end(&mut farewell).unwrap();
+    assert!(
+        farewell == chunk(25).repeat(16),
+        "{} bytes, then the close",
+        farewell.len()
     );
 }

@@ -179,8 +179,19 @@ impl Broker {
         )
         .with_memory_share(MemoryShare::new(&memory));
         let mut bridge = bridge;
-        if handed.is_some() {
+        if let Some(h) = &handed {
             bridge.adopt_flows(adopted_flows.iter().copied());
+            // Replies to datagrams the old process received go out of the same sockets here.
+            let main_lane = lanes.main_lane.index();
+            for (old_index, local) in &h.udp_listeners {
+                if let Some(j) = ports.local_addrs.iter().position(|a| a == local) {
+                    if settings.listen[j].proto == Proto::Udp {
+                        let old = FlowId::new(h.epoch, h.old_main_lane, 0, *old_index as u32);
+                        let new = FlowId::new(epoch, main_lane, 0, j as u32);
+                        bridge.alias_udp_flow(old, new);
+                    }
+                }
+            }
         }
         let acceptor = Acceptor::new(
             ports.tcp,
@@ -236,6 +247,7 @@ impl Broker {
             instance,
             handover: None,
             frozen_workers: Vec::new(),
+            takeover_frozen: false,
         };
         if let Some(h) = handed {
             let adopted = adopted_flows.len();

@@ -265,3 +265,30 @@ fn connections_in_every_special_state_come_through_a_takeover() {
         farewell.len()
     );
 }
+
+#[test]
+fn a_reply_to_a_datagram_received_before_a_takeover_goes_out_after_it_from_the_same_socket() {
+    let env = TestEnv::new(1, "proto = \"udp\"", "");
+    let mut old = env.start_ccsd();
+    let mut mcp = McpEndpoint::attach_wait(&env.settings(), WAIT).expect("attach");
+    let mut msg = Message::new();
+    let addr = old.addr();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    client.send_to(b"before", addr).unwrap();
+    let (request, payload) = next_data(&mut mcp, &mut msg);
+    assert_eq!(payload, b"before");
+    let _new = take_over(&env);
+    assert_eq!(old.exit_code(), Some(0));
+    // MCP answers the datagram of the old process now.
+    reply_when_room(&mut mcp, &request, b"answered after");
+    let mut buf = [0u8; 64];
+    let (n, from) = client.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"answered after"[..], addr));
+    client.send_to(b"after", addr).unwrap();
+    let (request, payload) = next_data(&mut mcp, &mut msg);
+    assert_eq!(payload, b"after");
+    reply_when_room(&mut mcp, &request, b"and again");
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"and again");
+}

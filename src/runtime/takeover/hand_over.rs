@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::channel::HandoverConn;
+use super::channel::{ChannelError, HandoverConn};
 use super::wire::{ConnOffer, Handover, LaneOffer, LaneRole, ListenerOffer, Proto, encode_conns};
 use crate::actors::worker::FrozenWorker;
 use crate::clock::monotonic_ns;
@@ -62,6 +62,7 @@ impl Broker {
                 );
                 true
             }
+            Err(why) if why.0.is_empty() => false,
             Err(why) => {
                 warn!("hot restart refused or failed, serving on: {why}");
                 let abort = Handover::Abort {
@@ -76,7 +77,16 @@ impl Broker {
 
     /// The handover itself (see the module header); returns how many connections went.
     fn hand_over(&mut self, conn: &HandoverConn) -> Result<usize, NotHandedOver> {
-        let hello = recv(conn, STEP_TIMEOUT)?;
+        let hello = match conn.recv(Some(STEP_TIMEOUT)) {
+            // A process checking whether this socket is alive (a stale-file probe): nothing to do.
+            Err(ChannelError::Closed) => return Err(NotHandedOver(String::new())),
+            received => Handover::decode(
+                &received
+                    .or_else(|e| fail(format!("waiting for the new process: {e}")))?
+                    .bytes,
+            )
+            .or_else(|e| fail(format!("a message that does not decode: {e}")))?,
+        };
         let Handover::Hello {
             pid,
             version,
@@ -168,6 +178,7 @@ impl Broker {
     /// Stops accepting, reading the response lane and reading datagrams, and has every worker
     /// freeze; returns each worker's copy of its connections.
     fn freeze(&mut self) -> Result<Vec<FrozenWorker>, NotHandedOver> {
+        self.takeover_frozen = true;
         self.acceptor.freeze();
         self.udp.freeze();
         self.bridge.freeze();
@@ -215,6 +226,9 @@ impl Broker {
     /// Serves on after a failed takeover: every frozen worker thaws, accepting and reading
     /// resume.
     fn thaw(&mut self) {
+        if !std::mem::take(&mut self.takeover_frozen) {
+            return;
+        }
         for w in std::mem::take(&mut self.frozen_workers) {
             self.bridge.send_control(w, WorkerMsg::Thaw);
         }

@@ -101,7 +101,16 @@ impl Broker {
                 .all_taken()
                 .map_err(StartError::SocketActivation)?;
         }
-        let admin = bind_admin(settings, &poller, keys, handed_admin)?;
+        // A takeover binds the admin Unix socket once the old process let go of it.
+        let admin_settings = match handed {
+            Some(_) => {
+                let mut deferred = settings.clone();
+                deferred.admin.unix = None;
+                deferred
+            }
+            None => settings.clone(),
+        };
+        let admin = bind_admin(&admin_settings, &poller, keys, handed_admin)?;
         // Before any lane is touched: a second ccsd on the same lanes would corrupt them. A
         // takeover holds the running ccsd's lock, handed over open.
         let instance = match handed.as_mut() {
@@ -256,6 +265,12 @@ impl Broker {
                 let _ = gate.send(committed.is_ok());
             }
             committed.map_err(StartError::Takeover)?;
+            if let (Some(admin), Some(path)) = (broker.admin.as_mut(), &settings.admin.unix) {
+                match admin.open_unix(path) {
+                    Ok(()) => info!("admin on unix://{}", path.display()),
+                    Err(e) => log::warn!("hot restart: {e}; the admin port still serves"),
+                }
+            }
             // The old process let go: the lock and the pid file name this one now.
             if let Err(e) = broker.instance.claim() {
                 log::warn!("hot restart: cannot write this pid into the lock file: {e}");

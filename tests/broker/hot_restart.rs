@@ -292,3 +292,22 @@ fn a_reply_to_a_datagram_received_before_a_takeover_goes_out_after_it_from_the_s
     let (n, _) = client.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"and again");
 }
+
+#[test]
+fn the_admin_port_and_its_unix_socket_are_served_by_the_new_process() {
+    let env = TestEnv::new(1, "", "");
+    let socket = env.dir.join("admin.sock");
+    env.add_setting("admin", &format!("unix = \"{}\"", socket.display()));
+    let mut old = env.start_ccsd();
+    let admin = old.admin.expect("admin port");
+    let _new = take_over(&env);
+    assert_eq!(old.exit_code(), Some(0));
+    let mut tcp = common::AdminClient::connect(admin);
+    let workers = tcp.ask_until_end("workers");
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let mut unix = std::os::unix::net::UnixStream::connect(&socket).expect("the admin socket");
+    unix.write_all(b"help\n").unwrap();
+    let mut help = [0u8; 4];
+    unix.read_exact(&mut help).unwrap();
+    assert_eq!(&help, b"help", "the new process answers on the Unix socket");
+}

@@ -299,8 +299,11 @@ impl Broker {
         if let Some(pid_file) = &mut self.pid_file {
             pid_file.handed_over();
         }
-        // Its socket file goes now: the new process binds its own once it has the commit.
+        // These socket files go now: the new process binds its own once it has the commit.
         self.handover = None;
+        if let Some(admin) = &mut self.admin {
+            admin.close_unix();
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use super::wire::{ConnOffer, Handover, LaneOffer, LaneRole, ListenerOffer, Proto
 use crate::actors::worker::FrozenWorker;
 use crate::clock::monotonic_ns;
 use crate::message::WorkerMsg;
-use crate::runtime::Broker;
+use crate::runtime::{Broker, fd_limit};
 
 /// How long the new process has for each of its steps (its hello, its adoption of everything).
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -178,6 +178,15 @@ impl Broker {
     /// Stops accepting, reading the response lane and reading datagrams, and has every worker
     /// freeze; returns each worker's copy of its connections.
     fn freeze(&mut self) -> Result<Vec<FrozenWorker>, NotHandedOver> {
+        // Each worker duplicates every socket it hands over: room for a second copy of each.
+        let settings = &self.settings;
+        let max = settings.broker.max_connections;
+        let needed = fd_limit::fd_budget(
+            max + self.acceptor.open_connections(),
+            settings.broker.worker_count(),
+            settings.listen.len(),
+        );
+        fd_limit::raise_for(needed, max);
         self.takeover_frozen = true;
         self.acceptor.freeze();
         self.udp.freeze();

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::channel::HandoverConn;
+use super::channel::{ChannelError, HandoverConn};
 use super::wire::{ConnOffer, Handover, LaneOffer, LaneRole, ListenerOffer, Proto, encode_conns};
 use crate::actors::worker::FrozenWorker;
 use crate::clock::monotonic_ns;
 use crate::message::WorkerMsg;
-use crate::runtime::Broker;
 use crate::runtime::start::watch_handover;
+use crate::runtime::{Broker, fd_limit};
 
 /// How long the new process has for each of its steps (its hello, its adoption of everything).
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +63,7 @@ impl Broker {
                 );
                 true
             }
+            Err(why) if why.0.is_empty() => false,
             Err(why) => {
                 warn!("hot restart refused or failed, serving on: {why}");
                 let abort = Handover::Abort {
@@ -70,9 +71,7 @@ impl Broker {
                 };
                 let _ = conn.send(&abort.encode(), &[]);
                 self.thaw();
-                if self.handover.is_none() {
-                    self.handover = watch_handover(&self.settings, &self.poller, self.keys);
-                }
+                self.rebind_sockets();
                 false
             }
         }
@@ -80,7 +79,16 @@ impl Broker {
 
     /// The handover itself (see the module header); returns how many connections went.
     fn hand_over(&mut self, conn: &HandoverConn) -> Result<usize, NotHandedOver> {
-        let hello = recv(conn, STEP_TIMEOUT)?;
+        let hello = match conn.recv(Some(STEP_TIMEOUT)) {
+            // A process checking whether this socket is alive (a stale-file probe): nothing to do.
+            Err(ChannelError::Closed) => return Err(NotHandedOver(String::new())),
+            received => Handover::decode(
+                &received
+                    .or_else(|e| fail(format!("waiting for the new process: {e}")))?
+                    .bytes,
+            )
+            .or_else(|e| fail(format!("a message that does not decode: {e}")))?,
+        };
         let Handover::Hello {
             pid,
             version,
@@ -156,11 +164,14 @@ impl Broker {
             Handover::Abort { reason } => return fail(format!("process {pid} gave up: {reason}")),
             other => return fail(format!("expected ready, got {}", other.kind_name())),
         }
-        // The handover socket goes first: the new process binds its own as soon as it has the
-        // commit, and must not find this one's still listening (it would then run without one,
-        // and could not be taken over in turn). If the commit cannot be sent, this one binds it
-        // again (`on_takeover_request`).
+        // The socket files go first (the handover's, the admin's Unix socket): the new process
+        // binds its own as soon as it has the commit, and must not find this one's still
+        // listening (it would run without them, and could not be taken over in turn). If the
+        // commit cannot be sent, this one binds them again (`rebind_sockets`).
         self.handover = None;
+        if let Some(admin) = &mut self.admin {
+            admin.close_unix();
+        }
         // The commit is the point of no return: once the new process has it, it serves, and this
         // one must never touch a socket again. If it cannot be sent, the new process is gone
         // (or gave up waiting) and will not serve: this one serves on.
@@ -178,6 +189,16 @@ impl Broker {
     /// Stops accepting, reading the response lane and reading datagrams, and has every worker
     /// freeze; returns each worker's copy of its connections.
     fn freeze(&mut self) -> Result<Vec<FrozenWorker>, NotHandedOver> {
+        // Each worker duplicates every socket it hands over: room for a second copy of each.
+        let settings = &self.settings;
+        let max = settings.broker.max_connections;
+        let needed = fd_limit::fd_budget(
+            max + self.acceptor.open_connections(),
+            settings.broker.worker_count(),
+            settings.listen.len(),
+        );
+        fd_limit::raise_for(needed, max);
+        self.takeover_frozen = true;
         self.acceptor.freeze();
         self.udp.freeze();
         self.bridge.freeze();
@@ -225,6 +246,9 @@ impl Broker {
     /// Serves on after a failed takeover: every frozen worker thaws, accepting and reading
     /// resume.
     fn thaw(&mut self) {
+        if !std::mem::take(&mut self.takeover_frozen) {
+            return;
+        }
         for w in std::mem::take(&mut self.frozen_workers) {
             self.bridge.send_control(w, WorkerMsg::Thaw);
         }
@@ -290,13 +314,26 @@ impl Broker {
     }
 
     /// The new process serves now: the files it took over stay where they are when this one
-    /// ends (the pid file, the admin's and the handover's sockets).
+    /// ends (the pid file; the admin's and the handover's sockets went before the commit).
     fn let_go(&mut self) {
         if let Some(pid_file) = &mut self.pid_file {
             pid_file.handed_over();
         }
-        // Its socket file goes now: the new process binds its own once it has the commit.
-        self.handover = None;
+    }
+
+    /// Serving on after the socket files went for a commit that could not be sent: binds the
+    /// handover socket and the admin Unix socket again (a warning says why if one cannot be).
+    fn rebind_sockets(&mut self) {
+        if self.handover.is_none() {
+            self.handover = watch_handover(&self.settings, &self.poller, self.keys);
+        }
+        if let (Some(admin), Some(path)) = (&mut self.admin, &self.settings.admin.unix) {
+            if admin.unix_path().is_none() {
+                if let Err(e) = admin.open_unix(path) {
+                    warn!("hot restart rolled back: {e}; the admin port still serves");
+                }
+            }
+        }
     }
 }
 

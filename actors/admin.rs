@@ -78,6 +78,12 @@ pub(crate) enum AdminAction {
         /// Identifies the request.
         token: u64,
     },
+    /// Hot restart: start a successor that takes this process over (as on SIGUSR2); hand the
+    /// outcome to [`Admin::answer`] once it is known.
+    Upgrade {
+        /// Identifies the request.
+        token: u64,
+    },
     /// Move `flow` to worker `to` (even if pinned when `force`); hand the outcome to
     /// [`Admin::answer`].
     Migrate {
@@ -126,6 +132,7 @@ enum Deferred {
         max: usize,
     },
     Reload,
+    Upgrade,
     Migrate {
         flow: FlowId,
         to: usize,
@@ -648,6 +655,7 @@ impl Admin {
                         AdminAction::SampleConns { token, max }
                     }
                     Deferred::Reload => AdminAction::Reload { token },
+                    Deferred::Upgrade => AdminAction::Upgrade { token },
                     Deferred::Migrate { flow, to, force } => AdminAction::Migrate {
                         token,
                         flow,
@@ -685,7 +693,7 @@ enum Outcome {
 }
 
 /// The commands that change something: with `admin.unix` set and no token, the Unix socket's.
-const CONTROL_COMMANDS: [&str; 9] = [
+const CONTROL_COMMANDS: [&str; 10] = [
     "close",
     "drain",
     "loglevel",
@@ -695,6 +703,7 @@ const CONTROL_COMMANDS: [&str; 9] = [
     "reload",
     "shutdown",
     "unpin",
+    "upgrade",
 ];
 
 /// Answers one command line: the reply and what follows. A command answered later by the main
@@ -752,7 +761,7 @@ fn command(
     match verb {
         "" => (String::new(), Keep),
         "help" => (
-            "help | health | stats | workers | conns [N] | close FLOW | migrate FLOW WORKER [force] | pin FLOW | unpin FLOW | rebalance | loglevel off|error|warn|info|debug|trace | reload | drain | shutdown | quit\r\nGET /metrics over HTTP for Prometheus, GET /health for probes\r\nEND\r\n".into(),
+            "help | health | stats | workers | conns [N] | close FLOW | migrate FLOW WORKER [force] | pin FLOW | unpin FLOW | rebalance | loglevel off|error|warn|info|debug|trace | reload | upgrade | drain | shutdown | quit\r\nGET /metrics over HTTP for Prometheus, GET /health for probes\r\nEND\r\n".into(),
             Keep,
         ),
         "stats" => (stats_text(view), Keep),
@@ -766,6 +775,10 @@ fn command(
         },
         "reload" => {
             *deferred = Some(Deferred::Reload);
+            (String::new(), Keep)
+        }
+        "upgrade" => {
+            *deferred = Some(Deferred::Upgrade);
             (String::new(), Keep)
         }
         "close" => match arg.and_then(parse_flow) {

@@ -26,7 +26,8 @@ usage: ccsd [-c FILE | --config FILE | --config=FILE] [--check-config] [--demo] 
   --demo             also run the echo MCP inside this process, for a first try
   --takeover         hot restart: take over the running ccsd of the same queues (its
                      listening sockets and every live connection); it exits 0 once this
-                     process serves. Exit 2, the old one serving on, if that cannot be done
+                     process serves. Exit 2, the old one serving on, if that cannot be done.
+                     SIGUSR2 or admin `upgrade` makes a running ccsd start this itself
   -h, --help         this text
   -V, --version      the version
 

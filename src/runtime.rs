@@ -71,6 +71,7 @@ mod signals;
 mod socket_activation;
 mod start;
 pub(crate) mod takeover;
+mod upgrade;
 
 use extension::ActorSlot;
 pub use extension::BrokerBuilder;
@@ -82,6 +83,7 @@ use signals::Signals;
 pub use socket_activation::ActivationError;
 use takeover::channel::HandoverListener;
 pub use takeover::take_over::TakeoverError;
+use upgrade::Upgrade;
 
 /// Why ccsd could not start.
 #[derive(Debug)]
@@ -279,6 +281,8 @@ pub struct Broker {
     frozen_workers: Vec<usize>,
     /// A takeover in progress froze the acceptor, the UDP actor and the bridge.
     takeover_frozen: bool,
+    /// How to start a successor (SIGUSR2, admin `upgrade`), and the one running.
+    upgrade: Upgrade,
 }
 
 impl fmt::Debug for Broker {
@@ -393,10 +397,11 @@ impl Broker {
         let mut stop_pending: Vec<usize> = Vec::new();
         let mut stopping = false;
         self.notifier.notify(&format!(
-            "READY=1\nSTATUS=serving: epoch {}, {} workers, {} listeners",
+            "READY=1\nSTATUS=serving: epoch {}, {} workers, {} listeners{}",
             self.epoch,
             self.workers.len(),
-            self.local_addrs.len()
+            self.local_addrs.len(),
+            self.upgrade.ready_notice()
         ));
         loop {
             events.clear();
@@ -431,6 +436,10 @@ impl Broker {
                 timeout
             };
             let timeout = watchdog.map_or(timeout, |t| timeout.min(t));
+            let timeout = self
+                .upgrade
+                .time_to_next()
+                .map_or(timeout, |t| timeout.min(t));
             self.poller.wait(&mut events, Some(timeout))?;
             let mut fifo_fired = false;
             for ev in events.iter() {
@@ -447,12 +456,16 @@ impl Broker {
                         if received.hangup {
                             self.reload_on_hangup();
                         }
+                        if received.user2 {
+                            self.upgrade_on_signal();
+                        }
                         if received.stop {
                             self.begin_stop(&mut stopping, &mut stop_pending);
                         }
                     }
                     MainKey::Handover => {
                         if self.on_takeover_request() {
+                            self.upgrade_handed_over();
                             return Ok(());
                         }
                     }
@@ -503,6 +516,7 @@ impl Broker {
                 self.on_main_msg(msg);
             }
             self.mcp_watch.tick();
+            self.check_upgrade();
             if self.stats.tick(&self.main_counters()) {
                 self.notify_actors_of_stats();
                 if !stopping {

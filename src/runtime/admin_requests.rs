@@ -77,6 +77,10 @@ impl Broker {
                 let text = self.reload();
                 self.admin_call(|admin, view| admin.answer(token, &text, view))
             }
+            AdminAction::Upgrade { token } => {
+                self.upgrade_for_admin(token);
+                Vec::new()
+            }
             AdminAction::Migrate {
                 token,
                 flow,

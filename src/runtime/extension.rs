@@ -76,7 +76,8 @@ impl BrokerBuilder {
 
     /// Takes over the running ccsd of the same queues instead of starting anew (hot restart,
     /// `ccsd --takeover`): its listening sockets, its lock and every live connection; see
-    /// `docs/hot-restart.md`.
+    /// `docs/hot-restart.md`. SIGUSR2 and admin `upgrade` restart the running binary with its own
+    /// arguments plus `--takeover`: a binary of one's own must accept that flag and pass it here.
     pub fn takeover(mut self, takeover: bool) -> BrokerBuilder {
         self.takeover = takeover;
         self

@@ -2,11 +2,15 @@
 //! to the socket named by `$NOTIFY_SOCKET` (a path, or an abstract name when it starts with '@').
 //! ccsd sends `READY=1` when its main loop starts (listeners bound, lanes up, workers running),
 //! `STATUS=` lines, `RELOADING=1` … `READY=1` around a settings reload, `STOPPING=1` at a graceful
-//! stop and `WATCHDOG=1` every half `$WATCHDOG_USEC` when the unit sets `WatchdogSec=`.
+//! stop and `WATCHDOG=1` every half `$WATCHDOG_USEC` when the unit sets `WatchdogSec=`. Across a
+//! hot restart the old process sends `MAINPID=<new pid>` and waits until systemd has read it
+//! (`BARRIER=1`, sd_notify_barrier(3)) before it exits; the new one sends `MAINPID=` with its
+//! `READY=1` (`upgrade.rs`).
 //!
 //! Without `$NOTIFY_SOCKET` (not run by systemd, or `Type=simple`) every call does nothing. The
-//! variables are left set: they are only read here, and a child that inherits them (an actor's
-//! process, say) is refused by systemd under `NotifyAccess=main` anyway. A failed send is logged
+//! variables are left set: they are only read here, and a hot restart's successor needs them
+//! (the shipped unit has `NotifyAccess=all` for it; a custom actor that starts processes of its
+//! own inside the unit should unset `NOTIFY_SOCKET` for them). A failed send is logged
 //! (rate-limited) and otherwise ignored: systemd's bookkeeping must never stop ccsd.
 
 use std::io;
@@ -72,6 +76,24 @@ impl Notifier {
         }
     }
 
+    /// Waits (at most [`BARRIER_TIMEOUT`]) until the receiver has read every notification sent
+    /// so far, as sd_notify_barrier(3): sends `BARRIER=1` with the write end of a fresh pipe and
+    /// waits for the read end to see it closed (systemd closes it once it has handled the
+    /// datagrams before). Used before this process exits after a hot restart, so that systemd
+    /// has read `MAINPID=` while this process still lives. A failure is logged, nothing more.
+    pub(super) fn barrier(&mut self) {
+        let Some((socket, addr)) = &self.target else {
+            return;
+        };
+        if let Err(e) = barrier(socket, addr) {
+            log_limited!(
+                self.failed_log,
+                Level::Warn,
+                "systemd notification barrier: {e}"
+            );
+        }
+    }
+
     /// `RELOADING=1` with the monotonic time, as systemd ≥ 253 wants it for `Type=notify-reload`.
     pub(super) fn reloading(&mut self) {
         let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -90,6 +112,56 @@ impl Notifier {
             self.next_watchdog = now + every;
         }
         Some(self.next_watchdog.saturating_duration_since(now))
+    }
+}
+
+/// How long [`Notifier::barrier`] waits for systemd (sd_notify_barrier(3) suggests 5 s).
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `BARRIER=1` to `addr` through `socket`, then the wait (see [`Notifier::barrier`]).
+fn barrier(socket: &UnixDatagram, addr: &SocketAddr) -> io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix};
+    use std::io::IoSlice;
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsFd;
+
+    let to = match (addr.as_pathname(), addr.as_abstract_name()) {
+        (Some(path), _) => SocketAddrUnix::new(path)?,
+        (None, Some(name)) => SocketAddrUnix::new_abstract_name(name)?,
+        (None, None) => return Err(io::Error::other("an unnamed notification socket")),
+    };
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [write.as_fd()];
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg_addr(
+        socket,
+        &to,
+        &[IoSlice::new(b"BARRIER=1")],
+        &mut control,
+        SendFlags::DONTWAIT,
+    )?;
+    // Only the copy in flight (then systemd's) keeps the pipe open now.
+    drop(write);
+    let deadline = Instant::now() + BARRIER_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("not acknowledged within {BARRIER_TIMEOUT:?}"),
+            ));
+        }
+        let timeout = Timespec::try_from(left).map_err(io::Error::other)?;
+        let mut fds = [PollFd::new(&read, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            // Closed by the receiver: POLLHUP (nothing is ever written to the pipe).
+            Ok(n) if n > 0 => return Ok(()),
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

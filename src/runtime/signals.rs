@@ -1,7 +1,7 @@
 //! The process's signals: SIGTERM and SIGINT ask for a graceful stop, SIGHUP for a settings
 //! reload (what `systemctl reload` sends; the caller does it, as admin `reload`), SIGUSR1 for
-//! reopening the log file (logrotate's postrotate, as nginx has it), and SIGUSR2, reserved for a
-//! later hot restart, is ignored with a log line, so that none of them can kill ccsd.
+//! reopening the log file (logrotate's postrotate, as nginx has it), and SIGUSR2 for a hot
+//! restart (the caller starts a successor: `upgrade.rs`), so that none of them can kill ccsd.
 //!
 //! The signal handlers (signal-hook) only set a flag and then write a byte to a socket that sits in
 //! the main poller; the main loop does the work. The flag tells the signals apart (the byte is the
@@ -31,7 +31,7 @@ pub(super) struct Received {
     pub hangup: bool,
     /// SIGUSR1: reopen the log file.
     pub user1: bool,
-    /// SIGUSR2: reserved for hot restart; ignored for now.
+    /// SIGUSR2: start a successor that takes this process over (the caller's part).
     pub user2: bool,
 }
 
@@ -127,20 +127,19 @@ impl Signals {
         }
     }
 
-    /// Carries out what the signals in `received` ask for, but stopping and reloading (the
-    /// caller's part): SIGUSR1 reopens the log file, SIGUSR2 is logged and ignored.
+    /// Carries out what the signals in `received` ask for, but stopping, reloading and hot
+    /// restarting (the caller's part): SIGUSR1 reopens the log file.
     pub(super) fn handle(&mut self, received: Received) {
         if received.user1 {
             self.reopen_log("SIGUSR1");
         }
-        if received.user2 {
-            self.counters.ignored_signals += 1;
-            log_limited!(
-                self.ignored_log,
-                Level::Info,
-                "SIGUSR2: ignored (reserved for hot restart, which this version does not have)"
-            );
-        }
+    }
+
+    /// A SIGUSR2 that started nothing (`why`: a successor already runs, ccsd is stopping, the
+    /// binary cannot be started): counted, and logged at most once per ten seconds.
+    pub(super) fn ignored_hot_restart(&mut self, why: &str) {
+        self.counters.ignored_signals += 1;
+        log_limited!(self.ignored_log, Level::Warn, "SIGUSR2: ignored: {why}");
     }
 
     /// SIGUSR1 (named by `signal` in the log line): reopens the log file at its

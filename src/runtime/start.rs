@@ -32,6 +32,7 @@ use super::takeover::channel::HandoverListener;
 use super::takeover::hand_over::ADMIN_LISTENER;
 use super::takeover::take_over::{self, HandedConn};
 use super::takeover::wire::ListenerOffer;
+use super::upgrade::Upgrade;
 use super::{Broker, StartError, StartStep};
 use crate::actors::acceptor::{Acceptor, Listening, WorkerLink};
 use crate::actors::admin::{Admin, AdminBindError};
@@ -257,6 +258,7 @@ impl Broker {
             handover: None,
             frozen_workers: Vec::new(),
             takeover_frozen: false,
+            upgrade: Upgrade::record(),
         };
         if let Some(h) = handed {
             let adopted = adopted_flows.len();
@@ -271,6 +273,7 @@ impl Broker {
                     Err(e) => log::warn!("hot restart: {e}; the admin port still serves"),
                 }
             }
+            broker.upgrade.took_over();
             // The old process let go: the lock and the pid file name this one now.
             if let Err(e) = broker.instance.claim() {
                 log::warn!("hot restart: cannot write this pid into the lock file: {e}");
@@ -294,7 +297,7 @@ impl Broker {
 
 /// Binds the handover socket a later `ccsd --takeover` connects to and has the main poller
 /// watch it; without it (a warning says why) this process serves on but cannot be taken over.
-fn watch_handover(
+pub(in crate::runtime) fn watch_handover(
     settings: &Settings,
     poller: &Arc<Poller>,
     keys: MainKeys,

@@ -105,7 +105,7 @@ fn systemd_analyze_verify_reports_unknown_keys_and_missing_commands() {
     std::fs::write(
         dir.join("typo.service"),
         unit.replace("/usr/bin/ccsd", ccsd)
-            .replace("NotifyAccess=main", "NotifyAcess=main"),
+            .replace("NotifyAccess=all", "NotifyAcess=all"),
     )
     .unwrap();
     let missing = env.dir.join("no-such-ccsd").display().to_string();

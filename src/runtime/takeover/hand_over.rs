@@ -15,6 +15,7 @@ use super::wire::{ConnOffer, Handover, LaneOffer, LaneRole, ListenerOffer, Proto
 use crate::actors::worker::FrozenWorker;
 use crate::clock::monotonic_ns;
 use crate::message::WorkerMsg;
+use crate::runtime::start::watch_handover;
 use crate::runtime::{Broker, fd_limit};
 
 /// How long the new process has for each of its steps (its hello, its adoption of everything).
@@ -70,6 +71,7 @@ impl Broker {
                 };
                 let _ = conn.send(&abort.encode(), &[]);
                 self.thaw();
+                self.rebind_sockets();
                 false
             }
         }
@@ -162,6 +164,14 @@ impl Broker {
             Handover::Abort { reason } => return fail(format!("process {pid} gave up: {reason}")),
             other => return fail(format!("expected ready, got {}", other.kind_name())),
         }
+        // The socket files go first (the handover's, the admin's Unix socket): the new process
+        // binds its own as soon as it has the commit, and must not find this one's still
+        // listening (it would run without them, and could not be taken over in turn). If the
+        // commit cannot be sent, this one binds them again (`rebind_sockets`).
+        self.handover = None;
+        if let Some(admin) = &mut self.admin {
+            admin.close_unix();
+        }
         // The commit is the point of no return: once the new process has it, it serves, and this
         // one must never touch a socket again. If it cannot be sent, the new process is gone
         // (or gave up waiting) and will not serve: this one serves on.
@@ -169,6 +179,7 @@ impl Broker {
             .or_else(|e| fail(format!("process {pid} did not take the commit: {e}")))?;
         // Let go of everything, leaving the files the new process took over in place.
         self.let_go();
+        self.upgrade.handed_to(pid);
         for worker in &frozen {
             let _ = self.worker_mailboxes[worker.worker].try_send(WorkerMsg::Release);
         }
@@ -303,15 +314,25 @@ impl Broker {
     }
 
     /// The new process serves now: the files it took over stay where they are when this one
-    /// ends (the pid file, the admin's and the handover's sockets).
+    /// ends (the pid file; the admin's and the handover's sockets went before the commit).
     fn let_go(&mut self) {
         if let Some(pid_file) = &mut self.pid_file {
             pid_file.handed_over();
         }
-        // These socket files go now: the new process binds its own once it has the commit.
-        self.handover = None;
-        if let Some(admin) = &mut self.admin {
-            admin.close_unix();
+    }
+
+    /// Serving on after the socket files went for a commit that could not be sent: binds the
+    /// handover socket and the admin Unix socket again (a warning says why if one cannot be).
+    fn rebind_sockets(&mut self) {
+        if self.handover.is_none() {
+            self.handover = watch_handover(&self.settings, &self.poller, self.keys);
+        }
+        if let (Some(admin), Some(path)) = (&mut self.admin, &self.settings.admin.unix) {
+            if admin.unix_path().is_none() {
+                if let Err(e) = admin.open_unix(path) {
+                    warn!("hot restart rolled back: {e}; the admin port still serves");
+                }
+            }
         }
     }
 }

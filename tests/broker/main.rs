@@ -17,6 +17,7 @@ mod flow_ids;
 mod flow_lifecycle;
 mod half_close;
 mod hot_restart;
+mod hot_restart_rollback;
 mod idle_timeout;
 mod listen_options;
 mod listener_rate_limit;

@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::channel::HandoverConn;
+use super::fault::{self, Fault, step_timeout};
 use super::wire::{ConnOffer, Handover, LaneOffer, LaneRole, ListenerOffer, Proto, encode_conns};
 use crate::actors::worker::FrozenWorker;
 use crate::clock::monotonic_ns;
 use crate::message::WorkerMsg;
 use crate::runtime::Broker;
 
-/// How long the new process has for each of its steps (its hello, its adoption of everything).
-pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The name of the admin port's listener among the listeners handed over.
 pub(crate) const ADMIN_LISTENER: &str = "admin";
 /// How long the workers have to freeze.
@@ -54,7 +53,18 @@ impl Broker {
             }
         };
         let began = Instant::now();
-        match self.hand_over(&conn) {
+        // Nothing is frozen yet: a refusal changes nothing here.
+        let pid = match self.check_hello(&conn) {
+            Ok(pid) => pid,
+            Err(why) => {
+                self.control.takeovers_refused += 1;
+                warn!("hot restart refused, serving on: {why}");
+                let refused = Handover::Refused { reason: why.0 };
+                let _ = conn.send(&refused.encode(), &[]);
+                return false;
+            }
+        };
+        match self.hand_over(&conn, pid) {
             Ok(count) => {
                 info!(
                     "hot restart: handed {count} connections over to the new process in {:?}; exiting",
@@ -63,7 +73,11 @@ impl Broker {
                 true
             }
             Err(why) => {
-                warn!("hot restart refused or failed, serving on: {why}");
+                self.control.takeovers_rolled_back += 1;
+                warn!(
+                    "hot restart by process {pid} failed after {:?}, rolled back, serving on: {why}",
+                    began.elapsed()
+                );
                 let abort = Handover::Abort {
                     reason: why.0.clone(),
                 };
@@ -74,9 +88,10 @@ impl Broker {
         }
     }
 
-    /// The handover itself (see the module header); returns how many connections went.
-    fn hand_over(&mut self, conn: &HandoverConn) -> Result<usize, NotHandedOver> {
-        let hello = recv(conn, STEP_TIMEOUT)?;
+    /// Reads the new process's hello and checks that it may take over; its pid if so, else why
+    /// not.
+    fn check_hello(&mut self, conn: &HandoverConn) -> Result<u32, NotHandedOver> {
+        let hello = recv(conn, step_timeout())?;
         let Handover::Hello {
             pid,
             version,
@@ -89,30 +104,25 @@ impl Broker {
         };
         info!("hot restart: process {pid} (ccsd {version}) asks to take over");
         let queues = &self.settings.queues;
-        let refusal = if queue_dir != queues.dir || queue_name != queues.name {
-            Some("it names other queues".to_owned())
+        if queue_dir != queues.dir || queue_name != queues.name {
+            fail(format!("process {pid} names other queues"))
         } else if lane_capacity != queues.capacity.bytes() {
-            Some(format!(
+            fail(format!(
                 "queues.capacity differs ({lane_capacity} against {}): the lanes cannot change size across a takeover",
                 queues.capacity.bytes()
             ))
         } else if self.stopping_requested() {
-            Some("this ccsd is stopping".to_owned())
+            fail("this ccsd is stopping")
         } else if self.bridge.moving() {
-            Some("connections are moving between workers; try again".to_owned())
+            fail("connections are moving between workers; try again")
         } else {
-            None
-        };
-        if let Some(reason) = refusal {
-            let _ = conn.send(
-                &Handover::Refused {
-                    reason: reason.clone(),
-                }
-                .encode(),
-                &[],
-            );
-            return fail(format!("refused process {pid}: {reason}"));
+            Ok(pid)
         }
+    }
+
+    /// The handover itself (see the module header) to process `pid`, whose hello passed;
+    /// returns how many connections went.
+    fn hand_over(&mut self, conn: &HandoverConn, pid: u32) -> Result<usize, NotHandedOver> {
         let frozen = self.freeze()?;
         let mut offers = Vec::new();
         let mut sockets = Vec::new();
@@ -145,7 +155,8 @@ impl Broker {
             .or_else(|e| fail(format!("sending the offer: {e}")))?;
         conn.send_bulk(&encode_conns(&offers), &sockets)
             .or_else(|e| fail(format!("sending the connections: {e}")))?;
-        match recv(conn, STEP_TIMEOUT)? {
+        fault::inject(Fault::ExitAfterOffer);
+        match recv(conn, step_timeout())? {
             Handover::Ready { adopted } => {
                 info!("hot restart: process {pid} adopted {adopted} connections");
             }
@@ -186,30 +197,36 @@ impl Broker {
         drop(reply);
         let deadline = Instant::now() + FREEZE_TIMEOUT;
         let mut done = Vec::with_capacity(workers);
-        while done.len() < workers {
+        let why = loop {
+            if done.len() == workers {
+                self.frozen_workers = (0..workers).collect();
+                return Ok(done);
+            }
             self.bridge.offer_held_now();
             match frozen.recv_timeout(Duration::from_millis(1)) {
                 Ok(worker) if worker.failed > 0 => {
+                    let why = format!(
+                        "worker {} could not copy {} of its connections (out of descriptors?)",
+                        worker.worker, worker.failed
+                    );
                     done.push(worker);
-                    self.frozen_workers = done.iter().map(|w| w.worker).collect();
-                    return fail(format!(
-                        "a worker could not copy {} of its connections (out of descriptors?)",
-                        done.last().map_or(0, |w| w.failed)
-                    ));
+                    break why;
                 }
                 Ok(worker) => done.push(worker),
                 Err(_) if Instant::now() >= deadline => {
-                    self.frozen_workers = done.iter().map(|w| w.worker).collect();
-                    return fail(format!(
+                    break format!(
                         "only {} of {workers} workers froze within {FREEZE_TIMEOUT:?}",
                         done.len()
-                    ));
+                    );
                 }
                 Err(_) => {}
             }
-        }
+        };
+        // Giving up: every worker gets a thaw, behind its freeze. Not only those whose copy was
+        // received: a copy may wait unread in the channel, its worker frozen. One that replies
+        // once the channel is gone thaws by itself, and the thaw after it changes nothing.
         self.frozen_workers = (0..workers).collect();
-        Ok(done)
+        fail(why)
     }
 
     /// Serves on after a failed takeover: every frozen worker thaws, accepting and reading

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ccsd::lane::Lane;
 use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{Kind, RecordHeader};
 use ccsd::runtime::{FAULT_ENV, FAULT_EXIT_CODE, STEP_TIMEOUT_ENV};
@@ -177,6 +178,39 @@ fn start_old(env: &TestEnv, vars: &[(&str, &str)]) -> Proc {
     env.start_broker(cmd, "ccsd")
 }
 
+/// Waits until the lane headers name `pid` as ccsd's again: the producer of every request lane,
+/// the consumer of the response lane (a process that took them over and gave up wrote its own).
+fn wait_lanes_name(env: &TestEnv, pid: u32) {
+    let settings = env.settings();
+    let deadline = Instant::now() + WAIT;
+    let named = || -> Vec<u32> {
+        let mut pids: Vec<u32> = (0..settings.request_lane_count())
+            .map(|i| {
+                Lane::attach(&settings.request_lane_path(i), None)
+                    .unwrap()
+                    .producer_pid()
+            })
+            .collect();
+        pids.push(
+            Lane::attach(&settings.response_lane_path(), None)
+                .unwrap()
+                .consumer_pid(),
+        );
+        pids
+    };
+    loop {
+        let pids = named();
+        if pids.iter().all(|&p| p == pid) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lanes name {pids:?}, not {pid}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Asserts that `p` logged a line containing `needle` by the time it was ready.
 fn assert_logged(p: &Proc, needle: &str) {
     assert!(
@@ -267,6 +301,7 @@ fn a_new_process_killed_before_it_says_ready_leaves_the_old_one_serving_with_not
     env.wait_stat("control.takeovers_rolled_back", |n| n == 1);
     load.wait_all_served(50);
     assert_eq!(stat(&env.stats(), "totals.connections_open"), Some(6));
+    wait_lanes_name(&env, old.child.id());
     let mut fresh = connect(addr);
     assert_eq!(round_trip(&mut fresh, b"thawed"), packet(b"thawed"));
     drop(fresh);

@@ -230,12 +230,13 @@ impl Broker {
     }
 
     /// Serves on after a failed takeover: every frozen worker thaws, accepting and reading
-    /// resume.
+    /// resume, and the lane headers name this process as ccsd's end again.
     fn thaw(&mut self) {
         for w in std::mem::take(&mut self.frozen_workers) {
             self.bridge.send_control(w, WorkerMsg::Thaw);
         }
         self.bridge.thaw();
+        self.main_lane.claim();
         self.udp.thaw();
         self.acceptor.thaw();
     }

@@ -267,7 +267,7 @@ impl Broker {
 
 /// Binds the handover socket a later `ccsd --takeover` connects to and has the main poller
 /// watch it; without it (a warning says why) this process serves on but cannot be taken over.
-fn watch_handover(
+pub(super) fn watch_handover(
     settings: &Settings,
     poller: &Arc<Poller>,
     keys: MainKeys,

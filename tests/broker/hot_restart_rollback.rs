@@ -473,3 +473,24 @@ fn replies_an_mcp_held_until_after_the_takeover_reach_their_clients_in_order() {
         }
     }
 }
+
+#[test]
+fn a_process_that_took_over_can_be_taken_over_even_if_the_old_one_is_slow_to_let_go() {
+    let env = TestEnv::new(1, "", "");
+    // The old process lingers after the commit: the new one binds its handover socket meanwhile.
+    let mut old = start_old(&env, &[(FAULT_ENV, "pause-after-commit")]);
+    let _mcp = env.start_echo_mcp();
+    let load = Load::start(old.addr(), 2, 8);
+    env.wait_stat("totals.connections_open", |n| n == 2);
+    let mut new = take_over(&env);
+    assert_eq!(old.exit_code(), Some(0));
+    assert!(
+        !new.lines
+            .iter()
+            .any(|l| l.contains("no hot restart for this process")),
+        "{:#?}",
+        new.lines
+    );
+    let _newer = take_over_for_real(&env, &mut new, &load, 2);
+    assert!(load.finish() > 0);
+}

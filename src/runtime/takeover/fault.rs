@@ -12,7 +12,8 @@ use once_cell::sync::Lazy;
 /// (the new process, having received everything, sleeps until it is killed instead of saying
 /// ready), `exit-before-ready` (it exits with [`FAULT_EXIT_CODE`] there), `exit-after-offer`
 /// (the old process exits with [`FAULT_EXIT_CODE`] right after sending the connections, before
-/// waiting for ready). Public for `tests/broker/hot_restart_rollback.rs` only.
+/// waiting for ready), `pause-after-commit` (the old process waits a second between sending the
+/// commit and letting go). Public for `tests/broker/hot_restart_rollback.rs` only.
 #[doc(hidden)]
 pub const FAULT_ENV: &str = "CCSDTEST_TAKEOVER_FAULT";
 
@@ -24,6 +25,9 @@ pub const STEP_TIMEOUT_ENV: &str = "CCSDTEST_TAKEOVER_STEP_TIMEOUT_MS";
 /// The exit code of a process that exits at a [`FAULT_ENV`] step.
 #[doc(hidden)]
 pub const FAULT_EXIT_CODE: i32 = 70;
+
+/// How long [`Fault::PauseAfterCommit`] pauses.
+const PAUSE: Duration = Duration::from_secs(1);
 
 /// How long each side waits for the other's next step (its hello, its adoption of everything,
 /// the commit), unless [`STEP_TIMEOUT_ENV`] says otherwise.
@@ -38,6 +42,8 @@ pub(crate) enum Fault {
     ExitBeforeReady,
     /// The old process exits right after sending the connections.
     ExitAfterOffer,
+    /// The old process pauses between sending the commit and letting go.
+    PauseAfterCommit,
 }
 
 static FAULT: Lazy<Option<Fault>> = Lazy::new(|| {
@@ -46,9 +52,10 @@ static FAULT: Lazy<Option<Fault>> = Lazy::new(|| {
         Some("hang-before-ready") => Fault::HangBeforeReady,
         Some("exit-before-ready") => Fault::ExitBeforeReady,
         Some("exit-after-offer") => Fault::ExitAfterOffer,
+        Some("pause-after-commit") => Fault::PauseAfterCommit,
         _ => {
             warn!(
-                "{FAULT_ENV} ignored: not hang-before-ready, exit-before-ready or exit-after-offer"
+                "{FAULT_ENV} ignored: not hang-before-ready, exit-before-ready, exit-after-offer or pause-after-commit"
             );
             return None;
         }
@@ -91,6 +98,10 @@ pub(crate) fn inject(step: Fault) {
             loop {
                 std::thread::sleep(Duration::from_secs(3600));
             }
+        }
+        Fault::PauseAfterCommit => {
+            warn!("{FAULT_ENV}: pausing for {PAUSE:?} after the commit");
+            std::thread::sleep(PAUSE);
         }
         Fault::ExitBeforeReady | Fault::ExitAfterOffer => {
             warn!("{FAULT_ENV}: exiting with {FAULT_EXIT_CODE} at {step:?}");

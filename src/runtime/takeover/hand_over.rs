@@ -17,6 +17,7 @@ use crate::actors::worker::FrozenWorker;
 use crate::clock::monotonic_ns;
 use crate::message::WorkerMsg;
 use crate::runtime::Broker;
+use crate::runtime::start::watch_handover;
 
 /// The name of the admin port's listener among the listeners handed over.
 pub(crate) const ADMIN_LISTENER: &str = "admin";
@@ -163,11 +164,19 @@ impl Broker {
             Handover::Abort { reason } => return fail(format!("process {pid} gave up: {reason}")),
             other => return fail(format!("expected ready, got {}", other.kind_name())),
         }
+        // The new process binds its own handover socket once it has the commit: this one's file
+        // must be gone by then, or that bind finds it live and fails (and this one's removal,
+        // later, could take the new file away).
+        self.handover = None;
         // The commit is the point of no return: once the new process has it, it serves, and this
         // one must never touch a socket again. If it cannot be sent, the new process is gone
-        // (or gave up waiting) and will not serve: this one serves on.
-        conn.send(&Handover::Commit.encode(), &[])
-            .or_else(|e| fail(format!("process {pid} did not take the commit: {e}")))?;
+        // (or gave up waiting) and will not serve: this one serves on, and can be taken over
+        // again.
+        if let Err(e) = conn.send(&Handover::Commit.encode(), &[]) {
+            self.handover = watch_handover(&self.settings, &self.poller, self.keys);
+            return fail(format!("process {pid} did not take the commit: {e}"));
+        }
+        fault::inject(Fault::PauseAfterCommit);
         // Let go of everything, leaving the files the new process took over in place.
         self.let_go();
         for worker in &frozen {
@@ -298,13 +307,11 @@ impl Broker {
     }
 
     /// The new process serves now: the files it took over stay where they are when this one
-    /// ends (the pid file, the admin's and the handover's sockets).
+    /// ends (the pid file, the admin's socket; the handover's went before the commit).
     fn let_go(&mut self) {
         if let Some(pid_file) = &mut self.pid_file {
             pid_file.handed_over();
         }
-        // Its socket file goes now: the new process binds its own once it has the commit.
-        self.handover = None;
     }
 }
 

@@ -1,13 +1,14 @@
 //! Hot restart's way back and its faults, through the real binaries: a takeover that cannot start
 //! (invalid settings, an incompatible peer), a new process killed or hanging mid-handover (the
 //! old one thaws and serves on, nothing lost, and can be taken over afterwards), an old process
-//! that dies after passing the descriptors (the new one carries on), a connect storm across a
-//! handover, and an MCP that holds its replies until after one. The faults come from the
-//! test-only knobs `ccsd::runtime::{FAULT_ENV, STEP_TIMEOUT_ENV}`.
+//! that dies after passing the descriptors (the new one carries on) or is slow to let go after
+//! the commit, a connect storm across a handover, a datagram that waits out a freeze, and an MCP
+//! that holds its replies until after a takeover. The faults come from the test-only knobs
+//! `ccsd::runtime::{FAULT_ENV, STEP_TIMEOUT_ENV}`.
 
 use crate::common;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -493,4 +494,28 @@ fn a_process_that_took_over_can_be_taken_over_even_if_the_old_one_is_slow_to_let
     );
     let _newer = take_over_for_real(&env, &mut new, &load, 2);
     assert!(load.finish() > 0);
+}
+
+#[test]
+fn a_datagram_sent_while_the_old_process_is_frozen_is_answered_after_it_thaws() {
+    let udp = "[[listen]]\naddr = \"127.0.0.1:0\"\nproto = \"udp\"\n";
+    let env = TestEnv::new(1, "", udp);
+    let mut old = start_old(&env, &[(STEP_TIMEOUT_ENV, "1500")]);
+    let _mcp = env.start_echo_mcp();
+    let server = old.addrs[1];
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let echo = |payload: &[u8]| {
+        client.send_to(payload, server).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = client.recv_from(&mut buf).expect("a reply datagram");
+        assert_eq!((from, &buf[..n]), (server, payload));
+    };
+    echo(b"before");
+    let mut new = spawn_takeover(&env, &[(FAULT_ENV, "hang-before-ready")]);
+    new.wait_for_line("hanging before saying ready");
+    // The old process is frozen now: the datagram waits in its socket.
+    echo(b"while frozen");
+    old.wait_for_line("rolled back, serving on");
+    echo(b"after");
 }

@@ -519,3 +519,34 @@ fn a_datagram_sent_while_the_old_process_is_frozen_is_answered_after_it_thaws() 
     old.wait_for_line("rolled back, serving on");
     echo(b"after");
 }
+
+#[test]
+fn a_new_process_too_slow_to_say_ready_gives_up_and_leaves_the_old_ones_pid_file() {
+    let env = TestEnv::new(1, "", "");
+    let pid_file = env.dir.join("ccsd.pid");
+    env.add_setting(
+        "broker",
+        &format!("pid_file = {:?}", pid_file.display().to_string()),
+    );
+    // The old process waits half a second for ready; the new one takes a second to say it.
+    let mut old = start_old(&env, &[(STEP_TIMEOUT_ENV, "500")]);
+    let _mcp = env.start_echo_mcp();
+    let load = Load::start(old.addr(), 2, 8);
+    env.wait_stat("totals.connections_open", |n| n == 2);
+    let old_pid = format!("{}\n", old.child.id());
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), old_pid);
+
+    let mut new = spawn_takeover(&env, &[(FAULT_ENV, "pause-before-ready")]);
+    assert_eq!(new.exit_code(), Some(2));
+    new.kill_and_collect_stderr();
+    assert_logged(&new, "the old process gave up");
+    old.wait_for_line("rolled back, serving on");
+    load.wait_all_served(50);
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).ok(),
+        Some(old_pid),
+        "the pid file names the old process, which serves on"
+    );
+    let _new = take_over_for_real(&env, &mut old, &load, 2);
+    assert!(load.finish() > 0);
+}

@@ -10,7 +10,8 @@ use once_cell::sync::Lazy;
 
 /// Test-only: makes a process fail at one step of a hot restart. Values: `hang-before-ready`
 /// (the new process, having received everything, sleeps until it is killed instead of saying
-/// ready), `exit-before-ready` (it exits with [`FAULT_EXIT_CODE`] there), `exit-after-offer`
+/// ready), `pause-before-ready` (it waits a second there), `exit-before-ready` (it exits with
+/// [`FAULT_EXIT_CODE`] there), `exit-after-offer`
 /// (the old process exits with [`FAULT_EXIT_CODE`] right after sending the connections, before
 /// waiting for ready), `pause-after-commit` (the old process waits a second between sending the
 /// commit and letting go). Public for `tests/broker/hot_restart_rollback.rs` only.
@@ -38,6 +39,8 @@ pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) enum Fault {
     /// The new process hangs before it says ready.
     HangBeforeReady,
+    /// The new process pauses before it says ready.
+    PauseBeforeReady,
     /// The new process exits before it says ready.
     ExitBeforeReady,
     /// The old process exits right after sending the connections.
@@ -50,12 +53,13 @@ static FAULT: Lazy<Option<Fault>> = Lazy::new(|| {
     let value = std::env::var_os(FAULT_ENV)?;
     let fault = match value.to_str() {
         Some("hang-before-ready") => Fault::HangBeforeReady,
+        Some("pause-before-ready") => Fault::PauseBeforeReady,
         Some("exit-before-ready") => Fault::ExitBeforeReady,
         Some("exit-after-offer") => Fault::ExitAfterOffer,
         Some("pause-after-commit") => Fault::PauseAfterCommit,
         _ => {
             warn!(
-                "{FAULT_ENV} ignored: not hang-before-ready, exit-before-ready, exit-after-offer or pause-after-commit"
+                "{FAULT_ENV} ignored: not hang-before-ready, pause-before-ready, exit-before-ready, exit-after-offer or pause-after-commit"
             );
             return None;
         }
@@ -99,8 +103,8 @@ pub(crate) fn inject(step: Fault) {
                 std::thread::sleep(Duration::from_secs(3600));
             }
         }
-        Fault::PauseAfterCommit => {
-            warn!("{FAULT_ENV}: pausing for {PAUSE:?} after the commit");
+        Fault::PauseBeforeReady | Fault::PauseAfterCommit => {
+            warn!("{FAULT_ENV}: pausing for {PAUSE:?} at {step:?}");
             std::thread::sleep(PAUSE);
         }
         Fault::ExitBeforeReady | Fault::ExitAfterOffer => {

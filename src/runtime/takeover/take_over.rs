@@ -191,6 +191,7 @@ pub(crate) fn receive(settings: &Settings) -> Result<Handed, TakeoverError> {
 /// The old process gave up (it serves on).
 pub(crate) fn commit(conn: &HandoverConn, adopted: usize) -> Result<(), TakeoverError> {
     fault::inject(Fault::HangBeforeReady);
+    fault::inject(Fault::PauseBeforeReady);
     fault::inject(Fault::ExitBeforeReady);
     let ready = Handover::Ready {
         adopted: adopted as u32,

@@ -223,9 +223,9 @@ impl Acceptor {
         );
     }
 
-    /// Connections open over every worker now, for a log line.
-    fn open_connections(&self) -> usize {
-        // SYNC POINT: Relaxed, as the gauges' updates in `on_readable`: a figure for a log line.
+    /// Connections open over every worker now, for a log line or a descriptor budget.
+    pub(crate) fn open_connections(&self) -> usize {
+        // SYNC POINT: Relaxed, as the gauges' updates in `on_readable`: a figure, not a guard.
         self.workers
             .iter()
             .map(|w| w.open.load(Ordering::Relaxed))

@@ -265,6 +265,22 @@ impl Admin {
         self.listeners.local_addr()
     }
 
+    /// Closes the admin Unix socket (`admin.unix`) and removes its file: a hot restart lets go of
+    /// it, and the new process binds its own.
+    pub(crate) fn close_unix(&mut self) {
+        self.listeners.close_unix();
+    }
+
+    /// Binds the admin Unix socket at `path` (a process that took over, once the old one let
+    /// go of it).
+    ///
+    /// # Errors
+    /// As for [`Admin::bind`]'s Unix socket.
+    pub(crate) fn open_unix(&mut self, path: &Path) -> Result<(), AdminBindError> {
+        let poller = Arc::clone(&self.poller);
+        self.listeners.open_unix(path, &poller, self.first_key + 1)
+    }
+
     /// The admin port's listening socket with its address, to hand to a process taking over
     /// (hot restart), which serves the admin port on from the same socket.
     pub(crate) fn tcp_listener_fd(&self) -> Option<(SocketAddr, std::os::fd::BorrowedFd<'_>)> {

@@ -164,6 +164,9 @@ pub(crate) struct McpBridge {
     held_controls: usize,
     /// The flows that do not live on their birth worker.
     routes: HashMap<FlowId, Route>,
+    /// UDP listener flows of the process this one took over from, by the flow of the same
+    /// listener here: a reply to a datagram received before the takeover still goes out.
+    udp_aliases: HashMap<FlowId, FlowId>,
     /// Bytes of replies waiting for connections on their way.
     moving_bytes: usize,
     /// Reading the response lane is stopped: held replies reached [`HELD_MAX`].
@@ -209,6 +212,7 @@ impl McpBridge {
             held_bytes: 0,
             held_controls: 0,
             routes: HashMap::new(),
+            udp_aliases: HashMap::new(),
             moving_bytes: 0,
             lane_paused: false,
             frozen: false,
@@ -237,6 +241,13 @@ impl McpBridge {
         for (flow, worker) in adopted {
             self.routes.insert(flow, Route::Lives(worker));
         }
+    }
+
+    /// Answers replies for the UDP flow `old` of the process this one took over from as if they
+    /// were for `new`, this process's flow of the same listener.
+    pub(crate) fn alias_udp_flow(&mut self, old: FlowId, new: FlowId) {
+        self.check.adopted = true;
+        self.udp_aliases.insert(old, new);
     }
 
     /// Applies a new `mcp.reply_max_age` (a reload); zero: replies never expire.
@@ -597,14 +608,21 @@ impl McpBridge {
                 main_thread(&header, &self.record[RECORD_HEADER_SIZE..]);
                 return;
             }
-            Ok((header, Destination::Adopted)) => match self.routes.get(&header.flow) {
-                Some(_) => {
+            Ok((mut header, Destination::Adopted)) => {
+                if self.routes.contains_key(&header.flow) {
                     self.record_wait(&header);
                     // The route below decides where it goes (or that it waits for a move).
                     (header, usize::MAX)
+                } else if let Some(&alias) = self.udp_aliases.get(&header.flow) {
+                    self.record_wait(&header);
+                    self.counters.records_udp += 1;
+                    header.flow = alias;
+                    main_thread(&header, &self.record[RECORD_HEADER_SIZE..]);
+                    return;
+                } else {
+                    return self.count_rejection(Rejection::StaleEpoch);
                 }
-                None => return self.count_rejection(Rejection::StaleEpoch),
-            },
+            }
             Ok((header, Destination::Custom)) => {
                 self.counters.custom_records += 1;
                 self.customs.push(CustomMcp {

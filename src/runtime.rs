@@ -280,6 +280,8 @@ pub struct Broker {
     handover: Option<Watched<HandoverListener>>,
     /// Workers frozen by a takeover in progress (thawed if it fails).
     frozen_workers: Vec<usize>,
+    /// A takeover in progress froze the acceptor, the UDP actor and the bridge.
+    takeover_frozen: bool,
 }
 
 impl fmt::Debug for Broker {

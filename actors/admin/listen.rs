@@ -215,6 +215,23 @@ impl AdminListeners {
         self.tcp.source().as_fd()
     }
 
+    /// Closes the Unix socket and removes its file (a hot restart: the new process binds its own
+    /// once this one has let go).
+    pub(super) fn close_unix(&mut self) {
+        self.unix = None;
+    }
+
+    /// Binds the Unix socket at `path` now (after a hot restart's commit), under `key`.
+    pub(super) fn open_unix(
+        &mut self,
+        path: &Path,
+        poller: &Arc<Poller>,
+        key: usize,
+    ) -> Result<(), AdminBindError> {
+        self.unix = Some(bind_unix(path, poller, key)?);
+        Ok(())
+    }
+
     pub(super) fn unix_path(&self) -> Option<&Path> {
         self.unix.as_ref().map(|u| u.path.as_path())
     }

@@ -181,6 +181,15 @@ impl Inherited {
         Ok(Inherited { slots })
     }
 
+    /// How the log names where these sockets came from.
+    pub(super) fn origin(&self) -> &'static str {
+        if self.slots.iter().any(|s| s.handed_index.is_some()) {
+            ", handed over"
+        } else {
+            ", from systemd"
+        }
+    }
+
     /// Closes the sockets no listener took (a listener the old process had and this one has
     /// not); returns their addresses.
     pub(super) fn close_untaken(&mut self) -> Vec<SocketAddr> {

@@ -101,7 +101,16 @@ impl Broker {
                 .all_taken()
                 .map_err(StartError::SocketActivation)?;
         }
-        let admin = bind_admin(settings, &poller, keys, handed_admin)?;
+        // A takeover binds the admin Unix socket once the old process let go of it.
+        let admin_settings = match handed {
+            Some(_) => {
+                let mut deferred = settings.clone();
+                deferred.admin.unix = None;
+                deferred
+            }
+            None => settings.clone(),
+        };
+        let admin = bind_admin(&admin_settings, &poller, keys, handed_admin)?;
         // Before any lane is touched: a second ccsd on the same lanes would corrupt them. A
         // takeover holds the running ccsd's lock, handed over open.
         let instance = match handed.as_mut() {
@@ -179,8 +188,19 @@ impl Broker {
         )
         .with_memory_share(MemoryShare::new(&memory));
         let mut bridge = bridge;
-        if handed.is_some() {
+        if let Some(h) = &handed {
             bridge.adopt_flows(adopted_flows.iter().copied());
+            // Replies to datagrams the old process received go out of the same sockets here.
+            let main_lane = lanes.main_lane.index();
+            for (old_index, local) in &h.udp_listeners {
+                if let Some(j) = ports.local_addrs.iter().position(|a| a == local) {
+                    if settings.listen[j].proto == Proto::Udp {
+                        let old = FlowId::new(h.epoch, h.old_main_lane, 0, *old_index as u32);
+                        let new = FlowId::new(epoch, main_lane, 0, j as u32);
+                        bridge.alias_udp_flow(old, new);
+                    }
+                }
+            }
         }
         let acceptor = Acceptor::new(
             ports.tcp,
@@ -236,6 +256,7 @@ impl Broker {
             instance,
             handover: None,
             frozen_workers: Vec::new(),
+            takeover_frozen: false,
         };
         if let Some(h) = handed {
             let adopted = adopted_flows.len();
@@ -244,6 +265,12 @@ impl Broker {
                 let _ = gate.send(committed.is_ok());
             }
             committed.map_err(StartError::Takeover)?;
+            if let (Some(admin), Some(path)) = (broker.admin.as_mut(), &settings.admin.unix) {
+                match admin.open_unix(path) {
+                    Ok(()) => info!("admin on unix://{}", path.display()),
+                    Err(e) => log::warn!("hot restart: {e}; the admin port still serves"),
+                }
+            }
             // The old process let go: the lock and the pid file name this one now.
             if let Err(e) = broker.instance.claim() {
                 log::warn!("hot restart: cannot write this pid into the lock file: {e}");
@@ -337,7 +364,8 @@ fn bind_listeners(
             Proto::Tcp => {
                 let received = inherited
                     .take_tcp(i, l)
-                    .map_err(StartError::SocketActivation)?;
+                    .map_err(StartError::SocketActivation)?
+                    .map(|socket| (socket, inherited.origin()));
                 let (socket, local, origin) = watch_listener(
                     poller,
                     (i, interest),
@@ -364,7 +392,8 @@ fn bind_listeners(
             Proto::Udp => {
                 let received = inherited
                     .take_udp(i, l)
-                    .map_err(StartError::SocketActivation)?;
+                    .map_err(StartError::SocketActivation)?
+                    .map(|socket| (socket, inherited.origin()));
                 let (socket, local, origin) = watch_listener(
                     poller,
                     (i, interest),
@@ -404,19 +433,19 @@ fn bind_listeners(
     Ok(ports)
 }
 
-/// The listening socket systemd passed (`received`), or one `bind` opens now, watched by the main
-/// poller as listener `i` with `interest`; with its local address and how the log names where it
-/// came from.
+/// The listening socket systemd or the process this one took over from passed (`received`, with
+/// how the log names where it came from), or one `bind` opens now, watched by the main poller as
+/// listener `i` with `interest`; with its local address and where it came from.
 fn watch_listener<S: AsFd>(
     poller: &Arc<Poller>,
     (i, interest): (usize, Event),
-    received: Option<S>,
+    received: Option<(S, &'static str)>,
     bind: impl FnOnce() -> io::Result<S>,
     local_addr: impl Fn(&S) -> io::Result<SocketAddr>,
     bind_err: impl Fn(io::Error) -> StartError,
 ) -> Result<(Watched<S>, SocketAddr, &'static str), StartError> {
     let (socket, origin) = match received {
-        Some(socket) => (socket, ", from systemd"),
+        Some(received) => received,
         None => (bind().map_err(&bind_err)?, ""),
     };
     let local = local_addr(&socket).map_err(&bind_err)?;

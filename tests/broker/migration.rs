@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use ccsd::flow::FlowId;
-use ccsd::mcp::{McpEndpoint, McpError, Message};
+use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{CloseMode, CustomOp, Kind, RecordHeader};
 use common::{
     AdminClient, Proc, TestEnv, WAIT, connect, packet, pipelined_client, read_n, round_trip,
@@ -269,31 +269,12 @@ impl Session {
 
     /// The next DATA record, its header and payload.
     fn data(&mut self) -> (RecordHeader, Vec<u8>) {
-        loop {
-            assert!(
-                self.mcp.recv(&mut self.msg, Some(WAIT)).unwrap(),
-                "no record from ccsd"
-            );
-            if self.msg.header().kind == Kind::Data {
-                return (*self.msg.header(), self.msg.payload().to_vec());
-            }
-        }
+        common::next_data(&mut self.mcp, &mut self.msg)
     }
 
     /// Replies to `request`, waiting for room in the response lane if ccsd is behind.
     fn reply(&mut self, request: &RecordHeader, payload: &[u8]) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match self.mcp.reply(request, payload) {
-                Ok(()) => break,
-                Err(McpError::Full) => {
-                    self.mcp.flush().unwrap();
-                    assert!(Instant::now() < deadline, "the response lane stayed full");
-                }
-                Err(e) => panic!("reply: {e}"),
-            }
-        }
-        self.mcp.flush().unwrap();
+        common::reply_when_room(&mut self.mcp, request, payload);
     }
 
     /// The worker holding `flow` now (admin `conns`).

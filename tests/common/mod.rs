@@ -271,6 +271,33 @@ pub fn pipelined_client(addr: SocketAddr, id: usize, window: u64, stop: Arc<Atom
     }
 }
 
+/// The next DATA record a test-owned MCP receives: its header and payload.
+pub fn next_data(mcp: &mut McpEndpoint, msg: &mut Message) -> (RecordHeader, Vec<u8>) {
+    loop {
+        assert!(mcp.recv(msg, Some(WAIT)).unwrap(), "no record from ccsd");
+        if msg.header().kind == Kind::Data {
+            return (*msg.header(), msg.payload().to_vec());
+        }
+    }
+}
+
+/// Replies to `request` as a test-owned MCP, waiting for room in the response lane if ccsd is
+/// behind, and publishes the reply.
+pub fn reply_when_room(mcp: &mut McpEndpoint, request: &RecordHeader, payload: &[u8]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match mcp.reply(request, payload) {
+            Ok(()) => break,
+            Err(ccsd::mcp::McpError::Full) => {
+                mcp.flush().unwrap();
+                assert!(Instant::now() < deadline, "the response lane stayed full");
+            }
+            Err(e) => panic!("reply: {e}"),
+        }
+    }
+    mcp.flush().unwrap();
+}
+
 /// Removes `/dev/shm/{name}.*`.
 pub fn remove_queue_files(name: &str) {
     let prefix = format!("{name}.");

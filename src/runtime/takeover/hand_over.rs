@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::channel::HandoverConn;
+use super::channel::{ChannelError, HandoverConn};
 use super::fault::{self, Fault, step_timeout};
 use super::wire::{ConnOffer, Handover, LaneOffer, LaneRole, ListenerOffer, Proto, encode_conns};
 use crate::actors::worker::FrozenWorker;
 use crate::clock::monotonic_ns;
 use crate::message::WorkerMsg;
-use crate::runtime::Broker;
 use crate::runtime::start::watch_handover;
+use crate::runtime::{Broker, fd_limit};
 
 /// The name of the admin port's listener among the listeners handed over.
 pub(crate) const ADMIN_LISTENER: &str = "admin";
@@ -57,6 +57,8 @@ impl Broker {
         // Nothing is frozen yet: a refusal changes nothing here.
         let pid = match self.check_hello(&conn) {
             Ok(pid) => pid,
+            // A process checking whether this socket is alive (a stale-file probe).
+            Err(why) if why.0.is_empty() => return false,
             Err(why) => {
                 self.control.takeovers_refused += 1;
                 warn!("hot restart refused, serving on: {why}");
@@ -90,9 +92,18 @@ impl Broker {
     }
 
     /// Reads the new process's hello and checks that it may take over; its pid if so, else why
-    /// not.
+    /// not (an empty reason: a probe that closed without a word).
     fn check_hello(&mut self, conn: &HandoverConn) -> Result<u32, NotHandedOver> {
-        let hello = recv(conn, step_timeout())?;
+        let hello = match conn.recv(Some(step_timeout())) {
+            // A process checking whether this socket is alive (a stale-file probe): nothing to do.
+            Err(ChannelError::Closed) => return Err(NotHandedOver(String::new())),
+            received => Handover::decode(
+                &received
+                    .or_else(|e| fail(format!("waiting for the new process: {e}")))?
+                    .bytes,
+            )
+            .or_else(|e| fail(format!("a message that does not decode: {e}")))?,
+        };
         let Handover::Hello {
             pid,
             version,
@@ -164,16 +175,19 @@ impl Broker {
             Handover::Abort { reason } => return fail(format!("process {pid} gave up: {reason}")),
             other => return fail(format!("expected ready, got {}", other.kind_name())),
         }
-        // The new process binds its own handover socket once it has the commit: this one's file
-        // must be gone by then, or that bind finds it live and fails (and this one's removal,
-        // later, could take the new file away).
+        // The new process binds its own handover and admin Unix sockets once it has the commit:
+        // this one's files must be gone by then, or those binds find them live and fail (and
+        // this one's removal, later, could take the new files away).
         self.handover = None;
+        if let Some(admin) = &mut self.admin {
+            admin.close_unix();
+        }
         // The commit is the point of no return: once the new process has it, it serves, and this
         // one must never touch a socket again. If it cannot be sent, the new process is gone
         // (or gave up waiting) and will not serve: this one serves on, and can be taken over
         // again.
         if let Err(e) = conn.send(&Handover::Commit.encode(), &[]) {
-            self.handover = watch_handover(&self.settings, &self.poller, self.keys);
+            self.reopen_sockets();
             return fail(format!("process {pid} did not take the commit: {e}"));
         }
         fault::inject(Fault::PauseAfterCommit);
@@ -185,9 +199,29 @@ impl Broker {
         Ok(count)
     }
 
+    /// Binds the handover and admin Unix sockets again after a commit that could not be sent.
+    fn reopen_sockets(&mut self) {
+        self.handover = watch_handover(&self.settings, &self.poller, self.keys);
+        if let (Some(admin), Some(path)) = (self.admin.as_mut(), &self.settings.admin.unix) {
+            if let Err(e) = admin.open_unix(path) {
+                warn!("admin Unix socket lost after a failed takeover: {e}");
+            }
+        }
+    }
+
     /// Stops accepting, reading the response lane and reading datagrams, and has every worker
     /// freeze; returns each worker's copy of its connections.
     fn freeze(&mut self) -> Result<Vec<FrozenWorker>, NotHandedOver> {
+        // Each worker duplicates every socket it hands over: room for a second copy of each.
+        let settings = &self.settings;
+        let max = settings.broker.max_connections;
+        let needed = fd_limit::fd_budget(
+            max + self.acceptor.open_connections(),
+            settings.broker.worker_count(),
+            settings.listen.len(),
+        );
+        fd_limit::raise_for(needed, max);
+        self.takeover_frozen = true;
         self.acceptor.freeze();
         self.udp.freeze();
         self.bridge.freeze();
@@ -241,6 +275,9 @@ impl Broker {
     /// Serves on after a failed takeover: every frozen worker thaws, accepting and reading
     /// resume, and the lane headers name this process as ccsd's end again.
     fn thaw(&mut self) {
+        if !std::mem::take(&mut self.takeover_frozen) {
+            return;
+        }
         for w in std::mem::take(&mut self.frozen_workers) {
             self.bridge.send_control(w, WorkerMsg::Thaw);
         }
@@ -307,7 +344,7 @@ impl Broker {
     }
 
     /// The new process serves now: the files it took over stay where they are when this one
-    /// ends (the pid file, the admin's socket; the handover's went before the commit).
+    /// ends (the pid file; the handover's and the admin's Unix sockets went before the commit).
     fn let_go(&mut self) {
         if let Some(pid_file) = &mut self.pid_file {
             pid_file.handed_over();

@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
@@ -13,7 +13,7 @@ use log::{info, warn};
 
 use super::channel::{ChannelError, HandoverConn};
 use super::fault::{self, Fault, step_timeout};
-use super::wire::{Handover, ListenerOffer, decode_conns};
+use super::wire::{Handover, LaneRole, ListenerOffer, Proto, decode_conns};
 use crate::clock::monotonic_ns;
 use crate::conn_state::ConnState;
 use crate::settings::Settings;
@@ -87,6 +87,10 @@ pub(crate) struct Handed {
     pub(crate) listeners: Vec<(ListenerOffer, OwnedFd)>,
     /// Every connection.
     pub(crate) conns: Vec<HandedConn>,
+    /// The old process's UDP listeners: their index there and address.
+    pub(crate) udp_listeners: Vec<(usize, SocketAddr)>,
+    /// The old process's main-thread lane index (its UDP flows carry it as their worker).
+    pub(crate) old_main_lane: u8,
 }
 
 /// Connects to the running ccsd of `settings`' queues and receives everything it hands over.
@@ -113,14 +117,14 @@ pub(crate) fn receive(settings: &Settings) -> Result<Handed, TakeoverError> {
     let offer = conn
         .recv(Some(step_timeout()))
         .or_else(|e| failed(format!("waiting for the offer: {e}")))?;
-    let (pid, epoch, listeners, connections) = match Handover::decode(&offer.bytes) {
+    let (pid, epoch, listeners, lanes, connections) = match Handover::decode(&offer.bytes) {
         Ok(Handover::Offer {
             pid,
             epoch,
             listeners,
+            lanes,
             connections,
-            ..
-        }) => (pid, epoch, listeners, connections),
+        }) => (pid, epoch, listeners, lanes, connections),
         Ok(Handover::Refused { reason }) => return Err(TakeoverError::Refused(reason)),
         Ok(other) => return failed(format!("expected an offer, got {}", other.kind_name())),
         Err(e) => return failed(format!("an offer that does not decode: {e}")),
@@ -137,6 +141,20 @@ pub(crate) fn receive(settings: &Settings) -> Result<Handed, TakeoverError> {
             fds.len()
         ));
     }
+    // Its UDP flows name its listener index (the position among the unnamed listeners, which it
+    // sends in its listener order) and its main lane (the last request lane).
+    let udp_listeners: Vec<(usize, SocketAddr)> = listeners
+        .iter()
+        .filter(|l| l.name.is_none())
+        .enumerate()
+        .filter(|(_, l)| l.proto == Proto::Udp)
+        .map(|(i, l)| (i, l.local))
+        .collect();
+    let request_lanes = lanes
+        .iter()
+        .filter(|l| matches!(l.role, LaneRole::Request { .. }))
+        .count();
+    let old_main_lane = u8::try_from(request_lanes.saturating_sub(1)).unwrap_or(u8::MAX);
     let sockets: Vec<OwnedFd> = fds.by_ref().take(listeners.len()).collect();
     let pid_file = fds.next().map(File::from);
     let listeners: Vec<(ListenerOffer, OwnedFd)> = listeners.into_iter().zip(sockets).collect();
@@ -181,6 +199,8 @@ pub(crate) fn receive(settings: &Settings) -> Result<Handed, TakeoverError> {
         pid_file,
         listeners,
         conns,
+        udp_listeners,
+        old_main_lane,
     })
 }
 

@@ -68,7 +68,8 @@ pub enum Handover {
         reason: String,
     },
     /// old → new: what is handed over; the descriptors travel with it in this order: the
-    /// instance lock file, then one per listener in the order of `listeners`.
+    /// instance lock file, then one per listener in the order of `listeners`, then the pid file
+    /// if the old process has one.
     Offer {
         /// The old process's pid.
         pid: u32,

@@ -478,7 +478,13 @@ fn replies_an_mcp_held_until_after_the_takeover_reach_their_clients_in_order() {
 #[test]
 fn a_process_that_took_over_can_be_taken_over_even_if_the_old_one_is_slow_to_let_go() {
     let env = TestEnv::new(1, "", "");
-    // The old process lingers after the commit: the new one binds its handover socket meanwhile.
+    let admin_unix = env.dir.join("admin.sock");
+    env.add_setting(
+        "admin",
+        &format!("unix = {:?}", admin_unix.display().to_string()),
+    );
+    // The old process lingers after the commit: the new one binds its handover and admin Unix
+    // sockets meanwhile.
     let mut old = start_old(&env, &[(FAULT_ENV, "pause-after-commit")]);
     let _mcp = env.start_echo_mcp();
     let load = Load::start(old.addr(), 2, 8);
@@ -492,6 +498,9 @@ fn a_process_that_took_over_can_be_taken_over_even_if_the_old_one_is_slow_to_let
         "{:#?}",
         new.lines
     );
+    assert_logged(&new, "admin on unix://");
+    let mut admin = std::os::unix::net::UnixStream::connect(&admin_unix).expect("admin socket");
+    std::io::Write::write_all(&mut admin, b"quit\n").unwrap();
     let _newer = take_over_for_real(&env, &mut new, &load, 2);
     assert!(load.finish() > 0);
 }

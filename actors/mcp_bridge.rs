@@ -280,9 +280,11 @@ impl McpBridge {
         self.frozen = true;
     }
 
-    /// Reads the response lane again after [`freeze`](McpBridge::freeze).
+    /// Reads the response lane again after [`freeze`](McpBridge::freeze), named its consumer
+    /// again (the process that failed to take over wrote its own pid there).
     pub(crate) fn thaw(&mut self) {
         self.frozen = false;
+        self.lane.lane().claim_consumer();
     }
 
     /// Offers the held batches and control messages to their workers now.

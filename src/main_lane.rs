@@ -45,6 +45,11 @@ impl MainLane {
         self.producer.try_push(parts).is_ok()
     }
 
+    /// Names this process the lane's producer again (after a hot restart that rolled back).
+    pub(crate) fn claim(&self) {
+        self.producer.lane().claim_producer();
+    }
+
     /// Makes the records pushed this turn visible, waking MCP if it sleeps.
     pub(crate) fn publish(&mut self) {
         if !self.producer.has_unpublished() {

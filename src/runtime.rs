@@ -84,6 +84,9 @@ pub use socket_activation::ActivationError;
 use takeover::channel::HandoverListener;
 pub use takeover::take_over::TakeoverError;
 use upgrade::Upgrade;
+// Public only for `tests/broker/hot_restart_rollback.rs`: test-only faults of a hot restart.
+#[doc(hidden)]
+pub use takeover::fault::{FAULT_ENV, FAULT_EXIT_CODE, STEP_TIMEOUT_ENV};
 
 /// Why ccsd could not start.
 #[derive(Debug)]

@@ -255,6 +255,14 @@ counters! {
         rebalance_migrations,
         /// Pin and unpin requests carried out (admin `pin`/`unpin`, MCP's custom record).
         pin_requests,
+        /// Hot restarts refused before anything was frozen: the new process's hello did not
+        /// come or did not decode, it names other queues or another lane capacity, this ccsd is
+        /// stopping, or connections were moving between workers.
+        takeovers_refused,
+        /// Hot restarts that failed after this ccsd froze (the new process died, hung past the
+        /// step timeout, gave up, or a worker could not copy its connections): this ccsd thawed
+        /// and serves on with everything it had.
+        takeovers_rolled_back,
     }
 }
 

@@ -75,6 +75,8 @@ impl Worker {
         };
         match unfrozen {
             Unfrozen::Thawed => {
+                // The process that failed to take over may have written its pid there.
+                self.ingress.lane().lane().claim_producer();
                 for msg in deferred {
                     self.on_message(msg);
                 }

@@ -249,12 +249,27 @@ impl Lane {
         tail.wrapping_sub(head).min(self.capacity)
     }
 
-    /// Becomes the producing end: writes our pid into `producer_pid` and continues at the
-    /// tail found in the header.
-    pub fn into_producer(self) -> Producer {
+    /// Writes our pid into `producer_pid` again: a process that took this lane over and gave it
+    /// back (a hot restart that rolled back) left its own there.
+    pub fn claim_producer(&self) {
+        // SYNC POINT: Relaxed: an informational pid; nothing is read through it.
         self.region
             .u32_at(OFF_PRODUCER_PID)
             .store(own_pid(), Ordering::Relaxed);
+    }
+
+    /// Writes our pid into `consumer_pid` again (see [`claim_producer`](Lane::claim_producer)).
+    pub fn claim_consumer(&self) {
+        // SYNC POINT: Relaxed: an informational pid; nothing is read through it.
+        self.region
+            .u32_at(OFF_CONSUMER_PID)
+            .store(own_pid(), Ordering::Relaxed);
+    }
+
+    /// Becomes the producing end: writes our pid into `producer_pid` and continues at the
+    /// tail found in the header.
+    pub fn into_producer(self) -> Producer {
+        self.claim_producer();
         // Only a producer writes the tail, and attach checked it is 8-aligned; rounding up keeps
         // every frame write aligned even if some other process broke that since.
         let tail = self.tail().load(Ordering::Acquire).wrapping_add(7) & !7;
@@ -274,9 +289,7 @@ impl Lane {
     /// Becomes the consuming end: writes our pid into `consumer_pid` and continues at the head
     /// found in the header.
     pub fn into_consumer(self) -> Consumer {
-        self.region
-            .u32_at(OFF_CONSUMER_PID)
-            .store(own_pid(), Ordering::Relaxed);
+        self.claim_consumer();
         let head = self.head().load(Ordering::Acquire);
         Consumer {
             mask: self.capacity - 1,

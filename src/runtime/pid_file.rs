@@ -49,7 +49,8 @@ impl std::error::Error for PidFileError {
 pub(super) struct PidFile {
     file: File,
     path: PathBuf,
-    /// A process that took over adopted it: leave it in place.
+    /// Not this process's to remove: a process that took over adopted it, or this one adopted
+    /// it and has not claimed it yet.
     handed_over: bool,
 }
 
@@ -71,17 +72,19 @@ impl PidFile {
 
     /// The pid file the process this one took over from held (`file`, handed over open and
     /// locked), if `path` still names it; it holds the old pid until
-    /// [`claim`](PidFile::claim). `None` when `path` names another file (the setting changed):
+    /// [`claim`](PidFile::claim), and is not removed on drop before that (a takeover that
+    /// fails leaves it to the old process). `None` when `path` names another file (the setting changed):
     /// write a new one.
     pub(super) fn adopt(file: File, path: &Path) -> Option<PidFile> {
         let same = match (fs::symlink_metadata(path), file.metadata()) {
             (Ok(there), Ok(ours)) => there.dev() == ours.dev() && there.ino() == ours.ino(),
             _ => false,
         };
+        // The old process's until claimed: if this one gives up before, the file stays.
         same.then(|| PidFile {
             file,
             path: path.to_path_buf(),
-            handed_over: false,
+            handed_over: true,
         })
     }
 
@@ -90,6 +93,7 @@ impl PidFile {
     /// # Errors
     /// Writing failed.
     pub(super) fn claim(&mut self) -> Result<(), PidFileError> {
+        self.handed_over = false;
         rewrite_pid(&mut self.file).map_err(|source| {
             PidFileError(InstanceError::Io {
                 path: self.path.clone(),

@@ -17,6 +17,7 @@ mod flow_ids;
 mod flow_lifecycle;
 mod half_close;
 mod hot_restart;
+mod hot_restart_rollback;
 mod hot_restart_upgrade;
 mod idle_timeout;
 mod listen_options;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::channel::{ChannelError, HandoverConn};
+use super::fault::{self, Fault, step_timeout};
 use super::wire::{ConnOffer, Handover, LaneOffer, LaneRole, ListenerOffer, Proto, encode_conns};
 use crate::actors::worker::FrozenWorker;
 use crate::clock::monotonic_ns;
@@ -18,8 +19,6 @@ use crate::message::WorkerMsg;
 use crate::runtime::start::watch_handover;
 use crate::runtime::{Broker, fd_limit};
 
-/// How long the new process has for each of its steps (its hello, its adoption of everything).
-pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The name of the admin port's listener among the listeners handed over.
 pub(crate) const ADMIN_LISTENER: &str = "admin";
 /// How long the workers have to freeze.
@@ -55,7 +54,20 @@ impl Broker {
             }
         };
         let began = Instant::now();
-        match self.hand_over(&conn) {
+        // Nothing is frozen yet: a refusal changes nothing here.
+        let pid = match self.check_hello(&conn) {
+            Ok(pid) => pid,
+            // A process checking whether this socket is alive (a stale-file probe).
+            Err(why) if why.0.is_empty() => return false,
+            Err(why) => {
+                self.control.takeovers_refused += 1;
+                warn!("hot restart refused, serving on: {why}");
+                let refused = Handover::Refused { reason: why.0 };
+                let _ = conn.send(&refused.encode(), &[]);
+                return false;
+            }
+        };
+        match self.hand_over(&conn, pid) {
             Ok(count) => {
                 info!(
                     "hot restart: handed {count} connections over to the new process in {:?}; exiting",
@@ -63,9 +75,12 @@ impl Broker {
                 );
                 true
             }
-            Err(why) if why.0.is_empty() => false,
             Err(why) => {
-                warn!("hot restart refused or failed, serving on: {why}");
+                self.control.takeovers_rolled_back += 1;
+                warn!(
+                    "hot restart by process {pid} failed after {:?}, rolled back, serving on: {why}",
+                    began.elapsed()
+                );
                 let abort = Handover::Abort {
                     reason: why.0.clone(),
                 };
@@ -77,9 +92,10 @@ impl Broker {
         }
     }
 
-    /// The handover itself (see the module header); returns how many connections went.
-    fn hand_over(&mut self, conn: &HandoverConn) -> Result<usize, NotHandedOver> {
-        let hello = match conn.recv(Some(STEP_TIMEOUT)) {
+    /// Reads the new process's hello and checks that it may take over; its pid if so, else why
+    /// not (an empty reason: a probe that closed without a word).
+    fn check_hello(&mut self, conn: &HandoverConn) -> Result<u32, NotHandedOver> {
+        let hello = match conn.recv(Some(step_timeout())) {
             // A process checking whether this socket is alive (a stale-file probe): nothing to do.
             Err(ChannelError::Closed) => return Err(NotHandedOver(String::new())),
             received => Handover::decode(
@@ -101,30 +117,25 @@ impl Broker {
         };
         info!("hot restart: process {pid} (ccsd {version}) asks to take over");
         let queues = &self.settings.queues;
-        let refusal = if queue_dir != queues.dir || queue_name != queues.name {
-            Some("it names other queues".to_owned())
+        if queue_dir != queues.dir || queue_name != queues.name {
+            fail(format!("process {pid} names other queues"))
         } else if lane_capacity != queues.capacity.bytes() {
-            Some(format!(
+            fail(format!(
                 "queues.capacity differs ({lane_capacity} against {}): the lanes cannot change size across a takeover",
                 queues.capacity.bytes()
             ))
         } else if self.stopping_requested() {
-            Some("this ccsd is stopping".to_owned())
+            fail("this ccsd is stopping")
         } else if self.bridge.moving() {
-            Some("connections are moving between workers; try again".to_owned())
+            fail("connections are moving between workers; try again")
         } else {
-            None
-        };
-        if let Some(reason) = refusal {
-            let _ = conn.send(
-                &Handover::Refused {
-                    reason: reason.clone(),
-                }
-                .encode(),
-                &[],
-            );
-            return fail(format!("refused process {pid}: {reason}"));
+            Ok(pid)
         }
+    }
+
+    /// The handover itself (see the module header) to process `pid`, whose hello passed;
+    /// returns how many connections went.
+    fn hand_over(&mut self, conn: &HandoverConn, pid: u32) -> Result<usize, NotHandedOver> {
         let frozen = self.freeze()?;
         let mut offers = Vec::new();
         let mut sockets = Vec::new();
@@ -157,7 +168,8 @@ impl Broker {
             .or_else(|e| fail(format!("sending the offer: {e}")))?;
         conn.send_bulk(&encode_conns(&offers), &sockets)
             .or_else(|e| fail(format!("sending the connections: {e}")))?;
-        match recv(conn, STEP_TIMEOUT)? {
+        fault::inject(Fault::ExitAfterOffer);
+        match recv(conn, step_timeout())? {
             Handover::Ready { adopted } => {
                 info!("hot restart: process {pid} adopted {adopted} connections");
             }
@@ -174,9 +186,12 @@ impl Broker {
         }
         // The commit is the point of no return: once the new process has it, it serves, and this
         // one must never touch a socket again. If it cannot be sent, the new process is gone
-        // (or gave up waiting) and will not serve: this one serves on.
-        conn.send(&Handover::Commit.encode(), &[])
-            .or_else(|e| fail(format!("process {pid} did not take the commit: {e}")))?;
+        // (or gave up waiting) and will not serve: this one serves on, and can be taken over
+        // again.
+        if let Err(e) = conn.send(&Handover::Commit.encode(), &[]) {
+            return fail(format!("process {pid} did not take the commit: {e}"));
+        }
+        fault::inject(Fault::PauseAfterCommit);
         // Let go of everything, leaving the files the new process took over in place.
         self.let_go();
         self.upgrade.handed_to(pid);
@@ -217,34 +232,40 @@ impl Broker {
         drop(reply);
         let deadline = Instant::now() + FREEZE_TIMEOUT;
         let mut done = Vec::with_capacity(workers);
-        while done.len() < workers {
+        let why = loop {
+            if done.len() == workers {
+                self.frozen_workers = (0..workers).collect();
+                return Ok(done);
+            }
             self.bridge.offer_held_now();
             match frozen.recv_timeout(Duration::from_millis(1)) {
                 Ok(worker) if worker.failed > 0 => {
+                    let why = format!(
+                        "worker {} could not copy {} of its connections (out of descriptors?)",
+                        worker.worker, worker.failed
+                    );
                     done.push(worker);
-                    self.frozen_workers = done.iter().map(|w| w.worker).collect();
-                    return fail(format!(
-                        "a worker could not copy {} of its connections (out of descriptors?)",
-                        done.last().map_or(0, |w| w.failed)
-                    ));
+                    break why;
                 }
                 Ok(worker) => done.push(worker),
                 Err(_) if Instant::now() >= deadline => {
-                    self.frozen_workers = done.iter().map(|w| w.worker).collect();
-                    return fail(format!(
+                    break format!(
                         "only {} of {workers} workers froze within {FREEZE_TIMEOUT:?}",
                         done.len()
-                    ));
+                    );
                 }
                 Err(_) => {}
             }
-        }
+        };
+        // Giving up: every worker gets a thaw, behind its freeze. Not only those whose copy was
+        // received: a copy may wait unread in the channel, its worker frozen. One that replies
+        // once the channel is gone thaws by itself, and the thaw after it changes nothing.
         self.frozen_workers = (0..workers).collect();
-        Ok(done)
+        fail(why)
     }
 
     /// Serves on after a failed takeover: every frozen worker thaws, accepting and reading
-    /// resume.
+    /// resume, and the lane headers name this process as ccsd's end again.
     fn thaw(&mut self) {
         if !std::mem::take(&mut self.takeover_frozen) {
             return;
@@ -253,6 +274,7 @@ impl Broker {
             self.bridge.send_control(w, WorkerMsg::Thaw);
         }
         self.bridge.thaw();
+        self.main_lane.claim();
         self.udp.thaw();
         self.acceptor.thaw();
     }

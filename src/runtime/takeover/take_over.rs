@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use log::{info, warn};
 
 use super::channel::{ChannelError, HandoverConn};
-use super::hand_over::STEP_TIMEOUT;
+use super::fault::{self, Fault, step_timeout};
 use super::wire::{Handover, LaneRole, ListenerOffer, Proto, decode_conns};
 use crate::clock::monotonic_ns;
 use crate::conn_state::ConnState;
@@ -99,7 +99,7 @@ pub(crate) struct Handed {
 /// [`TakeoverError`]: nothing runs there, it refused, or the handover broke off.
 pub(crate) fn receive(settings: &Settings) -> Result<Handed, TakeoverError> {
     let path = settings.handover_path();
-    let conn = HandoverConn::connect(&path, STEP_TIMEOUT).map_err(|source| {
+    let conn = HandoverConn::connect(&path, step_timeout()).map_err(|source| {
         TakeoverError::NothingToTakeOver {
             path,
             source: Box::new(source),
@@ -115,7 +115,7 @@ pub(crate) fn receive(settings: &Settings) -> Result<Handed, TakeoverError> {
     conn.send(&hello.encode(), &[])
         .or_else(|e| failed(format!("saying hello: {e}")))?;
     let offer = conn
-        .recv(Some(STEP_TIMEOUT))
+        .recv(Some(step_timeout()))
         .or_else(|e| failed(format!("waiting for the offer: {e}")))?;
     let (pid, epoch, listeners, lanes, connections) = match Handover::decode(&offer.bytes) {
         Ok(Handover::Offer {
@@ -159,7 +159,7 @@ pub(crate) fn receive(settings: &Settings) -> Result<Handed, TakeoverError> {
     let pid_file = fds.next().map(File::from);
     let listeners: Vec<(ListenerOffer, OwnedFd)> = listeners.into_iter().zip(sockets).collect();
     let bulk = conn
-        .recv_bulk(Some(STEP_TIMEOUT))
+        .recv_bulk(Some(step_timeout()))
         .or_else(|e| failed(format!("receiving the connections: {e}")))?;
     let offers = decode_conns(&bulk.bytes, connections as usize)
         .or_else(|e| failed(format!("the connections do not decode: {e}")))?;
@@ -210,13 +210,20 @@ pub(crate) fn receive(settings: &Settings) -> Result<Handed, TakeoverError> {
 /// # Errors
 /// The old process gave up (it serves on).
 pub(crate) fn commit(conn: &HandoverConn, adopted: usize) -> Result<(), TakeoverError> {
+    fault::inject(Fault::HangBeforeReady);
+    fault::inject(Fault::PauseBeforeReady);
+    fault::inject(Fault::ExitBeforeReady);
     let ready = Handover::Ready {
         adopted: adopted as u32,
     };
-    if let Err(e) = conn.send(&ready.encode(), &[]) {
-        return failed(format!("saying ready: {e}"));
+    match conn.send(&ready.encode(), &[]) {
+        Ok(()) => {}
+        // The old process closed the channel: it either gave up (its abort, sent before it
+        // closed, is still to be read) or ended; the receive below tells which.
+        Err(ChannelError::Closed) => {}
+        Err(e) => return failed(format!("saying ready: {e}")),
     }
-    match conn.recv(Some(STEP_TIMEOUT)) {
+    match conn.recv(Some(step_timeout())) {
         Ok(msg) => match Handover::decode(&msg.bytes) {
             Ok(Handover::Commit) => Ok(()),
             Ok(Handover::Abort { reason }) => failed(format!("the old process gave up: {reason}")),

@@ -262,7 +262,7 @@ impl Broker {
         };
         if let Some(h) = handed {
             let adopted = adopted_flows.len();
-            let committed = take_over::commit(&h.conn, adopted);
+            let committed = take_over::commit(&h.conn, h.pid, adopted);
             for gate in &workers.gates {
                 let _ = gate.send(committed.is_ok());
             }

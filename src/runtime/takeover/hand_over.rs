@@ -19,6 +19,8 @@ use crate::message::WorkerMsg;
 use crate::runtime::start::watch_handover;
 use crate::runtime::{Broker, fd_limit};
 
+/// How long a process that connected to the handover socket has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(1);
 /// The name of the admin port's listener among the listeners handed over.
 pub(crate) const ADMIN_LISTENER: &str = "admin";
 /// How long the workers have to freeze.
@@ -95,7 +97,9 @@ impl Broker {
     /// Reads the new process's hello and checks that it may take over; its pid if so, else why
     /// not (an empty reason: a probe that closed without a word).
     fn check_hello(&mut self, conn: &HandoverConn) -> Result<u32, NotHandedOver> {
-        let hello = match conn.recv(Some(step_timeout())) {
+        // A new process sends its hello as soon as it connects; the main thread serves nothing
+        // while it waits, so a silent peer gets little time.
+        let hello = match conn.recv(Some(step_timeout().min(HELLO_TIMEOUT))) {
             // A process checking whether this socket is alive (a stale-file probe): nothing to do.
             Err(ChannelError::Closed) => return Err(NotHandedOver(String::new())),
             received => Handover::decode(

@@ -209,7 +209,7 @@ pub(crate) fn receive(settings: &Settings) -> Result<Handed, TakeoverError> {
 ///
 /// # Errors
 /// The old process gave up (it serves on).
-pub(crate) fn commit(conn: &HandoverConn, adopted: usize) -> Result<(), TakeoverError> {
+pub(crate) fn commit(conn: &HandoverConn, old: u32, adopted: usize) -> Result<(), TakeoverError> {
     fault::inject(Fault::HangBeforeReady);
     fault::inject(Fault::PauseBeforeReady);
     fault::inject(Fault::ExitBeforeReady);
@@ -230,10 +230,36 @@ pub(crate) fn commit(conn: &HandoverConn, adopted: usize) -> Result<(), Takeover
             Ok(other) => failed(format!("expected commit, got {}", other.kind_name())),
             Err(e) => failed(format!("a commit that does not decode: {e}")),
         },
-        Err(ChannelError::Closed) => {
+        Err(ChannelError::Closed) if gone(old) => {
             warn!("hot restart: the old process ended without a word after handing over; serving");
             Ok(())
         }
+        // Alive but silent: it may serve on, so this one must not.
+        Err(ChannelError::Closed) => failed(format!(
+            "the old process {old} closed the channel without a commit and is still running"
+        )),
         Err(e) => failed(format!("waiting for the old process to let go: {e}")),
+    }
+}
+
+/// Whether process `pid` has ended (gone, or a zombie its parent has not reaped yet), waiting for
+/// it a little: a process that closed its end of the channel is usually on its way out.
+fn gone(pid: u32) -> bool {
+    let ended = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold anything.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => true,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        if ended() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }

@@ -14,10 +14,11 @@
 //!
 //! - as soon as the old process logs that the new one asks to take over (it freezes right after),
 //!   every idle connection sends one request (a *probe*): each waits across the handover;
-//! - **stall**: the longest round trip of an active connection that was in flight at any moment
-//!   from the start of `ccsd --takeover` to the old process's exit, and the longest wait of a
-//!   probe (its reply's arrival minus its request's sending); beside them, the longest active
-//!   round trip in the second before the takeover started, for the machine's own noise;
+//! - **stall**: the longest round trip of an active connection that ended after the start of
+//!   `ccsd --takeover` and began before the old process's exit, and the longest wait of a probe
+//!   (its reply's arrival minus its request's sending); beside them, the longest active round
+//!   trip that ended in the second before the takeover started (the *baseline*: the machine's
+//!   own noise);
 //! - **all answered**: from the start of `ccsd --takeover` until every idle connection has its
 //!   probe's reply;
 //! - the old process's own figure, "handed N connections over to the new process in X" (from
@@ -68,6 +69,8 @@ const BASELINE: Duration = Duration::from_secs(1);
 const AFTER: Duration = Duration::from_millis(500);
 /// Descriptors beyond two per connection: the servers' listeners, pollers, lanes, files.
 const FD_ROOM: u64 = 100;
+/// Local ports left to other programs when `max` is the port range's.
+const PORT_ROOM: usize = 1000;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -76,9 +79,11 @@ const FD_ROOM: u64 = 100;
     about = "The longest time any client waits across one hot restart (ccsd --takeover), at several numbers of connections (run it through benches/takeover.sh)."
 )]
 struct Args {
-    /// Numbers of connections, comma-separated; runs alternate over them.
-    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1000, 10000, 25000], value_parser = flags::positive::<usize>)]
-    sizes: Vec<usize>,
+    /// Numbers of connections, comma-separated; runs alternate over them. `max`: as many as the
+    /// open-file limit allows (two descriptors per connection in the old ccsd during the
+    /// handover) and the local port range (one port per connection), whichever is fewer.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "1000,5000,max", value_parser = size)]
+    sizes: Vec<Size>,
     /// Runs per size.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = flags::positive::<usize>)]
     rounds: usize,
@@ -93,6 +98,53 @@ struct Args {
     /// ccsd's `broker.workers`.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = flags::positive::<usize>)]
     workers: usize,
+}
+
+/// A number of connections on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Size {
+    Count(usize),
+    /// As many as this machine allows (see [`machine_max`]).
+    Max,
+}
+
+fn size(s: &str) -> Result<Size, String> {
+    if s == "max" {
+        Ok(Size::Max)
+    } else {
+        flags::positive(s).map(Size::Count)
+    }
+}
+
+/// The most connections this machine allows one run: the old ccsd holds two descriptors per
+/// connection during the handover, under the hard open-file limit (when this process may not
+/// raise it); every connection takes a local port from `ip_local_port_range` (to one listener
+/// address), less room for the ports other programs use.
+fn machine_max() -> (usize, String) {
+    let hard = getrlimit(Resource::Nofile).maximum;
+    let by_fds = hard.map_or(usize::MAX, |h| (h.saturating_sub(FD_ROOM) / 2) as usize);
+    let ports = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            let mut it = r.split_whitespace().map(|p| p.parse::<usize>().ok());
+            Some(it.next()??.abs_diff(it.next()??) + 1)
+        })
+        .unwrap_or(usize::MAX);
+    let by_ports = ports.saturating_sub(PORT_ROOM);
+    if by_fds <= by_ports {
+        (
+            by_fds,
+            format!(
+                "the hard open-file limit, {}: 2 per connection in the old ccsd plus {FD_ROOM}",
+                hard.unwrap_or(u64::MAX)
+            ),
+        )
+    } else {
+        (
+            by_ports,
+            format!("the local port range ({ports} ports) less {PORT_ROOM}"),
+        )
+    }
 }
 
 fn main() -> ExitCode {
@@ -112,10 +164,19 @@ fn main() -> ExitCode {
 
 /// Every run; `Ok(false)` when a connection was lost or answered wrongly in one of them.
 fn run(args: &Args) -> Result<bool, String> {
-    let largest = args.sizes.iter().copied().max().unwrap_or(0);
+    let (max, limited_by) = machine_max();
+    let sizes: Vec<usize> = args
+        .sizes
+        .iter()
+        .map(|s| match s {
+            Size::Count(n) => *n,
+            Size::Max => max,
+        })
+        .collect();
+    let largest = sizes.iter().copied().max().unwrap_or(0);
     let limit = raise_fd_limit(2 * largest as u64 + FD_ROOM)?;
     println!(
-        "open-file limit {limit} (this driver and both ccsd processes), {} workers, {} active connections\n",
+        "open-file limit {limit} (this driver and both ccsd processes), {} workers, {} active connections; the most connections here: {max}, limited by {limited_by}\n",
         args.workers, args.active
     );
     println!(
@@ -124,7 +185,7 @@ fn run(args: &Args) -> Result<bool, String> {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
     let mut runs: Vec<(usize, Run)> = Vec::new();
     for round in 1..=args.rounds {
-        for &n in &args.sizes {
+        for &n in &sizes {
             eprintln!("takeover_bench: {n} connections, round {round}");
             let r = one_run(args, n)?;
             println!(
@@ -148,7 +209,7 @@ fn run(args: &Args) -> Result<bool, String> {
         "\n| N | runs | stall µs median / max | probe wait µs median / max | all answered ms median / max | baseline µs median / max | handed over in ms median / max | new ready ms median / max | lost |"
     );
     println!("|---:|---:|---|---|---|---|---|---|---:|");
-    for &n in &args.sizes {
+    for &n in &sizes {
         let of_n: Vec<&Run> = runs
             .iter()
             .filter(|(m, _)| *m == n)
@@ -518,12 +579,15 @@ fn probe(clients: &mut [Client]) -> Result<Probe, String> {
     Ok(result)
 }
 
+/// What the active connections did: every round trip (sent, received) and the failures.
+struct Driven {
+    trips: Vec<(Instant, Instant)>,
+    failures: Vec<String>,
+}
+
 /// Keeps one request in flight on each of `clients` until `stop`, then waits for the replies
-/// due; returns every round trip (sent, received) and the failures.
-fn drive(
-    clients: &mut [Client],
-    stop: &AtomicBool,
-) -> Result<(Vec<(Instant, Instant)>, Vec<String>), String> {
+/// due.
+fn drive(clients: &mut [Client], stop: &AtomicBool) -> Result<Driven, String> {
     let mut trips = Vec::new();
     let mut failures = Vec::new();
     let mut in_flight = 0;
@@ -568,7 +632,7 @@ fn drive(
             },
         )?;
     }
-    Ok((trips, failures))
+    Ok(Driven { trips, failures })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,13 +640,14 @@ fn drive(
 
 /// What one run measured.
 struct Run {
-    /// The longest round trip of an active connection in flight during the takeover.
+    /// The longest round trip of an active connection that ended after the takeover started and
+    /// began before the old process exited.
     stall_us: f64,
     /// The longest wait of a probe sent to an idle connection at the freeze.
     probe_max_us: f64,
     /// From the start of `ccsd --takeover` until every probe had its reply.
     all_answered_ms: f64,
-    /// The longest active round trip in the second before the takeover.
+    /// The longest active round trip that ended in the second before the takeover started.
     baseline_us: f64,
     /// The old process's own "handed ... over ... in X".
     handed_ms: f64,
@@ -672,7 +737,10 @@ fn one_run(args: &Args, n: usize) -> Result<Run, String> {
         }
     }
     let (active, driven) = driver.join().map_err(|_| "the client thread panicked")?;
-    let (trips, mut failures) = driven?;
+    let Driven {
+        trips,
+        mut failures,
+    } = driven?;
     let during = during.expect("the takeover completed");
     failures.extend(during.failures.iter().cloned());
 
@@ -695,7 +763,7 @@ fn one_run(args: &Args, n: usize) -> Result<Run, String> {
         .fold(0.0, f64::max);
     let baseline_us = trips
         .iter()
-        .filter(|(s, r)| *s < started && *r >= started - BASELINE)
+        .filter(|(_, r)| *r < started && *r >= started - BASELINE)
         .map(|(s, r)| us(*r - *s))
         .fold(0.0, f64::max);
     let answered: Vec<Instant> = during.received.iter().flatten().copied().collect();

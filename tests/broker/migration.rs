@@ -234,7 +234,10 @@ fn the_rebalancer_evens_out_heavy_clients_on_one_worker_and_leaves_a_pinned_one(
     // (Whether a second move follows depends on how evenly three busy clients share two cores:
     // only that the pinned one never moves is asserted.)
     let after = conns(&mut admin);
-    assert!(after.iter().any(|(f, w, p)| *f == pinned && *w == 0 && *p), "{after:?}");
+    assert!(
+        after.iter().any(|(f, w, p)| *f == pinned && *w == 0 && *p),
+        "{after:?}"
+    );
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();

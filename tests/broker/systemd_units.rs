@@ -128,13 +128,9 @@ fn systemd_analyze_verify_reports_unknown_keys_and_missing_commands() {
     }
 }
 
-#[test]
-fn the_sysusers_entry_creates_the_user_the_units_run_as() {
-    // systemd-sysusers --root works on a directory of one's own: no root, no running systemd.
-    if !systemd_analyze_available() {
-        return;
-    }
-    let env = TestEnv::new(1, "", "");
+/// A directory of one's own with the user `dist/sysusers.d/ccsd.conf` makes, through
+/// `systemd-sysusers --root` (no root needed, no running systemd).
+fn root_with_user(env: &TestEnv) -> std::path::PathBuf {
     let root = env.dir.join("root");
     std::fs::create_dir_all(root.join("etc")).unwrap();
     let conf = std::fs::File::open(
@@ -153,6 +149,64 @@ fn the_sysusers_entry_creates_the_user_the_units_run_as() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    root
+}
+
+#[test]
+fn the_tmpfiles_entry_makes_the_runtime_and_log_directories_for_the_user() {
+    if !systemd_analyze_available() {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: systemd-tmpfiles needs root to give the directories to ccsd");
+        return;
+    }
+    let env = TestEnv::new(1, "", "");
+    let root = root_with_user(&env);
+    let dir = root.join("etc/tmpfiles.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/tmpfiles.d/ccsd.conf"),
+        dir.join("ccsd.conf"),
+    )
+    .expect("dist/tmpfiles.d/ccsd.conf");
+    let out = Command::new("systemd-tmpfiles")
+        .arg("--create")
+        .arg(format!("--root={}", root.display()))
+        .arg("ccsd.conf")
+        .output()
+        .expect("run systemd-tmpfiles");
+    assert!(
+        out.status.success(),
+        "systemd-tmpfiles: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    let uid: u32 = passwd
+        .lines()
+        .find_map(|l| l.strip_prefix("ccsd:x:")?.split(':').next()?.parse().ok())
+        .expect("the ccsd user's uid");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for made in ["run/ccsd", "var/log/ccsd"] {
+        let meta = std::fs::metadata(root.join(made)).unwrap_or_else(|e| panic!("{made}: {e}"));
+        assert!(meta.is_dir(), "{made}");
+        assert_eq!(
+            (meta.uid(), meta.permissions().mode() & 0o777),
+            (uid, 0o750),
+            "{made}"
+        );
+    }
+}
+
+#[test]
+fn the_sysusers_entry_creates_the_user_the_units_run_as() {
+    // systemd-sysusers --root works on a directory of one's own: no root, no running systemd.
+    if !systemd_analyze_available() {
+        return;
+    }
+    let env = TestEnv::new(1, "", "");
+    let root = root_with_user(&env);
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
     let user = passwd
         .lines()

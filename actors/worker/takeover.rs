@@ -13,7 +13,6 @@ use log::{Level, info};
 
 use super::Worker;
 use crate::clock::monotonic_ns;
-use crate::conn_state::ConnState;
 use crate::flow::FlowId;
 use crate::logging::log_limited;
 use crate::message::WorkerMsg;
@@ -23,8 +22,9 @@ use crate::message::WorkerMsg;
 pub(crate) struct ExportedConn {
     /// A duplicate of its socket's descriptor (the same open socket).
     pub socket: TcpStream,
-    /// Its state.
-    pub state: ConnState,
+    /// Its state in the byte form (`docs/connection-state.md`), encoded here so that the
+    /// workers encode their connections in parallel.
+    pub state: Vec<u8>,
     /// The request lane its packets went into last, which MCP must have read up to its tail
     /// before the connection's next packet goes into another lane.
     pub lane: usize,
@@ -120,7 +120,9 @@ impl Worker {
             };
             let identity = self.listeners[conn.listener()].identity(conn.listener());
             let lane = conn.fence().map_or(self.id, |f| f.lane());
-            let state = conn.to_state(public, identity, last_active_ns, half_closed_since_ns);
+            let mut state = Vec::new();
+            conn.to_state(public, identity, last_active_ns, half_closed_since_ns)
+                .encode(now_ns, &mut state);
             conns.push(ExportedConn {
                 socket,
                 state,

@@ -346,6 +346,11 @@ fn free_bytes(dir: &Path) -> Result<u64, LaneError> {
 /// want of space: a write to a sparse page of a full tmpfs is a SIGBUS. Allocated bytes keep
 /// their contents.
 fn reserve(path: &Path, fd: &OwnedFd, size: u64) -> Result<(), LaneError> {
+    // A file whose every byte already has storage needs nothing (an attach after the creator's
+    // reservation, or after a restart): fallocate would walk the whole file again.
+    if rustix::fs::fstat(fd).is_ok_and(|stat| allocated_bytes(&stat) >= size) {
+        return Ok(());
+    }
     match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, size) {
         Ok(()) => Ok(()),
         Err(Errno::NOSPC) => {

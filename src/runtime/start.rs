@@ -151,12 +151,7 @@ impl Broker {
             memory: &memory,
         };
         let adoptions = match handed.as_mut() {
-            Some(h) => distribute(
-                settings,
-                &lanes,
-                &ports.local_addrs,
-                std::mem::take(&mut h.conns),
-            )?,
+            Some(h) => distribute(settings, &lanes, &ports.infos, std::mem::take(&mut h.conns))?,
             None => Vec::new(),
         };
         let adopted_flows: Vec<(FlowId, usize)> = adoptions
@@ -737,7 +732,7 @@ fn split_admin(
 fn distribute(
     settings: &Settings,
     lanes: &Lanes,
-    local_addrs: &[SocketAddr],
+    listeners: &[ListenerInfo],
     conns: Vec<HandedConn>,
 ) -> Result<Vec<Vec<Adoption>>, StartError> {
     let workers = lanes.requests.len();
@@ -751,9 +746,8 @@ fn distribute(
         lane,
     } in conns
     {
-        let listener = settings.listen.iter().enumerate().position(|(i, l)| {
-            local_addrs.get(i) == Some(&state.listener.local)
-                && framing::build(l).is_ok_and(|f| f.name() == state.listener.framing)
+        let listener = listeners.iter().position(|info| {
+            info.local == state.listener.local && info.framer.name() == state.listener.framing
         });
         let Some(listener) = listener else {
             dropped += 1;

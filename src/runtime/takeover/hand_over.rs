@@ -14,7 +14,6 @@ use super::channel::{ChannelError, HandoverConn};
 use super::fault::{self, Fault, step_timeout};
 use super::wire::{ConnOffer, Handover, LaneOffer, LaneRole, ListenerOffer, Proto, encode_conns};
 use crate::actors::worker::FrozenWorker;
-use crate::clock::monotonic_ns;
 use crate::message::WorkerMsg;
 use crate::runtime::start::watch_handover;
 use crate::runtime::{Broker, fd_limit};
@@ -140,19 +139,19 @@ impl Broker {
     /// The handover itself (see the module header) to process `pid`, whose hello passed;
     /// returns how many connections went.
     fn hand_over(&mut self, conn: &HandoverConn, pid: u32) -> Result<usize, NotHandedOver> {
-        let frozen = self.freeze()?;
+        let mut frozen = self.freeze()?;
         let mut offers = Vec::new();
         let mut sockets = Vec::new();
-        for worker in &frozen {
-            for c in &worker.conns {
-                let mut state = Vec::new();
-                c.state.encode(monotonic_ns(), &mut state);
+        for worker in &mut frozen {
+            for c in &mut worker.conns {
                 offers.push(ConnOffer {
                     lane: c.lane as u32,
-                    state,
+                    state: std::mem::take(&mut c.state),
                 });
-                sockets.push(c.socket.as_fd());
             }
+        }
+        for worker in &frozen {
+            sockets.extend(worker.conns.iter().map(|c| c.socket.as_fd()));
         }
         let count = offers.len();
         let (listeners, mut fds) = self.listener_offers();

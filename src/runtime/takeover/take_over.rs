@@ -13,7 +13,7 @@ use log::{info, warn};
 
 use super::channel::{ChannelError, HandoverConn};
 use super::fault::{self, Fault, step_timeout};
-use super::wire::{Handover, LaneRole, ListenerOffer, Proto, decode_conns};
+use super::wire::{ConnOffer, Handover, LaneRole, ListenerOffer, Proto, decode_conns};
 use crate::clock::monotonic_ns;
 use crate::conn_state::ConnState;
 use crate::settings::Settings;
@@ -171,11 +171,9 @@ pub(crate) fn receive(settings: &Settings) -> Result<Handed, TakeoverError> {
             bulk.fds.len()
         ));
     }
-    let now_ns = monotonic_ns();
+    let states = decode_states(&offers)?;
     let mut conns = Vec::with_capacity(offers.len());
-    for (offer, fd) in offers.into_iter().zip(bulk.fds) {
-        let state = ConnState::decode(&offer.state, now_ns)
-            .or_else(|e| failed(format!("a connection's state was refused: {e}")))?;
+    for ((offer, state), fd) in offers.into_iter().zip(states).zip(bulk.fds) {
         let socket = TcpStream::from(fd);
         socket
             .set_nonblocking(true)
@@ -202,6 +200,39 @@ pub(crate) fn receive(settings: &Settings) -> Result<Handed, TakeoverError> {
         udp_listeners,
         old_main_lane,
     })
+}
+
+/// Decodes every connection's state, on as many threads as there are cores (a takeover of many
+/// connections is the stall clients see).
+fn decode_states(offers: &[ConnOffer]) -> Result<Vec<ConnState>, TakeoverError> {
+    let now_ns = monotonic_ns();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = offers.len().div_ceil(threads).max(1);
+    let decoded: Vec<Result<Vec<ConnState>, String>> = std::thread::scope(|scope| {
+        let parts: Vec<_> = offers
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|offer| ConnState::decode(&offer.state, now_ns))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .map(|part| {
+                part.join()
+                    .unwrap_or_else(|_| Err("a decoding thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut states = Vec::with_capacity(offers.len());
+    for part in decoded {
+        states.extend(part.or_else(|e| failed(format!("a connection's state was refused: {e}")))?);
+    }
+    Ok(states)
 }
 
 /// Tells the old process this one is ready and waits for it to let go. `Ok` when it did, or

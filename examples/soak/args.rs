@@ -57,6 +57,12 @@ struct Cli {
     /// ccsd's broker.workers (default: ccsd's own, the number of cores).
     #[arg(long, value_name = "N", value_parser = positive::<usize>)]
     workers: Option<usize>,
+    /// Hot-restart ccsd every SECS of the load: start `ccsd --takeover --config FILE` (the same
+    /// binary and settings), wait for its "ccsd ready" and the old process's exit 0 after
+    /// "handed N connections over", and go on with the new process; each process's memory is
+    /// judged within its own life (default: no takeover).
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+    takeover_every: Option<Duration>,
     /// Seed of the payloads and the close decisions.
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
@@ -90,6 +96,8 @@ pub struct Args {
     pub reply_timeout: Duration,
     /// ccsd's worker threads, if set.
     pub workers: Option<usize>,
+    /// Time between hot restarts, if any.
+    pub takeover_every: Option<Duration>,
     /// Seed of payloads and close decisions.
     pub seed: u64,
     /// Print JSON instead of text.
@@ -115,6 +123,12 @@ fn check(cli: Cli) -> Result<Args, String> {
     if warmup >= cli.duration {
         return Err("--warmup must be shorter than --duration".into());
     }
+    if cli
+        .takeover_every
+        .is_some_and(|every| every >= cli.duration)
+    {
+        return Err("--takeover-every must be shorter than --duration".into());
+    }
     let sample_every = cli
         .sample_every
         .unwrap_or((cli.duration / 20).clamp(Duration::from_millis(250), Duration::from_secs(5)));
@@ -130,6 +144,7 @@ fn check(cli: Cli) -> Result<Args, String> {
         max_rss_growth: cli.max_rss_growth,
         reply_timeout: cli.reply_timeout,
         workers: cli.workers,
+        takeover_every: cli.takeover_every,
         seed: cli.seed,
         json: cli.json,
     })
@@ -154,6 +169,7 @@ mod tests {
         assert_eq!(a.warmup, Duration::from_secs(60));
         assert_eq!(a.sample_every, Duration::from_secs(5));
         assert_eq!(a.max_rss_growth, 10.0);
+        assert_eq!(a.takeover_every, None);
     }
 
     #[test]
@@ -187,6 +203,8 @@ mod tests {
             "3",
             "--workers",
             "2",
+            "--takeover-every",
+            "5",
             "--seed",
             "9",
             "--json",
@@ -203,6 +221,7 @@ mod tests {
             (20.0, Duration::from_secs(3))
         );
         assert!(a.workers == Some(2) && a.seed == 9 && a.json);
+        assert_eq!(a.takeover_every, Some(Duration::from_secs(5)));
     }
 
     #[test]
@@ -216,6 +235,8 @@ mod tests {
             &["--pipeline"],
             &["--bogus"],
             &["--sample-every", "0"],
+            &["--takeover-every", "0"],
+            &["--duration", "10", "--takeover-every", "10"],
         ] {
             assert!(run(bad).is_err(), "{bad:?} was accepted");
         }

@@ -60,6 +60,9 @@ pub struct Progress {
     pub mid_packet_closes: AtomicU64,
     /// Requests lost, misrouted or corrupted.
     pub bad: AtomicU64,
+    /// The longest a connection with requests in flight went without reply bytes, in µs, since
+    /// the watcher last took it (it closes a window with `swap(0)`).
+    pub max_wait_us: AtomicU64,
 }
 
 /// Runs client `slot` until `plan.until` and its last replies; returns what it counted.
@@ -180,7 +183,10 @@ impl<'a> Session<'a> {
                 Ok(0) => return self.fail(counts, progress, "closed by ccsd".into()),
                 Ok(n) => {
                     end += n;
-                    waiting_since = Instant::now();
+                    let now = Instant::now();
+                    let waited = now.duration_since(waiting_since).as_micros() as u64;
+                    progress.max_wait_us.fetch_max(waited, Ordering::Relaxed);
+                    waiting_since = now;
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     if !self.in_flight.is_empty()

@@ -7,6 +7,7 @@ use crate::args::Args;
 use crate::idle::IdleCheck;
 use crate::payload::Verdict;
 use crate::servers::Memory;
+use crate::takeover::Takeover;
 
 /// Problems described in the report; the rest are only counted.
 const MAX_SAMPLES: usize = 5;
@@ -165,6 +166,28 @@ impl RssSummary {
     }
 }
 
+/// Samples in order, summed up; `None` when there are none.
+pub fn summarize(samples: impl Iterator<Item = u64>) -> Option<RssSummary> {
+    let judged: Vec<u64> = samples.collect();
+    Some(RssSummary {
+        samples: judged.len(),
+        baseline: *judged.first()?,
+        min: *judged.iter().min()?,
+        max: *judged.iter().max()?,
+        last: *judged.last()?,
+    })
+}
+
+/// The longest reply wait, in ms, of the `waits` windows whose end (seconds since the load
+/// started) passes `counted`; 0 when none does.
+pub fn longest_wait(waits: &[(f64, f64)], counted: impl Fn(f64) -> bool) -> f64 {
+    waits
+        .iter()
+        .filter(|(end, _)| counted(*end))
+        .map(|(_, ms)| *ms)
+        .fold(0.0, f64::max)
+}
+
 fn pct(part: u64, whole: u64) -> f64 {
     100.0 * part as f64 / whole.max(1) as f64
 }
@@ -172,19 +195,12 @@ fn pct(part: u64, whole: u64) -> f64 {
 impl Rss {
     /// `measure` (e.g. the whole resident set) of the samples after the warm-up, if any.
     pub fn summary(&self, measure: fn(&Memory) -> u64) -> Option<RssSummary> {
-        let judged: Vec<u64> = self
-            .samples
-            .iter()
-            .filter(|(t, _)| *t >= self.warmup)
-            .map(|(_, m)| measure(m))
-            .collect();
-        Some(RssSummary {
-            samples: judged.len(),
-            baseline: *judged.first()?,
-            min: *judged.iter().min()?,
-            max: *judged.iter().max()?,
-            last: *judged.last()?,
-        })
+        summarize(
+            self.samples
+                .iter()
+                .filter(|(t, _)| *t >= self.warmup)
+                .map(|(_, m)| measure(m)),
+        )
     }
 
     /// The whole resident set (`VmRSS`) after the warm-up: what is judged.
@@ -213,13 +229,18 @@ pub struct Report {
     pub idle_before: IdleCheck,
     /// Their check after the load.
     pub idle_after: IdleCheck,
-    /// ccsd's resident memory.
+    /// The first ccsd process's resident memory.
     pub rss: Rss,
+    /// The hot restarts (`--takeover-every`), each with the memory of the process that took over.
+    pub takeovers: Vec<Takeover>,
+    /// The longest reply wait of each window: (end of the window in seconds since the load
+    /// started, ms).
+    pub waits: Vec<(f64, f64)>,
     /// How ccsd ended if it ended during the run (it must not).
     pub ccsd_died: Option<String>,
-    /// ccsd's counters after the run.
+    /// The last ccsd process's counters after the run.
     pub stats: Stats,
-    /// How ccsd ended after SIGTERM at the end.
+    /// How the last ccsd process ended after SIGTERM at the end.
     pub ccsd_exit: String,
 }
 
@@ -264,6 +285,7 @@ impl Report {
             )),
             Some(_) => {}
         }
+        self.check_takeovers(&mut f);
         if let Some(how) = &self.ccsd_died {
             f.push(format!("ccsd died during the run: {how}"));
         }
@@ -277,8 +299,56 @@ impl Report {
         f
     }
 
+    /// The samples of a process that took over are judged after this many seconds of its life:
+    /// the warm-up, or half the time between takeovers if that is shorter.
+    pub fn settle(&self) -> f64 {
+        let every = self
+            .args
+            .takeover_every
+            .map_or(f64::MAX, |e| e.as_secs_f64());
+        self.rss.warmup.min(every / 2.0)
+    }
+
+    /// Each takeover completed (the old process's admin port answered, it exited 0 after
+    /// handing over at least the idle connections, the new one serves on the same address), and
+    /// each new process's memory stayed within bounds over its own life.
+    fn check_takeovers(&self, f: &mut Vec<String>) {
+        let idle = self.idle_open as u64;
+        for (n, t) in self.takeovers.iter().enumerate() {
+            let n = n + 1;
+            for failure in &t.failures {
+                f.push(format!("takeover {n}: {failure}"));
+            }
+            // Every idle connection, plus the load connections open then; no upper bound: a
+            // connection its client has closed, whose end ccsd has not read yet, is handed over
+            // too (the new process reads the end).
+            if let Some(handed) = t.handed
+                && handed < idle
+            {
+                f.push(format!(
+                    "takeover {n}: {handed} connections handed over, fewer than the {idle} idle ones"
+                ));
+            }
+            match summarize(t.judged(self.settle()).map(|m| m.rss)) {
+                None if t.failures.is_empty() => f.push(format!(
+                    "takeover {n}: no memory sample of the new process after {:.0} s",
+                    self.settle()
+                )),
+                Some(s) if s.growth_pct() > self.args.max_rss_growth => f.push(format!(
+                    "takeover {n}: the new process's resident memory grew {:.1}% over its life (limit {}%)",
+                    s.growth_pct(),
+                    self.args.max_rss_growth
+                )),
+                _ => {}
+            }
+        }
+    }
+
     /// ccsd's counters against what the clients did.
     fn check_stats(&self, f: &mut Vec<String>) {
+        if !self.takeovers.is_empty() {
+            return self.check_stats_across_takeovers(f);
+        }
         let s = |name| admin::get(&self.stats, name);
         for name in MUST_BE_ZERO {
             if s(name) != 0 {
@@ -326,6 +396,148 @@ impl Report {
                 s("packets_in")
             ));
         }
+    }
+
+    /// Every process's counters (the old ones' read just before their takeover, the last one's
+    /// at the end), summed, for [`Report::check_stats_across_takeovers`] and the report.
+    pub fn summed_stats(&self) -> Stats {
+        let mut sum = self.stats.clone();
+        for t in &self.takeovers {
+            for (name, value) in &t.old_stats {
+                *sum.entry(name.clone()).or_default() += value;
+            }
+        }
+        sum
+    }
+
+    /// The counters with hot restarts. A new process's counters start at zero
+    /// (docs/hot-restart.md), and an old process's can only be read before its takeover (its
+    /// main thread serves nothing during the handover, then it exits), so what it counted from
+    /// that reading to its freeze is in no reading. What stays exact:
+    /// - every process's drop and close-by-ccsd counters ([`MUST_BE_ZERO`]) are zero in its
+    ///   reading (for an old one, up to the reading; a close by ccsd after it shows at the
+    ///   clients, whose checks are exact);
+    /// - the last process holds exactly the idle connections, adopted ones included;
+    /// - the last process answered (or dropped as stale) every packet it read, and more (it
+    ///   writes replies to packets an old process read);
+    /// - summed over the readings, which each count no more than their process did, ccsd opened
+    ///   no more connections, saw no more closes and read no more packets than the clients
+    ///   made, opened and sent. The clients' own totals minus these sums (what happened between
+    ///   a reading and its freeze) are reported, not judged.
+    fn check_stats_across_takeovers(&self, f: &mut Vec<String>) {
+        let last = |name| admin::get(&self.stats, name);
+        for (who, stats) in self
+            .takeovers
+            .iter()
+            .enumerate()
+            .map(|(n, t)| {
+                (
+                    format!("process {} (before takeover {})", t.old_pid, n + 1),
+                    &t.old_stats,
+                )
+            })
+            .chain(std::iter::once((
+                "the last process".to_string(),
+                &self.stats,
+            )))
+        {
+            for name in MUST_BE_ZERO {
+                let value = admin::get(stats, name);
+                if value != 0 {
+                    f.push(format!("{who} counted {name} = {value}"));
+                }
+            }
+        }
+        let idle = self.idle_open as u64;
+        if last("connections_open") != idle {
+            f.push(format!(
+                "the last ccsd holds {} connections after the load, the clients {idle}",
+                last("connections_open")
+            ));
+        }
+        if last("replies_out") + last("dropped_stale_flow") < last("packets_in") {
+            f.push(format!(
+                "the last ccsd read {} packets but wrote {} replies and dropped {} for closed connections",
+                last("packets_in"),
+                last("replies_out"),
+                last("dropped_stale_flow")
+            ));
+        }
+        let sum = self.summed_stats();
+        let sum = |name| admin::get(&sum, name);
+        let l = &self.load;
+        for (counted, made, what) in [
+            (
+                sum("connections_opened"),
+                idle + l.connections,
+                "connections opened",
+            ),
+            (
+                sum("closed_peer") + sum("closed_error"),
+                l.client_closes(),
+                "client closes",
+            ),
+            (sum("packets_in"), l.sent + 2 * idle, "packets"),
+        ] {
+            if counted > made {
+                f.push(format!(
+                    "ccsd's processes counted {counted} {what}, more than the clients' {made}"
+                ));
+            }
+        }
+    }
+
+    /// The takeovers' lines of the text report: one per takeover, and each process's memory.
+    fn takeovers_text(&self) -> String {
+        let Some(every) = self.args.takeover_every else {
+            return String::new();
+        };
+        let mut out = format!(
+            "takeovers    {} (one every {:.0} s); longest reply wait outside them {:.1} ms\n",
+            self.takeovers.len(),
+            every.as_secs_f64(),
+            longest_wait(&self.waits, |end| !self
+                .takeovers
+                .iter()
+                .any(|t| t.covers(end)))
+        );
+        let ms = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.1} ms"));
+        let first = self.rss.total();
+        let first_private = self.rss.private();
+        for (n, t) in self.takeovers.iter().enumerate() {
+            out += &format!(
+                "  #{} at {:.1} s: process {} -> {}: {} connections handed over in {} (old log), new ready after {}, old exit {}, longest reply wait {:.1} ms\n",
+                n + 1,
+                t.at,
+                t.old_pid,
+                t.new_pid,
+                t.handed.map_or("?".into(), |h| h.to_string()),
+                ms(t.handed_ms),
+                ms(t.ready_ms),
+                t.old_exit,
+                t.max_wait_ms
+            );
+            let settle = self.settle();
+            if let (Some(total), Some(private)) = (
+                summarize(t.judged(settle).map(|m| m.rss)),
+                summarize(t.judged(settle).map(|m| m.anon)),
+            ) {
+                let ratio = |new: &RssSummary, old: Option<RssSummary>| {
+                    old.map_or("?".into(), |o| {
+                        format!("{:.2}", new.max as f64 / o.max.max(1) as f64)
+                    })
+                };
+                out += &format!(
+                    "     new process RSS after {settle:.0} s of its life ({} samples): {}\n       private: {}\n       max against the first process's max after its warm-up: {} (RSS), {} (private)\n",
+                    total.samples,
+                    total.text(),
+                    private.text(),
+                    ratio(&total, first),
+                    ratio(&private, first_private)
+                );
+            }
+        }
+        out
     }
 
     /// The human-readable report.
@@ -380,6 +592,7 @@ impl Report {
             );
             out += &format!("             private part: {}\n", private.text());
         }
+        out += &self.takeovers_text();
         let s = |name| admin::get(&self.stats, name);
         out += &format!(
             "ccsd         connections_opened {}, closed_peer {}, closed_error {}, packets_in {}, replies_out {}, dropped_stale_flow {}\n",
@@ -390,6 +603,22 @@ impl Report {
             s("replies_out"),
             s("dropped_stale_flow")
         );
+        if !self.takeovers.is_empty() {
+            out += "             (the last process's counters, since it took over)\n";
+            let sum = self.summed_stats();
+            let sum = |name| admin::get(&sum, name);
+            let l = &self.load;
+            let idle = self.idle_open as u64;
+            out += &format!(
+                "summed       over the processes' readings (old ones just before their takeover): connections_opened {} (clients {}), closes {} (clients {}), packets_in {} (clients sent {} in full)\n",
+                sum("connections_opened"),
+                idle + l.connections,
+                sum("closed_peer") + sum("closed_error"),
+                l.client_closes(),
+                sum("packets_in"),
+                l.sent + 2 * idle
+            );
+        }
         out += &format!("             after SIGTERM: {}\n", self.ccsd_exit);
         let problems = l
             .errors
@@ -444,6 +673,10 @@ impl Report {
             "rss_after_warmup": self.rss.total().map(|r| r.json()),
             "private_after_warmup": self.rss.private().map(|r| r.json()),
             "rss_samples": self.rss.samples.iter().map(|(t, m)| [*t, m.rss as f64, m.anon as f64, m.shmem as f64]).collect::<Vec<_>>(),
+            "takeover_every_s": self.args.takeover_every.map(|e| e.as_secs_f64()),
+            "takeovers": self.takeovers.iter().map(Takeover::json).collect::<Vec<_>>(),
+            "max_wait_outside_takeovers_ms": longest_wait(&self.waits, |end| !self.takeovers.iter().any(|t| t.covers(end))),
+            "summed_stats": self.summed_stats(),
             "ccsd_died": self.ccsd_died,
             "ccsd_exit": self.ccsd_exit,
             "ccsd_stats": self.stats,

@@ -66,3 +66,49 @@ fn short_soak_answers_every_request_across_mid_packet_closes() {
     );
     assert_eq!(count(stats, "closed_idle"), 0, "{report}");
 }
+
+#[test]
+fn short_soak_with_takeovers_loses_nothing_and_each_old_process_exits_0() {
+    let out = Command::new(example_bin("soak"))
+        .args(["--duration", "6", "--takeover-every", "2"])
+        .args(["--load-conns", "4", "--idle-conns", "50"])
+        .args(["--close-probability", "0.002", "--reply-timeout", "10"])
+        // As above: six seconds are too short to judge memory.
+        .args(["--max-rss-growth", "1000", "--json"])
+        .output()
+        .expect("run soak");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("soak printed no JSON ({e}): {stdout}\nstderr: {stderr}"));
+    assert_eq!(out.status.code(), Some(0), "{report}\nstderr: {stderr}");
+    assert_eq!(report["pass"], Value::Bool(true), "{report}");
+    for key in [
+        "lost",
+        "misrouted",
+        "corrupted",
+        "failed",
+        "connect_failures",
+    ] {
+        assert_eq!(count(&report, key), 0, "{key}: {report}");
+    }
+    assert_eq!(count(&report, "idle_alive"), 50, "{report}");
+    let takeovers = report["takeovers"].as_array().expect("takeovers");
+    assert_eq!(takeovers.len(), 2, "{report}");
+    let mut pids = vec![];
+    for t in takeovers {
+        assert_eq!(t["old_exit"], "0", "{t}");
+        // Every idle connection, and the load connections open at that moment (a closed one
+        // whose end ccsd had not read yet included).
+        assert!(count(t, "handed") >= 50, "{t}");
+        pids.extend([count(t, "old_pid"), count(t, "new_pid")]);
+    }
+    // Each takeover starts from the process the previous one started.
+    assert_eq!(pids[1], pids[2], "{report}");
+    // The last process holds the idle connections, adopted from the first through the second.
+    assert_eq!(
+        count(&report["ccsd_stats"], "connections_open"),
+        50,
+        "{report}"
+    );
+}

@@ -39,7 +39,7 @@ pub fn init(level: LevelFilter, file: Option<&Path>, to_stderr: bool) -> io::Res
                 ))
             });
     if to_stderr {
-        dispatch = dispatch.chain(io::stderr());
+        dispatch = dispatch.chain(fern::Output::writer(Box::<StderrLines>::default(), "\n"));
     }
     if let Some(path) = file {
         let out = Mutex::new(BufWriter::new(open_log_file(path)?));
@@ -94,6 +94,28 @@ impl Write for LogFileWriter {
             Some(file) => file.lock().flush(),
             None => Ok(()),
         }
+    }
+}
+
+/// fern's output for stderr: each record is gathered and written with one `write(2)` when fern
+/// flushes it, so that the lines of two processes sharing one stderr (the old and the new process
+/// of a hot restart, under journald or a terminal) never interleave within a line. A line up to
+/// `PIPE_BUF` (4096 bytes) is written to a pipe atomically.
+#[derive(Default)]
+struct StderrLines {
+    line: Vec<u8>,
+}
+
+impl Write for StderrLines {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let written = io::stderr().write_all(&self.line);
+        self.line.clear();
+        written
     }
 }
 

@@ -1,7 +1,7 @@
 //! One client connection's complete state, apart from its socket, as one value that can move
 //! between workers in the process and be written to bytes and read back in another process
 //! (possibly another ccsd version): what a live migration carries from worker to worker and
-//! what a hot restart will send to the next ccsd.
+//! what a hot restart sends to the next ccsd (`docs/hot-restart.md`).
 //!
 //! [`ConnState`] is plain data. The worker converts its `Conn` to and from it; this module knows
 //! nothing of sockets, pollers or lanes. The byte form ([`ConnState::encode`],

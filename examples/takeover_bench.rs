@@ -38,22 +38,20 @@ mod flags;
 #[path = "common/servers.rs"]
 mod servers;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::num::NonZeroUsize;
-use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use polling::{Event, Events, Poller};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
-use servers::{Scratch, Server, built_bin, logged_addr};
+use servers::{Logged, Scratch, built_bin, ccsd_command, logged_addr, parse_handed};
 
 /// Bytes of a request body: the connection's index and the request's sequence number (8 bytes
 /// each, little-endian), then filler.
@@ -269,97 +267,6 @@ fn raise_fd_limit(needed: u64) -> Result<u64, String> {
 // ---------------------------------------------------------------------------------------------
 // The servers and their logs
 
-/// A process whose stderr lines arrive, with the time each was read, on `lines`.
-struct Logged {
-    server: Server,
-    lines: Receiver<(Instant, String)>,
-    /// Every line taken from `lines` so far.
-    seen: Vec<String>,
-    /// When each of `seen` was read.
-    seen_at: Vec<Instant>,
-}
-
-impl Logged {
-    fn start(mut cmd: Command) -> Result<Logged, String> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, lines) = crossbeam_channel::unbounded();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Logged {
-            server: Server { child },
-            lines,
-            seen: Vec::new(),
-            seen_at: Vec::new(),
-        })
-    }
-
-    /// Waits for a line containing `needle`; returns when it was read, and the line.
-    fn wait_for(&mut self, needle: &str) -> Result<(Instant, String), String> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match self.lines.recv_deadline(deadline) {
-                Ok((at, line)) => {
-                    self.seen.push(line.clone());
-                    self.seen_at.push(at);
-                    if line.contains(needle) {
-                        return Ok((at, line));
-                    }
-                }
-                Err(e) => {
-                    let why = if e == RecvTimeoutError::Timeout {
-                        "no such line within the patience"
-                    } else {
-                        "the process ended"
-                    };
-                    return Err(format!(
-                        "waiting for {needle:?}: {why}; its log:\n{}",
-                        self.seen.join("\n")
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Every line read since `from` (all of those still waiting on `lines` included), with its
-    /// time in ms since `from`.
-    fn lines_since(&mut self, from: Instant) -> Vec<(f64, String)> {
-        for (at, line) in self.lines.try_iter() {
-            self.seen.push(line);
-            self.seen_at.push(at);
-        }
-        self.seen_at
-            .iter()
-            .zip(&self.seen)
-            .filter(|(at, _)| **at >= from)
-            .map(|(at, line)| (at.duration_since(from).as_secs_f64() * 1e3, line.clone()))
-            .collect()
-    }
-
-    /// Waits for the process to end; describes how.
-    fn wait_exit(&mut self) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if let Some(status) = self.server.exited() {
-                return status
-                    .code()
-                    .map_or_else(|| status.to_string(), |c| c.to_string());
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        format!("still running {PATIENCE:?} later")
-    }
-}
-
 /// ccsd's settings for a run with `n` connections.
 fn config(args: &Args, name: &str, n: usize) -> String {
     format!(
@@ -369,15 +276,6 @@ fn config(args: &Args, name: &str, n: usize) -> String {
         args.workers,
         n + 64,
     )
-}
-
-fn ccsd_command(config: &Path, takeover: bool) -> Result<Command, String> {
-    let mut cmd = Command::new(built_bin("ccsd")?);
-    if takeover {
-        cmd.arg("--takeover");
-    }
-    cmd.arg("--config").arg(config);
-    Ok(cmd)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -660,7 +558,7 @@ struct Run {
 
 fn one_run(args: &Args, n: usize) -> Result<Run, String> {
     let scratch = Scratch::new(&format!("ccsd-tobench-{n}"), |name| config(args, name, n))?;
-    let mut old = Logged::start(ccsd_command(&scratch.config, false)?)?;
+    let mut old = Logged::start(ccsd_command(&scratch.config, false)?, PATIENCE)?;
     old.wait_for("ccsd ready")?;
     let addr = logged_addr(&old.seen, "listening on tcp://")?;
     let mut cmd = Command::new(built_bin("echo_mcp")?);
@@ -692,7 +590,7 @@ fn one_run(args: &Args, n: usize) -> Result<Run, String> {
     thread::sleep(BASELINE);
 
     let started = Instant::now();
-    let mut new = Logged::start(ccsd_command(&scratch.config, true)?)?;
+    let mut new = Logged::start(ccsd_command(&scratch.config, true)?, PATIENCE)?;
     let asked = old.wait_for("asks to take over");
     // The old process freezes right after that line: the probes wait across the handover.
     let during = match &asked {
@@ -710,8 +608,8 @@ fn one_run(args: &Args, n: usize) -> Result<Run, String> {
             let _ = driver.join();
             return Err(format!(
                 "the takeover did not complete: {e}\nthe new process's log:\n{}",
-                new.lines
-                    .try_iter()
+                new.lines_since(started)
+                    .into_iter()
                     .map(|(_, l)| l)
                     .collect::<Vec<_>>()
                     .join("\n")
@@ -791,35 +689,13 @@ fn one_run(args: &Args, n: usize) -> Result<Run, String> {
 /// The duration in the old process's "handed N connections over to the new process in X;
 /// exiting", in ms; a count other than `n` is a failure.
 fn parse_handed_ms(line: &str, n: usize, failures: &mut Vec<String>) -> f64 {
-    let after = line.split("handed ").nth(1).unwrap_or("");
-    let count: Option<usize> = after.split_whitespace().next().and_then(|c| c.parse().ok());
-    if count != Some(n) {
+    let (count, ms) = parse_handed(line);
+    if count != Some(n as u64) {
         failures.push(format!(
             "the old process handed over {count:?} connections, not {n}: {line}"
         ));
     }
-    after
-        .split(" in ")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .and_then(parse_debug_duration)
-        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
-}
-
-/// A `Duration` as `{:?}` shows it: `12.5ms`, `1.2s`, `830µs`, `40ns`.
-fn parse_debug_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (value, unit) = s.split_at(split);
-    let value: f64 = value.parse().ok()?;
-    let seconds = match unit {
-        "s" => value,
-        "ms" => value / 1e3,
-        "µs" | "us" => value / 1e6,
-        "ns" => value / 1e9,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(seconds).ok()
+    ms.unwrap_or(f64::NAN)
 }
 
 /// The value at quantile `q` of sorted `values` (nearest rank); NaN when empty.
@@ -839,6 +715,7 @@ fn sorted(mut values: Vec<f64>) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::servers::parse_debug_duration;
 
     #[test]
     fn durations_read_as_debug_prints_them() {

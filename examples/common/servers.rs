@@ -1,7 +1,8 @@
-//! What the benchmark drivers (`bench_compare`, `soak`) share: a scratch ccsd configuration on a
-//! unique queue name, removed with its shared-memory files on drop; server processes started from
-//! the binaries built next to the driver, waited for by a log line and killed on drop; and their
-//! CPU time and resident memory, read from `/proc`.
+//! What the benchmark drivers (`bench_compare`, `soak`, `takeover_bench`) share: a scratch ccsd
+//! configuration on a unique queue name, removed with its shared-memory files on drop; server
+//! processes started from the binaries built next to the driver, waited for by a log line and
+//! killed on drop; a process whose log lines keep being read ([`Logged`]) and the hot restart's
+//! log line parsed ([`parse_handed`]); and their CPU time and resident memory, read from `/proc`.
 //!
 //! A driver includes this file with `#[path = "../common/servers.rs"] mod servers;`.
 #![allow(dead_code)] // each driver uses a different subset
@@ -207,4 +208,152 @@ pub fn start_ccsd_and_mcp(
     cmd.arg("--config").arg(config);
     let (mcp, _) = start(cmd, "attached")?;
     Ok((ccsd, lines, mcp))
+}
+
+/// A server process whose stderr lines arrive, with the time each was read, on a channel the
+/// driver reads as it asks: waiting for a line, or everything logged since a moment. A thread
+/// reads stderr to its end, so the server never blocks on a full pipe.
+pub struct Logged {
+    /// The process, killed on drop.
+    pub server: Server,
+    lines: crossbeam_channel::Receiver<(Instant, String)>,
+    /// Every line taken from `lines` so far.
+    pub seen: Vec<String>,
+    /// When each of `seen` was read.
+    seen_at: Vec<Instant>,
+    /// How long one wait (a line, the exit) may take.
+    patience: Duration,
+}
+
+impl Logged {
+    /// Starts `cmd`; each wait on it gives up after `patience`.
+    pub fn start(mut cmd: Command, patience: Duration) -> Result<Logged, String> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, lines) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Logged {
+            server: Server { child },
+            lines,
+            seen: Vec::new(),
+            seen_at: Vec::new(),
+            patience,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.server.child.id()
+    }
+
+    /// Waits for a line containing `needle`; returns when it was read, and the line.
+    pub fn wait_for(&mut self, needle: &str) -> Result<(Instant, String), String> {
+        let deadline = Instant::now() + self.patience;
+        loop {
+            match self.lines.recv_deadline(deadline) {
+                Ok((at, line)) => {
+                    self.seen.push(line.clone());
+                    self.seen_at.push(at);
+                    if line.contains(needle) {
+                        return Ok((at, line));
+                    }
+                }
+                Err(e) => {
+                    let why = if e == crossbeam_channel::RecvTimeoutError::Timeout {
+                        "no such line within the patience"
+                    } else {
+                        "the process ended"
+                    };
+                    return Err(format!(
+                        "waiting for {needle:?}: {why}; its log:\n{}",
+                        self.seen.join("\n")
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Every line read since `from` (all of those still waiting on the channel included), with
+    /// its time in ms since `from`.
+    pub fn lines_since(&mut self, from: Instant) -> Vec<(f64, String)> {
+        for (at, line) in self.lines.try_iter() {
+            self.seen.push(line);
+            self.seen_at.push(at);
+        }
+        self.seen_at
+            .iter()
+            .zip(&self.seen)
+            .filter(|(at, _)| **at >= from)
+            .map(|(at, line)| (at.duration_since(from).as_secs_f64() * 1e3, line.clone()))
+            .collect()
+    }
+
+    /// The address after `prefix` in the lines seen so far.
+    pub fn addr(&self, prefix: &str) -> Result<SocketAddr, String> {
+        logged_addr(&self.seen, prefix)
+    }
+
+    /// Waits for the process to end; its exit code, or how it ended.
+    pub fn wait_exit(&mut self) -> String {
+        let deadline = Instant::now() + self.patience;
+        while Instant::now() < deadline {
+            if let Some(status) = self.server.exited() {
+                return status
+                    .code()
+                    .map_or_else(|| status.to_string(), |c| c.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        format!("still running {:?} later", self.patience)
+    }
+}
+
+/// The release ccsd built beside the driver on `config`, with `--takeover` if `takeover`.
+pub fn ccsd_command(config: &Path, takeover: bool) -> Result<Command, String> {
+    let mut cmd = Command::new(built_bin("ccsd")?);
+    if takeover {
+        cmd.arg("--takeover");
+    }
+    cmd.arg("--config").arg(config);
+    Ok(cmd)
+}
+
+/// The count and the duration (ms) in the old process's "handed N connections over to the new
+/// process in X; exiting".
+pub fn parse_handed(line: &str) -> (Option<u64>, Option<f64>) {
+    let after = line.split("handed ").nth(1).unwrap_or("");
+    let count = after.split_whitespace().next().and_then(|c| c.parse().ok());
+    let ms = after
+        .split(" in ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(parse_debug_duration)
+        .map(|d| d.as_secs_f64() * 1e3);
+    (count, ms)
+}
+
+/// A `Duration` as `{:?}` shows it: `12.5ms`, `1.2s`, `830µs`, `40ns`.
+pub fn parse_debug_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (value, unit) = s.split_at(split);
+    let value: f64 = value.parse().ok()?;
+    let seconds = match unit {
+        "s" => value,
+        "ms" => value / 1e3,
+        "µs" | "us" => value / 1e6,
+        "ns" => value / 1e9,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
 }

@@ -43,8 +43,9 @@ use args::Args;
 use load::{Plan, Progress};
 use report::{Counts, Report, Rss};
 use rng::Rng;
+use servers::{Logged, ccsd_command};
 use servers::{Scratch, built_bin};
-use takeover::{Logged, Takeover};
+use takeover::{PATIENCE, Takeover};
 
 /// How often a progress line goes to stderr.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -97,7 +98,7 @@ fn config(args: &Args, name: &str) -> String {
 /// Runs the whole soak; an error means it could not be set up.
 fn run(args: &Args) -> Result<Report, String> {
     let scratch = Scratch::new("ccsd-soak", |name| config(args, name))?;
-    let mut ccsd = Logged::start_ccsd(&scratch.config, false)?;
+    let mut ccsd = Logged::start(ccsd_command(&scratch.config, false)?, PATIENCE)?;
     ccsd.wait_for("ccsd ready")?;
     let mut cmd = Command::new(built_bin("echo_mcp")?);
     cmd.arg("--config").arg(&scratch.config);

@@ -1,114 +1,18 @@
-//! Hot restarts during the soak (`--takeover-every SECS`): a ccsd process whose log lines the soak
-//! keeps reading ([`Logged`]), and one takeover ([`take_over`]): `ccsd --takeover --config FILE`
+//! Hot restarts during the soak (`--takeover-every SECS`): one takeover ([`take_over`]): `ccsd --takeover --config FILE`
 //! started beside the running process, the new one's "ccsd ready" and the old one's "handed N
 //! connections over ... in X" and exit awaited, what they said kept ([`Takeover`]).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::admin::Stats;
-use crate::servers::{Memory, Server, built_bin, logged_addr};
+use crate::servers::{Logged, Memory, ccsd_command, parse_handed};
 
 /// How long one step of a takeover (a log line, a process's exit) may take.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A ccsd process whose stderr lines arrive on a channel, read as the soak asks for them.
-pub struct Logged {
-    /// The process, killed on drop.
-    pub server: Server,
-    lines: Receiver<String>,
-    /// Every line taken from `lines` so far.
-    pub seen: Vec<String>,
-}
-
-impl Logged {
-    /// Starts the release ccsd built beside the soak on `config`, with `--takeover` if
-    /// `takeover`.
-    pub fn start_ccsd(config: &Path, takeover: bool) -> Result<Logged, String> {
-        let mut cmd = Command::new(built_bin("ccsd")?);
-        if takeover {
-            cmd.arg("--takeover");
-        }
-        cmd.arg("--config").arg(config);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        // Reads stderr to its end, so that ccsd never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Logged {
-            server: Server { child },
-            lines,
-            seen: Vec::new(),
-        })
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.server.child.id()
-    }
-
-    /// Waits up to [`PATIENCE`] for a line containing `needle`; returns it.
-    pub fn wait_for(&mut self, needle: &str) -> Result<String, String> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return Ok(line);
-                    }
-                }
-                Err(e) => {
-                    let why = match e {
-                        RecvTimeoutError::Timeout => "no such line in time",
-                        RecvTimeoutError::Disconnected => "the process ended",
-                    };
-                    return Err(format!(
-                        "waiting for {needle:?}: {why}; its log:\n{}",
-                        self.seen.join("\n")
-                    ));
-                }
-            }
-        }
-    }
-
-    /// The address after `prefix` in the lines seen so far.
-    pub fn addr(&self, prefix: &str) -> Result<SocketAddr, String> {
-        logged_addr(&self.seen, prefix)
-    }
-
-    /// Waits up to [`PATIENCE`] for the process to end; its exit code, or how it ended.
-    fn wait_exit(&mut self) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if let Some(status) = self.server.exited() {
-                return status
-                    .code()
-                    .map_or_else(|| status.to_string(), |c| c.to_string());
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        format!("still running {PATIENCE:?} later")
-    }
-}
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// One takeover and the life of the process that took over.
 #[derive(Debug, Clone, Default)]
@@ -191,7 +95,7 @@ pub fn take_over(
 ) -> Option<Logged> {
     record.old_pid = old.pid();
     let started = Instant::now();
-    let mut new = match Logged::start_ccsd(config, true) {
+    let mut new = match ccsd_command(config, true).and_then(|cmd| Logged::start(cmd, PATIENCE)) {
         Ok(new) => new,
         Err(e) => {
             record.failures.push(format!("ccsd --takeover: {e}"));
@@ -200,7 +104,7 @@ pub fn take_over(
     };
     record.new_pid = new.pid();
     match old.wait_for("connections over to the new process in ") {
-        Ok(line) => {
+        Ok((_, line)) => {
             let (count, ms) = parse_handed(&line);
             record.handed = count;
             record.handed_ms = ms;
@@ -236,36 +140,6 @@ pub fn take_over(
         Err(e) => record.failures.push(e),
     }
     Some(new)
-}
-
-/// The count and the duration (ms) in the old process's "handed N connections over to the new
-/// process in X; exiting".
-fn parse_handed(line: &str) -> (Option<u64>, Option<f64>) {
-    let after = line.split("handed ").nth(1).unwrap_or("");
-    let count = after.split_whitespace().next().and_then(|c| c.parse().ok());
-    let ms = after
-        .split(" in ")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .and_then(parse_debug_duration)
-        .map(|d| d.as_secs_f64() * 1e3);
-    (count, ms)
-}
-
-/// A `Duration` as `{:?}` shows it: `12.5ms`, `1.2s`, `830µs`, `40ns`.
-fn parse_debug_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (value, unit) = s.split_at(split);
-    let value: f64 = value.parse().ok()?;
-    let seconds = match unit {
-        "s" => value,
-        "ms" => value / 1e3,
-        "µs" | "us" => value / 1e6,
-        "ns" => value / 1e9,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(seconds).ok()
 }
 
 #[cfg(test)]

@@ -7,13 +7,11 @@ use crate::common;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{CloseMode, RecordHeader};
 use common::{
-    Proc, TestEnv, WAIT, connect, next_data, packet, pipelined_client, read_n, reply_when_room,
+    PipelinedClients, Proc, TestEnv, WAIT, connect, next_data, packet, read_n, reply_when_room,
     round_trip,
 };
 
@@ -30,13 +28,7 @@ fn pipelined_clients_lose_nothing_across_five_takeovers_in_a_row() {
     let mut old = env.start_ccsd();
     let _mcp = env.start_echo_mcp();
     let addr = old.addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..6)
-        .map(|id| {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || pipelined_client(addr, id, 16, stop))
-        })
-        .collect();
+    let clients = PipelinedClients::start(addr, 6, 16);
     env.wait_stat("totals.connections_open", |n| n == 6);
     for round in 0..5 {
         let new = take_over(&env);
@@ -55,8 +47,7 @@ fn pipelined_clients_lose_nothing_across_five_takeovers_in_a_row() {
         );
         old = new;
     }
-    stop.store(true, Ordering::Relaxed);
-    let replies: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let replies = clients.finish();
     assert!(replies > 0);
     // A new connection is served by the last process.
     let mut client = connect(addr);
@@ -122,13 +113,7 @@ fn a_takeover_to_more_and_then_fewer_workers_redistributes_the_connections_and_l
     let old = env.start_ccsd();
     let _mcp = env.start_echo_mcp();
     let addr = old.addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..6)
-        .map(|id| {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || pipelined_client(addr, id, 16, stop))
-        })
-        .collect();
+    let clients = PipelinedClients::start(addr, 6, 16);
     env.wait_stat("totals.connections_open", |n| n == 6);
     let more = config_with(&env, "three.toml", |t| {
         t.replacen("workers = 2", "workers = 3", 1)
@@ -142,10 +127,7 @@ fn a_takeover_to_more_and_then_fewer_workers_redistributes_the_connections_and_l
     let mut three = three;
     let _one = take_over_with(&env, &fewer);
     assert_eq!(three.exit_code(), Some(0));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
+    clients.finish();
     let mut client = connect(addr);
     assert_eq!(
         round_trip(&mut client, b"one worker"),

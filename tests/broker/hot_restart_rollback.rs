@@ -19,94 +19,7 @@ use ccsd::lane::Lane;
 use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{Kind, RecordHeader};
 use ccsd::runtime::{FAULT_ENV, FAULT_EXIT_CODE, STEP_TIMEOUT_ENV};
-use common::{Proc, TestEnv, WAIT, connect, packet, read_n, round_trip, stat};
-
-/// Sequence-numbered pipelined clients, each checking that every reply comes exactly once and in
-/// order (a lost, repeated or reordered reply, an EOF or a reset fails its thread), with a count
-/// of replies each has received so far.
-struct Load {
-    stop: Arc<AtomicBool>,
-    progress: Vec<Arc<AtomicU64>>,
-    clients: Vec<JoinHandle<u64>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, clients: usize, window: u64) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let progress: Vec<_> = (0..clients).map(|_| Arc::new(AtomicU64::new(0))).collect();
-        let clients = progress
-            .iter()
-            .enumerate()
-            .map(|(id, done)| {
-                let (stop, done) = (Arc::clone(&stop), Arc::clone(done));
-                std::thread::spawn(move || pipelined(addr, id, window, &stop, &done))
-            })
-            .collect();
-        Load {
-            stop,
-            progress,
-            clients,
-        }
-    }
-
-    /// Waits until every client has received `more` replies beyond what it had on entry: all of
-    /// them are being served.
-    fn wait_all_served(&self, more: u64) {
-        let from: Vec<u64> = self
-            .progress
-            .iter()
-            .map(|p| p.load(Ordering::Relaxed))
-            .collect();
-        let deadline = Instant::now() + WAIT;
-        for (id, (p, from)) in self.progress.iter().zip(from).enumerate() {
-            while p.load(Ordering::Relaxed) < from + more {
-                assert!(
-                    Instant::now() < deadline,
-                    "client {id} stalled at {} replies",
-                    p.load(Ordering::Relaxed)
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    }
-
-    /// Stops sending, waits for every outstanding reply; the replies received in all.
-    fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.clients
-            .into_iter()
-            .map(|c| {
-                c.join()
-                    .expect("a client lost, repeated or reordered a reply")
-            })
-            .sum()
-    }
-}
-
-fn pipelined(addr: SocketAddr, id: usize, window: u64, stop: &AtomicBool, done: &AtomicU64) -> u64 {
-    let mut s = connect(addr);
-    let body = |seq: u64| format!("client {id:02} request {seq:08}").into_bytes();
-    let reply_len = packet(&body(0)).len();
-    let (mut sent, mut received) = (0u64, 0u64);
-    loop {
-        let stopping = stop.load(Ordering::Relaxed);
-        while !stopping && sent - received < window {
-            std::io::Write::write_all(&mut s, &packet(&body(sent))).unwrap();
-            sent += 1;
-        }
-        if received == sent {
-            return received;
-        }
-        let reply = read_n(&mut s, reply_len);
-        assert_eq!(
-            reply,
-            packet(&body(received)),
-            "client {id}: reply {received} out of order or lost"
-        );
-        received += 1;
-        done.store(received, Ordering::Relaxed);
-    }
-}
+use common::{PipelinedClients, Proc, TestEnv, WAIT, connect, packet, read_n, round_trip, stat};
 
 /// Clients that each connect, make one round trip and close, over and over, until stopped: a
 /// refused connection or a missing reply fails its thread. Returns how many connections were
@@ -223,7 +136,12 @@ fn assert_logged(p: &Proc, needle: &str) {
 
 /// Takes `old` over for real (the second attempt after a rollback) and checks the clients of
 /// `load` are served by the new process; returns it.
-fn take_over_for_real(env: &TestEnv, old: &mut Proc, load: &Load, conns: usize) -> Proc {
+fn take_over_for_real(
+    env: &TestEnv,
+    old: &mut Proc,
+    load: &PipelinedClients,
+    conns: usize,
+) -> Proc {
     let new = take_over(env);
     assert_eq!(old.exit_code(), Some(0), "the old process exits 0");
     assert_logged(&new, &format!("with {conns} connections"));
@@ -237,7 +155,7 @@ fn invalid_settings_or_a_refused_takeover_leave_the_old_process_serving_untouche
     let old = env.start_ccsd();
     let _mcp = env.start_echo_mcp();
     let addr = old.addr();
-    let load = Load::start(addr, 4, 16);
+    let load = PipelinedClients::start(addr, 4, 16);
     env.wait_stat("totals.connections_open", |n| n == 4);
     load.wait_all_served(50);
 
@@ -288,7 +206,7 @@ fn a_new_process_killed_before_it_says_ready_leaves_the_old_one_serving_with_not
     let mut old = env.start_ccsd();
     let _mcp = env.start_echo_mcp();
     let addr = old.addr();
-    let load = Load::start(addr, 6, 16);
+    let load = PipelinedClients::start(addr, 6, 16);
     env.wait_stat("totals.connections_open", |n| n == 6);
     load.wait_all_served(20);
 
@@ -317,7 +235,7 @@ fn a_new_process_that_exits_before_it_says_ready_leaves_the_old_one_serving() {
     let env = TestEnv::new(1, "", "");
     let mut old = env.start_ccsd();
     let _mcp = env.start_echo_mcp();
-    let load = Load::start(old.addr(), 3, 8);
+    let load = PipelinedClients::start(old.addr(), 3, 8);
     env.wait_stat("totals.connections_open", |n| n == 3);
 
     let mut new = spawn_takeover(&env, &[(FAULT_ENV, "exit-before-ready")]);
@@ -335,7 +253,7 @@ fn a_hanging_new_process_times_out_and_the_old_one_thaws_with_nothing_lost() {
     let mut old = start_old(&env, &[(STEP_TIMEOUT_ENV, "1500")]);
     let _mcp = env.start_echo_mcp();
     let addr = old.addr();
-    let load = Load::start(addr, 6, 16);
+    let load = PipelinedClients::start(addr, 6, 16);
     env.wait_stat("totals.connections_open", |n| n == 6);
     load.wait_all_served(20);
 
@@ -378,7 +296,7 @@ fn when_the_old_process_dies_after_passing_the_descriptors_the_new_one_carries_o
     let mut old = start_old(&env, &[(FAULT_ENV, "exit-after-offer")]);
     let _mcp = env.start_echo_mcp();
     let addr = old.addr();
-    let load = Load::start(addr, 6, 16);
+    let load = PipelinedClients::start(addr, 6, 16);
     env.wait_stat("totals.connections_open", |n| n == 6);
     load.wait_all_served(20);
 
@@ -405,7 +323,7 @@ fn a_connect_storm_across_a_takeover_is_served_without_a_refusal() {
     let mut old = env.start_ccsd();
     let _mcp = env.start_echo_mcp();
     let addr = old.addr();
-    let load = Load::start(addr, 2, 8);
+    let load = PipelinedClients::start(addr, 2, 8);
     let storm = Storm::start(addr, 4);
     let deadline = Instant::now() + WAIT;
     while storm.served() < 50 {
@@ -487,7 +405,7 @@ fn a_process_that_took_over_can_be_taken_over_even_if_the_old_one_is_slow_to_let
     // sockets meanwhile.
     let mut old = start_old(&env, &[(FAULT_ENV, "pause-after-commit")]);
     let _mcp = env.start_echo_mcp();
-    let load = Load::start(old.addr(), 2, 8);
+    let load = PipelinedClients::start(old.addr(), 2, 8);
     env.wait_stat("totals.connections_open", |n| n == 2);
     let mut new = take_over(&env);
     assert_eq!(old.exit_code(), Some(0));
@@ -540,7 +458,7 @@ fn a_new_process_too_slow_to_say_ready_gives_up_and_leaves_the_old_ones_pid_file
     // The old process waits half a second for ready; the new one takes a second to say it.
     let mut old = start_old(&env, &[(STEP_TIMEOUT_ENV, "500")]);
     let _mcp = env.start_echo_mcp();
-    let load = Load::start(old.addr(), 2, 8);
+    let load = PipelinedClients::start(old.addr(), 2, 8);
     env.wait_stat("totals.connections_open", |n| n == 2);
     let old_pid = format!("{}\n", old.child.id());
     assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), old_pid);

@@ -14,12 +14,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
-use common::{AdminClient, Proc, TestEnv, WAIT, connect, packet, pipelined_client, round_trip};
+use common::{AdminClient, PipelinedClients, Proc, TestEnv, WAIT, connect, packet, round_trip};
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use rustix::process::{Pid, Signal, kill_process};
 
@@ -62,32 +59,19 @@ impl Drop for Successor {
     }
 }
 
-/// `n` pipelined clients on `addr`, checking every reply; stop them with the flag.
-struct Clients {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<u64>>,
-}
+/// `n` pipelined clients on `addr`, checking every reply.
+struct Clients(PipelinedClients);
 
 impl Clients {
     fn start(env: &TestEnv, addr: SocketAddr, n: usize) -> Clients {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..n)
-            .map(|id| {
-                let stop = Arc::clone(&stop);
-                std::thread::spawn(move || pipelined_client(addr, id, 16, stop))
-            })
-            .collect();
+        let clients = PipelinedClients::start(addr, n, 16);
         env.wait_stat("totals.connections_open", |open| open == n as u64);
-        Clients { stop, threads }
+        Clients(clients)
     }
 
     /// Stops them; every one got at least one reply and lost none (checked in each).
     fn finish(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for (id, t) in self.threads.into_iter().enumerate() {
-            let replies = t
-                .join()
-                .expect("a client failed: a reply lost, late or reset");
+        for (id, replies) in self.0.finish_each().into_iter().enumerate() {
             assert!(replies > 0, "client {id} got no reply");
         }
     }

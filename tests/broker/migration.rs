@@ -14,7 +14,7 @@ use ccsd::flow::FlowId;
 use ccsd::mcp::{McpEndpoint, Message};
 use ccsd::record::{CloseMode, CustomOp, Kind, RecordHeader};
 use common::{
-    AdminClient, Proc, TestEnv, WAIT, connect, packet, pipelined_client, read_n, round_trip,
+    AdminClient, PipelinedClients, Proc, TestEnv, WAIT, connect, packet, read_n, round_trip,
 };
 
 /// One admin `conns` line: the flow and the worker holding it.
@@ -37,14 +37,7 @@ fn pipelined_clients_get_every_reply_once_and_in_order_while_their_connections_m
     let env = TestEnv::new(3, "", "");
     let ccsd = env.start_ccsd();
     let _mcp = env.start_echo_mcp();
-    let addr = ccsd.addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..6)
-        .map(|id| {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || pipelined_client(addr, id, 16, stop))
-        })
-        .collect();
+    let clients = PipelinedClients::start(ccsd.addr(), 6, 16);
     let mut admin = AdminClient::connect(ccsd.admin.expect("admin port"));
     let deadline = Instant::now() + WAIT;
     while conns(&mut admin).len() < 6 {
@@ -65,8 +58,7 @@ fn pipelined_clients_get_every_reply_once_and_in_order_while_their_connections_m
             moved += 1;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let replies: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let replies = clients.finish();
     assert!(
         replies > 1000,
         "the clients kept talking: {replies} replies"

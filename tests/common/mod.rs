@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -245,9 +245,84 @@ impl AdminClient {
     }
 }
 
+/// Sequence-numbered pipelined clients, each keeping `window` requests in flight and checking that
+/// every reply comes exactly once and in order (a lost, repeated or reordered reply, an EOF or a
+/// reset fails its thread), with a count of the replies each has received so far.
+pub struct PipelinedClients {
+    stop: Arc<AtomicBool>,
+    progress: Vec<Arc<AtomicU64>>,
+    clients: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl PipelinedClients {
+    /// `clients` clients on `addr`, each with `window` requests in flight.
+    pub fn start(addr: SocketAddr, clients: usize, window: u64) -> PipelinedClients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress: Vec<_> = (0..clients).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let clients = progress
+            .iter()
+            .enumerate()
+            .map(|(id, done)| {
+                let (stop, done) = (Arc::clone(&stop), Arc::clone(done));
+                std::thread::spawn(move || pipelined_client(addr, id, window, &stop, &done))
+            })
+            .collect();
+        PipelinedClients {
+            stop,
+            progress,
+            clients,
+        }
+    }
+
+    /// Waits until every client has received `more` replies beyond what it had on entry: all of
+    /// them are being served.
+    pub fn wait_all_served(&self, more: u64) {
+        let from: Vec<u64> = self
+            .progress
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .collect();
+        let deadline = Instant::now() + WAIT;
+        for (id, (p, from)) in self.progress.iter().zip(from).enumerate() {
+            while p.load(Ordering::Relaxed) < from + more {
+                assert!(
+                    Instant::now() < deadline,
+                    "client {id} stalled at {} replies",
+                    p.load(Ordering::Relaxed)
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// Stops sending, waits for every outstanding reply; the replies each client received.
+    pub fn finish_each(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.clients
+            .into_iter()
+            .map(|c| {
+                c.join()
+                    .expect("a client lost, repeated or reordered a reply")
+            })
+            .collect()
+    }
+
+    /// As [`finish_each`](PipelinedClients::finish_each): the replies received in all.
+    pub fn finish(self) -> u64 {
+        self.finish_each().into_iter().sum()
+    }
+}
+
 /// A client that keeps `window` sequence-numbered requests in flight and checks that every reply
-/// comes back exactly once, in order; returns how many it got.
-pub fn pipelined_client(addr: SocketAddr, id: usize, window: u64, stop: Arc<AtomicBool>) -> u64 {
+/// comes back exactly once, in order, counting them in `done`; returns how many it got once `stop`
+/// is set and every outstanding reply came.
+fn pipelined_client(
+    addr: SocketAddr,
+    id: usize,
+    window: u64,
+    stop: &AtomicBool,
+    done: &AtomicU64,
+) -> u64 {
     let mut s = connect(addr);
     let body = |seq: u64| format!("client {id:02} request {seq:08}").into_bytes();
     let reply_len = packet(&body(0)).len();
@@ -268,6 +343,7 @@ pub fn pipelined_client(addr: SocketAddr, id: usize, window: u64, stop: Arc<Atom
             "client {id}: reply {received} out of order or lost"
         );
         received += 1;
+        done.store(received, Ordering::Relaxed);
     }
 }
 

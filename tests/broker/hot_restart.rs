@@ -15,13 +15,6 @@ use common::{
     round_trip,
 };
 
-/// Starts `ccsd --takeover` on the test's config and waits until it serves.
-fn take_over(env: &TestEnv) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccsd"));
-    cmd.arg("--takeover");
-    env.start_broker(cmd, "ccsd --takeover")
-}
-
 #[test]
 fn pipelined_clients_lose_nothing_across_five_takeovers_in_a_row() {
     let env = TestEnv::new(2, "", "");
@@ -31,7 +24,7 @@ fn pipelined_clients_lose_nothing_across_five_takeovers_in_a_row() {
     let clients = PipelinedClients::start(addr, 6, 16);
     env.wait_stat("totals.connections_open", |n| n == 6);
     for round in 0..5 {
-        let new = take_over(&env);
+        let new = env.take_over();
         assert_eq!(new.addr(), addr, "round {round}: the same listening socket");
         assert_eq!(
             old.exit_code(),
@@ -98,12 +91,11 @@ fn config_with(env: &TestEnv, name: &str, edit: impl Fn(String) -> String) -> st
 }
 
 /// Starts `ccsd --takeover` on `config` and waits until it serves.
-fn take_over_with(env: &TestEnv, config: &std::path::Path) -> Proc {
+fn take_over_with(config: &std::path::Path) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccsd"));
     cmd.arg("--takeover").arg("--config").arg(config);
     let mut p = Proc::spawn(cmd, "ccsd --takeover");
     p.wait_for_line("ccsd ready");
-    let _ = env;
     p
 }
 
@@ -119,13 +111,13 @@ fn a_takeover_to_more_and_then_fewer_workers_redistributes_the_connections_and_l
         t.replacen("workers = 2", "workers = 3", 1)
     });
     let mut old = old;
-    let three = take_over_with(&env, &more);
+    let three = take_over_with(&more);
     assert_eq!(old.exit_code(), Some(0));
     let fewer = config_with(&env, "one.toml", |t| {
         t.replacen("workers = 2", "workers = 1", 1)
     });
     let mut three = three;
-    let _one = take_over_with(&env, &fewer);
+    let _one = take_over_with(&fewer);
     assert_eq!(three.exit_code(), Some(0));
     clients.finish();
     let mut client = connect(addr);
@@ -152,7 +144,7 @@ fn a_listener_only_the_new_configuration_has_is_bound_and_one_it_dropped_is_clos
             &t[second + 22..]
         )
     });
-    let new = take_over_with(&env, &next);
+    let new = take_over_with(&next);
     assert_eq!(old.exit_code(), Some(0));
     let listening: Vec<String> = new
         .lines
@@ -216,7 +208,7 @@ fn connections_in_every_special_state_come_through_a_takeover() {
     mcp.flush().unwrap();
     env.wait_stat("totals.buffered_bytes", |n| n >= 4 << 20);
 
-    let _new = take_over(&env);
+    let _new = env.take_over();
     assert_eq!(old.exit_code(), Some(0));
 
     half.write_all(&whole[9..]).unwrap();
@@ -260,7 +252,7 @@ fn a_reply_to_a_datagram_received_before_a_takeover_goes_out_after_it_from_the_s
     client.send_to(b"before", addr).unwrap();
     let (request, payload) = next_data(&mut mcp, &mut msg);
     assert_eq!(payload, b"before");
-    let _new = take_over(&env);
+    let _new = env.take_over();
     assert_eq!(old.exit_code(), Some(0));
     // MCP answers the datagram of the old process now.
     reply_when_room(&mut mcp, &request, b"answered after");
@@ -282,7 +274,7 @@ fn the_admin_port_and_its_unix_socket_are_served_by_the_new_process() {
     env.add_setting("admin", &format!("unix = \"{}\"", socket.display()));
     let mut old = env.start_ccsd();
     let admin = old.admin.expect("admin port");
-    let _new = take_over(&env);
+    let _new = env.take_over();
     assert_eq!(old.exit_code(), Some(0));
     let mut tcp = common::AdminClient::connect(admin);
     let workers = tcp.ask_until_end("workers");

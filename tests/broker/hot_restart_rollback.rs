@@ -78,13 +78,6 @@ fn spawn_takeover(env: &TestEnv, vars: &[(&str, &str)]) -> Proc {
     Proc::spawn(cmd, "ccsd --takeover")
 }
 
-/// `ccsd --takeover` that completes: waits until it serves.
-fn take_over(env: &TestEnv) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccsd"));
-    cmd.arg("--takeover");
-    env.start_broker(cmd, "ccsd --takeover")
-}
-
 /// The running ccsd, with `vars` in its environment.
 fn start_old(env: &TestEnv, vars: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccsd"));
@@ -142,7 +135,7 @@ fn take_over_for_real(
     load: &PipelinedClients,
     conns: usize,
 ) -> Proc {
-    let new = take_over(env);
+    let new = env.take_over();
     assert_eq!(old.exit_code(), Some(0), "the old process exits 0");
     assert_logged(&new, &format!("with {conns} connections"));
     load.wait_all_served(50);
@@ -300,7 +293,7 @@ fn when_the_old_process_dies_after_passing_the_descriptors_the_new_one_carries_o
     env.wait_stat("totals.connections_open", |n| n == 6);
     load.wait_all_served(20);
 
-    let mut new = take_over(&env);
+    let mut new = env.take_over();
     assert_eq!(
         old.exit_code(),
         Some(FAULT_EXIT_CODE),
@@ -330,7 +323,7 @@ fn a_connect_storm_across_a_takeover_is_served_without_a_refusal() {
         assert!(Instant::now() < deadline, "the storm is not served");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let new = take_over(&env);
+    let new = env.take_over();
     assert_eq!(old.exit_code(), Some(0));
     assert_eq!(new.addr(), addr);
     let before = storm.served();
@@ -374,7 +367,7 @@ fn replies_an_mcp_held_until_after_the_takeover_reach_their_clients_in_order() {
             held.push((*msg.header(), msg.payload().to_vec()));
         }
     }
-    let new = take_over(&env);
+    let new = env.take_over();
     assert_eq!(old.exit_code(), Some(0));
     assert_logged(&new, &format!("with {CLIENTS} connections"));
     // Now the replies, in the order the requests came.
@@ -407,7 +400,7 @@ fn a_process_that_took_over_can_be_taken_over_even_if_the_old_one_is_slow_to_let
     let _mcp = env.start_echo_mcp();
     let load = PipelinedClients::start(old.addr(), 2, 8);
     env.wait_stat("totals.connections_open", |n| n == 2);
-    let mut new = take_over(&env);
+    let mut new = env.take_over();
     assert_eq!(old.exit_code(), Some(0));
     assert!(
         !new.lines

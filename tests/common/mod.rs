@@ -115,6 +115,14 @@ impl TestEnv {
         p
     }
 
+    /// Starts `ccsd --takeover` on this test's config (a hot restart of the running ccsd) and
+    /// waits until it serves.
+    pub fn take_over(&self) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccsd"));
+        cmd.arg("--takeover");
+        self.start_broker(cmd, "ccsd --takeover")
+    }
+
     /// The echo MCP, served in this test process (see [`EchoMcp`]), attached when this returns.
     /// Tests about the MCP process itself (killing it, a second one) start the example binary
     /// with [`TestEnv::start_mcp`]`("echo_mcp")` instead.

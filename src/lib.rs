@@ -34,7 +34,8 @@
 //!   `limits.max_memory`), `rate_limit` (the lock-free request-rate window a listener's workers
 //!   share), [`logging`] (log setup and the rate-limited log line), [`clock`] (timestamps),
 //!   `watched` (a source in a poller, taken out of it before it is closed: every main-thread
-//!   registration), [`actor`].
+//!   registration), `socket_file` (a bound Unix socket's file: a stale one is removed before
+//!   binding, never a live one), [`actor`].
 //! - [`runtime`]: [`runtime::Broker`] builds everything from [`settings`] and runs the main loop;
 //!   under it what only the runtime uses: the listening sockets, the signals, the single-instance
 //!   lock, the pid file, the open-file limit and what the admin `reload` may change.
@@ -76,6 +77,7 @@ pub(crate) mod rate_limit;
 pub mod record;
 pub mod runtime;
 pub mod settings;
+pub(crate) mod socket_file;
 pub mod stats;
 pub(crate) mod watched;
 

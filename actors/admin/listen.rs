@@ -29,6 +29,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use crate::actors::accept_pause::{AcceptPause, is_out_of_descriptors};
 use crate::settings::AdminSettings;
+use crate::socket_file::remove_if_stale;
 use crate::watched::Watched;
 
 /// How often a missing reserve descriptor is asked for again.
@@ -330,7 +331,8 @@ fn bind_unix(path: &Path, poller: &Arc<Poller>, key: usize) -> Result<UnixSocket
             source,
         }
     };
-    remove_stale_socket(path).map_err(err("an existing file is in the way"))?;
+    remove_if_stale(path, SocketType::STREAM, None)
+        .map_err(err("an existing file is in the way"))?;
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::STREAM,
@@ -355,29 +357,6 @@ fn bind_unix(path: &Path, poller: &Arc<Poller>, key: usize) -> Result<UnixSocket
         path: path.to_owned(),
         file_id: (meta.dev(), meta.ino()),
     })
-}
-
-/// Removes a socket file nobody listens on; a live socket or another kind of file is an error.
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "not a socket; remove it or choose another path",
-        ));
-    }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "a running process (another ccsd?) listens on it",
-        )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

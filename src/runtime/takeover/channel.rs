@@ -32,6 +32,8 @@ use rustix::net::{
 };
 use rustix::process::Uid;
 
+use crate::socket_file::remove_if_stale;
+
 mod bulk;
 #[cfg(test)]
 mod tests;
@@ -163,7 +165,12 @@ impl HandoverListener {
             step: Step::Bind,
             source: io::Error::new(source.kind(), format!("{}: {source}", path.display())),
         };
-        remove_stale_socket(path, rustix::process::geteuid()).map_err(bind_err)?;
+        remove_if_stale(
+            path,
+            SocketType::SEQPACKET,
+            Some(rustix::process::geteuid()),
+        )
+        .map_err(bind_err)?;
         let fd = rustix::net::socket_with(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -221,43 +228,6 @@ impl Drop for HandoverListener {
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
-    }
-}
-
-/// Removes a socket file that belongs to `ours` (our effective uid) and that nobody listens on;
-/// a live socket, another user's or another kind of file is an error.
-fn remove_stale_socket(path: &Path, ours: Uid) -> io::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "not a socket; remove it or choose another path",
-        ));
-    }
-    if meta.uid() != ours.as_raw() {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("a socket of uid {}, not ours; left alone", meta.uid()),
-        ));
-    }
-    let probe = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
-    match rustix::net::connect(&probe, &SocketAddrUnix::new(path)?) {
-        Err(Errno::CONNREFUSED) => std::fs::remove_file(path),
-        // Connected, or a listener of another socket type, or one whose queue is full.
-        Ok(()) | Err(Errno::PROTOTYPE | Errno::AGAIN) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "a running process (another ccsd?) listens on it",
-        )),
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -343,10 +343,15 @@ fn a_stale_socket_of_another_user_is_left_alone() {
     let path = temp_path("foreign");
     drop(UnixListener::bind(&path).unwrap());
     let other = Uid::from_raw(rustix::process::geteuid().as_raw().wrapping_add(1));
-    let err = remove_stale_socket(&path, other).expect_err("not ours");
+    let err = remove_if_stale(&path, SocketType::SEQPACKET, Some(other)).expect_err("not ours");
     assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
     assert!(path.exists());
-    remove_stale_socket(&path, rustix::process::geteuid()).expect("ours and stale");
+    remove_if_stale(
+        &path,
+        SocketType::SEQPACKET,
+        Some(rustix::process::geteuid()),
+    )
+    .expect("ours and stale");
     assert!(!path.exists());
 }
 
